@@ -1,0 +1,434 @@
+//! `snapshot create`: sources → chunks → packs → trees → snapshot.
+//!
+//! Threads and order of work:
+//!
+//! 1. A reader thread walks the sources ([`source::produce`]) and sends batches of items
+//!    (≈ 8 MiB of chunks each) through a bounded channel.
+//! 2. This thread takes a batch, hashes its chunks on rayon (both cores), decides new vs. known
+//!    against the in-flight set and the catalog, compresses and seals the new ones on rayon,
+//!    appends them to the open pack, and builds file and directory nodes.
+//! 3. A full pack goes to an uploader thread (bounded queue of one), which stores it durably.
+//! 4. Once enough packs are durable, an index object describing them is written, then the
+//!    catalog learns them and they leave the in-flight set.
+//! 5. After the sources end: last pack, last index object, then — only if no source failed
+//!    fatally and every command exited 0 — the snapshot object, last of all.
+//!
+//! A crash at any point leaves: complete packs (maybe not indexed: harmless, adoptable), complete
+//! index objects (each naming only durable packs), and either the whole snapshot or none.
+//! Memory is bounded by the batch and pack sizes, not by the repository: dedup lookups go to the
+//! catalog on disk, and the in-flight set holds only blobs whose index object is not yet written.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+use rayon::prelude::*;
+
+use crate::backend::{Backend, ObjectKind};
+use crate::codec;
+use crate::crypto::MasterKey;
+use crate::error::{Error, Result};
+use crate::format::BlobKind;
+use crate::id::{BlobId, ObjectId};
+use crate::index::{self, IndexedPack};
+use crate::pack::PackWriter;
+use crate::repo::{Repo, hostname};
+use crate::snapshot::{Snapshot, SourceRecord, Summary};
+use crate::source::{self, Item, Meta, SourceSpec};
+use crate::tree::{ContentRef, Node, NodeKind, Tree, encode_os};
+
+/// Chunk bytes per batch handed from the reader to the workers.
+const BATCH_BYTES: usize = 8 << 20;
+/// Items per batch (bounds small-file batches).
+const BATCH_ITEMS: usize = 4096;
+/// Durable packs per index object.
+const PACKS_PER_INDEX: usize = 8;
+/// Errors kept in a snapshot summary.
+const MAX_ERRORS: usize = 1000;
+
+/// What to back up and how to label it.
+#[derive(Clone, Debug, Default)]
+pub struct CreateOptions {
+    /// The sources.
+    pub sources: Vec<SourceSpec>,
+    /// Tags for the snapshot.
+    pub tags: Vec<String>,
+    /// Host name to record (default: this machine's).
+    pub host: Option<String>,
+}
+
+/// Receives progress events; every method has a no-op default.
+pub trait Progress: Sync {
+    /// Content bytes read.
+    fn read(&self, _bytes: u64) {}
+    /// A file is being read.
+    fn file(&self, _path: &str) {}
+    /// A non-fatal problem.
+    fn warn(&self, _message: &str) {}
+}
+
+/// Progress that reports nothing.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// A written snapshot.
+#[derive(Clone, Debug)]
+pub struct CreateResult {
+    /// Its id.
+    pub id: ObjectId,
+    /// The snapshot.
+    pub snapshot: Snapshot,
+}
+
+struct Batcher {
+    tx: Sender<Vec<Item>>,
+    batch: Vec<Item>,
+    bytes: usize,
+}
+
+impl Batcher {
+    fn push(&mut self, item: Item) -> bool {
+        let urgent = matches!(item, Item::Fatal(_));
+        if let Item::Chunk(c) = &item {
+            self.bytes += c.len();
+        }
+        self.batch.push(item);
+        if urgent || self.bytes >= BATCH_BYTES || self.batch.len() >= BATCH_ITEMS {
+            self.flush()
+        } else {
+            true
+        }
+    }
+    fn flush(&mut self) -> bool {
+        self.bytes = 0;
+        let b = std::mem::take(&mut self.batch);
+        b.is_empty() || self.tx.send(b).is_ok()
+    }
+}
+
+struct DirFrame {
+    name: std::ffi::OsString,
+    meta: Meta,
+    nodes: Vec<Node>,
+}
+
+/// Stores blobs into packs and packs into the repository, in crash-safe order.
+struct BlobStore<'r> {
+    repo: &'r mut Repo,
+    key: Arc<MasterKey>,
+    level: i32,
+    pack_size: usize,
+    pack: PackWriter,
+    in_flight: HashSet<BlobId>,
+    upload_tx: Option<Sender<PackJob>>,
+    done_rx: Receiver<Result<IndexedPack>>,
+    uploader: Option<thread::JoinHandle<()>>,
+    durable: Vec<IndexedPack>,
+    bytes_added: u64,
+    data_added: u64,
+    blobs_added: u64,
+    blobs_reused: u64,
+}
+
+struct PackJob(crate::pack::FinishedPack);
+
+impl<'r> BlobStore<'r> {
+    fn new(repo: &'r mut Repo) -> Result<Self> {
+        let (upload_tx, upload_rx) = bounded::<PackJob>(1);
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let backend: Arc<dyn Backend> = Arc::clone(repo.backend());
+        let uploader = thread::Builder::new()
+            .name("tresor-upload".into())
+            .spawn(move || {
+                for PackJob(p) in upload_rx {
+                    let size = p.bytes.len() as u64;
+                    let r = backend
+                        .put(ObjectKind::Pack, &p.id.to_hex(), &p.bytes)
+                        .map(|()| IndexedPack { id: p.id, size, entries: p.entries });
+                    if done_tx.send(r).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Error::io("starting the upload thread", e))?;
+        Ok(BlobStore {
+            key: Arc::clone(repo.key()),
+            level: repo.config().compression_level,
+            pack_size: repo.config().pack_size as usize,
+            repo,
+            pack: PackWriter::new(),
+            in_flight: HashSet::new(),
+            upload_tx: Some(upload_tx),
+            done_rx,
+            uploader: Some(uploader),
+            durable: Vec::new(),
+            bytes_added: 0,
+            data_added: 0,
+            blobs_added: 0,
+            blobs_reused: 0,
+        })
+    }
+
+    /// Whether a blob must be stored; marks it in flight if so.
+    fn claim(&mut self, id: &BlobId) -> Result<bool> {
+        if self.in_flight.contains(id) || self.repo.catalog().contains(id)? {
+            self.blobs_reused += 1;
+            return Ok(false);
+        }
+        self.in_flight.insert(*id);
+        Ok(true)
+    }
+
+    fn add_sealed(&mut self, kind: BlobKind, id: BlobId, sealed: &[u8], raw_len: u32) -> Result<()> {
+        self.pack.add(kind, id, sealed, raw_len)?;
+        self.blobs_added += 1;
+        self.data_added += raw_len as u64;
+        if self.pack.len() >= self.pack_size {
+            self.ship_pack()?;
+        }
+        Ok(())
+    }
+
+    /// Stores one blob (used for trees) unless the repository has it.
+    fn store_one(&mut self, kind: BlobKind, plain: &[u8]) -> Result<BlobId> {
+        let id = self.key.blob_id(plain);
+        if self.claim(&id)? {
+            let sealed = codec::encode(&self.key, kind, &id, plain, self.level)?;
+            self.add_sealed(kind, id, &sealed, plain.len() as u32)?;
+        }
+        Ok(id)
+    }
+
+    fn ship_pack(&mut self) -> Result<()> {
+        if self.pack.is_empty() {
+            return Ok(());
+        }
+        let finished = std::mem::take(&mut self.pack).finish(&self.key)?;
+        self.bytes_added += finished.bytes.len() as u64;
+        let tx = self.upload_tx.as_ref().ok_or_else(|| Error::InvalidArgument("uploader closed".into()))?;
+        if tx.send(PackJob(finished)).is_err() {
+            // The uploader stopped: its error is waiting in done_rx.
+            self.collect(true)?;
+            return Err(Error::InvalidArgument("the upload thread stopped unexpectedly".into()));
+        }
+        self.collect(false)
+    }
+
+    /// Takes finished uploads; writes an index object when enough packs are durable.
+    fn collect(&mut self, block_until_all: bool) -> Result<()> {
+        if block_until_all {
+            self.upload_tx = None;
+            if let Some(h) = self.uploader.take() {
+                h.join().map_err(|_| Error::InvalidArgument("the upload thread panicked".into()))?;
+            }
+        }
+        while let Ok(r) = self.done_rx.try_recv() {
+            self.durable.push(r?);
+        }
+        if self.durable.len() >= PACKS_PER_INDEX || (block_until_all && !self.durable.is_empty()) {
+            self.write_index()?;
+        }
+        Ok(())
+    }
+
+    fn write_index(&mut self) -> Result<()> {
+        let packs = std::mem::take(&mut self.durable);
+        let (name, bytes) = index::encode(&self.key, &packs)?;
+        self.repo.backend().put(ObjectKind::Index, &name.to_hex(), &bytes)?;
+        self.bytes_added += bytes.len() as u64;
+        self.repo.catalog_mut().add_index(&name.to_hex(), &packs)?;
+        for p in &packs {
+            for e in &p.entries {
+                self.in_flight.remove(&e.id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ships the last pack and waits until everything is durable and indexed.
+    fn finish(&mut self) -> Result<()> {
+        self.ship_pack()?;
+        self.collect(true)
+    }
+}
+
+fn node(name: &std::ffi::OsStr, kind: NodeKind, meta: &Meta) -> Node {
+    let (name, name_hex) = encode_os(name);
+    Node {
+        name,
+        name_hex,
+        kind,
+        mode: meta.mode,
+        uid: meta.uid,
+        gid: meta.gid,
+        mtime_ns: meta.mtime_ns,
+        size: 0,
+        content: Vec::new(),
+        subtree: None,
+        target: None,
+        target_hex: None,
+    }
+}
+
+/// Runs a backup and writes its snapshot.
+pub fn create(repo: &mut Repo, opts: &CreateOptions, progress: &dyn Progress) -> Result<CreateResult> {
+    let started = Instant::now();
+    let time = chrono::Utc::now();
+    if opts.sources.is_empty() {
+        return Err(Error::InvalidArgument("nothing to back up: give paths, --stdin or --command".into()));
+    }
+    source::check(&opts.sources)?;
+
+    let (tx, rx) = bounded::<Vec<Item>>(2);
+    let chunker = repo.chunker().clone();
+    let sources = opts.sources.clone();
+    let reader = thread::Builder::new()
+        .name("tresor-read".into())
+        .spawn(move || {
+            let mut b = Batcher { tx, batch: Vec::new(), bytes: 0 };
+            source::produce(&sources, &chunker, &mut |item| b.push(item));
+            b.flush();
+        })
+        .map_err(|e| Error::io("starting the reader thread", e))?;
+
+    let key = Arc::clone(repo.key());
+    let mut store = BlobStore::new(repo)?;
+    let mut summary = Summary::default();
+    let mut stack = vec![DirFrame { name: Default::default(), meta: Meta::default(), nodes: Vec::new() }];
+    let mut file: Option<Node> = None;
+
+    for batch in rx {
+        // Hash every chunk of the batch on both cores.
+        let ids: Vec<Option<BlobId>> = batch
+            .par_iter()
+            .map(|it| match it {
+                Item::Chunk(c) => Some(key.blob_id(c)),
+                _ => None,
+            })
+            .collect();
+        let mut new_chunks: Vec<(usize, BlobId)> = Vec::new();
+        for (i, item) in batch.iter().enumerate() {
+            match item {
+                Item::Chunk(c) => {
+                    let id = ids[i].ok_or_else(|| Error::InvalidArgument("chunk without id".into()))?;
+                    if store.claim(&id)? {
+                        new_chunks.push((i, id));
+                    }
+                    let f = file.as_mut().ok_or_else(|| Error::InvalidArgument("chunk outside a file".into()))?;
+                    f.content.push(ContentRef(id, c.len() as u32));
+                    f.size += c.len() as u64;
+                    summary.bytes_read += c.len() as u64;
+                    progress.read(c.len() as u64);
+                }
+                Item::FileStart { name, meta, path } => {
+                    progress.file(path);
+                    file = Some(node(name, NodeKind::File, meta));
+                }
+                Item::FileEnd { error } => {
+                    let f = file.take().ok_or_else(|| Error::InvalidArgument("file end without a file".into()))?;
+                    match error {
+                        None => {
+                            summary.files += 1;
+                            top(&mut stack)?.nodes.push(f);
+                        }
+                        Some(e) => record_error(&mut summary, progress, e, true),
+                    }
+                }
+                Item::DirStart { name, meta } => stack.push(DirFrame { name: name.clone(), meta: *meta, nodes: Vec::new() }),
+                Item::DirEnd => {
+                    if stack.len() < 2 {
+                        return Err(Error::InvalidArgument("unbalanced directory stream".into()));
+                    }
+                    let frame = stack.pop().ok_or_else(|| Error::InvalidArgument("unbalanced directory stream".into()))?;
+                    let tree_id = store.store_one(BlobKind::Tree, &Tree::new(frame.nodes)?.to_bytes()?)?;
+                    let mut n = node(&frame.name, NodeKind::Dir, &frame.meta);
+                    n.subtree = Some(tree_id);
+                    summary.dirs += 1;
+                    top(&mut stack)?.nodes.push(n);
+                }
+                Item::Symlink { name, meta, target } => {
+                    let mut n = node(name, NodeKind::Symlink, meta);
+                    let (t, th) = encode_os(target);
+                    n.target = Some(t);
+                    n.target_hex = th;
+                    summary.symlinks += 1;
+                    top(&mut stack)?.nodes.push(n);
+                }
+                Item::Warning { message, incomplete } => record_error(&mut summary, progress, message, *incomplete),
+                Item::CommandOk { status } => summary.command_exit_status.push(*status),
+                Item::Fatal(_) => {}
+            }
+        }
+        // A fatal item ends the backup before anything more is committed.
+        if let Some(Item::Fatal(_)) = batch.iter().find(|i| matches!(i, Item::Fatal(_))) {
+            let fatal = batch.into_iter().find_map(|i| match i {
+                Item::Fatal(e) => Some(e),
+                _ => None,
+            });
+            return Err(fatal.unwrap_or_else(|| Error::InvalidArgument("source failed".into())));
+        }
+        // Compress and seal the new chunks on both cores, then pack them in order.
+        let sealed: Vec<Result<Vec<u8>>> = new_chunks
+            .par_iter()
+            .map(|(i, id)| match &batch[*i] {
+                Item::Chunk(c) => codec::encode(&key, BlobKind::Data, id, c, store.level),
+                _ => Err(Error::InvalidArgument("not a chunk".into())),
+            })
+            .collect();
+        for ((i, id), s) in new_chunks.iter().zip(sealed) {
+            let raw_len = match &batch[*i] {
+                Item::Chunk(c) => c.len() as u32,
+                _ => 0,
+            };
+            store.add_sealed(BlobKind::Data, *id, &s?, raw_len)?;
+        }
+    }
+    reader.join().map_err(|_| Error::InvalidArgument("the reader thread panicked".into()))?;
+    if file.is_some() || stack.len() != 1 {
+        return Err(Error::InvalidArgument("the source stream ended early".into()));
+    }
+    let root_nodes = stack.pop().map(|f| f.nodes).unwrap_or_default();
+    let root = store.store_one(BlobKind::Tree, &Tree::new(root_nodes)?.to_bytes()?)?;
+    store.finish()?;
+
+    summary.bytes_added = store.bytes_added;
+    summary.data_added = store.data_added;
+    summary.blobs_added = store.blobs_added;
+    summary.blobs_reused = store.blobs_reused;
+    summary.duration_seconds = started.elapsed().as_secs_f64();
+    let snapshot = Snapshot {
+        version: crate::format::SNAPSHOT_VERSION,
+        time: time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        host: opts.host.clone().unwrap_or_else(hostname),
+        username: std::env::var("USER").unwrap_or_default(),
+        tags: opts.tags.clone(),
+        sources: opts.sources.iter().map(record).collect::<Result<_>>()?,
+        root,
+        summary,
+    };
+    let (id, bytes) = snapshot.encode(&key)?;
+    store.repo.backend().put(ObjectKind::Snapshot, &id.to_hex(), &bytes)?;
+    Ok(CreateResult { id, snapshot })
+}
+
+fn top(stack: &mut [DirFrame]) -> Result<&mut DirFrame> {
+    stack.last_mut().ok_or_else(|| Error::InvalidArgument("unbalanced directory stream".into()))
+}
+
+fn record_error(summary: &mut Summary, progress: &dyn Progress, message: &str, incomplete: bool) {
+    progress.warn(message);
+    summary.incomplete |= incomplete;
+    if summary.errors.len() < MAX_ERRORS {
+        summary.errors.push(message.to_string());
+    }
+}
+
+fn record(s: &SourceSpec) -> Result<SourceRecord> {
+    Ok(match s {
+        SourceSpec::Path(p) => SourceRecord::Path { path: source::absolute(p)?.display().to_string() },
+        SourceSpec::Stdin { name } => SourceRecord::Stdin { name: name.clone() },
+        SourceSpec::Command { name, command } => SourceRecord::Command { command: command.clone(), name: name.clone() },
+    })
+}

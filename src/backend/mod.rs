@@ -1,0 +1,114 @@
+//! Storage backends: where the repository's objects live.
+//!
+//! # Contract
+//!
+//! Every backend stores named, immutable objects of a few kinds ([`ObjectKind`]) and must
+//! guarantee:
+//!
+//! - **put** is atomic and durable: when it returns `Ok`, the whole object is stored and survives
+//!   a crash or power loss; a crash during `put` leaves either nothing or the whole object under
+//!   that name, never a prefix. Putting a name that exists replaces it (callers only do so with
+//!   identical content, since names are content hashes).
+//! - **get** returns the whole object or an error; **get_range** returns exactly `len` bytes or
+//!   an error (a short object is an error, never a short read).
+//! - **list** returns every complete object of a kind with its size, and nothing else (no
+//!   temporary files).
+//! - **delete** of a missing object is not an error.
+//! - A missing object is reported as [`Error::Missing`], so callers can tell it from I/O errors.
+//!
+//! Backends know nothing of encryption, compression or the format: they move bytes. That keeps
+//! this trait small enough for object storage (S3-compatible) to be added later.
+
+pub mod local;
+pub mod mem;
+
+use crate::error::Result;
+
+/// The kinds of stored object, each in its own namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    /// The single repository config object (name "config").
+    Config,
+    /// Key files.
+    Key,
+    /// Packfiles.
+    Pack,
+    /// Index objects.
+    Index,
+    /// Snapshot objects.
+    Snapshot,
+    /// Lock objects.
+    Lock,
+}
+
+impl ObjectKind {
+    /// Directory (or key prefix) of this kind.
+    pub fn dir(self) -> &'static str {
+        match self {
+            ObjectKind::Config => "",
+            ObjectKind::Key => "keys",
+            ObjectKind::Pack => "data",
+            ObjectKind::Index => "index",
+            ObjectKind::Snapshot => "snapshots",
+            ObjectKind::Lock => "locks",
+        }
+    }
+
+    /// All kinds that live in directories.
+    pub const DIRS: [ObjectKind; 5] = [
+        ObjectKind::Key,
+        ObjectKind::Pack,
+        ObjectKind::Index,
+        ObjectKind::Snapshot,
+        ObjectKind::Lock,
+    ];
+}
+
+/// A storage backend; see the module documentation for the contract.
+pub trait Backend: Send + Sync {
+    /// A human-readable location, for messages.
+    fn location(&self) -> String;
+    /// Creates the layout for a new repository; fails if the location holds anything.
+    fn create(&self) -> Result<()>;
+    /// Whether a repository exists here (its config object is present).
+    fn exists(&self, kind: ObjectKind, name: &str) -> Result<bool>;
+    /// Stores an object durably and atomically.
+    fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()>;
+    /// Reads a whole object.
+    fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>>;
+    /// Reads exactly `len` bytes at `offset`.
+    fn get_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// Lists the objects of a kind with their sizes.
+    fn list(&self, kind: ObjectKind) -> Result<Vec<(String, u64)>>;
+    /// Deletes an object; a missing object is not an error.
+    fn delete(&self, kind: ObjectKind, name: &str) -> Result<()>;
+}
+
+#[cfg(test)]
+pub(crate) mod conformance {
+    //! The suite every backend must pass.
+    use super::*;
+    use crate::error::Error;
+
+    pub fn run(b: &dyn Backend) {
+        b.create().unwrap();
+        assert!(b.create().is_err(), "create over an existing layout must fail");
+        assert!(!b.exists(ObjectKind::Pack, "aa11").unwrap());
+        b.put(ObjectKind::Pack, "aa11", b"hello world").unwrap();
+        b.put(ObjectKind::Config, "config", b"cfg").unwrap();
+        assert!(b.exists(ObjectKind::Pack, "aa11").unwrap());
+        assert_eq!(b.get(ObjectKind::Pack, "aa11").unwrap(), b"hello world");
+        assert_eq!(b.get(ObjectKind::Config, "config").unwrap(), b"cfg");
+        assert_eq!(b.get_range(ObjectKind::Pack, "aa11", 6, 5).unwrap(), b"world");
+        assert!(b.get_range(ObjectKind::Pack, "aa11", 6, 6).is_err(), "short read must fail");
+        assert!(matches!(b.get(ObjectKind::Index, "aa11"), Err(Error::Missing { .. })));
+        b.put(ObjectKind::Pack, "bb22", b"x").unwrap();
+        let mut l = b.list(ObjectKind::Pack).unwrap();
+        l.sort();
+        assert_eq!(l, vec![("aa11".to_string(), 11), ("bb22".to_string(), 1)]);
+        assert!(b.list(ObjectKind::Snapshot).unwrap().is_empty());
+        b.delete(ObjectKind::Pack, "aa11").unwrap();
+        b.delete(ObjectKind::Pack, "aa11").unwrap();
+        assert_eq!(b.list(ObjectKind::Pack).unwrap().len(), 1);
+    }
+}

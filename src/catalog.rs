@@ -1,0 +1,202 @@
+//! The local catalog: a SQLite cache of the repository's index.
+//!
+//! It maps blob id → (pack, offset, lengths) so that dedup lookups and restores hit disk, not a
+//! hash map in memory: memory stays flat however large the repository grows. It lives in the
+//! cache directory, one file per repository id, and is **never the only copy of anything**:
+//! [`Catalog::sync`] loads every index object it has not seen, and rebuilds from scratch when an
+//! index object it absorbed has disappeared (a prune), when its schema version differs, or when
+//! the file is unreadable.
+//!
+//! Pragmas: WAL journal (readers do not block the writer; a crash rolls back whole
+//! transactions), `synchronous=NORMAL` (a lost last transaction is re-synced from index objects),
+//! a busy timeout (two tresor processes may share a cache).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::backend::{Backend, ObjectKind};
+use crate::crypto::MasterKey;
+use crate::error::{Error, IoContext, Result};
+use crate::format::BlobKind;
+use crate::id::{BlobId, ObjectId};
+use crate::index::{self, IndexedPack};
+
+/// Bump when the tables change; an older catalog is then rebuilt.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Where a blob is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobLocation {
+    /// Data or tree.
+    pub kind: BlobKind,
+    /// The pack that holds it.
+    pub pack: ObjectId,
+    /// Offset within the pack.
+    pub offset: u32,
+    /// Sealed length.
+    pub stored_len: u32,
+    /// Plaintext length.
+    pub raw_len: u32,
+}
+
+/// An open catalog.
+pub struct Catalog {
+    conn: Connection,
+    path: PathBuf,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS packs (
+    rowid INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS blobs (
+    id BLOB PRIMARY KEY, kind INTEGER NOT NULL, pack INTEGER NOT NULL,
+    offset INTEGER NOT NULL, stored_len INTEGER NOT NULL, raw_len INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS index_objects (name TEXT PRIMARY KEY);
+";
+
+fn sql<T>(ctx: &str, r: rusqlite::Result<T>) -> Result<T> {
+    r.map_err(|e| Error::catalog(ctx.to_string(), e))
+}
+
+impl Catalog {
+    /// Opens (or creates) the catalog for `repo_id` under `cache_dir`, discarding a catalog of
+    /// another schema version or repository.
+    pub fn open(cache_dir: &Path, repo_id: &str) -> Result<Catalog> {
+        let dir = cache_dir.join(repo_id);
+        std::fs::create_dir_all(&dir).ctx(|| format!("creating cache directory {}", dir.display()))?;
+        let path = dir.join("catalog.sqlite");
+        match Self::open_checked(&path, repo_id) {
+            Ok(Some(c)) => Ok(c),
+            Ok(None) | Err(_) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let p = PathBuf::from(format!("{}{suffix}", path.display()));
+                    match std::fs::remove_file(&p) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::io(format!("removing stale catalog {}", p.display()), e)),
+                    }
+                }
+                Self::open_checked(&path, repo_id)?
+                    .ok_or_else(|| Error::corrupt("catalog", "fresh catalog does not match its repository"))
+            }
+        }
+    }
+
+    fn open_checked(path: &Path, repo_id: &str) -> Result<Option<Catalog>> {
+        let conn = sql("open", Connection::open(path))?;
+        sql("busy timeout", conn.busy_timeout(std::time::Duration::from_secs(60)))?;
+        sql("pragma", conn.pragma_update(None, "journal_mode", "WAL"))?;
+        sql("pragma", conn.pragma_update(None, "synchronous", "NORMAL"))?;
+        sql("schema", conn.execute_batch(SCHEMA))?;
+        let get = |k: &str| -> Result<Option<String>> {
+            sql("meta", conn.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0)).optional())
+        };
+        match (get("schema_version")?, get("repo_id")?) {
+            (None, None) => {
+                sql("meta", conn.execute("INSERT INTO meta VALUES ('schema_version', ?1)", [SCHEMA_VERSION.to_string()]))?;
+                sql("meta", conn.execute("INSERT INTO meta VALUES ('repo_id', ?1)", [repo_id]))?;
+            }
+            (Some(v), Some(r)) if v == SCHEMA_VERSION.to_string() && r == repo_id => {}
+            _ => return Ok(None),
+        }
+        Ok(Some(Catalog { conn, path: path.to_path_buf() }))
+    }
+
+    /// The file backing this catalog.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Brings the catalog up to date with the repository's index objects.
+    pub fn sync(&mut self, backend: &dyn Backend, key: &MasterKey) -> Result<()> {
+        let listed: HashSet<String> = backend.list(ObjectKind::Index)?.into_iter().map(|(n, _)| n).collect();
+        let known: HashSet<String> = {
+            let mut st = sql("list", self.conn.prepare("SELECT name FROM index_objects"))?;
+            let rows = sql("list", st.query_map([], |r| r.get::<_, String>(0)))?;
+            rows.collect::<rusqlite::Result<_>>().map_err(|e| Error::catalog("list", e))?
+        };
+        if !known.is_subset(&listed) {
+            self.clear()?;
+            return self.sync(backend, key);
+        }
+        for name in listed.difference(&known) {
+            let id = ObjectId::from_hex(name)?;
+            let bytes = backend.get(ObjectKind::Index, name)?;
+            let packs = index::decode(key, &id, &bytes)?;
+            self.add_index(name, &packs)?;
+        }
+        Ok(())
+    }
+
+    fn clear(&mut self) -> Result<()> {
+        sql("clear", self.conn.execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_objects;"))
+    }
+
+    /// Records an index object's packs and blobs in one transaction.
+    pub fn add_index(&mut self, name: &str, packs: &[IndexedPack]) -> Result<()> {
+        let tx = sql("begin", self.conn.transaction())?;
+        {
+            let mut ins_pack = sql("prepare", tx.prepare_cached("INSERT OR IGNORE INTO packs (id, size) VALUES (?1, ?2)"))?;
+            let mut pack_row = sql("prepare", tx.prepare_cached("SELECT rowid FROM packs WHERE id = ?1"))?;
+            let mut ins_blob = sql(
+                "prepare",
+                tx.prepare_cached("INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+            )?;
+            for p in packs {
+                sql("insert pack", ins_pack.execute(params![&p.id.0[..], p.size as i64]))?;
+                let row: i64 = sql("pack row", pack_row.query_row([&p.id.0[..]], |r| r.get(0)))?;
+                for e in &p.entries {
+                    sql(
+                        "insert blob",
+                        ins_blob.execute(params![&e.id.0[..], e.kind as u8, row, e.offset, e.stored_len, e.raw_len]),
+                    )?;
+                }
+            }
+            sql("insert index", tx.execute("INSERT OR IGNORE INTO index_objects VALUES (?1)", [name]))?;
+        }
+        sql("commit", tx.commit())
+    }
+
+    /// Whether the repository has this blob.
+    pub fn contains(&self, id: &BlobId) -> Result<bool> {
+        let mut st = sql("prepare", self.conn.prepare_cached("SELECT 1 FROM blobs WHERE id = ?1"))?;
+        sql("lookup", st.exists([&id.0[..]]))
+    }
+
+    /// Where a blob is stored.
+    pub fn locate(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
+        let mut st = sql(
+            "prepare",
+            self.conn.prepare_cached(
+                "SELECT b.kind, p.id, b.offset, b.stored_len, b.raw_len FROM blobs b JOIN packs p ON p.rowid = b.pack WHERE b.id = ?1",
+            ),
+        )?;
+        let row = sql(
+            "lookup",
+            st.query_row([&id.0[..]], |r| {
+                Ok((r.get::<_, u8>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u32>(2)?, r.get::<_, u32>(3)?, r.get::<_, u32>(4)?))
+            })
+            .optional(),
+        )?;
+        match row {
+            None => Ok(None),
+            Some((k, pack, offset, stored_len, raw_len)) => Ok(Some(BlobLocation {
+                kind: BlobKind::from_u8(k).ok_or_else(|| Error::corrupt("catalog", "bad blob kind"))?,
+                pack: ObjectId::from_slice(&pack)?,
+                offset,
+                stored_len,
+                raw_len,
+            })),
+        }
+    }
+
+    /// Number of blobs and packs known.
+    pub fn counts(&self) -> Result<(u64, u64)> {
+        let b = sql("count", self.conn.query_row("SELECT count(*) FROM blobs", [], |r| r.get::<_, i64>(0)))?;
+        let p = sql("count", self.conn.query_row("SELECT count(*) FROM packs", [], |r| r.get::<_, i64>(0)))?;
+        Ok((b as u64, p as u64))
+    }
+}

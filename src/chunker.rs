@@ -1,0 +1,215 @@
+//! Content-defined chunking: FastCDC (2020) over any reader, with a keyed gear table.
+//!
+//! The `fastcdc` crate's `cut_gear` finds each cut point; this module owns the streaming loop so
+//! that the gear table can be a full 256-entry table derived from the repository key (the crate's
+//! own seed only XORs one constant into its public table), and so the read buffer is compacted
+//! rarely instead of after every chunk. Memory is bounded: one buffer of `2 × max_size`
+//! (at least 8 MiB), whatever the input length.
+
+use std::io::{self, Read};
+
+use fastcdc::v2020::{Normalization, cut_gear, select_masks};
+
+use crate::error::{Error, Result};
+
+/// Chunk-size parameters (bytes). Stored in the repository config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChunkerParams {
+    /// Smallest chunk, except the last one of a stream.
+    pub min_size: u32,
+    /// Target average.
+    pub avg_size: u32,
+    /// Largest chunk.
+    pub max_size: u32,
+}
+
+impl ChunkerParams {
+    /// Checks the limits FastCDC 2020 supports.
+    pub fn validate(&self) -> Result<()> {
+        let (min, avg, max) = (self.min_size, self.avg_size, self.max_size);
+        let even = min % 2 == 0 && avg % 2 == 0 && max % 2 == 0;
+        if !(64..=1_048_576).contains(&min)
+            || !(256..=4_194_304).contains(&avg)
+            || !(1024..=16_777_216).contains(&max)
+            || !(min <= avg && avg <= max)
+            || !even
+        {
+            return Err(Error::InvalidArgument(format!(
+                "chunker sizes min {min}, avg {avg}, max {max} are out of range \
+                 (even numbers, 64 ≤ min ≤ 1 MiB, 256 ≤ avg ≤ 4 MiB, 1 KiB ≤ max ≤ 16 MiB, min ≤ avg ≤ max)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Precomputed tables and masks for one repository.
+#[derive(Clone)]
+pub struct ChunkerSpec {
+    params: ChunkerParams,
+    gear: Vec<u64>,
+    gear_ls: Vec<u64>,
+    mask_s: u64,
+    mask_l: u64,
+}
+
+impl ChunkerSpec {
+    /// Builds the spec from validated parameters and a 256-entry gear table.
+    pub fn new(params: ChunkerParams, gear: Vec<u64>) -> Result<Self> {
+        params.validate()?;
+        if gear.len() != 256 {
+            return Err(Error::InvalidArgument("gear table must have 256 entries".into()));
+        }
+        let gear_ls = gear.iter().map(|g| g << 1).collect();
+        let (mask_s, mask_l) = select_masks(params.avg_size as usize, Normalization::Level1);
+        Ok(ChunkerSpec { params, gear, gear_ls, mask_s, mask_l })
+    }
+
+    /// The parameters.
+    pub fn params(&self) -> ChunkerParams {
+        self.params
+    }
+
+    /// Length of the first chunk of `data`; `data` must hold at least `max_size` bytes unless it
+    /// is the end of the stream. Returns 0 only for empty input.
+    pub fn cut(&self, data: &[u8]) -> usize {
+        let p = self.params;
+        let (_, n) = cut_gear(
+            data,
+            p.min_size as usize,
+            p.avg_size as usize,
+            p.max_size as usize,
+            self.mask_s,
+            self.mask_l,
+            self.mask_s << 1,
+            self.mask_l << 1,
+            &self.gear,
+            &self.gear_ls,
+        );
+        n
+    }
+
+    /// A streaming chunker over `reader`.
+    pub fn chunker<R: Read>(&self, reader: R) -> Chunker<'_, R> {
+        let cap = (2 * self.params.max_size as usize).max(8 << 20);
+        Chunker { spec: self, reader, buf: vec![0; cap], start: 0, end: 0, eof: false }
+    }
+}
+
+/// Iterates over the chunks of a reader. Each item is an owned chunk or the reader's error.
+pub struct Chunker<'a, R> {
+    spec: &'a ChunkerSpec,
+    reader: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+}
+
+impl<R: Read> Chunker<'_, R> {
+    fn fill(&mut self) -> io::Result<()> {
+        let need = self.spec.params.max_size as usize;
+        if self.eof || self.end - self.start >= need {
+            return Ok(());
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        while !self.eof && self.end < self.buf.len() {
+            match self.reader.read(&mut self.buf[self.end..]) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The next chunk, `Ok(None)` at the end of the stream.
+    pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        self.fill()?;
+        let window = &self.buf[self.start..self.end];
+        if window.is_empty() {
+            return Ok(None);
+        }
+        let n = self.spec.cut(window).max(1).min(window.len());
+        let chunk = window[..n].to_vec();
+        self.start += n;
+        Ok(Some(chunk))
+    }
+}
+
+impl<R: Read> Iterator for Chunker<'_, R> {
+    type Item = io::Result<Vec<u8>>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_chunk().transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(seed: u8) -> ChunkerSpec {
+        let key = crate::crypto::MasterKey::from_secret([seed; 32]);
+        let p = ChunkerParams { min_size: 2048, avg_size: 8192, max_size: 32768 };
+        ChunkerSpec::new(p, key.gear_table()).unwrap()
+    }
+
+    fn data(n: usize) -> Vec<u8> {
+        let mut x = 0x9e3779b97f4a7c15u64;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    fn lengths(s: &ChunkerSpec, d: &[u8]) -> Vec<usize> {
+        s.chunker(d).map(|c| c.unwrap().len()).collect()
+    }
+
+    #[test]
+    fn chunks_reassemble_and_respect_bounds() {
+        let s = spec(1);
+        let d = data(1 << 20);
+        let chunks: Vec<Vec<u8>> = s.chunker(&d[..]).map(|c| c.unwrap()).collect();
+        assert_eq!(chunks.concat(), d);
+        for c in &chunks[..chunks.len() - 1] {
+            assert!(c.len() >= 2048 && c.len() <= 32768, "{}", c.len());
+        }
+        assert!(chunks.len() > 40 && chunks.len() < 400, "{}", chunks.len());
+    }
+
+    #[test]
+    fn deterministic_per_seed_and_different_across_seeds() {
+        let d = data(1 << 20);
+        assert_eq!(lengths(&spec(1), &d), lengths(&spec(1), &d));
+        assert_ne!(lengths(&spec(1), &d), lengths(&spec(2), &d));
+    }
+
+    #[test]
+    fn boundaries_resynchronise_after_an_insertion() {
+        let s = spec(3);
+        let d = data(1 << 20);
+        let mut e = d.clone();
+        e.splice(1000..1000, b"inserted bytes".iter().copied());
+        let a: std::collections::HashSet<Vec<u8>> = s.chunker(&d[..]).map(|c| c.unwrap()).collect();
+        let b: Vec<Vec<u8>> = s.chunker(&e[..]).map(|c| c.unwrap()).collect();
+        let shared = b.iter().filter(|c| a.contains(*c)).count();
+        assert!(shared + 3 >= b.len(), "only {shared} of {} chunks shared", b.len());
+    }
+
+    #[test]
+    fn empty_input_gives_no_chunks_and_bad_params_are_refused() {
+        assert_eq!(spec(1).chunker(&[][..]).count(), 0);
+        let bad = ChunkerParams { min_size: 4096, avg_size: 1024, max_size: 8192 };
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,128 @@
+//! The library's error type.
+//!
+//! Every failure the engine can report is one [`Error`] variant, so that callers (the CLI, tests)
+//! can tell a wrong password from a corrupt pack or a full disk and map each to its own exit code.
+//! No variant carries key material or decrypted data.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias used throughout the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An I/O operation failed; `context` says what was being done.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The storage device is full. Reported separately because the fix is the operator's.
+    #[error("{context}: no space left on device")]
+    NoSpace { context: String },
+
+    /// No repository at the given location.
+    #[error("no tresor repository at {0} (run `tresor repo init` first)")]
+    RepoNotFound(String),
+
+    /// `repo init` was pointed at a location that already holds a repository or other files.
+    #[error("{0} already exists and is not empty; refusing to initialise a repository over it")]
+    RepoExists(String),
+
+    /// No key file could be opened with the given password.
+    #[error("wrong password: no key in the repository opens with it")]
+    WrongPassword,
+
+    /// An object failed authentication, a length check, an id check or parsing.
+    #[error("corrupt {object}: {reason}")]
+    Corrupt { object: String, reason: String },
+
+    /// An object that should exist is missing.
+    #[error("missing {object}")]
+    Missing { object: String },
+
+    /// The repository uses a format version this build does not understand.
+    #[error("unsupported {what} version {found} (this build supports {supported})")]
+    UnsupportedVersion {
+        what: &'static str,
+        found: u32,
+        supported: u32,
+    },
+
+    /// A snapshot reference matched nothing.
+    #[error("no snapshot matches {0:?}")]
+    SnapshotNotFound(String),
+
+    /// A snapshot id prefix matched several snapshots.
+    #[error("snapshot prefix {prefix:?} is ambiguous: it matches {count} snapshots")]
+    AmbiguousSnapshot { prefix: String, count: usize },
+
+    /// A path inside a snapshot does not exist.
+    #[error("path {0:?} is not in the snapshot")]
+    PathNotInSnapshot(String),
+
+    /// A source command (`--command`) failed; no snapshot was written.
+    #[error("command `{command}` {status}; no snapshot was written")]
+    CommandFailed { command: String, status: String },
+
+    /// A source given on the command line cannot be backed up at all.
+    #[error("source {path}: {reason}")]
+    BadSource { path: PathBuf, reason: String },
+
+    /// Arguments that make no sense together.
+    #[error("{0}")]
+    InvalidArgument(String),
+
+    /// The local catalog (a cache) failed.
+    #[error("catalog {context}: {source}")]
+    Catalog {
+        context: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with what was being done, turning ENOSPC into [`Error::NoSpace`].
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        let context = context.into();
+        if source.raw_os_error() == Some(libc::ENOSPC) || source.kind() == io::ErrorKind::StorageFull
+        {
+            Error::NoSpace { context }
+        } else {
+            Error::Io { context, source }
+        }
+    }
+
+    /// A corrupt-object error.
+    pub fn corrupt(object: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            object: object.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A catalog error with context.
+    pub fn catalog(context: impl Into<String>, source: rusqlite::Error) -> Self {
+        Error::Catalog {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Adds context to `io::Result`s.
+pub trait IoContext<T> {
+    /// Attaches what was being done to an I/O error.
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error::io(context(), e))
+    }
+}

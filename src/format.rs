@@ -1,0 +1,103 @@
+//! Magic numbers, versions and fixed sizes of the on-disk format.
+//!
+//! This module mirrors docs/design.md; every constant that appears in a stored byte lives here so
+//! the format can be read in one place. All integers on disk are little-endian.
+
+/// Version of the repository format written by this build (stored in the config).
+pub const REPO_VERSION: u32 = 1;
+
+/// Version of key files.
+pub const KEY_FILE_VERSION: u32 = 1;
+
+/// Version of snapshot objects.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// Version of tree blobs.
+pub const TREE_VERSION: u32 = 1;
+
+/// Magic at the very end of every pack file.
+pub const PACK_MAGIC: [u8; 8] = *b"TRSRPK01";
+
+/// Magic at the start of an index object's plaintext.
+pub const INDEX_MAGIC: [u8; 8] = *b"TRSRIX01";
+
+/// Size of an XChaCha20-Poly1305 nonce.
+pub const NONCE_LEN: usize = 24;
+
+/// Size of a Poly1305 tag.
+pub const TAG_LEN: usize = 16;
+
+/// Bytes a sealed envelope adds to its plaintext: nonce and tag.
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
+
+/// Size of one entry in a pack header: kind (1), id (32), stored length (4), raw length (4).
+pub const PACK_ENTRY_LEN: usize = 1 + 32 + 4 + 4;
+
+/// Pack trailer: sealed header length (u32) + magic.
+pub const PACK_TRAILER_LEN: usize = 4 + PACK_MAGIC.len();
+
+/// Upper bound on a blob's plaintext (and so on decompression output): 16 MiB, the largest
+/// chunk FastCDC may produce. Trees larger than this are split (see tree.rs).
+pub const MAX_BLOB_LEN: usize = 16 * 1024 * 1024;
+
+/// Upper bound on a pack header's plaintext, to refuse absurd allocations from a hostile trailer.
+pub const MAX_PACK_HEADER_LEN: usize = 64 * 1024 * 1024;
+
+/// Upper bound on small objects (config, key files, snapshots, index objects) when read.
+pub const MAX_OBJECT_LEN: usize = 256 * 1024 * 1024;
+
+/// Blob codec byte at the start of a blob's plaintext inside the AEAD.
+pub mod codec {
+    /// Payload stored as is.
+    pub const RAW: u8 = 0;
+    /// Payload is a zstd frame.
+    pub const ZSTD: u8 = 1;
+}
+
+/// Kinds of blob. Stored in pack headers and index objects and bound into each blob's AEAD.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum BlobKind {
+    /// A chunk of file or stream content.
+    Data = 0,
+    /// A serialized directory listing.
+    Tree = 1,
+}
+
+impl BlobKind {
+    /// Decodes a stored kind byte.
+    pub fn from_u8(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(BlobKind::Data),
+            1 => Some(BlobKind::Tree),
+            _ => None,
+        }
+    }
+}
+
+/// Associated-data domain strings: every sealed thing says what it is, so one cannot be
+/// substituted for another.
+pub mod aad {
+    /// Prefix of a blob's associated data (followed by kind byte and blob id).
+    pub const BLOB: &[u8] = b"tresor/v1/blob";
+    /// A pack header.
+    pub const PACK_HEADER: &[u8] = b"tresor/v1/pack-header";
+    /// An index object.
+    pub const INDEX: &[u8] = b"tresor/v1/index";
+    /// A snapshot object.
+    pub const SNAPSHOT: &[u8] = b"tresor/v1/snapshot";
+    /// The config object.
+    pub const CONFIG: &[u8] = b"tresor/v1/config";
+    /// The master key inside a key file.
+    pub const KEY: &[u8] = b"tresor/v1/key";
+}
+
+/// Key-derivation contexts for the subkeys derived from the master secret (BLAKE3 derive_key).
+pub mod kdf_context {
+    /// Key of the keyed BLAKE3 that names blobs.
+    pub const BLOB_ID: &str = "tresor 2026-11 blob id key v1";
+    /// XChaCha20-Poly1305 key for all sealed data.
+    pub const ENCRYPTION: &str = "tresor 2026-11 encryption key v1";
+    /// Seed of the FastCDC gear table.
+    pub const GEAR: &str = "tresor 2026-11 chunker gear table v1";
+}

@@ -1,0 +1,166 @@
+//! Packfiles: many sealed blobs in one object, with a sealed header that lists them.
+//!
+//! ```text
+//! blob_0 ‖ blob_1 ‖ … ‖ blob_n-1 ‖ sealed header ‖ header_len: u32 LE ‖ "TRSRPK01"
+//! ```
+//!
+//! The header's plaintext is `n` entries of [`format::PACK_ENTRY_LEN`] bytes: kind (u8), blob id
+//! (32), stored length (u32 LE), raw length (u32 LE). Offsets are implicit: blob `i` starts at
+//! the sum of the stored lengths before it. The header lets the index be rebuilt from packs
+//! alone. A pack is named by the BLAKE3 hash of all its bytes.
+
+use crate::crypto::MasterKey;
+use crate::error::{Error, Result};
+use crate::format::{self, BlobKind, PACK_ENTRY_LEN, PACK_MAGIC, PACK_TRAILER_LEN};
+use crate::id::{BlobId, ObjectId};
+
+/// One blob's place in a pack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackEntry {
+    /// Data or tree.
+    pub kind: BlobKind,
+    /// The blob's id.
+    pub id: BlobId,
+    /// Byte offset within the pack.
+    pub offset: u32,
+    /// Length of the sealed blob.
+    pub stored_len: u32,
+    /// Length of the plaintext.
+    pub raw_len: u32,
+}
+
+/// Builds one pack in memory.
+#[derive(Default)]
+pub struct PackWriter {
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// A finished pack, ready to be stored.
+pub struct FinishedPack {
+    /// Its name.
+    pub id: ObjectId,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// What it holds.
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackWriter {
+    /// An empty pack.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a sealed blob.
+    pub fn add(&mut self, kind: BlobKind, id: BlobId, sealed: &[u8], raw_len: u32) -> Result<()> {
+        let offset = u32::try_from(self.buf.len())
+            .map_err(|_| Error::InvalidArgument("pack grew past 4 GiB".into()))?;
+        let stored_len =
+            u32::try_from(sealed.len()).map_err(|_| Error::InvalidArgument("blob too large".into()))?;
+        self.buf.extend_from_slice(sealed);
+        self.entries.push(PackEntry { kind, id, offset, stored_len, raw_len });
+        Ok(())
+    }
+
+    /// Bytes of blob data so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether no blob was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends the sealed header and trailer and names the pack.
+    pub fn finish(mut self, key: &MasterKey) -> Result<FinishedPack> {
+        let mut header = Vec::with_capacity(self.entries.len() * PACK_ENTRY_LEN);
+        for e in &self.entries {
+            header.push(e.kind as u8);
+            header.extend_from_slice(&e.id.0);
+            header.extend_from_slice(&e.stored_len.to_le_bytes());
+            header.extend_from_slice(&e.raw_len.to_le_bytes());
+        }
+        let sealed = key.seal(format::aad::PACK_HEADER, &header)?;
+        self.buf.extend_from_slice(&sealed);
+        self.buf.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(&PACK_MAGIC);
+        let id = ObjectId::of_bytes(&self.buf);
+        Ok(FinishedPack { id, bytes: self.buf, entries: self.entries })
+    }
+}
+
+/// Reads the length of the sealed header from a pack's trailer.
+pub fn parse_trailer(pack: &ObjectId, trailer: &[u8], pack_size: u64) -> Result<u32> {
+    let what = || format!("pack {}", pack.to_hex());
+    if trailer.len() != PACK_TRAILER_LEN || trailer[4..] != PACK_MAGIC {
+        return Err(Error::corrupt(what(), "no pack trailer (truncated or not a pack)"));
+    }
+    let hlen = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+    if hlen as u64 + PACK_TRAILER_LEN as u64 > pack_size || hlen as usize > format::MAX_PACK_HEADER_LEN {
+        return Err(Error::corrupt(what(), format!("header length {hlen} does not fit a {pack_size}-byte pack")));
+    }
+    Ok(hlen)
+}
+
+/// Opens and parses a sealed pack header; checks that the blobs exactly fill the space before it.
+pub fn parse_header(key: &MasterKey, pack: &ObjectId, sealed: &[u8], pack_size: u64) -> Result<Vec<PackEntry>> {
+    let what = || format!("pack {} header", pack.to_hex());
+    let plain = key.open(format::aad::PACK_HEADER, sealed, &what)?;
+    if plain.len() % PACK_ENTRY_LEN != 0 {
+        return Err(Error::corrupt(what(), "length is not a whole number of entries"));
+    }
+    let mut entries = Vec::with_capacity(plain.len() / PACK_ENTRY_LEN);
+    let mut offset: u64 = 0;
+    for e in plain.chunks_exact(PACK_ENTRY_LEN) {
+        let kind = BlobKind::from_u8(e[0]).ok_or_else(|| Error::corrupt(what(), format!("unknown blob kind {}", e[0])))?;
+        let id = BlobId::from_slice(&e[1..33])?;
+        let stored_len = u32::from_le_bytes([e[33], e[34], e[35], e[36]]);
+        let raw_len = u32::from_le_bytes([e[37], e[38], e[39], e[40]]);
+        let off = u32::try_from(offset).map_err(|_| Error::corrupt(what(), "offsets overflow"))?;
+        entries.push(PackEntry { kind, id, offset: off, stored_len, raw_len });
+        offset += stored_len as u64;
+    }
+    let expected = pack_size - PACK_TRAILER_LEN as u64 - sealed.len() as u64;
+    if offset != expected {
+        return Err(Error::corrupt(what(), format!("blobs cover {offset} bytes but the pack has {expected}")));
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec;
+
+    #[test]
+    fn header_round_trip_and_damage() {
+        let k = MasterKey::from_secret([9; 32]);
+        let mut w = PackWriter::new();
+        let mut blobs = Vec::new();
+        for i in 0..5u8 {
+            let data = vec![i; 1000 + i as usize];
+            let id = k.blob_id(&data);
+            let s = codec::encode(&k, BlobKind::Data, &id, &data, 3).unwrap();
+            w.add(BlobKind::Data, id, &s, data.len() as u32).unwrap();
+            blobs.push((id, data));
+        }
+        let p = w.finish(&k).unwrap();
+        assert_eq!(p.id, ObjectId::of_bytes(&p.bytes));
+        let size = p.bytes.len() as u64;
+        let hlen = parse_trailer(&p.id, &p.bytes[p.bytes.len() - PACK_TRAILER_LEN..], size).unwrap();
+        let hstart = p.bytes.len() - PACK_TRAILER_LEN - hlen as usize;
+        let entries = parse_header(&k, &p.id, &p.bytes[hstart..hstart + hlen as usize], size).unwrap();
+        assert_eq!(entries, p.entries);
+        for (e, (id, data)) in entries.iter().zip(&blobs) {
+            let s = &p.bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+            assert_eq!(&codec::decode(&k, e.kind, id, s, e.raw_len).unwrap(), data);
+        }
+        let mut bad = p.bytes.clone();
+        bad[hstart + 30] ^= 1;
+        assert!(parse_header(&k, &p.id, &bad[hstart..hstart + hlen as usize], size).is_err());
+        assert!(parse_trailer(&p.id, &p.bytes[..PACK_TRAILER_LEN], size).is_err());
+        assert!(parse_header(&k, &p.id, &p.bytes[hstart..hstart + hlen as usize], size + 1).is_err());
+    }
+}

@@ -1,0 +1,119 @@
+//! Snapshot objects: the record that makes a backup exist.
+//!
+//! A snapshot is sealed JSON naming the root tree plus who, when and what: time, host, user,
+//! tags, sources (paths, stdin names, commands) and a summary. It is written last, after every
+//! pack and index object it needs is durable, so a snapshot that exists is complete. Its name is
+//! the BLAKE3 hash of its stored bytes.
+
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::MasterKey;
+use crate::error::{Error, Result};
+use crate::format;
+use crate::id::{BlobId, ObjectId};
+
+/// Where a snapshot's data came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourceRecord {
+    /// A file or directory, by its absolute path.
+    Path {
+        /// Absolute path as given (normalized).
+        path: String,
+    },
+    /// Standard input stored as a file.
+    Stdin {
+        /// The file name in the snapshot.
+        name: String,
+    },
+    /// A command's standard output stored as a file.
+    Command {
+        /// The command line (run with `sh -c`).
+        command: String,
+        /// The file name in the snapshot.
+        name: String,
+    },
+}
+
+/// What a backup did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Regular files (and streams) stored.
+    pub files: u64,
+    /// Directories stored.
+    pub dirs: u64,
+    /// Symlinks stored.
+    pub symlinks: u64,
+    /// Content bytes read from the sources.
+    pub bytes_read: u64,
+    /// Bytes this run added to the repository (packs and index objects).
+    pub bytes_added: u64,
+    /// Plaintext bytes of the blobs this run stored new.
+    pub data_added: u64,
+    /// Blobs stored new.
+    pub blobs_added: u64,
+    /// Blobs referenced that the repository already had.
+    pub blobs_reused: u64,
+    /// Wall-clock seconds.
+    pub duration_seconds: f64,
+    /// Exit status of each `--command` (0 when it succeeded; a snapshot is never written otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command_exit_status: Vec<i32>,
+    /// True when some sources could not be read; `errors` says which.
+    pub incomplete: bool,
+    /// The per-entry errors (unreadable files), at most 1000.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// A snapshot object.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Format version.
+    pub version: u32,
+    /// When the backup started, RFC 3339 UTC.
+    pub time: String,
+    /// Host name.
+    pub host: String,
+    /// User who ran it.
+    pub username: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Sources.
+    pub sources: Vec<SourceRecord>,
+    /// The root tree.
+    pub root: BlobId,
+    /// What happened.
+    pub summary: Summary,
+}
+
+impl Snapshot {
+    /// Seals the snapshot; returns (name, stored bytes).
+    pub fn encode(&self, key: &MasterKey) -> Result<(ObjectId, Vec<u8>)> {
+        let json = serde_json::to_vec(self).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let sealed = key.seal(format::aad::SNAPSHOT, &json)?;
+        Ok((ObjectId::of_bytes(&sealed), sealed))
+    }
+
+    /// Checks the name, opens and parses a snapshot.
+    pub fn decode(key: &MasterKey, name: &ObjectId, stored: &[u8]) -> Result<Self> {
+        let what = || format!("snapshot {}", name.to_hex());
+        if ObjectId::of_bytes(stored) != *name {
+            return Err(Error::corrupt(what(), "content does not match its name"));
+        }
+        let plain = key.open(format::aad::SNAPSHOT, stored, &what)?;
+        let s: Snapshot = serde_json::from_slice(&plain).map_err(|e| Error::corrupt(what(), e.to_string()))?;
+        if s.version != format::SNAPSHOT_VERSION {
+            return Err(Error::UnsupportedVersion { what: "snapshot", found: s.version, supported: format::SNAPSHOT_VERSION });
+        }
+        Ok(s)
+    }
+
+    /// The snapshot's time as a sortable value (falls back to the epoch if unparsable).
+    pub fn timestamp(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(&self.time)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or_default()
+    }
+}

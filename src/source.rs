@@ -1,0 +1,350 @@
+//! Sources: what a backup reads, turned into one ordered stream of [`Item`]s.
+//!
+//! Paths are walked depth-first in name-byte order (symlinks are stored, never followed);
+//! standard input and `--command` output become single files at the snapshot root. File
+//! content arrives already chunked. A command's exit status is checked when its output ends:
+//! a non-zero exit or death by a signal yields [`Item::Fatal`], and the archiver then writes no
+//! snapshot. Unreadable entries yield [`Item::Warning`] and the walk goes on.
+//!
+//! Stored paths: an absolute source `/var/www` is stored as `var/www`; its parent directories are
+//! stored with their own metadata, so several sources share one root.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::chunker::ChunkerSpec;
+use crate::error::{Error, Result};
+
+/// A source as given on the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// A file or directory.
+    Path(PathBuf),
+    /// Standard input, stored as a file named `name`.
+    Stdin {
+        /// File name in the snapshot.
+        name: String,
+    },
+    /// A command run with `sh -c`; its standard output is stored as a file named `name`.
+    Command {
+        /// File name in the snapshot.
+        name: String,
+        /// The command line.
+        command: String,
+    },
+}
+
+/// Metadata recorded for every entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time in ns since the epoch.
+    pub mtime_ns: i64,
+    /// Size (files).
+    pub size: u64,
+}
+
+impl Meta {
+    fn of(md: &fs::Metadata) -> Meta {
+        Meta {
+            mode: md.mode() & 0o7777,
+            uid: md.uid(),
+            gid: md.gid(),
+            mtime_ns: md.mtime().saturating_mul(1_000_000_000).saturating_add(md.mtime_nsec()),
+            size: md.len(),
+        }
+    }
+
+    /// Metadata for a stream (stdin or a command): owned by this process, mode 0600, now.
+    fn stream() -> Meta {
+        let (uid, gid) = fs::metadata("/proc/self").map(|m| (m.uid(), m.gid())).unwrap_or((0, 0));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        Meta { mode: 0o600, uid, gid, mtime_ns: now, size: 0 }
+    }
+}
+
+/// One step of the source stream.
+#[derive(Debug)]
+pub enum Item {
+    /// A directory begins; its entries follow until the matching `DirEnd`.
+    DirStart { name: OsString, meta: Meta },
+    /// The current directory ends.
+    DirEnd,
+    /// A regular file (or stream) begins; its chunks follow, then `FileEnd`.
+    FileStart { name: OsString, meta: Meta, path: String },
+    /// A chunk of the current file.
+    Chunk(Vec<u8>),
+    /// The current file ends; with an error it must be dropped from the snapshot.
+    FileEnd { error: Option<String> },
+    /// A symbolic link.
+    Symlink { name: OsString, meta: Meta, target: OsString },
+    /// Something was skipped; `incomplete` marks the snapshot incomplete.
+    Warning { message: String, incomplete: bool },
+    /// A command finished successfully.
+    CommandOk { status: i32 },
+    /// The backup must not be committed.
+    Fatal(Error),
+}
+
+/// Where items go; `false` means the consumer is gone and the producer must stop.
+pub type Sink<'a> = dyn FnMut(Item) -> bool + 'a;
+
+#[derive(Default)]
+struct PlanDir {
+    real: Option<PathBuf>,
+    /// Set for a directory that only exists to hold deeper sources.
+    meta_from: Option<PathBuf>,
+    children: BTreeMap<Vec<u8>, PlanDir>,
+    stream: Option<SourceSpec>,
+}
+
+/// Normalizes a source path to an absolute path without `.` or `..` (no symlinks resolved).
+pub fn absolute(p: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(p).map_err(|e| Error::BadSource { path: p.into(), reason: e.to_string() })?;
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Checks sources and builds the plan: refuses missing paths and clashing names.
+fn plan(sources: &[SourceSpec]) -> Result<PlanDir> {
+    let mut root = PlanDir::default();
+    for s in sources {
+        match s {
+            SourceSpec::Path(p) => {
+                let abs = absolute(p)?;
+                fs::symlink_metadata(&abs).map_err(|e| Error::BadSource { path: p.clone(), reason: e.to_string() })?;
+                let comps: Vec<&OsStr> = abs.components().filter_map(|c| match c {
+                    Component::Normal(n) => Some(n),
+                    _ => None,
+                }).collect();
+                if comps.is_empty() {
+                    return Err(Error::BadSource { path: p.clone(), reason: "backing up / itself is not supported yet; name its directories".into() });
+                }
+                let mut node = &mut root;
+                let mut sofar = PathBuf::from("/");
+                for (i, c) in comps.iter().enumerate() {
+                    sofar.push(c);
+                    if node.real.is_some() {
+                        break; // an ancestor is already a source and covers this path
+                    }
+                    let child = node.children.entry(c.as_bytes().to_vec()).or_default();
+                    if child.stream.is_some() {
+                        return Err(Error::InvalidArgument(format!("{} clashes with a stream name", abs.display())));
+                    }
+                    if i + 1 == comps.len() {
+                        child.real = Some(sofar.clone());
+                        child.children.clear();
+                    } else {
+                        child.meta_from = Some(sofar.clone());
+                    }
+                    node = child;
+                }
+            }
+            SourceSpec::Stdin { name } | SourceSpec::Command { name, .. } => {
+                if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                    return Err(Error::InvalidArgument(format!("{name:?} is not a valid file name for a stream")));
+                }
+                if root.children.contains_key(name.as_bytes()) {
+                    return Err(Error::InvalidArgument(format!("two sources would both be stored as {name:?}")));
+                }
+                root.children.insert(name.as_bytes().to_vec(), PlanDir { stream: Some(s.clone()), ..Default::default() });
+            }
+        }
+    }
+    Ok(root)
+}
+
+/// Validates sources without reading them (used before any work starts).
+pub fn check(sources: &[SourceSpec]) -> Result<()> {
+    plan(sources).map(|_| ())
+}
+
+/// Produces the item stream for `sources` into `sink`, ending at the root's contents.
+pub fn produce(sources: &[SourceSpec], chunker: &ChunkerSpec, sink: &mut Sink<'_>) {
+    match plan(sources) {
+        Ok(root) => {
+            for (name, child) in root.children {
+                if !emit_plan(OsStr::from_bytes(&name), child, chunker, sink) {
+                    return;
+                }
+            }
+        }
+        Err(e) => {
+            sink(Item::Fatal(e));
+        }
+    }
+}
+
+fn emit_plan(name: &OsStr, node: PlanDir, chunker: &ChunkerSpec, sink: &mut Sink<'_>) -> bool {
+    if let Some(stream) = node.stream {
+        return emit_stream(name, &stream, chunker, sink);
+    }
+    if let Some(real) = node.real {
+        return walk(&real, name, chunker, sink);
+    }
+    let meta = match node.meta_from.as_deref().map(fs::metadata) {
+        Some(Ok(md)) => Meta::of(&md),
+        _ => Meta { mode: 0o755, ..Meta::default() },
+    };
+    if !sink(Item::DirStart { name: name.to_os_string(), meta }) {
+        return false;
+    }
+    for (n, child) in node.children {
+        if !emit_plan(OsStr::from_bytes(&n), child, chunker, sink) {
+            return false;
+        }
+    }
+    sink(Item::DirEnd)
+}
+
+fn warn(sink: &mut Sink<'_>, path: &Path, what: &str, e: impl std::fmt::Display) -> bool {
+    sink(Item::Warning { message: format!("{}: {what}: {e}", path.display()), incomplete: true })
+}
+
+fn walk(path: &Path, name: &OsStr, chunker: &ChunkerSpec, sink: &mut Sink<'_>) -> bool {
+    let md = match fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) => return warn(sink, path, "cannot stat", e),
+    };
+    let ft = md.file_type();
+    let meta = Meta::of(&md);
+    if ft.is_dir() {
+        let mut names: Vec<OsString> = match fs::read_dir(path) {
+            Ok(rd) => {
+                let mut v = Vec::new();
+                for e in rd {
+                    match e {
+                        Ok(e) => v.push(e.file_name()),
+                        Err(e) => return warn(sink, path, "cannot list directory", e),
+                    }
+                }
+                v
+            }
+            Err(e) => return warn(sink, path, "cannot list directory", e),
+        };
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        if !sink(Item::DirStart { name: name.to_os_string(), meta }) {
+            return false;
+        }
+        for n in names {
+            if !walk(&path.join(&n), &n, chunker, sink) {
+                return false;
+            }
+        }
+        sink(Item::DirEnd)
+    } else if ft.is_file() {
+        let file = File::options()
+            .read(true)
+            .custom_flags(libc::O_NOATIME)
+            .open(path)
+            .or_else(|_| File::open(path));
+        let file = match file {
+            Ok(f) => f,
+            Err(e) => return warn(sink, path, "cannot open", e),
+        };
+        if !sink(Item::FileStart { name: name.to_os_string(), meta, path: path.display().to_string() }) {
+            return false;
+        }
+        match emit_chunks(file, chunker, sink) {
+            Ok(true) => sink(Item::FileEnd { error: None }),
+            Ok(false) => false,
+            Err(e) => sink(Item::FileEnd { error: Some(format!("{}: read error: {e}", path.display())) }),
+        }
+    } else if ft.is_symlink() {
+        match fs::read_link(path) {
+            Ok(t) => sink(Item::Symlink { name: name.to_os_string(), meta, target: t.into_os_string() }),
+            Err(e) => warn(sink, path, "cannot read link", e),
+        }
+    } else {
+        sink(Item::Warning { message: format!("{}: skipped: not a regular file, directory or symlink", path.display()), incomplete: false })
+    }
+}
+
+/// Chunks a reader into the sink. `Ok(false)`: the sink is gone.
+fn emit_chunks(reader: impl Read, chunker: &ChunkerSpec, sink: &mut Sink<'_>) -> std::io::Result<bool> {
+    let mut c = chunker.chunker(reader);
+    while let Some(chunk) = c.next_chunk()? {
+        if !sink(Item::Chunk(chunk)) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Describes how a child process ended.
+pub fn describe_status(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (None, Some(s)) => format!("was killed by signal {s}"),
+        _ => "ended abnormally".into(),
+    }
+}
+
+fn emit_stream(name: &OsStr, spec: &SourceSpec, chunker: &ChunkerSpec, sink: &mut Sink<'_>) -> bool {
+    let start = Item::FileStart { name: name.to_os_string(), meta: Meta::stream(), path: name.to_string_lossy().into_owned() };
+    match spec {
+        SourceSpec::Stdin { .. } => {
+            if !sink(start) {
+                return false;
+            }
+            match emit_chunks(std::io::stdin().lock(), chunker, sink) {
+                Ok(true) => sink(Item::FileEnd { error: None }),
+                Ok(false) => false,
+                Err(e) => sink(Item::Fatal(Error::io("reading standard input", e))),
+            }
+        }
+        SourceSpec::Command { command, .. } => {
+            let child = Command::new("sh").arg("-c").arg(command).stdin(Stdio::null()).stdout(Stdio::piped()).spawn();
+            let mut child = match child {
+                Ok(c) => c,
+                Err(e) => return sink(Item::Fatal(Error::CommandFailed { command: command.clone(), status: format!("could not be started: {e}") })),
+            };
+            let Some(stdout) = child.stdout.take() else {
+                let _ = child.kill();
+                return sink(Item::Fatal(Error::CommandFailed { command: command.clone(), status: "has no output pipe".into() }));
+            };
+            if !sink(start) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            let read = emit_chunks(stdout, chunker, sink);
+            if !matches!(read, Ok(true)) {
+                let _ = child.kill();
+            }
+            let status = child.wait();
+            match (read, status) {
+                (Ok(false), _) => false,
+                (Err(e), _) => sink(Item::Fatal(Error::CommandFailed { command: command.clone(), status: format!("output could not be read: {e}") })),
+                (Ok(true), Err(e)) => sink(Item::Fatal(Error::CommandFailed { command: command.clone(), status: format!("could not be waited for: {e}") })),
+                (Ok(true), Ok(st)) if st.success() => sink(Item::FileEnd { error: None }) && sink(Item::CommandOk { status: 0 }),
+                (Ok(true), Ok(st)) => sink(Item::Fatal(Error::CommandFailed { command: command.clone(), status: describe_status(&st) })),
+            }
+        }
+        SourceSpec::Path(_) => false,
+    }
+}

@@ -1,0 +1,211 @@
+//! Trees: directory listings stored as blobs of kind `Tree`.
+//!
+//! A tree blob's plaintext is JSON: `{"version":1,"nodes":[…]}` with nodes sorted by the bytes of
+//! their names. A directory node names its subtree by blob id, so an unchanged subtree has the
+//! same id and is stored once. A file node lists its content as `[blob id, length]` pairs in
+//! order; the lengths let a reader map a file offset to chunks without reading earlier ones.
+//! Names that are not UTF-8 are kept exactly: `name_hex` then holds their bytes.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::format;
+use crate::id::BlobId;
+
+/// What a node is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link.
+    Symlink,
+}
+
+/// One chunk of a file: its id and plaintext length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentRef(pub BlobId, pub u32);
+
+/// A directory entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// The name (lossy when `name_hex` is set).
+    pub name: String,
+    /// The exact name bytes in hex, present only when the name is not valid UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_hex: Option<String>,
+    /// File, directory or symlink.
+    #[serde(rename = "type")]
+    pub kind: NodeKind,
+    /// Permission bits (the low 12 bits of st_mode).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// Size in bytes (files).
+    #[serde(default)]
+    pub size: u64,
+    /// Content chunks (files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub content: Vec<ContentRef>,
+    /// Subtree (directories).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtree: Option<BlobId>,
+    /// Link target (symlinks), lossy when `target_hex` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Exact link target bytes in hex when not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_hex: Option<String>,
+}
+
+/// Splits OS bytes into (lossy string, hex when not UTF-8).
+pub fn encode_os(s: &OsStr) -> (String, Option<String>) {
+    match s.to_str() {
+        Some(u) => (u.to_string(), None),
+        None => (s.to_string_lossy().into_owned(), Some(hex::encode(s.as_bytes()))),
+    }
+}
+
+fn decode_os(lossy: &str, hexed: &Option<String>, what: &str) -> Result<OsString> {
+    match hexed {
+        None => Ok(OsString::from(lossy)),
+        Some(h) => hex::decode(h)
+            .map(OsString::from_vec)
+            .map_err(|_| Error::corrupt("tree", format!("{what} hex is not hex"))),
+    }
+}
+
+impl Node {
+    /// The exact name.
+    pub fn os_name(&self) -> Result<OsString> {
+        decode_os(&self.name, &self.name_hex, "name")
+    }
+
+    /// The exact symlink target.
+    pub fn os_target(&self) -> Result<OsString> {
+        decode_os(self.target.as_deref().unwrap_or(""), &self.target_hex, "target")
+    }
+
+    /// Name bytes, the sort key.
+    pub fn name_bytes(&self) -> Vec<u8> {
+        self.os_name().map(|n| n.into_vec()).unwrap_or_else(|_| self.name.as_bytes().to_vec())
+    }
+}
+
+/// A directory listing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tree {
+    /// Format version.
+    pub version: u32,
+    /// Entries sorted by name bytes.
+    pub nodes: Vec<Node>,
+}
+
+impl Tree {
+    /// Builds a tree, sorting the nodes; refuses duplicate names.
+    pub fn new(mut nodes: Vec<Node>) -> Result<Tree> {
+        nodes.sort_by_key(|n| n.name_bytes());
+        for w in nodes.windows(2) {
+            if w[0].name_bytes() == w[1].name_bytes() {
+                return Err(Error::InvalidArgument(format!("two entries named {:?} in one directory", w[0].name)));
+            }
+        }
+        Ok(Tree { version: format::TREE_VERSION, nodes })
+    }
+
+    /// The blob plaintext.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let b = serde_json::to_vec(self).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        if b.len() > format::MAX_BLOB_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "a directory listing of {} entries is {} bytes, over the {} byte blob limit",
+                self.nodes.len(),
+                b.len(),
+                format::MAX_BLOB_LEN
+            )));
+        }
+        Ok(b)
+    }
+
+    /// Parses and validates a tree blob: names must be safe path components.
+    pub fn from_bytes(id: &BlobId, b: &[u8]) -> Result<Tree> {
+        let what = || format!("tree {}", id.to_hex());
+        let t: Tree = serde_json::from_slice(b).map_err(|e| Error::corrupt(what(), e.to_string()))?;
+        if t.version != format::TREE_VERSION {
+            return Err(Error::UnsupportedVersion { what: "tree", found: t.version, supported: format::TREE_VERSION });
+        }
+        for n in &t.nodes {
+            let name = n.os_name().map_err(|_| Error::corrupt(what(), "bad name"))?;
+            let nb = name.as_bytes();
+            if nb.is_empty() || nb == b"." || nb == b".." || nb.contains(&b'/') || nb.contains(&0) {
+                return Err(Error::corrupt(what(), format!("unsafe entry name {:?}", n.name)));
+            }
+            let ok = match n.kind {
+                NodeKind::Dir => n.subtree.is_some(),
+                NodeKind::Symlink => n.target.is_some() || n.target_hex.is_some(),
+                NodeKind::File => n.content.iter().map(|c| c.1 as u64).sum::<u64>() == n.size,
+            };
+            if !ok {
+                return Err(Error::corrupt(what(), format!("entry {:?} is inconsistent", n.name)));
+            }
+        }
+        Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, content: Vec<ContentRef>) -> Node {
+        let size = content.iter().map(|c| c.1 as u64).sum();
+        Node {
+            name: name.into(),
+            name_hex: None,
+            kind: NodeKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 1,
+            size,
+            content,
+            subtree: None,
+            target: None,
+            target_hex: None,
+        }
+    }
+
+    #[test]
+    fn round_trip_sorted_and_validated() {
+        let id = BlobId([1; 32]);
+        let t = Tree::new(vec![file("b", vec![ContentRef(id, 10)]), file("a", vec![])]).unwrap();
+        assert_eq!(t.nodes[0].name, "a");
+        let b = t.to_bytes().unwrap();
+        assert_eq!(Tree::from_bytes(&id, &b).unwrap(), t);
+        assert!(Tree::new(vec![file("a", vec![]), file("a", vec![])]).is_err());
+        let evil = Tree { version: 1, nodes: vec![file("..", vec![])] };
+        assert!(Tree::from_bytes(&id, &evil.to_bytes().unwrap()).is_err());
+        let mut lying = file("x", vec![ContentRef(id, 10)]);
+        lying.size = 11;
+        let t = Tree { version: 1, nodes: vec![lying] };
+        assert!(Tree::from_bytes(&id, &t.to_bytes().unwrap()).is_err());
+    }
+
+    #[test]
+    fn non_utf8_names_survive() {
+        let raw = OsString::from_vec(vec![b'a', 0xff, b'b']);
+        let (lossy, hexed) = encode_os(&raw);
+        let mut n = file(&lossy, vec![]);
+        n.name_hex = hexed;
+        assert_eq!(n.os_name().unwrap(), raw);
+    }
+}
