@@ -22,6 +22,7 @@
 pub mod archiver;
 pub mod backend;
 pub mod catalog;
+pub mod checker;
 pub mod chunker;
 pub mod codec;
 pub mod config;

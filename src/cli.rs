@@ -1,0 +1,563 @@
+//! The command line: a thin layer from clap arguments to library calls and back to text, JSON
+//! and exit codes. Progress bars only on a terminal; in cron, errors and a one-line summary.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use zeroize::Zeroizing;
+
+use tresor::archiver::{self, CreateOptions, Progress};
+use tresor::backend::local::LocalBackend;
+use tresor::backend::Backend;
+use tresor::chunker::ChunkerParams;
+use tresor::error::Error;
+use tresor::id::ObjectId;
+use tresor::keys::KdfParams;
+use tresor::repo::{self, InitOptions, Repo};
+use tresor::restorer;
+use tresor::snapshot::{Snapshot, SourceRecord};
+use tresor::source::SourceSpec;
+
+/// Exit codes (also in README.md).
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// A fatal error.
+    pub const FATAL: u8 = 1;
+    /// Bad usage (clap's own code).
+    pub const USAGE: u8 = 2;
+    /// The snapshot was written but some sources could not be read.
+    pub const INCOMPLETE: u8 = 3;
+    /// No repository at the given location.
+    pub const NO_REPO: u8 = 10;
+    /// Wrong password.
+    pub const WRONG_PASSWORD: u8 = 12;
+    /// A repository object is corrupt or missing.
+    pub const DAMAGED: u8 = 13;
+}
+
+#[derive(Parser)]
+#[command(name = "tresor", version, about = "Deduplicating, encrypted backups of file trees and database dumps")]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Repository location (a local directory).
+    #[arg(long, short = 'r', env = "TRESOR_REPO", global = true)]
+    repo: Option<PathBuf>,
+    /// Read the password from the first line of this file.
+    #[arg(long, env = "TRESOR_PASSWORD_FILE", global = true)]
+    password_file: Option<PathBuf>,
+    /// Run this command (sh -c) and use the first line of its output as the password.
+    #[arg(long, env = "TRESOR_PASSWORD_COMMAND", global = true)]
+    password_command: Option<String>,
+    /// Cache directory for the local catalog [default: $XDG_CACHE_HOME/tresor].
+    #[arg(long, env = "TRESOR_CACHE_DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+    /// Print only errors (no summary line, no progress).
+    #[arg(long, short = 'q', global = true)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Repository management.
+    #[command(subcommand)]
+    Repo(RepoCmd),
+    /// Create, list, show and restore snapshots.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+    /// Verify the repository's structure (and with --read-data, every byte).
+    Check(CheckArgs),
+}
+
+#[derive(Subcommand)]
+enum RepoCmd {
+    /// Create a new repository.
+    Init(InitArgs),
+}
+
+#[derive(Args)]
+struct InitArgs {
+    /// zstd level for new data (0 turns compression off).
+    #[arg(long, default_value_t = tresor::config::DEFAULT_ZSTD_LEVEL)]
+    compression_level: i32,
+    /// Pack target size in MiB.
+    #[arg(long, default_value_t = tresor::config::DEFAULT_PACK_SIZE / (1024 * 1024))]
+    pack_size_mib: u32,
+    /// Smallest chunk in bytes.
+    #[arg(long, default_value_t = tresor::config::DEFAULT_CHUNKER.min_size)]
+    chunk_min: u32,
+    /// Average chunk in bytes.
+    #[arg(long, default_value_t = tresor::config::DEFAULT_CHUNKER.avg_size)]
+    chunk_avg: u32,
+    /// Largest chunk in bytes.
+    #[arg(long, default_value_t = tresor::config::DEFAULT_CHUNKER.max_size)]
+    chunk_max: u32,
+    /// argon2id memory in KiB (lower only for tests).
+    #[arg(long, default_value_t = KdfParams::default().memory_kib, hide = true)]
+    kdf_memory_kib: u32,
+    /// argon2id passes.
+    #[arg(long, default_value_t = KdfParams::default().iterations, hide = true)]
+    kdf_iterations: u32,
+}
+
+#[derive(Subcommand)]
+enum SnapshotCmd {
+    /// Back up paths, standard input or a command's output into a new snapshot.
+    Create(CreateArgs),
+    /// List snapshots, oldest first.
+    List(JsonArg),
+    /// Show one snapshot.
+    Show(ShowArgs),
+    /// Restore a snapshot (or one path of it) into a directory or to standard output.
+    Restore(RestoreArgs),
+}
+
+#[derive(Args)]
+struct JsonArg {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct CreateArgs {
+    /// Files and directories to back up.
+    paths: Vec<PathBuf>,
+    /// Read standard input as one file.
+    #[arg(long)]
+    stdin: bool,
+    /// Run this command with `sh -c` and store its output as one file; if it fails, no snapshot.
+    #[arg(long)]
+    command: Option<String>,
+    /// File name in the snapshot for --stdin or --command.
+    #[arg(long, default_value = "stdin")]
+    stdin_name: String,
+    /// Tag the snapshot (repeatable).
+    #[arg(long)]
+    tag: Vec<String>,
+    /// Host name to record [default: this machine's].
+    #[arg(long)]
+    host: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ShowArgs {
+    /// Snapshot: `latest`, a full id or a unique prefix.
+    snapshot: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    /// Snapshot: `latest`, a full id or a unique prefix.
+    snapshot: String,
+    /// Directory to restore into (created if missing).
+    #[arg(long, conflicts_with = "stdout")]
+    target: Option<PathBuf>,
+    /// Write one file to standard output.
+    #[arg(long)]
+    stdout: bool,
+    /// Restore only this path, as the snapshot stores it (see `snapshot show`).
+    #[arg(long)]
+    path: Option<String>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Also read, authenticate and decompress every blob of every pack.
+    #[arg(long)]
+    read_data: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Entry point: runs the CLI and maps errors to exit codes.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::from(exit::OK);
+            }
+            eprintln!("tresor: error: {e:#}");
+            ExitCode::from(code_for(&e))
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || matches!(c.downcast_ref::<Error>(), Some(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn code_for(e: &anyhow::Error) -> u8 {
+    for c in e.chain() {
+        if let Some(err) = c.downcast_ref::<Error>() {
+            return match err {
+                Error::RepoNotFound(_) => exit::NO_REPO,
+                Error::WrongPassword => exit::WRONG_PASSWORD,
+                Error::Corrupt { .. } | Error::Missing { .. } => exit::DAMAGED,
+                _ => exit::FATAL,
+            };
+        }
+    }
+    exit::FATAL
+}
+
+fn run(cli: Cli) -> Result<u8> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Repo(RepoCmd::Init(a)) => init(g, a),
+        Command::Snapshot(SnapshotCmd::Create(a)) => create(g, a),
+        Command::Snapshot(SnapshotCmd::List(a)) => list(g, a),
+        Command::Snapshot(SnapshotCmd::Show(a)) => show(g, a),
+        Command::Snapshot(SnapshotCmd::Restore(a)) => restore(g, a),
+        Command::Check(a) => check(g, a),
+    }
+}
+
+fn repo_path(g: &Global) -> Result<PathBuf> {
+    g.repo.clone().ok_or_else(|| anyhow!("no repository given: use --repo or set TRESOR_REPO"))
+}
+
+fn first_line(bytes: &[u8]) -> Zeroizing<Vec<u8>> {
+    let end = bytes.iter().position(|b| *b == b'\n').unwrap_or(bytes.len());
+    let line = &bytes[..end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    Zeroizing::new(line.to_vec())
+}
+
+/// The password, from (in order) --password-command, --password-file, TRESOR_PASSWORD, a prompt.
+fn password(g: &Global, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
+    if let Some(cmd) = &g.password_command {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("running password command `{cmd}`"))?;
+        if !out.status.success() {
+            bail!("password command `{cmd}` {}", tresor::source::describe_status(&out.status));
+        }
+        let p = first_line(&out.stdout);
+        drop(Zeroizing::new(out.stdout));
+        return non_empty(p);
+    }
+    if let Some(f) = &g.password_file {
+        let bytes = Zeroizing::new(std::fs::read(f).with_context(|| format!("reading password file {}", f.display()))?);
+        return non_empty(first_line(&bytes));
+    }
+    if let Some(p) = std::env::var_os("TRESOR_PASSWORD") {
+        use std::os::unix::ffi::OsStrExt;
+        return non_empty(Zeroizing::new(p.as_bytes().to_vec()));
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no password given: set TRESOR_PASSWORD_FILE, TRESOR_PASSWORD_COMMAND or TRESOR_PASSWORD (no prompt: standard input is not a terminal)");
+    }
+    let p = Zeroizing::new(rpassword::prompt_password("repository password: ").context("reading the password")?);
+    if confirm {
+        let again = Zeroizing::new(rpassword::prompt_password("repeat password: ").context("reading the password")?);
+        if *again != *p {
+            bail!("the passwords do not match");
+        }
+    }
+    non_empty(Zeroizing::new(p.as_bytes().to_vec()))
+}
+
+fn non_empty(p: Zeroizing<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>> {
+    if p.is_empty() {
+        bail!("the password is empty");
+    }
+    Ok(p)
+}
+
+fn open(g: &Global) -> Result<Repo> {
+    let path = repo_path(g)?;
+    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(&path));
+    let pw = password(g, false)?;
+    let cache = g.cache_dir.clone().unwrap_or_else(repo::default_cache_dir);
+    Ok(Repo::open(backend, &pw, &cache)?)
+}
+
+fn init(g: &Global, a: InitArgs) -> Result<u8> {
+    let path = repo_path(g)?;
+    let backend = LocalBackend::new(&path);
+    let pw = password(g, true)?;
+    let opts = InitOptions {
+        chunker: ChunkerParams { min_size: a.chunk_min, avg_size: a.chunk_avg, max_size: a.chunk_max },
+        pack_size: a.pack_size_mib.checked_mul(1024 * 1024).ok_or_else(|| anyhow!("pack size too large"))?,
+        compression_level: a.compression_level,
+        kdf: KdfParams { memory_kib: a.kdf_memory_kib, iterations: a.kdf_iterations, parallelism: 1 },
+    };
+    let config = Repo::init(&backend, &pw, &opts)?;
+    if !g.quiet {
+        println!("created tresor repository {} at {}", &config.id[..8], path.display());
+        println!("keep the password safe: without it the data cannot be read by anyone");
+    }
+    Ok(exit::OK)
+}
+
+struct Bar(Option<ProgressBar>);
+
+impl Progress for Bar {
+    fn read(&self, bytes: u64) {
+        if let Some(b) = &self.0 {
+            b.inc(bytes);
+        }
+    }
+    fn warn(&self, message: &str) {
+        match &self.0 {
+            Some(b) => b.suspend(|| eprintln!("tresor: warning: {message}")),
+            None => eprintln!("tresor: warning: {message}"),
+        }
+    }
+}
+
+fn bar(g: &Global, what: &str) -> Option<ProgressBar> {
+    if g.quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let b = ProgressBar::new_spinner();
+    let style = ProgressStyle::with_template(&format!("{{spinner}} {what} {{bytes}} at {{bytes_per_sec}}, {{elapsed}}"))
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    b.set_style(style);
+    b.enable_steady_tick(std::time::Duration::from_millis(200));
+    Some(b)
+}
+
+fn create(g: &Global, a: CreateArgs) -> Result<u8> {
+    let mut sources: Vec<SourceSpec> = a.paths.iter().cloned().map(SourceSpec::Path).collect();
+    if a.stdin && a.command.is_some() {
+        bail!("--stdin and --command both want to be the stream; give one");
+    }
+    if a.stdin {
+        sources.push(SourceSpec::Stdin { name: a.stdin_name.clone() });
+    }
+    if let Some(cmd) = &a.command {
+        sources.push(SourceSpec::Command { name: a.stdin_name.clone(), command: cmd.clone() });
+    }
+    if sources.is_empty() {
+        bail!("nothing to back up: give paths, --stdin or --command");
+    }
+    let mut repo = open(g)?;
+    let progress = Bar(bar(g, "read"));
+    let opts = CreateOptions { sources, tags: a.tag, host: a.host };
+    let result = archiver::create(&mut repo, &opts, &progress);
+    if let Some(b) = &progress.0 {
+        b.finish_and_clear();
+    }
+    let r = result?;
+    let s = &r.snapshot.summary;
+    if a.json {
+        let v = serde_json::json!({
+            "id": r.id.to_hex(),
+            "short_id": r.id.short(),
+            "time": r.snapshot.time,
+            "files": s.files,
+            "dirs": s.dirs,
+            "symlinks": s.symlinks,
+            "bytes_read": s.bytes_read,
+            "bytes_added": s.bytes_added,
+            "data_added": s.data_added,
+            "blobs_added": s.blobs_added,
+            "blobs_reused": s.blobs_reused,
+            "duration_seconds": s.duration_seconds,
+            "command_exit_status": s.command_exit_status,
+            "incomplete": s.incomplete,
+            "errors": s.errors,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if !g.quiet {
+        println!(
+            "snapshot {} saved: {} files, {} read, {} added, {:.1} s{}",
+            r.id.short(),
+            s.files,
+            human(s.bytes_read),
+            human(s.bytes_added),
+            s.duration_seconds,
+            if s.incomplete { format!(" — INCOMPLETE: {} entries could not be read", s.errors.len()) } else { String::new() }
+        );
+    }
+    Ok(if s.incomplete { exit::INCOMPLETE } else { exit::OK })
+}
+
+/// Paths as the snapshot stores them, one per source.
+fn stored_paths(s: &Snapshot) -> Vec<String> {
+    s.sources
+        .iter()
+        .map(|src| match src {
+            SourceRecord::Path { path } => path.trim_start_matches('/').to_string(),
+            SourceRecord::Stdin { name } | SourceRecord::Command { name, .. } => name.clone(),
+        })
+        .collect()
+}
+
+fn source_text(src: &SourceRecord) -> String {
+    match src {
+        SourceRecord::Path { path } => path.clone(),
+        SourceRecord::Stdin { name } => format!("stdin:{name}"),
+        SourceRecord::Command { command, name } => format!("command:{name}={command}"),
+    }
+}
+
+fn snapshot_json(id: &ObjectId, s: &Snapshot) -> serde_json::Value {
+    serde_json::json!({
+        "id": id.to_hex(),
+        "short_id": id.short(),
+        "time": s.time,
+        "host": s.host,
+        "username": s.username,
+        "tags": s.tags,
+        "sources": s.sources,
+        "paths": stored_paths(s),
+        "root": s.root.to_hex(),
+        "summary": s.summary,
+    })
+}
+
+fn list(g: &Global, a: JsonArg) -> Result<u8> {
+    let repo = open(g)?;
+    let snaps = repo.snapshots()?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let v: Vec<_> = snaps.iter().map(|(id, s)| snapshot_json(id, s)).collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(exit::OK);
+    }
+    writeln!(out, "{:<8}  {:<20}  {:<16}  {:<16}  {:>10}  sources", "id", "time (UTC)", "host", "tags", "size")?;
+    for (id, s) in &snaps {
+        let sources: Vec<String> = s.sources.iter().map(source_text).collect();
+        writeln!(
+            out,
+            "{:<8}  {:<20}  {:<16}  {:<16}  {:>10}  {}",
+            id.short(),
+            s.timestamp().format("%Y-%m-%d %H:%M:%S"),
+            s.host,
+            s.tags.join(","),
+            human(s.summary.bytes_read),
+            sources.join(" ")
+        )?;
+    }
+    if !g.quiet {
+        writeln!(out, "{} snapshots", snaps.len())?;
+    }
+    Ok(exit::OK)
+}
+
+fn show(g: &Global, a: ShowArgs) -> Result<u8> {
+    let repo = open(g)?;
+    let (id, s) = repo.find_snapshot(&a.snapshot)?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&snapshot_json(&id, &s))?)?;
+        return Ok(exit::OK);
+    }
+    let sm = &s.summary;
+    writeln!(out, "snapshot  {}", id.to_hex())?;
+    writeln!(out, "time      {}", s.time)?;
+    writeln!(out, "host      {}", s.host)?;
+    writeln!(out, "user      {}", s.username)?;
+    writeln!(out, "tags      {}", s.tags.join(", "))?;
+    writeln!(out, "sources")?;
+    for (src, p) in s.sources.iter().zip(stored_paths(&s)) {
+        writeln!(out, "  {:<40} stored as {p}", source_text(src))?;
+    }
+    writeln!(out, "files     {} ({} dirs, {} symlinks)", sm.files, sm.dirs, sm.symlinks)?;
+    writeln!(out, "read      {}", human(sm.bytes_read))?;
+    writeln!(out, "added     {} ({} new blobs, {} reused)", human(sm.bytes_added), sm.blobs_added, sm.blobs_reused)?;
+    writeln!(out, "duration  {:.1} s", sm.duration_seconds)?;
+    writeln!(out, "complete  {}", if sm.incomplete { "NO — some sources could not be read:" } else { "yes" })?;
+    for e in &sm.errors {
+        writeln!(out, "  {e}")?;
+    }
+    Ok(exit::OK)
+}
+
+fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
+    let repo = open(g)?;
+    let (id, s) = repo.find_snapshot(&a.snapshot)?;
+    if a.stdout {
+        let mut out = std::io::stdout();
+        restorer::restore_to_writer(&repo, &s, a.path.as_deref(), &mut out)?;
+        return Ok(exit::OK);
+    }
+    let target = a.target.ok_or_else(|| anyhow!("give --target DIR or --stdout"))?;
+    let started = std::time::Instant::now();
+    let sum = restorer::restore_to_dir(&repo, &s, a.path.as_deref(), &target)?;
+    if !g.quiet {
+        println!(
+            "restored snapshot {} to {}: {} files, {} dirs, {} symlinks, {} in {:.1} s",
+            id.short(),
+            target.display(),
+            sum.files,
+            sum.dirs,
+            sum.symlinks,
+            human(sum.bytes),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn check(g: &Global, a: CheckArgs) -> Result<u8> {
+    let repo = open(g)?;
+    let report = tresor::checker::check(&repo, a.read_data)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for p in &report.problems {
+            println!("damage: {p}");
+        }
+        if !g.quiet {
+            println!(
+                "checked {} snapshots, {} packs, {} blobs{}: {}",
+                report.snapshots,
+                report.packs,
+                report.blobs,
+                if a.read_data { format!(", read {}", human(report.bytes_read)) } else { String::new() },
+                if report.problems.is_empty() { "no damage found".to_string() } else { format!("{} problems", report.problems.len()) }
+            );
+        }
+    }
+    Ok(if report.problems.is_empty() { exit::OK } else { exit::DAMAGED })
+}
+
+/// Bytes in binary units.
+fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
