@@ -20,12 +20,22 @@ use tresor::format::BlobKind;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let sep = args.iter().position(|a| a == "--").expect("usage: PARAMS… -- FILES…");
+    let sep = args
+        .iter()
+        .position(|a| a == "--")
+        .expect("usage: PARAMS… -- FILES…");
     let (params, files) = (&args[..sep], &args[sep + 1..]);
     let key = MasterKey::from_secret([42; 32]);
     for p in params {
-        let v: Vec<u32> = p.split(':').map(|x| x.parse().expect("MIN:AVG:MAX")).collect();
-        let cp = ChunkerParams { min_size: v[0], avg_size: v[1], max_size: v[2] };
+        let v: Vec<u32> = p
+            .split(':')
+            .map(|x| x.parse().expect("MIN:AVG:MAX"))
+            .collect();
+        let cp = ChunkerParams {
+            min_size: v[0],
+            avg_size: v[1],
+            max_size: v[2],
+        };
         let spec = ChunkerSpec::new(cp, key.gear_table()).expect("valid params");
         let mut seen = HashSet::new();
         let mut total = 0u64;

@@ -5,8 +5,11 @@
 //! 1. A reader thread walks the sources ([`source::produce`]) and sends batches of items
 //!    (≈ 8 MiB of chunks each) through a bounded channel.
 //! 2. This thread takes a batch, hashes its chunks on rayon (both cores), decides new vs. known
-//!    against the in-flight set and the catalog, compresses and seals the new ones on rayon,
-//!    appends them to the open pack, and builds file and directory nodes.
+//!    against the in-flight set and the catalog, and hands each new chunk to a rayon task that
+//!    compresses and seals it, without waiting: encoders stay busy across batch boundaries
+//!    (at most 48 MiB of plaintext is being encoded at once). Sealed chunks are appended to the
+//!    open pack as they come back (order within a pack does not matter: trees refer by id).
+//!    It also builds file and directory nodes.
 //! 3. A full pack goes to an uploader thread (bounded queue of one), which stores it durably.
 //! 4. Once enough packs are durable, an index object describing them is written, then the
 //!    catalog learns them and they leave the in-flight set.
@@ -47,6 +50,8 @@ const BATCH_ITEMS: usize = 4096;
 const PACKS_PER_INDEX: usize = 8;
 /// Errors kept in a snapshot summary.
 const MAX_ERRORS: usize = 1000;
+/// Plaintext bytes handed to the encoders and not yet packed; bounds memory.
+const MAX_ENCODING_BYTES: usize = 48 << 20;
 
 /// What to back up and how to label it.
 #[derive(Clone, Debug, Default)]
@@ -126,6 +131,10 @@ struct BlobStore<'r> {
     done_rx: Receiver<Result<IndexedPack>>,
     uploader: Option<thread::JoinHandle<()>>,
     durable: Vec<IndexedPack>,
+    encoded_tx: Sender<Encoded>,
+    encoded_rx: Receiver<Encoded>,
+    encoding: usize,
+    encoding_bytes: usize,
     bytes_added: u64,
     data_added: u64,
     blobs_added: u64,
@@ -134,10 +143,14 @@ struct BlobStore<'r> {
 
 struct PackJob(crate::pack::FinishedPack);
 
+/// A chunk back from an encoder: id, plaintext length, sealed bytes.
+type Encoded = (BlobId, u32, Result<Vec<u8>>);
+
 impl<'r> BlobStore<'r> {
     fn new(repo: &'r mut Repo) -> Result<Self> {
         let (upload_tx, upload_rx) = bounded::<PackJob>(1);
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let (encoded_tx, encoded_rx) = crossbeam_channel::unbounded();
         let backend: Arc<dyn Backend> = Arc::clone(repo.backend());
         let uploader = thread::Builder::new()
             .name("tresor-upload".into())
@@ -146,7 +159,11 @@ impl<'r> BlobStore<'r> {
                     let size = p.bytes.len() as u64;
                     let r = backend
                         .put(ObjectKind::Pack, &p.id.to_hex(), &p.bytes)
-                        .map(|()| IndexedPack { id: p.id, size, entries: p.entries });
+                        .map(|()| IndexedPack {
+                            id: p.id,
+                            size,
+                            entries: p.entries,
+                        });
                     if done_tx.send(r).is_err() {
                         break;
                     }
@@ -164,6 +181,10 @@ impl<'r> BlobStore<'r> {
             done_rx,
             uploader: Some(uploader),
             durable: Vec::new(),
+            encoded_tx,
+            encoded_rx,
+            encoding: 0,
+            encoding_bytes: 0,
             bytes_added: 0,
             data_added: 0,
             blobs_added: 0,
@@ -181,7 +202,13 @@ impl<'r> BlobStore<'r> {
         Ok(true)
     }
 
-    fn add_sealed(&mut self, kind: BlobKind, id: BlobId, sealed: &[u8], raw_len: u32) -> Result<()> {
+    fn add_sealed(
+        &mut self,
+        kind: BlobKind,
+        id: BlobId,
+        sealed: &[u8],
+        raw_len: u32,
+    ) -> Result<()> {
         self.pack.add(kind, id, sealed, raw_len)?;
         self.blobs_added += 1;
         self.data_added += raw_len as u64;
@@ -189,6 +216,44 @@ impl<'r> BlobStore<'r> {
             self.ship_pack()?;
         }
         Ok(())
+    }
+
+    /// Compresses and seals a claimed data chunk on the rayon pool; the result is packed by
+    /// [`BlobStore::take_encoded`]. Waits while too much is being encoded.
+    fn encode_async(&mut self, id: BlobId, data: Vec<u8>) -> Result<()> {
+        while self.encoding_bytes > MAX_ENCODING_BYTES {
+            self.take_encoded(true)?;
+        }
+        self.encoding += 1;
+        self.encoding_bytes += data.len();
+        let (key, tx, level) = (Arc::clone(&self.key), self.encoded_tx.clone(), self.level);
+        rayon::spawn(move || {
+            let sealed = codec::encode(&key, BlobKind::Data, &id, &data, level);
+            let _ = tx.send((id, data.len() as u32, sealed));
+        });
+        self.take_encoded(false)
+    }
+
+    /// Packs finished encodings: those ready now, or (with `wait_one`) at least one.
+    fn take_encoded(&mut self, wait_one: bool) -> Result<()> {
+        let mut wait = wait_one && self.encoding > 0;
+        loop {
+            let msg = if wait {
+                wait = false;
+                self.encoded_rx
+                    .recv()
+                    .map_err(|_| Error::InvalidArgument("encoder channel closed".into()))?
+            } else {
+                match self.encoded_rx.try_recv() {
+                    Ok(m) => m,
+                    Err(_) => return Ok(()),
+                }
+            };
+            let (id, raw_len, sealed) = msg;
+            self.encoding -= 1;
+            self.encoding_bytes -= raw_len as usize;
+            self.add_sealed(BlobKind::Data, id, &sealed?, raw_len)?;
+        }
     }
 
     /// Stores one blob (used for trees) unless the repository has it.
@@ -207,11 +272,16 @@ impl<'r> BlobStore<'r> {
         }
         let finished = std::mem::take(&mut self.pack).finish(&self.key)?;
         self.bytes_added += finished.bytes.len() as u64;
-        let tx = self.upload_tx.as_ref().ok_or_else(|| Error::InvalidArgument("uploader closed".into()))?;
+        let tx = self
+            .upload_tx
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("uploader closed".into()))?;
         if tx.send(PackJob(finished)).is_err() {
             // The uploader stopped: its error is waiting in done_rx.
             self.collect(true)?;
-            return Err(Error::InvalidArgument("the upload thread stopped unexpectedly".into()));
+            return Err(Error::InvalidArgument(
+                "the upload thread stopped unexpectedly".into(),
+            ));
         }
         self.collect(false)
     }
@@ -221,7 +291,8 @@ impl<'r> BlobStore<'r> {
         if block_until_all {
             self.upload_tx = None;
             if let Some(h) = self.uploader.take() {
-                h.join().map_err(|_| Error::InvalidArgument("the upload thread panicked".into()))?;
+                h.join()
+                    .map_err(|_| Error::InvalidArgument("the upload thread panicked".into()))?;
             }
         }
         while let Ok(r) = self.done_rx.try_recv() {
@@ -236,7 +307,9 @@ impl<'r> BlobStore<'r> {
     fn write_index(&mut self) -> Result<()> {
         let packs = std::mem::take(&mut self.durable);
         let (name, bytes) = index::encode(&self.key, &packs)?;
-        self.repo.backend().put(ObjectKind::Index, &name.to_hex(), &bytes)?;
+        self.repo
+            .backend()
+            .put(ObjectKind::Index, &name.to_hex(), &bytes)?;
         self.bytes_added += bytes.len() as u64;
         self.repo.catalog_mut().add_index(&name.to_hex(), &packs)?;
         for p in &packs {
@@ -249,6 +322,9 @@ impl<'r> BlobStore<'r> {
 
     /// Ships the last pack and waits until everything is durable and indexed.
     fn finish(&mut self) -> Result<()> {
+        while self.encoding > 0 {
+            self.take_encoded(true)?;
+        }
         self.ship_pack()?;
         self.collect(true)
     }
@@ -273,11 +349,17 @@ fn node(name: &std::ffi::OsStr, kind: NodeKind, meta: &Meta) -> Node {
 }
 
 /// Runs a backup and writes its snapshot.
-pub fn create(repo: &mut Repo, opts: &CreateOptions, progress: &dyn Progress) -> Result<CreateResult> {
+pub fn create(
+    repo: &mut Repo,
+    opts: &CreateOptions,
+    progress: &dyn Progress,
+) -> Result<CreateResult> {
     let started = Instant::now();
     let time = chrono::Utc::now();
     if opts.sources.is_empty() {
-        return Err(Error::InvalidArgument("nothing to back up: give paths, --stdin or --command".into()));
+        return Err(Error::InvalidArgument(
+            "nothing to back up: give paths, --stdin or --command".into(),
+        ));
     }
     source::check(&opts.sources)?;
 
@@ -287,7 +369,11 @@ pub fn create(repo: &mut Repo, opts: &CreateOptions, progress: &dyn Progress) ->
     let reader = thread::Builder::new()
         .name("tresor-read".into())
         .spawn(move || {
-            let mut b = Batcher { tx, batch: Vec::new(), bytes: 0 };
+            let mut b = Batcher {
+                tx,
+                batch: Vec::new(),
+                bytes: 0,
+            };
             source::produce(&sources, &chunker, &mut |item| b.push(item));
             b.flush();
         })
@@ -296,7 +382,11 @@ pub fn create(repo: &mut Repo, opts: &CreateOptions, progress: &dyn Progress) ->
     let key = Arc::clone(repo.key());
     let mut store = BlobStore::new(repo)?;
     let mut summary = Summary::default();
-    let mut stack = vec![DirFrame { name: Default::default(), meta: Meta::default(), nodes: Vec::new() }];
+    let mut stack = vec![DirFrame {
+        name: Default::default(),
+        meta: Meta::default(),
+        nodes: Vec::new(),
+    }];
     let mut file: Option<Node> = None;
 
     for batch in rx {
@@ -308,86 +398,81 @@ pub fn create(repo: &mut Repo, opts: &CreateOptions, progress: &dyn Progress) ->
                 _ => None,
             })
             .collect();
-        let mut new_chunks: Vec<(usize, BlobId)> = Vec::new();
-        for (i, item) in batch.iter().enumerate() {
+        for (item, id) in batch.into_iter().zip(ids) {
             match item {
                 Item::Chunk(c) => {
-                    let id = ids[i].ok_or_else(|| Error::InvalidArgument("chunk without id".into()))?;
-                    if store.claim(&id)? {
-                        new_chunks.push((i, id));
-                    }
-                    let f = file.as_mut().ok_or_else(|| Error::InvalidArgument("chunk outside a file".into()))?;
+                    let id = id.ok_or_else(|| Error::InvalidArgument("chunk without id".into()))?;
+                    let f = file
+                        .as_mut()
+                        .ok_or_else(|| Error::InvalidArgument("chunk outside a file".into()))?;
                     f.content.push(ContentRef(id, c.len() as u32));
                     f.size += c.len() as u64;
                     summary.bytes_read += c.len() as u64;
                     progress.read(c.len() as u64);
+                    if store.claim(&id)? {
+                        store.encode_async(id, c)?;
+                    }
                 }
                 Item::FileStart { name, meta, path } => {
-                    progress.file(path);
-                    file = Some(node(name, NodeKind::File, meta));
+                    progress.file(&path);
+                    file = Some(node(&name, NodeKind::File, &meta));
                 }
                 Item::FileEnd { error } => {
-                    let f = file.take().ok_or_else(|| Error::InvalidArgument("file end without a file".into()))?;
+                    let f = file
+                        .take()
+                        .ok_or_else(|| Error::InvalidArgument("file end without a file".into()))?;
                     match error {
                         None => {
                             summary.files += 1;
                             top(&mut stack)?.nodes.push(f);
                         }
-                        Some(e) => record_error(&mut summary, progress, e, true),
+                        Some(e) => record_error(&mut summary, progress, &e, true),
                     }
                 }
-                Item::DirStart { name, meta } => stack.push(DirFrame { name: name.clone(), meta: *meta, nodes: Vec::new() }),
+                Item::DirStart { name, meta } => stack.push(DirFrame {
+                    name,
+                    meta,
+                    nodes: Vec::new(),
+                }),
                 Item::DirEnd => {
                     if stack.len() < 2 {
                         return Err(Error::InvalidArgument("unbalanced directory stream".into()));
                     }
-                    let frame = stack.pop().ok_or_else(|| Error::InvalidArgument("unbalanced directory stream".into()))?;
-                    let tree_id = store.store_one(BlobKind::Tree, &Tree::new(frame.nodes)?.to_bytes()?)?;
+                    let frame = stack.pop().ok_or_else(|| {
+                        Error::InvalidArgument("unbalanced directory stream".into())
+                    })?;
+                    let tree_id =
+                        store.store_one(BlobKind::Tree, &Tree::new(frame.nodes)?.to_bytes()?)?;
                     let mut n = node(&frame.name, NodeKind::Dir, &frame.meta);
                     n.subtree = Some(tree_id);
                     summary.dirs += 1;
                     top(&mut stack)?.nodes.push(n);
                 }
                 Item::Symlink { name, meta, target } => {
-                    let mut n = node(name, NodeKind::Symlink, meta);
-                    let (t, th) = encode_os(target);
+                    let mut n = node(&name, NodeKind::Symlink, &meta);
+                    let (t, th) = encode_os(&target);
                     n.target = Some(t);
                     n.target_hex = th;
                     summary.symlinks += 1;
                     top(&mut stack)?.nodes.push(n);
                 }
-                Item::Warning { message, incomplete } => record_error(&mut summary, progress, message, *incomplete),
-                Item::CommandOk { status } => summary.command_exit_status.push(*status),
-                Item::Fatal(_) => {}
+                Item::Warning {
+                    message,
+                    incomplete,
+                } => record_error(&mut summary, progress, &message, incomplete),
+                Item::CommandOk { status } => summary.command_exit_status.push(status),
+                // A failed source ends the backup before the snapshot is written.
+                Item::Fatal(e) => return Err(e),
             }
         }
-        // A fatal item ends the backup before anything more is committed.
-        if let Some(Item::Fatal(_)) = batch.iter().find(|i| matches!(i, Item::Fatal(_))) {
-            let fatal = batch.into_iter().find_map(|i| match i {
-                Item::Fatal(e) => Some(e),
-                _ => None,
-            });
-            return Err(fatal.unwrap_or_else(|| Error::InvalidArgument("source failed".into())));
-        }
-        // Compress and seal the new chunks on both cores, then pack them in order.
-        let sealed: Vec<Result<Vec<u8>>> = new_chunks
-            .par_iter()
-            .map(|(i, id)| match &batch[*i] {
-                Item::Chunk(c) => codec::encode(&key, BlobKind::Data, id, c, store.level),
-                _ => Err(Error::InvalidArgument("not a chunk".into())),
-            })
-            .collect();
-        for ((i, id), s) in new_chunks.iter().zip(sealed) {
-            let raw_len = match &batch[*i] {
-                Item::Chunk(c) => c.len() as u32,
-                _ => 0,
-            };
-            store.add_sealed(BlobKind::Data, *id, &s?, raw_len)?;
-        }
     }
-    reader.join().map_err(|_| Error::InvalidArgument("the reader thread panicked".into()))?;
+    reader
+        .join()
+        .map_err(|_| Error::InvalidArgument("the reader thread panicked".into()))?;
     if file.is_some() || stack.len() != 1 {
-        return Err(Error::InvalidArgument("the source stream ended early".into()));
+        return Err(Error::InvalidArgument(
+            "the source stream ended early".into(),
+        ));
     }
     let root_nodes = stack.pop().map(|f| f.nodes).unwrap_or_default();
     let root = store.store_one(BlobKind::Tree, &Tree::new(root_nodes)?.to_bytes()?)?;
@@ -409,12 +494,17 @@ pub fn create(repo: &mut Repo, opts: &CreateOptions, progress: &dyn Progress) ->
         summary,
     };
     let (id, bytes) = snapshot.encode(&key)?;
-    store.repo.backend().put(ObjectKind::Snapshot, &id.to_hex(), &bytes)?;
+    store
+        .repo
+        .backend()
+        .put(ObjectKind::Snapshot, &id.to_hex(), &bytes)?;
     Ok(CreateResult { id, snapshot })
 }
 
 fn top(stack: &mut [DirFrame]) -> Result<&mut DirFrame> {
-    stack.last_mut().ok_or_else(|| Error::InvalidArgument("unbalanced directory stream".into()))
+    stack
+        .last_mut()
+        .ok_or_else(|| Error::InvalidArgument("unbalanced directory stream".into()))
 }
 
 fn record_error(summary: &mut Summary, progress: &dyn Progress, message: &str, incomplete: bool) {
@@ -427,8 +517,158 @@ fn record_error(summary: &mut Summary, progress: &dyn Progress, message: &str, i
 
 fn record(s: &SourceSpec) -> Result<SourceRecord> {
     Ok(match s {
-        SourceSpec::Path(p) => SourceRecord::Path { path: source::absolute(p)?.display().to_string() },
+        SourceSpec::Path(p) => SourceRecord::Path {
+            path: source::absolute(p)?.display().to_string(),
+        },
         SourceSpec::Stdin { name } => SourceRecord::Stdin { name: name.clone() },
-        SourceSpec::Command { name, command } => SourceRecord::Command { command: command.clone(), name: name.clone() },
+        SourceSpec::Command { name, command } => SourceRecord::Command {
+            command: command.clone(),
+            name: name.clone(),
+        },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::mem::MemBackend;
+    use crate::keys::KdfParams;
+    use crate::repo::InitOptions;
+    use crate::restorer;
+
+    fn repo(dir: &std::path::Path) -> (Arc<MemBackend>, Repo) {
+        let backend = Arc::new(MemBackend::new());
+        let opts = InitOptions {
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+            pack_size: 1 << 20,
+            chunker: crate::chunker::ChunkerParams {
+                min_size: 16 << 10,
+                avg_size: 64 << 10,
+                max_size: 256 << 10,
+            },
+            ..Default::default()
+        };
+        Repo::init(backend.as_ref(), b"pw", &opts).unwrap();
+        let r = Repo::open(backend.clone(), b"pw", &dir.join("cache")).unwrap();
+        (backend, r)
+    }
+
+    fn text(n: usize, salt: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(n);
+        let mut i = 0u64;
+        while out.len() < n {
+            out.extend_from_slice(
+                format!(
+                    "{}\trow {} of {}\t{}\n",
+                    i,
+                    i * 7 + salt,
+                    i % 13,
+                    i ^ 0x5555
+                )
+                .as_bytes(),
+            );
+            i += 1;
+        }
+        out.truncate(n);
+        out
+    }
+
+    #[test]
+    fn backup_restore_dedup_and_catalog_rebuild() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        std::fs::create_dir_all(src.join("d")).unwrap();
+        let big = text(3 << 20, 1);
+        std::fs::write(src.join("d/big.txt"), &big).unwrap();
+        std::fs::write(src.join("small"), b"hello").unwrap();
+        let (backend, mut r) = repo(t.path());
+        let opts = CreateOptions {
+            sources: vec![SourceSpec::Path(src.clone())],
+            ..Default::default()
+        };
+        let first = create(&mut r, &opts, &NoProgress).unwrap();
+        assert_eq!(first.snapshot.summary.files, 2);
+        assert_eq!(first.snapshot.summary.bytes_read, big.len() as u64 + 5);
+        assert!(first.snapshot.summary.blobs_added > 10);
+
+        // Same data again: every data chunk and tree is reused.
+        let second = create(&mut r, &opts, &NoProgress).unwrap();
+        assert_eq!(second.snapshot.summary.blobs_added, 0);
+        assert_eq!(second.snapshot.root, first.snapshot.root);
+
+        let stored = src.strip_prefix("/").unwrap().join("d/big.txt");
+        let mut out = Vec::new();
+        restorer::restore_to_writer(&r, &second.snapshot, stored.to_str(), &mut out).unwrap();
+        assert_eq!(out, big);
+
+        // A fresh cache directory rebuilds the catalog from index objects alone.
+        drop(r);
+        let r2 = Repo::open(backend.clone(), b"pw", &t.path().join("other-cache")).unwrap();
+        let mut out = Vec::new();
+        restorer::restore_to_writer(&r2, &first.snapshot, stored.to_str(), &mut out).unwrap();
+        assert_eq!(out, big);
+        assert!(r2.catalog().counts().unwrap().0 >= first.snapshot.summary.blobs_added);
+    }
+
+    #[test]
+    fn failing_command_writes_no_snapshot_and_packs_stay_indexed() {
+        let t = tempfile::tempdir().unwrap();
+        let (backend, mut r) = repo(t.path());
+        let opts = CreateOptions {
+            sources: vec![SourceSpec::Command {
+                name: "dump.sql".into(),
+                command: "head -c 3000000 /dev/urandom; exit 4".into(),
+            }],
+            ..Default::default()
+        };
+        let err = create(&mut r, &opts, &NoProgress).unwrap_err();
+        assert!(matches!(err, Error::CommandFailed { .. }), "{err}");
+        assert!(err.to_string().contains("exited with status 4"));
+        assert!(backend.list(ObjectKind::Snapshot).unwrap().is_empty());
+        let killed = CreateOptions {
+            sources: vec![SourceSpec::Command {
+                name: "dump.sql".into(),
+                command: "echo partial; kill -9 $$".into(),
+            }],
+            ..Default::default()
+        };
+        let err = create(&mut r, &killed, &NoProgress).unwrap_err();
+        assert!(err.to_string().contains("killed by signal 9"), "{err}");
+        assert!(backend.list(ObjectKind::Snapshot).unwrap().is_empty());
+        let report = crate::checker::check(&r, true).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
+
+    #[test]
+    fn tampered_pack_is_reported_not_restored() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("f");
+        let data = text(2 << 20, 9);
+        std::fs::write(&f, &data).unwrap();
+        let (backend, mut r) = repo(t.path());
+        let res = create(
+            &mut r,
+            &CreateOptions {
+                sources: vec![SourceSpec::Path(f.clone())],
+                ..Default::default()
+            },
+            &NoProgress,
+        )
+        .unwrap();
+        for (name, _) in backend.list(ObjectKind::Pack).unwrap() {
+            backend.tamper(ObjectKind::Pack, &name, |b| b[100] ^= 0x40);
+        }
+        let stored = f.strip_prefix("/").unwrap();
+        let mut out = Vec::new();
+        let err =
+            restorer::restore_to_writer(&r, &res.snapshot, stored.to_str(), &mut out).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("pack "), "{err}");
+        let report = crate::checker::check(&r, true).unwrap();
+        assert!(!report.problems.is_empty());
+    }
 }

@@ -66,7 +66,8 @@ impl Catalog {
     /// another schema version or repository.
     pub fn open(cache_dir: &Path, repo_id: &str) -> Result<Catalog> {
         let dir = cache_dir.join(repo_id);
-        std::fs::create_dir_all(&dir).ctx(|| format!("creating cache directory {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)
+            .ctx(|| format!("creating cache directory {}", dir.display()))?;
         let path = dir.join("catalog.sqlite");
         match Self::open_checked(&path, repo_id) {
             Ok(Some(c)) => Ok(c),
@@ -76,33 +77,58 @@ impl Catalog {
                     match std::fs::remove_file(&p) {
                         Ok(()) => {}
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => return Err(Error::io(format!("removing stale catalog {}", p.display()), e)),
+                        Err(e) => {
+                            return Err(Error::io(
+                                format!("removing stale catalog {}", p.display()),
+                                e,
+                            ));
+                        }
                     }
                 }
-                Self::open_checked(&path, repo_id)?
-                    .ok_or_else(|| Error::corrupt("catalog", "fresh catalog does not match its repository"))
+                Self::open_checked(&path, repo_id)?.ok_or_else(|| {
+                    Error::corrupt("catalog", "fresh catalog does not match its repository")
+                })
             }
         }
     }
 
     fn open_checked(path: &Path, repo_id: &str) -> Result<Option<Catalog>> {
         let conn = sql("open", Connection::open(path))?;
-        sql("busy timeout", conn.busy_timeout(std::time::Duration::from_secs(60)))?;
+        sql(
+            "busy timeout",
+            conn.busy_timeout(std::time::Duration::from_secs(60)),
+        )?;
         sql("pragma", conn.pragma_update(None, "journal_mode", "WAL"))?;
         sql("pragma", conn.pragma_update(None, "synchronous", "NORMAL"))?;
         sql("schema", conn.execute_batch(SCHEMA))?;
         let get = |k: &str| -> Result<Option<String>> {
-            sql("meta", conn.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0)).optional())
+            sql(
+                "meta",
+                conn.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+                    .optional(),
+            )
         };
         match (get("schema_version")?, get("repo_id")?) {
             (None, None) => {
-                sql("meta", conn.execute("INSERT INTO meta VALUES ('schema_version', ?1)", [SCHEMA_VERSION.to_string()]))?;
-                sql("meta", conn.execute("INSERT INTO meta VALUES ('repo_id', ?1)", [repo_id]))?;
+                sql(
+                    "meta",
+                    conn.execute(
+                        "INSERT INTO meta VALUES ('schema_version', ?1)",
+                        [SCHEMA_VERSION.to_string()],
+                    ),
+                )?;
+                sql(
+                    "meta",
+                    conn.execute("INSERT INTO meta VALUES ('repo_id', ?1)", [repo_id]),
+                )?;
             }
             (Some(v), Some(r)) if v == SCHEMA_VERSION.to_string() && r == repo_id => {}
             _ => return Ok(None),
         }
-        Ok(Some(Catalog { conn, path: path.to_path_buf() }))
+        Ok(Some(Catalog {
+            conn,
+            path: path.to_path_buf(),
+        }))
     }
 
     /// The file backing this catalog.
@@ -112,11 +138,16 @@ impl Catalog {
 
     /// Brings the catalog up to date with the repository's index objects.
     pub fn sync(&mut self, backend: &dyn Backend, key: &MasterKey) -> Result<()> {
-        let listed: HashSet<String> = backend.list(ObjectKind::Index)?.into_iter().map(|(n, _)| n).collect();
+        let listed: HashSet<String> = backend
+            .list(ObjectKind::Index)?
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         let known: HashSet<String> = {
             let mut st = sql("list", self.conn.prepare("SELECT name FROM index_objects"))?;
             let rows = sql("list", st.query_map([], |r| r.get::<_, String>(0)))?;
-            rows.collect::<rusqlite::Result<_>>().map_err(|e| Error::catalog("list", e))?
+            rows.collect::<rusqlite::Result<_>>()
+                .map_err(|e| Error::catalog("list", e))?
         };
         if !known.is_subset(&listed) {
             self.clear()?;
@@ -132,37 +163,64 @@ impl Catalog {
     }
 
     fn clear(&mut self) -> Result<()> {
-        sql("clear", self.conn.execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_objects;"))
+        sql(
+            "clear",
+            self.conn
+                .execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_objects;"),
+        )
     }
 
     /// Records an index object's packs and blobs in one transaction.
     pub fn add_index(&mut self, name: &str, packs: &[IndexedPack]) -> Result<()> {
         let tx = sql("begin", self.conn.transaction())?;
         {
-            let mut ins_pack = sql("prepare", tx.prepare_cached("INSERT OR IGNORE INTO packs (id, size) VALUES (?1, ?2)"))?;
-            let mut pack_row = sql("prepare", tx.prepare_cached("SELECT rowid FROM packs WHERE id = ?1"))?;
+            let mut ins_pack = sql(
+                "prepare",
+                tx.prepare_cached("INSERT OR IGNORE INTO packs (id, size) VALUES (?1, ?2)"),
+            )?;
+            let mut pack_row = sql(
+                "prepare",
+                tx.prepare_cached("SELECT rowid FROM packs WHERE id = ?1"),
+            )?;
             let mut ins_blob = sql(
                 "prepare",
                 tx.prepare_cached("INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
             )?;
             for p in packs {
-                sql("insert pack", ins_pack.execute(params![&p.id.0[..], p.size as i64]))?;
+                sql(
+                    "insert pack",
+                    ins_pack.execute(params![&p.id.0[..], p.size as i64]),
+                )?;
                 let row: i64 = sql("pack row", pack_row.query_row([&p.id.0[..]], |r| r.get(0)))?;
                 for e in &p.entries {
                     sql(
                         "insert blob",
-                        ins_blob.execute(params![&e.id.0[..], e.kind as u8, row, e.offset, e.stored_len, e.raw_len]),
+                        ins_blob.execute(params![
+                            &e.id.0[..],
+                            e.kind as u8,
+                            row,
+                            e.offset,
+                            e.stored_len,
+                            e.raw_len
+                        ]),
                     )?;
                 }
             }
-            sql("insert index", tx.execute("INSERT OR IGNORE INTO index_objects VALUES (?1)", [name]))?;
+            sql(
+                "insert index",
+                tx.execute("INSERT OR IGNORE INTO index_objects VALUES (?1)", [name]),
+            )?;
         }
         sql("commit", tx.commit())
     }
 
     /// Whether the repository has this blob.
     pub fn contains(&self, id: &BlobId) -> Result<bool> {
-        let mut st = sql("prepare", self.conn.prepare_cached("SELECT 1 FROM blobs WHERE id = ?1"))?;
+        let mut st = sql(
+            "prepare",
+            self.conn
+                .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1"),
+        )?;
         sql("lookup", st.exists([&id.0[..]]))
     }
 
@@ -177,14 +235,21 @@ impl Catalog {
         let row = sql(
             "lookup",
             st.query_row([&id.0[..]], |r| {
-                Ok((r.get::<_, u8>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, u32>(2)?, r.get::<_, u32>(3)?, r.get::<_, u32>(4)?))
+                Ok((
+                    r.get::<_, u8>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, u32>(3)?,
+                    r.get::<_, u32>(4)?,
+                ))
             })
             .optional(),
         )?;
         match row {
             None => Ok(None),
             Some((k, pack, offset, stored_len, raw_len)) => Ok(Some(BlobLocation {
-                kind: BlobKind::from_u8(k).ok_or_else(|| Error::corrupt("catalog", "bad blob kind"))?,
+                kind: BlobKind::from_u8(k)
+                    .ok_or_else(|| Error::corrupt("catalog", "bad blob kind"))?,
                 pack: ObjectId::from_slice(&pack)?,
                 offset,
                 stored_len,
@@ -195,8 +260,16 @@ impl Catalog {
 
     /// Number of blobs and packs known.
     pub fn counts(&self) -> Result<(u64, u64)> {
-        let b = sql("count", self.conn.query_row("SELECT count(*) FROM blobs", [], |r| r.get::<_, i64>(0)))?;
-        let p = sql("count", self.conn.query_row("SELECT count(*) FROM packs", [], |r| r.get::<_, i64>(0)))?;
+        let b = sql(
+            "count",
+            self.conn
+                .query_row("SELECT count(*) FROM blobs", [], |r| r.get::<_, i64>(0)),
+        )?;
+        let p = sql(
+            "count",
+            self.conn
+                .query_row("SELECT count(*) FROM packs", [], |r| r.get::<_, i64>(0)),
+        )?;
         Ok((b as u64, p as u64))
     }
 }

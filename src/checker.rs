@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 use rayon::prelude::*;
 
 use crate::backend::{Backend, ObjectKind};
+use crate::codec;
 use crate::crypto::MasterKey;
 use crate::error::Result;
 use crate::format::PACK_TRAILER_LEN;
@@ -21,7 +22,6 @@ use crate::pack;
 use crate::repo::Repo;
 use crate::snapshot::Snapshot;
 use crate::tree::NodeKind;
-use crate::codec;
 
 /// What a check found.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -50,7 +50,8 @@ pub fn check(repo: &Repo, read_data: bool) -> Result<CheckReport> {
 
     let mut indexed: HashMap<ObjectId, IndexedPack> = HashMap::new();
     for (name, _) in backend.list(ObjectKind::Index)? {
-        let decoded = ObjectId::from_hex(&name).and_then(|id| index::decode(key, &id, &backend.get(ObjectKind::Index, &name)?));
+        let decoded = ObjectId::from_hex(&name)
+            .and_then(|id| index::decode(key, &id, &backend.get(ObjectKind::Index, &name)?));
         match decoded {
             Ok(packs) => {
                 for p in packs {
@@ -63,17 +64,24 @@ pub fn check(repo: &Repo, read_data: bool) -> Result<CheckReport> {
     let mut blobs: HashSet<BlobId> = HashSet::new();
     for (id, p) in &indexed {
         match stored.get(&id.to_hex()) {
-            None => report.problems.push(format!("pack {} is indexed but missing", id.to_hex())),
-            Some(size) if *size != p.size => {
-                report.problems.push(format!("pack {} has {size} bytes, the index says {}", id.to_hex(), p.size))
-            }
+            None => report
+                .problems
+                .push(format!("pack {} is indexed but missing", id.to_hex())),
+            Some(size) if *size != p.size => report.problems.push(format!(
+                "pack {} has {size} bytes, the index says {}",
+                id.to_hex(),
+                p.size
+            )),
             Some(_) => {}
         }
         blobs.extend(p.entries.iter().map(|e| e.id));
     }
     report.blobs = blobs.len() as u64;
     for name in stored.keys() {
-        if ObjectId::from_hex(name).map(|id| !indexed.contains_key(&id)).unwrap_or(true) {
+        if ObjectId::from_hex(name)
+            .map(|id| !indexed.contains_key(&id))
+            .unwrap_or(true)
+        {
             report.unindexed_packs.push(name.clone());
         }
     }
@@ -81,7 +89,8 @@ pub fn check(repo: &Repo, read_data: bool) -> Result<CheckReport> {
     let mut trees_seen: HashSet<BlobId> = HashSet::new();
     for (name, _) in backend.list(ObjectKind::Snapshot)? {
         report.snapshots += 1;
-        let snap = ObjectId::from_hex(&name).and_then(|id| Snapshot::decode(key, &id, &backend.get(ObjectKind::Snapshot, &name)?));
+        let snap = ObjectId::from_hex(&name)
+            .and_then(|id| Snapshot::decode(key, &id, &backend.get(ObjectKind::Snapshot, &name)?));
         let snap = match snap {
             Ok(s) => s,
             Err(e) => {
@@ -97,12 +106,20 @@ pub fn check(repo: &Repo, read_data: bool) -> Result<CheckReport> {
             let tree = match repo.load_tree(&tree_id) {
                 Ok(t) => t,
                 Err(e) => {
-                    report.problems.push(format!("snapshot {}: directory {:?}: {e}", &name[..8], if path.is_empty() { "/" } else { &path }));
+                    report.problems.push(format!(
+                        "snapshot {}: directory {:?}: {e}",
+                        &name[..8],
+                        if path.is_empty() { "/" } else { &path }
+                    ));
                     continue;
                 }
             };
             for n in &tree.nodes {
-                let p = if path.is_empty() { n.name.clone() } else { format!("{path}/{}", n.name) };
+                let p = if path.is_empty() {
+                    n.name.clone()
+                } else {
+                    format!("{path}/{}", n.name)
+                };
                 match n.kind {
                     NodeKind::Dir => {
                         if let Some(s) = n.subtree {
@@ -112,7 +129,10 @@ pub fn check(repo: &Repo, read_data: bool) -> Result<CheckReport> {
                     NodeKind::File => {
                         let missing = n.content.iter().filter(|c| !blobs.contains(&c.0)).count();
                         if missing > 0 {
-                            report.problems.push(format!("snapshot {}: file {p:?}: {missing} chunks are not in any index", &name[..8]));
+                            report.problems.push(format!(
+                                "snapshot {}: file {p:?}: {missing} chunks are not in any index",
+                                &name[..8]
+                            ));
                         }
                     }
                     NodeKind::Symlink => {}
@@ -138,7 +158,12 @@ pub fn check(repo: &Repo, read_data: bool) -> Result<CheckReport> {
     Ok(report)
 }
 
-fn read_pack(backend: &dyn Backend, key: &MasterKey, id: &ObjectId, indexed: &IndexedPack) -> (u64, Vec<String>) {
+fn read_pack(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    id: &ObjectId,
+    indexed: &IndexedPack,
+) -> (u64, Vec<String>) {
     let name = id.to_hex();
     let mut problems = Vec::new();
     let bytes = match backend.get(ObjectKind::Pack, &name) {
@@ -147,7 +172,9 @@ fn read_pack(backend: &dyn Backend, key: &MasterKey, id: &ObjectId, indexed: &In
     };
     let n = bytes.len() as u64;
     if ObjectId::of_bytes(&bytes) != *id {
-        problems.push(format!("pack {name}: content does not match its name (damaged)"));
+        problems.push(format!(
+            "pack {name}: content does not match its name (damaged)"
+        ));
     }
     let header = (|| {
         if bytes.len() < PACK_TRAILER_LEN {
@@ -158,7 +185,9 @@ fn read_pack(backend: &dyn Backend, key: &MasterKey, id: &ObjectId, indexed: &In
         pack::parse_header(key, id, &bytes[start..start + hlen], n)
     })();
     match header {
-        Ok(entries) if entries != indexed.entries => problems.push(format!("pack {name}: header disagrees with the index")),
+        Ok(entries) if entries != indexed.entries => {
+            problems.push(format!("pack {name}: header disagrees with the index"))
+        }
         Ok(_) => {}
         Err(e) => problems.push(e.to_string()),
     }
@@ -166,7 +195,10 @@ fn read_pack(backend: &dyn Backend, key: &MasterKey, id: &ObjectId, indexed: &In
         let end = e.offset as usize + e.stored_len as usize;
         let result = match bytes.get(e.offset as usize..end) {
             Some(s) => codec::decode(key, e.kind, &e.id, s, e.raw_len).map(|_| ()),
-            None => Err(crate::Error::corrupt(format!("blob {}", e.id.to_hex()), "lies past the end of its pack")),
+            None => Err(crate::Error::corrupt(
+                format!("blob {}", e.id.to_hex()),
+                "lies past the end of its pack",
+            )),
         };
         if let Err(err) = result {
             problems.push(format!("pack {name}: {err}"));

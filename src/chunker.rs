@@ -3,8 +3,8 @@
 //! The `fastcdc` crate's `cut_gear` finds each cut point; this module owns the streaming loop so
 //! that the gear table can be a full 256-entry table derived from the repository key (the crate's
 //! own seed only XORs one constant into its public table), and so the read buffer is compacted
-//! rarely instead of after every chunk. Memory is bounded: one buffer of `2 × max_size`
-//! (at least 8 MiB), whatever the input length.
+//! rarely instead of after every chunk. Memory is bounded: one buffer of `4 × max_size`
+//! (at least 16 MiB), whatever the input length.
 
 use std::io::{self, Read};
 
@@ -58,11 +58,19 @@ impl ChunkerSpec {
     pub fn new(params: ChunkerParams, gear: Vec<u64>) -> Result<Self> {
         params.validate()?;
         if gear.len() != 256 {
-            return Err(Error::InvalidArgument("gear table must have 256 entries".into()));
+            return Err(Error::InvalidArgument(
+                "gear table must have 256 entries".into(),
+            ));
         }
         let gear_ls = gear.iter().map(|g| g << 1).collect();
         let (mask_s, mask_l) = select_masks(params.avg_size as usize, Normalization::Level1);
-        Ok(ChunkerSpec { params, gear, gear_ls, mask_s, mask_l })
+        Ok(ChunkerSpec {
+            params,
+            gear,
+            gear_ls,
+            mask_s,
+            mask_l,
+        })
     }
 
     /// The parameters.
@@ -91,8 +99,15 @@ impl ChunkerSpec {
 
     /// A streaming chunker over `reader`.
     pub fn chunker<R: Read>(&self, reader: R) -> Chunker<'_, R> {
-        let cap = (2 * self.params.max_size as usize).max(8 << 20);
-        Chunker { spec: self, reader, buf: vec![0; cap], start: 0, end: 0, eof: false }
+        let cap = (4 * self.params.max_size as usize).max(16 << 20);
+        Chunker {
+            spec: self,
+            reader,
+            buf: vec![0; cap],
+            start: 0,
+            end: 0,
+            eof: false,
+        }
     }
 }
 
@@ -155,7 +170,11 @@ mod tests {
 
     fn spec(seed: u8) -> ChunkerSpec {
         let key = crate::crypto::MasterKey::from_secret([seed; 32]);
-        let p = ChunkerParams { min_size: 2048, avg_size: 8192, max_size: 32768 };
+        let p = ChunkerParams {
+            min_size: 2048,
+            avg_size: 8192,
+            max_size: 32768,
+        };
         ChunkerSpec::new(p, key.gear_table()).unwrap()
     }
 
@@ -203,13 +222,21 @@ mod tests {
         let a: std::collections::HashSet<Vec<u8>> = s.chunker(&d[..]).map(|c| c.unwrap()).collect();
         let b: Vec<Vec<u8>> = s.chunker(&e[..]).map(|c| c.unwrap()).collect();
         let shared = b.iter().filter(|c| a.contains(*c)).count();
-        assert!(shared + 3 >= b.len(), "only {shared} of {} chunks shared", b.len());
+        assert!(
+            shared + 3 >= b.len(),
+            "only {shared} of {} chunks shared",
+            b.len()
+        );
     }
 
     #[test]
     fn empty_input_gives_no_chunks_and_bad_params_are_refused() {
         assert_eq!(spec(1).chunker(&[][..]).count(), 0);
-        let bad = ChunkerParams { min_size: 4096, avg_size: 1024, max_size: 8192 };
+        let bad = ChunkerParams {
+            min_size: 4096,
+            avg_size: 1024,
+            max_size: 8192,
+        };
         assert!(bad.validate().is_err());
     }
 }

@@ -12,8 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use zeroize::Zeroizing;
 
 use tresor::archiver::{self, CreateOptions, Progress};
-use tresor::backend::local::LocalBackend;
 use tresor::backend::Backend;
+use tresor::backend::local::LocalBackend;
 use tresor::chunker::ChunkerParams;
 use tresor::error::Error;
 use tresor::id::ObjectId;
@@ -42,7 +42,11 @@ pub mod exit {
 }
 
 #[derive(Parser)]
-#[command(name = "tresor", version, about = "Deduplicating, encrypted backups of file trees and database dumps")]
+#[command(
+    name = "tresor",
+    version,
+    about = "Deduplicating, encrypted backups of file trees and database dumps"
+)]
 struct Cli {
     #[command(flatten)]
     global: Global,
@@ -194,7 +198,11 @@ pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
             let _ = e.print();
             return ExitCode::from(code);
         }
@@ -245,11 +253,16 @@ fn run(cli: Cli) -> Result<u8> {
 }
 
 fn repo_path(g: &Global) -> Result<PathBuf> {
-    g.repo.clone().ok_or_else(|| anyhow!("no repository given: use --repo or set TRESOR_REPO"))
+    g.repo
+        .clone()
+        .ok_or_else(|| anyhow!("no repository given: use --repo or set TRESOR_REPO"))
 }
 
 fn first_line(bytes: &[u8]) -> Zeroizing<Vec<u8>> {
-    let end = bytes.iter().position(|b| *b == b'\n').unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .unwrap_or(bytes.len());
     let line = &bytes[..end];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     Zeroizing::new(line.to_vec())
@@ -265,14 +278,19 @@ fn password(g: &Global, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
             .output()
             .with_context(|| format!("running password command `{cmd}`"))?;
         if !out.status.success() {
-            bail!("password command `{cmd}` {}", tresor::source::describe_status(&out.status));
+            bail!(
+                "password command `{cmd}` {}",
+                tresor::source::describe_status(&out.status)
+            );
         }
         let p = first_line(&out.stdout);
         drop(Zeroizing::new(out.stdout));
         return non_empty(p);
     }
     if let Some(f) = &g.password_file {
-        let bytes = Zeroizing::new(std::fs::read(f).with_context(|| format!("reading password file {}", f.display()))?);
+        let bytes = Zeroizing::new(
+            std::fs::read(f).with_context(|| format!("reading password file {}", f.display()))?,
+        );
         return non_empty(first_line(&bytes));
     }
     if let Some(p) = std::env::var_os("TRESOR_PASSWORD") {
@@ -280,11 +298,17 @@ fn password(g: &Global, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
         return non_empty(Zeroizing::new(p.as_bytes().to_vec()));
     }
     if !std::io::stdin().is_terminal() {
-        bail!("no password given: set TRESOR_PASSWORD_FILE, TRESOR_PASSWORD_COMMAND or TRESOR_PASSWORD (no prompt: standard input is not a terminal)");
+        bail!(
+            "no password given: set TRESOR_PASSWORD_FILE, TRESOR_PASSWORD_COMMAND or TRESOR_PASSWORD (no prompt: standard input is not a terminal)"
+        );
     }
-    let p = Zeroizing::new(rpassword::prompt_password("repository password: ").context("reading the password")?);
+    let p = Zeroizing::new(
+        rpassword::prompt_password("repository password: ").context("reading the password")?,
+    );
     if confirm {
-        let again = Zeroizing::new(rpassword::prompt_password("repeat password: ").context("reading the password")?);
+        let again = Zeroizing::new(
+            rpassword::prompt_password("repeat password: ").context("reading the password")?,
+        );
         if *again != *p {
             bail!("the passwords do not match");
         }
@@ -312,14 +336,29 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
     let backend = LocalBackend::new(&path);
     let pw = password(g, true)?;
     let opts = InitOptions {
-        chunker: ChunkerParams { min_size: a.chunk_min, avg_size: a.chunk_avg, max_size: a.chunk_max },
-        pack_size: a.pack_size_mib.checked_mul(1024 * 1024).ok_or_else(|| anyhow!("pack size too large"))?,
+        chunker: ChunkerParams {
+            min_size: a.chunk_min,
+            avg_size: a.chunk_avg,
+            max_size: a.chunk_max,
+        },
+        pack_size: a
+            .pack_size_mib
+            .checked_mul(1024 * 1024)
+            .ok_or_else(|| anyhow!("pack size too large"))?,
         compression_level: a.compression_level,
-        kdf: KdfParams { memory_kib: a.kdf_memory_kib, iterations: a.kdf_iterations, parallelism: 1 },
+        kdf: KdfParams {
+            memory_kib: a.kdf_memory_kib,
+            iterations: a.kdf_iterations,
+            parallelism: 1,
+        },
     };
     let config = Repo::init(&backend, &pw, &opts)?;
     if !g.quiet {
-        println!("created tresor repository {} at {}", &config.id[..8], path.display());
+        println!(
+            "created tresor repository {} at {}",
+            &config.id[..8],
+            path.display()
+        );
         println!("keep the password safe: without it the data cannot be read by anyone");
     }
     Ok(exit::OK)
@@ -346,8 +385,10 @@ fn bar(g: &Global, what: &str) -> Option<ProgressBar> {
         return None;
     }
     let b = ProgressBar::new_spinner();
-    let style = ProgressStyle::with_template(&format!("{{spinner}} {what} {{bytes}} at {{bytes_per_sec}}, {{elapsed}}"))
-        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let style = ProgressStyle::with_template(&format!(
+        "{{spinner}} {what} {{bytes}} at {{bytes_per_sec}}, {{elapsed}}"
+    ))
+    .unwrap_or_else(|_| ProgressStyle::default_spinner());
     b.set_style(style);
     b.enable_steady_tick(std::time::Duration::from_millis(200));
     Some(b)
@@ -359,17 +400,26 @@ fn create(g: &Global, a: CreateArgs) -> Result<u8> {
         bail!("--stdin and --command both want to be the stream; give one");
     }
     if a.stdin {
-        sources.push(SourceSpec::Stdin { name: a.stdin_name.clone() });
+        sources.push(SourceSpec::Stdin {
+            name: a.stdin_name.clone(),
+        });
     }
     if let Some(cmd) = &a.command {
-        sources.push(SourceSpec::Command { name: a.stdin_name.clone(), command: cmd.clone() });
+        sources.push(SourceSpec::Command {
+            name: a.stdin_name.clone(),
+            command: cmd.clone(),
+        });
     }
     if sources.is_empty() {
         bail!("nothing to back up: give paths, --stdin or --command");
     }
     let mut repo = open(g)?;
     let progress = Bar(bar(g, "read"));
-    let opts = CreateOptions { sources, tags: a.tag, host: a.host };
+    let opts = CreateOptions {
+        sources,
+        tags: a.tag,
+        host: a.host,
+    };
     let result = archiver::create(&mut repo, &opts, &progress);
     if let Some(b) = &progress.0 {
         b.finish_and_clear();
@@ -403,10 +453,21 @@ fn create(g: &Global, a: CreateArgs) -> Result<u8> {
             human(s.bytes_read),
             human(s.bytes_added),
             s.duration_seconds,
-            if s.incomplete { format!(" — INCOMPLETE: {} entries could not be read", s.errors.len()) } else { String::new() }
+            if s.incomplete {
+                format!(
+                    " — INCOMPLETE: {} entries could not be read",
+                    s.errors.len()
+                )
+            } else {
+                String::new()
+            }
         );
     }
-    Ok(if s.incomplete { exit::INCOMPLETE } else { exit::OK })
+    Ok(if s.incomplete {
+        exit::INCOMPLETE
+    } else {
+        exit::OK
+    })
 }
 
 /// Paths as the snapshot stores them, one per source.
@@ -452,7 +513,11 @@ fn list(g: &Global, a: JsonArg) -> Result<u8> {
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(exit::OK);
     }
-    writeln!(out, "{:<8}  {:<20}  {:<16}  {:<16}  {:>10}  sources", "id", "time (UTC)", "host", "tags", "size")?;
+    writeln!(
+        out,
+        "{:<8}  {:<20}  {:<16}  {:<16}  {:>10}  sources",
+        "id", "time (UTC)", "host", "tags", "size"
+    )?;
     for (id, s) in &snaps {
         let sources: Vec<String> = s.sources.iter().map(source_text).collect();
         writeln!(
@@ -477,7 +542,11 @@ fn show(g: &Global, a: ShowArgs) -> Result<u8> {
     let (id, s) = repo.find_snapshot(&a.snapshot)?;
     let mut out = std::io::stdout().lock();
     if a.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&snapshot_json(&id, &s))?)?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&snapshot_json(&id, &s))?
+        )?;
         return Ok(exit::OK);
     }
     let sm = &s.summary;
@@ -490,11 +559,29 @@ fn show(g: &Global, a: ShowArgs) -> Result<u8> {
     for (src, p) in s.sources.iter().zip(stored_paths(&s)) {
         writeln!(out, "  {:<40} stored as {p}", source_text(src))?;
     }
-    writeln!(out, "files     {} ({} dirs, {} symlinks)", sm.files, sm.dirs, sm.symlinks)?;
+    writeln!(
+        out,
+        "files     {} ({} dirs, {} symlinks)",
+        sm.files, sm.dirs, sm.symlinks
+    )?;
     writeln!(out, "read      {}", human(sm.bytes_read))?;
-    writeln!(out, "added     {} ({} new blobs, {} reused)", human(sm.bytes_added), sm.blobs_added, sm.blobs_reused)?;
+    writeln!(
+        out,
+        "added     {} ({} new blobs, {} reused)",
+        human(sm.bytes_added),
+        sm.blobs_added,
+        sm.blobs_reused
+    )?;
     writeln!(out, "duration  {:.1} s", sm.duration_seconds)?;
-    writeln!(out, "complete  {}", if sm.incomplete { "NO — some sources could not be read:" } else { "yes" })?;
+    writeln!(
+        out,
+        "complete  {}",
+        if sm.incomplete {
+            "NO — some sources could not be read:"
+        } else {
+            "yes"
+        }
+    )?;
     for e in &sm.errors {
         writeln!(out, "  {e}")?;
     }
@@ -509,7 +596,9 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
         restorer::restore_to_writer(&repo, &s, a.path.as_deref(), &mut out)?;
         return Ok(exit::OK);
     }
-    let target = a.target.ok_or_else(|| anyhow!("give --target DIR or --stdout"))?;
+    let target = a
+        .target
+        .ok_or_else(|| anyhow!("give --target DIR or --stdout"))?;
     let started = std::time::Instant::now();
     let sum = restorer::restore_to_dir(&repo, &s, a.path.as_deref(), &target)?;
     if !g.quiet {
@@ -542,12 +631,24 @@ fn check(g: &Global, a: CheckArgs) -> Result<u8> {
                 report.snapshots,
                 report.packs,
                 report.blobs,
-                if a.read_data { format!(", read {}", human(report.bytes_read)) } else { String::new() },
-                if report.problems.is_empty() { "no damage found".to_string() } else { format!("{} problems", report.problems.len()) }
+                if a.read_data {
+                    format!(", read {}", human(report.bytes_read))
+                } else {
+                    String::new()
+                },
+                if report.problems.is_empty() {
+                    "no damage found".to_string()
+                } else {
+                    format!("{} problems", report.problems.len())
+                }
             );
         }
     }
-    Ok(if report.problems.is_empty() { exit::OK } else { exit::DAMAGED })
+    Ok(if report.problems.is_empty() {
+        exit::OK
+    } else {
+        exit::DAMAGED
+    })
 }
 
 /// Bytes in binary units.
@@ -559,5 +660,9 @@ fn human(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }

@@ -12,7 +12,11 @@ use crate::error::{Error, Result};
 use crate::format;
 
 /// Default chunker parameters; docs/design.md records the measurement behind them.
-pub const DEFAULT_CHUNKER: ChunkerParams = ChunkerParams { min_size: 256 * 1024, avg_size: 1024 * 1024, max_size: 4 * 1024 * 1024 };
+pub const DEFAULT_CHUNKER: ChunkerParams = ChunkerParams {
+    min_size: 256 * 1024,
+    avg_size: 1024 * 1024,
+    max_size: 4 * 1024 * 1024,
+};
 
 /// Default pack target size: 16 MiB (see docs/design.md).
 pub const DEFAULT_PACK_SIZE: u32 = 16 * 1024 * 1024;
@@ -40,14 +44,24 @@ impl Config {
     pub fn new(chunker: ChunkerParams, pack_size: u32, compression_level: i32) -> Result<Self> {
         chunker.validate()?;
         if !(1024 * 1024..=512 * 1024 * 1024).contains(&pack_size) {
-            return Err(Error::InvalidArgument("pack size must be between 1 MiB and 512 MiB".into()));
+            return Err(Error::InvalidArgument(
+                "pack size must be between 1 MiB and 512 MiB".into(),
+            ));
         }
         if !(0..=22).contains(&compression_level) {
-            return Err(Error::InvalidArgument("compression level must be 0 (off) to 22".into()));
+            return Err(Error::InvalidArgument(
+                "compression level must be 0 (off) to 22".into(),
+            ));
         }
         let mut id = [0u8; 32];
         crate::crypto::random_bytes(&mut id)?;
-        Ok(Config { version: format::REPO_VERSION, id: hex::encode(id), chunker, pack_size, compression_level })
+        Ok(Config {
+            version: format::REPO_VERSION,
+            id: hex::encode(id),
+            chunker,
+            pack_size,
+            compression_level,
+        })
     }
 
     /// Seals the config.
@@ -59,11 +73,18 @@ impl Config {
     /// Opens, parses and validates a config.
     pub fn decode(key: &MasterKey, stored: &[u8]) -> Result<Self> {
         let plain = key.open(format::aad::CONFIG, stored, &|| "config".into())?;
-        let c: Config = serde_json::from_slice(&plain).map_err(|e| Error::corrupt("config", e.to_string()))?;
+        let c: Config =
+            serde_json::from_slice(&plain).map_err(|e| Error::corrupt("config", e.to_string()))?;
         if c.version != format::REPO_VERSION {
-            return Err(Error::UnsupportedVersion { what: "repository", found: c.version, supported: format::REPO_VERSION });
+            return Err(Error::UnsupportedVersion {
+                what: "repository",
+                found: c.version,
+                supported: format::REPO_VERSION,
+            });
         }
-        c.chunker.validate().map_err(|e| Error::corrupt("config", e.to_string()))?;
+        c.chunker
+            .validate()
+            .map_err(|e| Error::corrupt("config", e.to_string()))?;
         if c.id.len() != 64 || !c.id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(Error::corrupt("config", "bad repository id"));
         }

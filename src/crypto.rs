@@ -94,11 +94,21 @@ impl MasterKey {
 }
 
 /// Seals with an explicit cipher (used by key files, whose cipher comes from the password).
-pub(crate) fn seal_with(cipher: &XChaCha20Poly1305, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn seal_with(
+    cipher: &XChaCha20Poly1305,
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>> {
     let mut nonce = [0u8; NONCE_LEN];
     random_bytes(&mut nonce)?;
     let ct = cipher
-        .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad,
+            },
+        )
         .map_err(|_| Error::InvalidArgument("encryption failed".into()))?;
     let mut out = Vec::with_capacity(NONCE_LEN + ct.len());
     out.extend_from_slice(&nonce);
@@ -114,12 +124,20 @@ pub(crate) fn open_with(
     what: &dyn Fn() -> String,
 ) -> Result<Vec<u8>> {
     if sealed.len() < SEAL_OVERHEAD {
-        return Err(Error::corrupt(what(), format!("only {} bytes, too short to be sealed", sealed.len())));
+        return Err(Error::corrupt(
+            what(),
+            format!("only {} bytes, too short to be sealed", sealed.len()),
+        ));
     }
     let (nonce, ct) = sealed.split_at(NONCE_LEN);
     cipher
         .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
-        .map_err(|_| Error::corrupt(what(), "authentication failed (damaged, tampered with, or not this object)"))
+        .map_err(|_| {
+            Error::corrupt(
+                what(),
+                "authentication failed (damaged, tampered with, or not this object)",
+            )
+        })
 }
 
 /// Builds a cipher from 32 raw key bytes.
@@ -129,7 +147,8 @@ pub(crate) fn cipher_from(key: &[u8; 32]) -> XChaCha20Poly1305 {
 
 /// Fills `buf` from the operating system's random source.
 pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
-    getrandom::fill(buf).map_err(|e| Error::io("reading random bytes", std::io::Error::other(e.to_string())))
+    getrandom::fill(buf)
+        .map_err(|e| Error::io("reading random bytes", std::io::Error::other(e.to_string())))
 }
 
 /// Blob associated data: domain, kind, id.

@@ -90,7 +90,8 @@ impl Error {
     /// Wraps an I/O error with what was being done, turning ENOSPC into [`Error::NoSpace`].
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         let context = context.into();
-        if source.raw_os_error() == Some(libc::ENOSPC) || source.kind() == io::ErrorKind::StorageFull
+        if source.raw_os_error() == Some(libc::ENOSPC)
+            || source.kind() == io::ErrorKind::StorageFull
         {
             Error::NoSpace { context }
         } else {

@@ -85,7 +85,10 @@ pub fn decode(key: &MasterKey, name: &ObjectId, stored: &[u8]) -> Result<Vec<Ind
         return Err(Error::corrupt(what(), "content does not match its name"));
     }
     let plain = key.open(format::aad::INDEX, stored, &what)?;
-    let mut c = Cursor { buf: &plain, what: &what };
+    let mut c = Cursor {
+        buf: &plain,
+        what: &what,
+    };
     if c.take(8)? != INDEX_MAGIC {
         return Err(Error::corrupt(what(), "bad magic"));
     }
@@ -101,7 +104,8 @@ pub fn decode(key: &MasterKey, name: &ObjectId, stored: &[u8]) -> Result<Vec<Ind
         let mut entries = Vec::with_capacity(n);
         for _ in 0..n {
             let kb = c.take(1)?[0];
-            let kind = BlobKind::from_u8(kb).ok_or_else(|| Error::corrupt(what(), format!("unknown blob kind {kb}")))?;
+            let kind = BlobKind::from_u8(kb)
+                .ok_or_else(|| Error::corrupt(what(), format!("unknown blob kind {kb}")))?;
             let id = BlobId::from_slice(c.take(32)?)?;
             let offset = c.u32()?;
             let stored_len = c.u32()?;
@@ -109,7 +113,13 @@ pub fn decode(key: &MasterKey, name: &ObjectId, stored: &[u8]) -> Result<Vec<Ind
             if offset as u64 + stored_len as u64 > size {
                 return Err(Error::corrupt(what(), "entry lies outside its pack"));
             }
-            entries.push(PackEntry { kind, id, offset, stored_len, raw_len });
+            entries.push(PackEntry {
+                kind,
+                id,
+                offset,
+                stored_len,
+                raw_len,
+            });
         }
         packs.push(IndexedPack { id, size, entries });
     }
@@ -130,8 +140,20 @@ mod tests {
             id: ObjectId([1; 32]),
             size: 5000,
             entries: vec![
-                PackEntry { kind: BlobKind::Data, id: BlobId([2; 32]), offset: 0, stored_len: 100, raw_len: 300 },
-                PackEntry { kind: BlobKind::Tree, id: BlobId([3; 32]), offset: 100, stored_len: 50, raw_len: 50 },
+                PackEntry {
+                    kind: BlobKind::Data,
+                    id: BlobId([2; 32]),
+                    offset: 0,
+                    stored_len: 100,
+                    raw_len: 300,
+                },
+                PackEntry {
+                    kind: BlobKind::Tree,
+                    id: BlobId([3; 32]),
+                    offset: 100,
+                    stored_len: 50,
+                    raw_len: 50,
+                },
             ],
         }];
         let (name, bytes) = encode(&k, &packs).unwrap();

@@ -34,7 +34,11 @@ pub struct KdfParams {
 impl Default for KdfParams {
     /// 64 MiB, 3 passes, 1 lane: about a third of a second on this project's reference machine.
     fn default() -> Self {
-        KdfParams { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 }
+        KdfParams {
+            memory_kib: 64 * 1024,
+            iterations: 3,
+            parallelism: 1,
+        }
     }
 }
 
@@ -63,7 +67,12 @@ fn derive(password: &[u8], salt: &[u8], p: KdfParams) -> Result<Zeroizing<[u8; 3
 }
 
 /// Wraps `key` under `password`; returns (file name, bytes).
-pub fn create(key: &MasterKey, password: &[u8], params: KdfParams, host: &str) -> Result<(ObjectId, Vec<u8>)> {
+pub fn create(
+    key: &MasterKey,
+    password: &[u8],
+    params: KdfParams,
+    host: &str,
+) -> Result<(ObjectId, Vec<u8>)> {
     let mut salt = [0u8; 16];
     crypto::random_bytes(&mut salt)?;
     let kek = derive(password, &salt, params)?;
@@ -79,32 +88,50 @@ pub fn create(key: &MasterKey, password: &[u8], params: KdfParams, host: &str) -
         host: host.into(),
         master: hex::encode(sealed),
     };
-    let bytes = serde_json::to_vec_pretty(&kf).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    let bytes =
+        serde_json::to_vec_pretty(&kf).map_err(|e| Error::InvalidArgument(e.to_string()))?;
     Ok((ObjectId::of_bytes(&bytes), bytes))
 }
 
 /// Tries to unwrap the master key from one key file. `Ok(None)`: the password does not fit.
 pub fn open(name: &str, bytes: &[u8], password: &[u8]) -> Result<Option<MasterKey>> {
     let what = || format!("key file {name}");
-    let kf: KeyFile = serde_json::from_slice(bytes).map_err(|e| Error::corrupt(what(), e.to_string()))?;
+    let kf: KeyFile =
+        serde_json::from_slice(bytes).map_err(|e| Error::corrupt(what(), e.to_string()))?;
     if kf.version != format::KEY_FILE_VERSION {
-        return Err(Error::UnsupportedVersion { what: "key file", found: kf.version, supported: format::KEY_FILE_VERSION });
+        return Err(Error::UnsupportedVersion {
+            what: "key file",
+            found: kf.version,
+            supported: format::KEY_FILE_VERSION,
+        });
     }
     if kf.kdf != "argon2id" {
         return Err(Error::corrupt(what(), format!("unknown kdf {:?}", kf.kdf)));
     }
     // Refuse parameters that would take absurd time or memory (a hostile key file).
-    if kf.memory_kib > 4 * 1024 * 1024 || kf.iterations > 100 || kf.parallelism == 0 || kf.parallelism > 64 {
+    if kf.memory_kib > 4 * 1024 * 1024
+        || kf.iterations > 100
+        || kf.parallelism == 0
+        || kf.parallelism > 64
+    {
         return Err(Error::corrupt(what(), "unreasonable KDF parameters"));
     }
     let salt = hex::decode(&kf.salt).map_err(|_| Error::corrupt(what(), "salt is not hex"))?;
-    let sealed = hex::decode(&kf.master).map_err(|_| Error::corrupt(what(), "master is not hex"))?;
-    let params = KdfParams { memory_kib: kf.memory_kib, iterations: kf.iterations, parallelism: kf.parallelism };
+    let sealed =
+        hex::decode(&kf.master).map_err(|_| Error::corrupt(what(), "master is not hex"))?;
+    let params = KdfParams {
+        memory_kib: kf.memory_kib,
+        iterations: kf.iterations,
+        parallelism: kf.parallelism,
+    };
     let kek = derive(password, &salt, params).map_err(|e| Error::corrupt(what(), e.to_string()))?;
     match crypto::open_with(&crypto::cipher_from(&kek), format::aad::KEY, &sealed, &what) {
         Ok(secret) => {
             let secret = Zeroizing::new(secret);
-            let arr: [u8; 32] = secret.as_slice().try_into().map_err(|_| Error::corrupt(what(), "master secret has the wrong length"))?;
+            let arr: [u8; 32] = secret
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::corrupt(what(), "master secret has the wrong length"))?;
             Ok(Some(MasterKey::from_secret(arr)))
         }
         Err(_) => Ok(None),
@@ -118,7 +145,11 @@ mod tests {
     #[test]
     fn wrap_unwrap_and_wrong_password() {
         let k = MasterKey::generate().unwrap();
-        let p = KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 };
+        let p = KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
         let (_, bytes) = create(&k, b"secret", p, "h").unwrap();
         let back = open("k", &bytes, b"secret").unwrap().unwrap();
         assert_eq!(back.secret(), k.secret());

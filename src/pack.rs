@@ -56,10 +56,16 @@ impl PackWriter {
     pub fn add(&mut self, kind: BlobKind, id: BlobId, sealed: &[u8], raw_len: u32) -> Result<()> {
         let offset = u32::try_from(self.buf.len())
             .map_err(|_| Error::InvalidArgument("pack grew past 4 GiB".into()))?;
-        let stored_len =
-            u32::try_from(sealed.len()).map_err(|_| Error::InvalidArgument("blob too large".into()))?;
+        let stored_len = u32::try_from(sealed.len())
+            .map_err(|_| Error::InvalidArgument("blob too large".into()))?;
         self.buf.extend_from_slice(sealed);
-        self.entries.push(PackEntry { kind, id, offset, stored_len, raw_len });
+        self.entries.push(PackEntry {
+            kind,
+            id,
+            offset,
+            stored_len,
+            raw_len,
+        });
         Ok(())
     }
 
@@ -84,10 +90,15 @@ impl PackWriter {
         }
         let sealed = key.seal(format::aad::PACK_HEADER, &header)?;
         self.buf.extend_from_slice(&sealed);
-        self.buf.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(sealed.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(&PACK_MAGIC);
         let id = ObjectId::of_bytes(&self.buf);
-        Ok(FinishedPack { id, bytes: self.buf, entries: self.entries })
+        Ok(FinishedPack {
+            id,
+            bytes: self.buf,
+            entries: self.entries,
+        })
     }
 }
 
@@ -95,36 +106,62 @@ impl PackWriter {
 pub fn parse_trailer(pack: &ObjectId, trailer: &[u8], pack_size: u64) -> Result<u32> {
     let what = || format!("pack {}", pack.to_hex());
     if trailer.len() != PACK_TRAILER_LEN || trailer[4..] != PACK_MAGIC {
-        return Err(Error::corrupt(what(), "no pack trailer (truncated or not a pack)"));
+        return Err(Error::corrupt(
+            what(),
+            "no pack trailer (truncated or not a pack)",
+        ));
     }
     let hlen = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
-    if hlen as u64 + PACK_TRAILER_LEN as u64 > pack_size || hlen as usize > format::MAX_PACK_HEADER_LEN {
-        return Err(Error::corrupt(what(), format!("header length {hlen} does not fit a {pack_size}-byte pack")));
+    if hlen as u64 + PACK_TRAILER_LEN as u64 > pack_size
+        || hlen as usize > format::MAX_PACK_HEADER_LEN
+    {
+        return Err(Error::corrupt(
+            what(),
+            format!("header length {hlen} does not fit a {pack_size}-byte pack"),
+        ));
     }
     Ok(hlen)
 }
 
 /// Opens and parses a sealed pack header; checks that the blobs exactly fill the space before it.
-pub fn parse_header(key: &MasterKey, pack: &ObjectId, sealed: &[u8], pack_size: u64) -> Result<Vec<PackEntry>> {
+pub fn parse_header(
+    key: &MasterKey,
+    pack: &ObjectId,
+    sealed: &[u8],
+    pack_size: u64,
+) -> Result<Vec<PackEntry>> {
     let what = || format!("pack {} header", pack.to_hex());
     let plain = key.open(format::aad::PACK_HEADER, sealed, &what)?;
     if plain.len() % PACK_ENTRY_LEN != 0 {
-        return Err(Error::corrupt(what(), "length is not a whole number of entries"));
+        return Err(Error::corrupt(
+            what(),
+            "length is not a whole number of entries",
+        ));
     }
     let mut entries = Vec::with_capacity(plain.len() / PACK_ENTRY_LEN);
     let mut offset: u64 = 0;
     for e in plain.chunks_exact(PACK_ENTRY_LEN) {
-        let kind = BlobKind::from_u8(e[0]).ok_or_else(|| Error::corrupt(what(), format!("unknown blob kind {}", e[0])))?;
+        let kind = BlobKind::from_u8(e[0])
+            .ok_or_else(|| Error::corrupt(what(), format!("unknown blob kind {}", e[0])))?;
         let id = BlobId::from_slice(&e[1..33])?;
         let stored_len = u32::from_le_bytes([e[33], e[34], e[35], e[36]]);
         let raw_len = u32::from_le_bytes([e[37], e[38], e[39], e[40]]);
         let off = u32::try_from(offset).map_err(|_| Error::corrupt(what(), "offsets overflow"))?;
-        entries.push(PackEntry { kind, id, offset: off, stored_len, raw_len });
+        entries.push(PackEntry {
+            kind,
+            id,
+            offset: off,
+            stored_len,
+            raw_len,
+        });
         offset += stored_len as u64;
     }
     let expected = pack_size - PACK_TRAILER_LEN as u64 - sealed.len() as u64;
     if offset != expected {
-        return Err(Error::corrupt(what(), format!("blobs cover {offset} bytes but the pack has {expected}")));
+        return Err(Error::corrupt(
+            what(),
+            format!("blobs cover {offset} bytes but the pack has {expected}"),
+        ));
     }
     Ok(entries)
 }
@@ -149,9 +186,11 @@ mod tests {
         let p = w.finish(&k).unwrap();
         assert_eq!(p.id, ObjectId::of_bytes(&p.bytes));
         let size = p.bytes.len() as u64;
-        let hlen = parse_trailer(&p.id, &p.bytes[p.bytes.len() - PACK_TRAILER_LEN..], size).unwrap();
+        let hlen =
+            parse_trailer(&p.id, &p.bytes[p.bytes.len() - PACK_TRAILER_LEN..], size).unwrap();
         let hstart = p.bytes.len() - PACK_TRAILER_LEN - hlen as usize;
-        let entries = parse_header(&k, &p.id, &p.bytes[hstart..hstart + hlen as usize], size).unwrap();
+        let entries =
+            parse_header(&k, &p.id, &p.bytes[hstart..hstart + hlen as usize], size).unwrap();
         assert_eq!(entries, p.entries);
         for (e, (id, data)) in entries.iter().zip(&blobs) {
             let s = &p.bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
@@ -161,6 +200,14 @@ mod tests {
         bad[hstart + 30] ^= 1;
         assert!(parse_header(&k, &p.id, &bad[hstart..hstart + hlen as usize], size).is_err());
         assert!(parse_trailer(&p.id, &p.bytes[..PACK_TRAILER_LEN], size).is_err());
-        assert!(parse_header(&k, &p.id, &p.bytes[hstart..hstart + hlen as usize], size + 1).is_err());
+        assert!(
+            parse_header(
+                &k,
+                &p.id,
+                &p.bytes[hstart..hstart + hlen as usize],
+                size + 1
+            )
+            .is_err()
+        );
     }
 }

@@ -69,7 +69,9 @@ pub fn default_cache_dir() -> PathBuf {
 
 /// This machine's host name.
 pub fn hostname() -> String {
-    hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "unknown".into())
+    hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 impl Repo {
@@ -97,7 +99,13 @@ impl Repo {
         let chunker = ChunkerSpec::new(config.chunker, key.gear_table())?;
         let mut catalog = Catalog::open(cache_dir, &config.id)?;
         catalog.sync(backend.as_ref(), &key)?;
-        Ok(Repo { backend, key, config, chunker, catalog })
+        Ok(Repo {
+            backend,
+            key,
+            config,
+            chunker,
+            catalog,
+        })
     }
 
     fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<MasterKey> {
@@ -106,7 +114,10 @@ impl Repo {
         for (name, _) in &names {
             let bytes = backend.get(ObjectKind::Key, name)?;
             if ObjectId::of_bytes(&bytes).to_hex() != *name {
-                corrupt = Some(Error::corrupt(format!("key file {name}"), "content does not match its name"));
+                corrupt = Some(Error::corrupt(
+                    format!("key file {name}"),
+                    "content does not match its name",
+                ));
                 continue;
             }
             match keys::open(name, &bytes, password) {
@@ -117,7 +128,9 @@ impl Repo {
         }
         match corrupt {
             Some(e) => Err(e),
-            None if names.is_empty() => Err(Error::Missing { object: "key files (keys/ is empty)".into() }),
+            None if names.is_empty() => Err(Error::Missing {
+                object: "key files (keys/ is empty)".into(),
+            }),
             None => Err(Error::WrongPassword),
         }
     }
@@ -149,9 +162,9 @@ impl Repo {
 
     /// Finds a blob in the catalog, or says it is missing from the index.
     pub fn locate(&self, id: &BlobId) -> Result<BlobLocation> {
-        self.catalog
-            .locate(id)?
-            .ok_or_else(|| Error::Missing { object: format!("blob {} (not in any index object)", id.to_hex()) })
+        self.catalog.locate(id)?.ok_or_else(|| Error::Missing {
+            object: format!("blob {} (not in any index object)", id.to_hex()),
+        })
     }
 
     /// Reads and decodes one blob.
@@ -164,9 +177,15 @@ impl Repo {
     pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
         let loc = self.locate(id)?;
         if loc.kind != BlobKind::Tree {
-            return Err(Error::corrupt(format!("tree {}", id.to_hex()), "index lists it as a data blob"));
+            return Err(Error::corrupt(
+                format!("tree {}", id.to_hex()),
+                "index lists it as a data blob",
+            ));
         }
-        Tree::from_bytes(id, &read_located(self.backend.as_ref(), &self.key, id, &loc)?)
+        Tree::from_bytes(
+            id,
+            &read_located(self.backend.as_ref(), &self.key, id, &loc)?,
+        )
     }
 
     /// All snapshots, oldest first. A snapshot that cannot be read is an error naming it.
@@ -174,7 +193,11 @@ impl Repo {
         let mut out = Vec::new();
         for (name, _) in self.backend.list(ObjectKind::Snapshot)? {
             let id = ObjectId::from_hex(&name)?;
-            let s = Snapshot::decode(&self.key, &id, &self.backend.get(ObjectKind::Snapshot, &name)?)?;
+            let s = Snapshot::decode(
+                &self.key,
+                &id,
+                &self.backend.get(ObjectKind::Snapshot, &name)?,
+            )?;
             out.push((id, s));
         }
         out.sort_by(|a, b| a.1.timestamp().cmp(&b.1.timestamp()).then(a.0.cmp(&b.0)));
@@ -184,7 +207,9 @@ impl Repo {
     /// Resolves `latest`, a full id or a unique id prefix.
     pub fn find_snapshot(&self, reference: &str) -> Result<(ObjectId, Snapshot)> {
         if reference == "latest" {
-            return self.snapshots()?.pop().ok_or_else(|| Error::SnapshotNotFound("latest (the repository has no snapshots)".into()));
+            return self.snapshots()?.pop().ok_or_else(|| {
+                Error::SnapshotNotFound("latest (the repository has no snapshots)".into())
+            });
         }
         let r = reference.to_ascii_lowercase();
         if r.is_empty() || !r.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -201,19 +226,38 @@ impl Repo {
             0 => Err(Error::SnapshotNotFound(reference.into())),
             1 => {
                 let id = ObjectId::from_hex(&matches[0])?;
-                let s = Snapshot::decode(&self.key, &id, &self.backend.get(ObjectKind::Snapshot, &matches[0])?)?;
+                let s = Snapshot::decode(
+                    &self.key,
+                    &id,
+                    &self.backend.get(ObjectKind::Snapshot, &matches[0])?,
+                )?;
                 Ok((id, s))
             }
-            n => Err(Error::AmbiguousSnapshot { prefix: reference.into(), count: n }),
+            n => Err(Error::AmbiguousSnapshot {
+                prefix: reference.into(),
+                count: n,
+            }),
         }
     }
 }
 
 /// Reads and decodes a blob whose location is known (usable from worker threads).
-pub fn read_located(backend: &dyn Backend, key: &MasterKey, id: &BlobId, loc: &BlobLocation) -> Result<Vec<u8>> {
-    let stored = backend.get_range(ObjectKind::Pack, &loc.pack.to_hex(), loc.offset as u64, loc.stored_len as u64)?;
+pub fn read_located(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    id: &BlobId,
+    loc: &BlobLocation,
+) -> Result<Vec<u8>> {
+    let stored = backend.get_range(
+        ObjectKind::Pack,
+        &loc.pack.to_hex(),
+        loc.offset as u64,
+        loc.stored_len as u64,
+    )?;
     codec::decode(key, loc.kind, id, &stored, loc.raw_len).map_err(|e| match e {
-        Error::Corrupt { object, reason } => Error::corrupt(format!("{object} in pack {}", loc.pack.to_hex()), reason),
+        Error::Corrupt { object, reason } => {
+            Error::corrupt(format!("{object} in pack {}", loc.pack.to_hex()), reason)
+        }
         other => other,
     })
 }

@@ -45,9 +45,14 @@ pub enum Entry {
 
 /// Normalizes a snapshot path: no leading `/`, no empty, `.` or `..` components.
 pub fn split_path(path: &str) -> Result<Vec<&str>> {
-    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
     if parts.contains(&"..") {
-        return Err(Error::InvalidArgument(format!("snapshot path {path:?} may not contain '..'")));
+        return Err(Error::InvalidArgument(format!(
+            "snapshot path {path:?} may not contain '..'"
+        )));
     }
     Ok(parts)
 }
@@ -74,7 +79,11 @@ pub fn resolve(repo: &Repo, snap: &Snapshot, path: Option<&str>) -> Result<Entry
 }
 
 /// Writes a file's content to `out`, decoding on both cores while the previous batch is written.
-pub fn write_content<W: Write + Send>(repo: &Repo, content: &[ContentRef], out: &mut W) -> Result<u64> {
+pub fn write_content<W: Write + Send>(
+    repo: &Repo,
+    content: &[ContentRef],
+    out: &mut W,
+) -> Result<u64> {
     let key = repo.key().as_ref();
     let backend = repo.backend().as_ref();
     std::thread::scope(|s| -> Result<u64> {
@@ -99,9 +108,14 @@ pub fn write_content<W: Write + Send>(repo: &Repo, content: &[ContentRef], out: 
                 bytes += content[j].1 as u64;
                 j += 1;
             }
-            let located: Result<Vec<_>> = content[i..j].iter().map(|c| repo.locate(&c.0).map(|l| (c.0, l))).collect();
+            let located: Result<Vec<_>> = content[i..j]
+                .iter()
+                .map(|c| repo.locate(&c.0).map(|l| (c.0, l)))
+                .collect();
             let decoded: Result<Vec<Vec<u8>>> = located.and_then(|l| {
-                l.par_iter().map(|(id, loc)| read_located(backend, key, id, loc)).collect()
+                l.par_iter()
+                    .map(|(id, loc)| read_located(backend, key, id, loc))
+                    .collect()
             });
             match decoded {
                 Ok(batch) => {
@@ -117,14 +131,21 @@ pub fn write_content<W: Write + Send>(repo: &Repo, content: &[ContentRef], out: 
             i = j;
         }
         drop(tx);
-        let written = writer.join().map_err(|_| Error::InvalidArgument("the writer thread panicked".into()))?;
+        let written = writer
+            .join()
+            .map_err(|_| Error::InvalidArgument("the writer thread panicked".into()))?;
         produced?;
         written.map_err(|e| Error::io("writing restored data", e))
     })
 }
 
 /// Writes one file of a snapshot to `out`. Without a path, the snapshot must hold exactly one file.
-pub fn restore_to_writer<W: Write + Send>(repo: &Repo, snap: &Snapshot, path: Option<&str>, out: &mut W) -> Result<u64> {
+pub fn restore_to_writer<W: Write + Send>(
+    repo: &Repo,
+    snap: &Snapshot,
+    path: Option<&str>,
+    out: &mut W,
+) -> Result<u64> {
     let node = match resolve(repo, snap, path)? {
         Entry::Node(n) => n,
         Entry::Root(t) => {
@@ -140,13 +161,18 @@ pub fn restore_to_writer<W: Write + Send>(repo: &Repo, snap: &Snapshot, path: Op
         }
     };
     if node.kind != NodeKind::File {
-        return Err(Error::InvalidArgument(format!("{:?} is not a regular file", node.name)));
+        return Err(Error::InvalidArgument(format!(
+            "{:?} is not a regular file",
+            node.name
+        )));
     }
     write_content(repo, &node.content, out)
 }
 
 fn is_root() -> bool {
-    fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false)
+    fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
 }
 
 fn mtime(n: &Node) -> SystemTime {
@@ -167,7 +193,10 @@ struct DirRestorer<'a> {
 impl DirRestorer<'_> {
     fn remove_existing(path: &Path) -> Result<()> {
         match fs::symlink_metadata(path) {
-            Ok(md) if md.is_dir() => Err(Error::InvalidArgument(format!("{} exists and is a directory", path.display()))),
+            Ok(md) if md.is_dir() => Err(Error::InvalidArgument(format!(
+                "{} exists and is a directory",
+                path.display()
+            ))),
             Ok(_) => fs::remove_file(path).ctx(|| format!("replacing {}", path.display())),
             Err(_) => Ok(()),
         }
@@ -183,11 +212,16 @@ impl DirRestorer<'_> {
                         Self::remove_existing(&path)?;
                         fs::create_dir(&path).ctx(|| format!("creating {}", path.display()))?;
                     }
-                    Err(_) => fs::create_dir(&path).ctx(|| format!("creating {}", path.display()))?,
+                    Err(_) => {
+                        fs::create_dir(&path).ctx(|| format!("creating {}", path.display()))?
+                    }
                 }
                 // Owner-writable while filling it; the real mode comes last.
-                fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).ctx(|| format!("chmod {}", path.display()))?;
-                let sub = node.subtree.ok_or_else(|| Error::corrupt("tree", "directory without subtree"))?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o700))
+                    .ctx(|| format!("chmod {}", path.display()))?;
+                let sub = node
+                    .subtree
+                    .ok_or_else(|| Error::corrupt("tree", "directory without subtree"))?;
                 let tree = self.repo.load_tree(&sub)?;
                 for child in &tree.nodes {
                     self.restore_node(&path, child)?;
@@ -206,16 +240,20 @@ impl DirRestorer<'_> {
                     .ctx(|| format!("creating {}", path.display()))?;
                 let mut w = BufWriter::with_capacity(1 << 20, f);
                 let n = write_content(self.repo, &node.content, &mut w)?;
-                let f = w.into_inner().map_err(|e| Error::io(format!("writing {}", path.display()), e.into_error()))?;
+                let f = w.into_inner().map_err(|e| {
+                    Error::io(format!("writing {}", path.display()), e.into_error())
+                })?;
                 self.apply_meta(&path, node, Some(&f))?;
                 self.summary.files += 1;
                 self.summary.bytes += n;
             }
             NodeKind::Symlink => {
                 Self::remove_existing(&path)?;
-                std::os::unix::fs::symlink(node.os_target()?, &path).ctx(|| format!("creating symlink {}", path.display()))?;
+                std::os::unix::fs::symlink(node.os_target()?, &path)
+                    .ctx(|| format!("creating symlink {}", path.display()))?;
                 if self.as_root {
-                    std::os::unix::fs::lchown(&path, Some(node.uid), Some(node.gid)).ctx(|| format!("chown {}", path.display()))?;
+                    std::os::unix::fs::lchown(&path, Some(node.uid), Some(node.gid))
+                        .ctx(|| format!("chown {}", path.display()))?;
                 }
                 self.summary.symlinks += 1;
             }
@@ -225,10 +263,14 @@ impl DirRestorer<'_> {
 
     fn apply_meta(&self, path: &Path, node: &Node, open: Option<&File>) -> Result<()> {
         if self.as_root {
-            std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)).ctx(|| format!("chown {}", path.display()))?;
+            std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))
+                .ctx(|| format!("chown {}", path.display()))?;
         }
-        fs::set_permissions(path, fs::Permissions::from_mode(node.mode & 0o7777)).ctx(|| format!("chmod {}", path.display()))?;
-        let times = fs::FileTimes::new().set_modified(mtime(node)).set_accessed(mtime(node));
+        fs::set_permissions(path, fs::Permissions::from_mode(node.mode & 0o7777))
+            .ctx(|| format!("chmod {}", path.display()))?;
+        let times = fs::FileTimes::new()
+            .set_modified(mtime(node))
+            .set_accessed(mtime(node));
         let owned;
         let f = match open {
             Some(f) => f,
@@ -237,16 +279,27 @@ impl DirRestorer<'_> {
                 &owned
             }
         };
-        f.set_times(times).ctx(|| format!("setting times of {}", path.display()))
+        f.set_times(times)
+            .ctx(|| format!("setting times of {}", path.display()))
     }
 }
 
 /// Restores `path` of a snapshot (or all of it) under `target`, keeping stored paths:
 /// `--path etc/nginx` lands in `target/etc/nginx`.
-pub fn restore_to_dir(repo: &Repo, snap: &Snapshot, path: Option<&str>, target: &Path) -> Result<RestoreSummary> {
+pub fn restore_to_dir(
+    repo: &Repo,
+    snap: &Snapshot,
+    path: Option<&str>,
+    target: &Path,
+) -> Result<RestoreSummary> {
     let entry = resolve(repo, snap, path)?;
     fs::create_dir_all(target).ctx(|| format!("creating {}", target.display()))?;
-    let mut r = DirRestorer { repo, as_root: is_root(), summary: RestoreSummary::default(), dirs_meta: Vec::new() };
+    let mut r = DirRestorer {
+        repo,
+        as_root: is_root(),
+        summary: RestoreSummary::default(),
+        dirs_meta: Vec::new(),
+    };
     match entry {
         Entry::Root(tree) => {
             for n in &tree.nodes {

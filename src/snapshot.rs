@@ -103,9 +103,14 @@ impl Snapshot {
             return Err(Error::corrupt(what(), "content does not match its name"));
         }
         let plain = key.open(format::aad::SNAPSHOT, stored, &what)?;
-        let s: Snapshot = serde_json::from_slice(&plain).map_err(|e| Error::corrupt(what(), e.to_string()))?;
+        let s: Snapshot =
+            serde_json::from_slice(&plain).map_err(|e| Error::corrupt(what(), e.to_string()))?;
         if s.version != format::SNAPSHOT_VERSION {
-            return Err(Error::UnsupportedVersion { what: "snapshot", found: s.version, supported: format::SNAPSHOT_VERSION });
+            return Err(Error::UnsupportedVersion {
+                what: "snapshot",
+                found: s.version,
+                supported: format::SNAPSHOT_VERSION,
+            });
         }
         Ok(s)
     }

@@ -61,19 +61,30 @@ impl Meta {
             mode: md.mode() & 0o7777,
             uid: md.uid(),
             gid: md.gid(),
-            mtime_ns: md.mtime().saturating_mul(1_000_000_000).saturating_add(md.mtime_nsec()),
+            mtime_ns: md
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(md.mtime_nsec()),
             size: md.len(),
         }
     }
 
     /// Metadata for a stream (stdin or a command): owned by this process, mode 0600, now.
     fn stream() -> Meta {
-        let (uid, gid) = fs::metadata("/proc/self").map(|m| (m.uid(), m.gid())).unwrap_or((0, 0));
+        let (uid, gid) = fs::metadata("/proc/self")
+            .map(|m| (m.uid(), m.gid()))
+            .unwrap_or((0, 0));
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)
             .unwrap_or(0);
-        Meta { mode: 0o600, uid, gid, mtime_ns: now, size: 0 }
+        Meta {
+            mode: 0o600,
+            uid,
+            gid,
+            mtime_ns: now,
+            size: 0,
+        }
     }
 }
 
@@ -85,13 +96,21 @@ pub enum Item {
     /// The current directory ends.
     DirEnd,
     /// A regular file (or stream) begins; its chunks follow, then `FileEnd`.
-    FileStart { name: OsString, meta: Meta, path: String },
+    FileStart {
+        name: OsString,
+        meta: Meta,
+        path: String,
+    },
     /// A chunk of the current file.
     Chunk(Vec<u8>),
     /// The current file ends; with an error it must be dropped from the snapshot.
     FileEnd { error: Option<String> },
     /// A symbolic link.
-    Symlink { name: OsString, meta: Meta, target: OsString },
+    Symlink {
+        name: OsString,
+        meta: Meta,
+        target: OsString,
+    },
     /// Something was skipped; `incomplete` marks the snapshot incomplete.
     Warning { message: String, incomplete: bool },
     /// A command finished successfully.
@@ -114,7 +133,10 @@ struct PlanDir {
 
 /// Normalizes a source path to an absolute path without `.` or `..` (no symlinks resolved).
 pub fn absolute(p: &Path) -> Result<PathBuf> {
-    let abs = std::path::absolute(p).map_err(|e| Error::BadSource { path: p.into(), reason: e.to_string() })?;
+    let abs = std::path::absolute(p).map_err(|e| Error::BadSource {
+        path: p.into(),
+        reason: e.to_string(),
+    })?;
     let mut out = PathBuf::from("/");
     for c in abs.components() {
         match c {
@@ -135,13 +157,23 @@ fn plan(sources: &[SourceSpec]) -> Result<PlanDir> {
         match s {
             SourceSpec::Path(p) => {
                 let abs = absolute(p)?;
-                fs::symlink_metadata(&abs).map_err(|e| Error::BadSource { path: p.clone(), reason: e.to_string() })?;
-                let comps: Vec<&OsStr> = abs.components().filter_map(|c| match c {
-                    Component::Normal(n) => Some(n),
-                    _ => None,
-                }).collect();
+                fs::symlink_metadata(&abs).map_err(|e| Error::BadSource {
+                    path: p.clone(),
+                    reason: e.to_string(),
+                })?;
+                let comps: Vec<&OsStr> = abs
+                    .components()
+                    .filter_map(|c| match c {
+                        Component::Normal(n) => Some(n),
+                        _ => None,
+                    })
+                    .collect();
                 if comps.is_empty() {
-                    return Err(Error::BadSource { path: p.clone(), reason: "backing up / itself is not supported yet; name its directories".into() });
+                    return Err(Error::BadSource {
+                        path: p.clone(),
+                        reason: "backing up / itself is not supported yet; name its directories"
+                            .into(),
+                    });
                 }
                 let mut node = &mut root;
                 let mut sofar = PathBuf::from("/");
@@ -152,7 +184,10 @@ fn plan(sources: &[SourceSpec]) -> Result<PlanDir> {
                     }
                     let child = node.children.entry(c.as_bytes().to_vec()).or_default();
                     if child.stream.is_some() {
-                        return Err(Error::InvalidArgument(format!("{} clashes with a stream name", abs.display())));
+                        return Err(Error::InvalidArgument(format!(
+                            "{} clashes with a stream name",
+                            abs.display()
+                        )));
                     }
                     if i + 1 == comps.len() {
                         child.real = Some(sofar.clone());
@@ -165,12 +200,22 @@ fn plan(sources: &[SourceSpec]) -> Result<PlanDir> {
             }
             SourceSpec::Stdin { name } | SourceSpec::Command { name, .. } => {
                 if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-                    return Err(Error::InvalidArgument(format!("{name:?} is not a valid file name for a stream")));
+                    return Err(Error::InvalidArgument(format!(
+                        "{name:?} is not a valid file name for a stream"
+                    )));
                 }
                 if root.children.contains_key(name.as_bytes()) {
-                    return Err(Error::InvalidArgument(format!("two sources would both be stored as {name:?}")));
+                    return Err(Error::InvalidArgument(format!(
+                        "two sources would both be stored as {name:?}"
+                    )));
                 }
-                root.children.insert(name.as_bytes().to_vec(), PlanDir { stream: Some(s.clone()), ..Default::default() });
+                root.children.insert(
+                    name.as_bytes().to_vec(),
+                    PlanDir {
+                        stream: Some(s.clone()),
+                        ..Default::default()
+                    },
+                );
             }
         }
     }
@@ -207,9 +252,15 @@ fn emit_plan(name: &OsStr, node: PlanDir, chunker: &ChunkerSpec, sink: &mut Sink
     }
     let meta = match node.meta_from.as_deref().map(fs::metadata) {
         Some(Ok(md)) => Meta::of(&md),
-        _ => Meta { mode: 0o755, ..Meta::default() },
+        _ => Meta {
+            mode: 0o755,
+            ..Meta::default()
+        },
     };
-    if !sink(Item::DirStart { name: name.to_os_string(), meta }) {
+    if !sink(Item::DirStart {
+        name: name.to_os_string(),
+        meta,
+    }) {
         return false;
     }
     for (n, child) in node.children {
@@ -221,7 +272,10 @@ fn emit_plan(name: &OsStr, node: PlanDir, chunker: &ChunkerSpec, sink: &mut Sink
 }
 
 fn warn(sink: &mut Sink<'_>, path: &Path, what: &str, e: impl std::fmt::Display) -> bool {
-    sink(Item::Warning { message: format!("{}: {what}: {e}", path.display()), incomplete: true })
+    sink(Item::Warning {
+        message: format!("{}: {what}: {e}", path.display()),
+        incomplete: true,
+    })
 }
 
 fn walk(path: &Path, name: &OsStr, chunker: &ChunkerSpec, sink: &mut Sink<'_>) -> bool {
@@ -246,7 +300,10 @@ fn walk(path: &Path, name: &OsStr, chunker: &ChunkerSpec, sink: &mut Sink<'_>) -
             Err(e) => return warn(sink, path, "cannot list directory", e),
         };
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        if !sink(Item::DirStart { name: name.to_os_string(), meta }) {
+        if !sink(Item::DirStart {
+            name: name.to_os_string(),
+            meta,
+        }) {
             return false;
         }
         for n in names {
@@ -265,26 +322,46 @@ fn walk(path: &Path, name: &OsStr, chunker: &ChunkerSpec, sink: &mut Sink<'_>) -
             Ok(f) => f,
             Err(e) => return warn(sink, path, "cannot open", e),
         };
-        if !sink(Item::FileStart { name: name.to_os_string(), meta, path: path.display().to_string() }) {
+        if !sink(Item::FileStart {
+            name: name.to_os_string(),
+            meta,
+            path: path.display().to_string(),
+        }) {
             return false;
         }
         match emit_chunks(file, chunker, sink) {
             Ok(true) => sink(Item::FileEnd { error: None }),
             Ok(false) => false,
-            Err(e) => sink(Item::FileEnd { error: Some(format!("{}: read error: {e}", path.display())) }),
+            Err(e) => sink(Item::FileEnd {
+                error: Some(format!("{}: read error: {e}", path.display())),
+            }),
         }
     } else if ft.is_symlink() {
         match fs::read_link(path) {
-            Ok(t) => sink(Item::Symlink { name: name.to_os_string(), meta, target: t.into_os_string() }),
+            Ok(t) => sink(Item::Symlink {
+                name: name.to_os_string(),
+                meta,
+                target: t.into_os_string(),
+            }),
             Err(e) => warn(sink, path, "cannot read link", e),
         }
     } else {
-        sink(Item::Warning { message: format!("{}: skipped: not a regular file, directory or symlink", path.display()), incomplete: false })
+        sink(Item::Warning {
+            message: format!(
+                "{}: skipped: not a regular file, directory or symlink",
+                path.display()
+            ),
+            incomplete: false,
+        })
     }
 }
 
 /// Chunks a reader into the sink. `Ok(false)`: the sink is gone.
-fn emit_chunks(reader: impl Read, chunker: &ChunkerSpec, sink: &mut Sink<'_>) -> std::io::Result<bool> {
+fn emit_chunks(
+    reader: impl Read,
+    chunker: &ChunkerSpec,
+    sink: &mut Sink<'_>,
+) -> std::io::Result<bool> {
     let mut c = chunker.chunker(reader);
     while let Some(chunk) = c.next_chunk()? {
         if !sink(Item::Chunk(chunk)) {
@@ -304,8 +381,17 @@ pub fn describe_status(status: &std::process::ExitStatus) -> String {
     }
 }
 
-fn emit_stream(name: &OsStr, spec: &SourceSpec, chunker: &ChunkerSpec, sink: &mut Sink<'_>) -> bool {
-    let start = Item::FileStart { name: name.to_os_string(), meta: Meta::stream(), path: name.to_string_lossy().into_owned() };
+fn emit_stream(
+    name: &OsStr,
+    spec: &SourceSpec,
+    chunker: &ChunkerSpec,
+    sink: &mut Sink<'_>,
+) -> bool {
+    let start = Item::FileStart {
+        name: name.to_os_string(),
+        meta: Meta::stream(),
+        path: name.to_string_lossy().into_owned(),
+    };
     match spec {
         SourceSpec::Stdin { .. } => {
             if !sink(start) {
@@ -318,14 +404,27 @@ fn emit_stream(name: &OsStr, spec: &SourceSpec, chunker: &ChunkerSpec, sink: &mu
             }
         }
         SourceSpec::Command { command, .. } => {
-            let child = Command::new("sh").arg("-c").arg(command).stdin(Stdio::null()).stdout(Stdio::piped()).spawn();
+            let child = Command::new("sh")
+                .arg("-c")
+                .arg(command)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn();
             let mut child = match child {
                 Ok(c) => c,
-                Err(e) => return sink(Item::Fatal(Error::CommandFailed { command: command.clone(), status: format!("could not be started: {e}") })),
+                Err(e) => {
+                    return sink(Item::Fatal(Error::CommandFailed {
+                        command: command.clone(),
+                        status: format!("could not be started: {e}"),
+                    }));
+                }
             };
             let Some(stdout) = child.stdout.take() else {
                 let _ = child.kill();
-                return sink(Item::Fatal(Error::CommandFailed { command: command.clone(), status: "has no output pipe".into() }));
+                return sink(Item::Fatal(Error::CommandFailed {
+                    command: command.clone(),
+                    status: "has no output pipe".into(),
+                }));
             };
             if !sink(start) {
                 let _ = child.kill();
@@ -339,10 +438,21 @@ fn emit_stream(name: &OsStr, spec: &SourceSpec, chunker: &ChunkerSpec, sink: &mu
             let status = child.wait();
             match (read, status) {
                 (Ok(false), _) => false,
-                (Err(e), _) => sink(Item::Fatal(Error::CommandFailed { command: command.clone(), status: format!("output could not be read: {e}") })),
-                (Ok(true), Err(e)) => sink(Item::Fatal(Error::CommandFailed { command: command.clone(), status: format!("could not be waited for: {e}") })),
-                (Ok(true), Ok(st)) if st.success() => sink(Item::FileEnd { error: None }) && sink(Item::CommandOk { status: 0 }),
-                (Ok(true), Ok(st)) => sink(Item::Fatal(Error::CommandFailed { command: command.clone(), status: describe_status(&st) })),
+                (Err(e), _) => sink(Item::Fatal(Error::CommandFailed {
+                    command: command.clone(),
+                    status: format!("output could not be read: {e}"),
+                })),
+                (Ok(true), Err(e)) => sink(Item::Fatal(Error::CommandFailed {
+                    command: command.clone(),
+                    status: format!("could not be waited for: {e}"),
+                })),
+                (Ok(true), Ok(st)) if st.success() => {
+                    sink(Item::FileEnd { error: None }) && sink(Item::CommandOk { status: 0 })
+                }
+                (Ok(true), Ok(st)) => sink(Item::Fatal(Error::CommandFailed {
+                    command: command.clone(),
+                    status: describe_status(&st),
+                })),
             }
         }
         SourceSpec::Path(_) => false,

@@ -71,7 +71,10 @@ pub struct Node {
 pub fn encode_os(s: &OsStr) -> (String, Option<String>) {
     match s.to_str() {
         Some(u) => (u.to_string(), None),
-        None => (s.to_string_lossy().into_owned(), Some(hex::encode(s.as_bytes()))),
+        None => (
+            s.to_string_lossy().into_owned(),
+            Some(hex::encode(s.as_bytes())),
+        ),
     }
 }
 
@@ -92,12 +95,18 @@ impl Node {
 
     /// The exact symlink target.
     pub fn os_target(&self) -> Result<OsString> {
-        decode_os(self.target.as_deref().unwrap_or(""), &self.target_hex, "target")
+        decode_os(
+            self.target.as_deref().unwrap_or(""),
+            &self.target_hex,
+            "target",
+        )
     }
 
     /// Name bytes, the sort key.
     pub fn name_bytes(&self) -> Vec<u8> {
-        self.os_name().map(|n| n.into_vec()).unwrap_or_else(|_| self.name.as_bytes().to_vec())
+        self.os_name()
+            .map(|n| n.into_vec())
+            .unwrap_or_else(|_| self.name.as_bytes().to_vec())
     }
 }
 
@@ -116,10 +125,16 @@ impl Tree {
         nodes.sort_by_key(|n| n.name_bytes());
         for w in nodes.windows(2) {
             if w[0].name_bytes() == w[1].name_bytes() {
-                return Err(Error::InvalidArgument(format!("two entries named {:?} in one directory", w[0].name)));
+                return Err(Error::InvalidArgument(format!(
+                    "two entries named {:?} in one directory",
+                    w[0].name
+                )));
             }
         }
-        Ok(Tree { version: format::TREE_VERSION, nodes })
+        Ok(Tree {
+            version: format::TREE_VERSION,
+            nodes,
+        })
     }
 
     /// The blob plaintext.
@@ -139,15 +154,25 @@ impl Tree {
     /// Parses and validates a tree blob: names must be safe path components.
     pub fn from_bytes(id: &BlobId, b: &[u8]) -> Result<Tree> {
         let what = || format!("tree {}", id.to_hex());
-        let t: Tree = serde_json::from_slice(b).map_err(|e| Error::corrupt(what(), e.to_string()))?;
+        let t: Tree =
+            serde_json::from_slice(b).map_err(|e| Error::corrupt(what(), e.to_string()))?;
         if t.version != format::TREE_VERSION {
-            return Err(Error::UnsupportedVersion { what: "tree", found: t.version, supported: format::TREE_VERSION });
+            return Err(Error::UnsupportedVersion {
+                what: "tree",
+                found: t.version,
+                supported: format::TREE_VERSION,
+            });
         }
         for n in &t.nodes {
-            let name = n.os_name().map_err(|_| Error::corrupt(what(), "bad name"))?;
+            let name = n
+                .os_name()
+                .map_err(|_| Error::corrupt(what(), "bad name"))?;
             let nb = name.as_bytes();
             if nb.is_empty() || nb == b"." || nb == b".." || nb.contains(&b'/') || nb.contains(&0) {
-                return Err(Error::corrupt(what(), format!("unsafe entry name {:?}", n.name)));
+                return Err(Error::corrupt(
+                    what(),
+                    format!("unsafe entry name {:?}", n.name),
+                ));
             }
             let ok = match n.kind {
                 NodeKind::Dir => n.subtree.is_some(),
@@ -155,7 +180,10 @@ impl Tree {
                 NodeKind::File => n.content.iter().map(|c| c.1 as u64).sum::<u64>() == n.size,
             };
             if !ok {
-                return Err(Error::corrupt(what(), format!("entry {:?} is inconsistent", n.name)));
+                return Err(Error::corrupt(
+                    what(),
+                    format!("entry {:?} is inconsistent", n.name),
+                ));
             }
         }
         Ok(t)
@@ -192,11 +220,17 @@ mod tests {
         let b = t.to_bytes().unwrap();
         assert_eq!(Tree::from_bytes(&id, &b).unwrap(), t);
         assert!(Tree::new(vec![file("a", vec![]), file("a", vec![])]).is_err());
-        let evil = Tree { version: 1, nodes: vec![file("..", vec![])] };
+        let evil = Tree {
+            version: 1,
+            nodes: vec![file("..", vec![])],
+        };
         assert!(Tree::from_bytes(&id, &evil.to_bytes().unwrap()).is_err());
         let mut lying = file("x", vec![ContentRef(id, 10)]);
         lying.size = 11;
-        let t = Tree { version: 1, nodes: vec![lying] };
+        let t = Tree {
+            version: 1,
+            nodes: vec![lying],
+        };
         assert!(Tree::from_bytes(&id, &t.to_bytes().unwrap()).is_err());
     }
 

@@ -30,7 +30,10 @@ impl LocalBackend {
     fn dir_of(&self, kind: ObjectKind, name: &str) -> PathBuf {
         match kind {
             ObjectKind::Config => self.root.clone(),
-            ObjectKind::Pack => self.root.join(kind.dir()).join(name.get(..2).unwrap_or("00")),
+            ObjectKind::Pack => self
+                .root
+                .join(kind.dir())
+                .join(name.get(..2).unwrap_or("00")),
             _ => self.root.join(kind.dir()),
         }
     }
@@ -42,7 +45,9 @@ impl LocalBackend {
 
     fn missing_or(&self, kind: ObjectKind, name: &str, what: &str, e: io::Error) -> Error {
         if e.kind() == io::ErrorKind::NotFound {
-            Error::Missing { object: format!("{kind:?} {name} ({})", self.path_of(kind, name).display()) }
+            Error::Missing {
+                object: format!("{kind:?} {name} ({})", self.path_of(kind, name).display()),
+            }
         } else {
             Error::io(format!("{what} {}", self.path_of(kind, name).display()), e)
         }
@@ -59,7 +64,10 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
 /// Writes `data` to `path` crash-safely: temp file, fsync, rename, fsync the directory.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut suffix = [0u8; 6];
     crate::crypto::random_bytes(&mut suffix)?;
     let tmp = dir.join(format!(".tmp-{file_name}-{}", hex::encode(suffix)));
@@ -69,10 +77,12 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
             .create_new(true)
             .open(&tmp)
             .ctx(|| format!("creating {}", tmp.display()))?;
-        f.write_all(data).ctx(|| format!("writing {}", tmp.display()))?;
+        f.write_all(data)
+            .ctx(|| format!("writing {}", tmp.display()))?;
         f.sync_all().ctx(|| format!("syncing {}", tmp.display()))?;
         drop(f);
-        fs::rename(&tmp, path).ctx(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        fs::rename(&tmp, path)
+            .ctx(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
         fsync_dir(dir)
     })();
     if result.is_err() {
@@ -94,7 +104,8 @@ impl Backend for LocalBackend {
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(&self.root).ctx(|| format!("creating {}", self.root.display()))?;
+                fs::create_dir_all(&self.root)
+                    .ctx(|| format!("creating {}", self.root.display()))?;
             }
             Err(e) => return Err(Error::io(format!("reading {}", self.root.display()), e)),
         }
@@ -103,7 +114,10 @@ impl Backend for LocalBackend {
             fs::create_dir(&d).ctx(|| format!("creating {}", d.display()))?;
         }
         for i in 0..=255u8 {
-            let d = self.root.join(ObjectKind::Pack.dir()).join(hex::encode([i]));
+            let d = self
+                .root
+                .join(ObjectKind::Pack.dir())
+                .join(hex::encode([i]));
             fs::create_dir(&d).ctx(|| format!("creating {}", d.display()))?;
         }
         fsync_dir(&self.root.join(ObjectKind::Pack.dir()))?;
@@ -118,7 +132,10 @@ impl Backend for LocalBackend {
         match fs::symlink_metadata(self.path_of(kind, name)) {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(Error::io(format!("checking {}", self.path_of(kind, name).display()), e)),
+            Err(e) => Err(Error::io(
+                format!("checking {}", self.path_of(kind, name).display()),
+                e,
+            )),
         }
     }
 
@@ -135,7 +152,8 @@ impl Backend for LocalBackend {
     }
 
     fn get_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let f = File::open(self.path_of(kind, name)).map_err(|e| self.missing_or(kind, name, "opening", e))?;
+        let f = File::open(self.path_of(kind, name))
+            .map_err(|e| self.missing_or(kind, name, "opening", e))?;
         let mut buf = vec![0u8; len as usize];
         match f.read_exact_at(&mut buf, offset) {
             Ok(()) => Ok(buf),
@@ -155,7 +173,10 @@ impl Backend for LocalBackend {
             let rd = fs::read_dir(&base).ctx(|| format!("listing {}", base.display()))?;
             for e in rd {
                 let e = e.ctx(|| format!("listing {}", base.display()))?;
-                if e.file_type().ctx(|| format!("listing {}", base.display()))?.is_dir() {
+                if e.file_type()
+                    .ctx(|| format!("listing {}", base.display()))?
+                    .is_dir()
+                {
                     dirs.push(e.path());
                 }
             }
@@ -169,7 +190,9 @@ impl Backend for LocalBackend {
                 if name.starts_with('.') || kind == ObjectKind::Config {
                     continue;
                 }
-                let md = e.metadata().ctx(|| format!("stat {}", e.path().display()))?;
+                let md = e
+                    .metadata()
+                    .ctx(|| format!("stat {}", e.path().display()))?;
                 if md.is_file() {
                     out.push((name, md.len()));
                 }
@@ -182,7 +205,10 @@ impl Backend for LocalBackend {
         match fs::remove_file(self.path_of(kind, name)) {
             Ok(()) => fsync_dir(&self.dir_of(kind, name)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(format!("deleting {}", self.path_of(kind, name).display()), e)),
+            Err(e) => Err(Error::io(
+                format!("deleting {}", self.path_of(kind, name).display()),
+                e,
+            )),
         }
     }
 }

@@ -58,16 +58,27 @@ impl Backend for MemBackend {
         self.map()
             .get(&key(kind, name))
             .cloned()
-            .ok_or_else(|| Error::Missing { object: format!("{kind:?} {name}") })
+            .ok_or_else(|| Error::Missing {
+                object: format!("{kind:?} {name}"),
+            })
     }
     fn get_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let map = self.map();
-        let v = map
-            .get(&key(kind, name))
-            .ok_or_else(|| Error::Missing { object: format!("{kind:?} {name}") })?;
-        let end = offset.checked_add(len).filter(|e| *e <= v.len() as u64).ok_or_else(|| {
-            Error::corrupt(format!("{kind:?} {name}"), format!("{} bytes, read of {len} at {offset} runs past the end", v.len()))
+        let v = map.get(&key(kind, name)).ok_or_else(|| Error::Missing {
+            object: format!("{kind:?} {name}"),
         })?;
+        let end = offset
+            .checked_add(len)
+            .filter(|e| *e <= v.len() as u64)
+            .ok_or_else(|| {
+                Error::corrupt(
+                    format!("{kind:?} {name}"),
+                    format!(
+                        "{} bytes, read of {len} at {offset} runs past the end",
+                        v.len()
+                    ),
+                )
+            })?;
         Ok(v[offset as usize..end as usize].to_vec())
     }
     fn list(&self, kind: ObjectKind) -> Result<Vec<(String, u64)>> {
