@@ -5,6 +5,24 @@ mod cli;
 
 use std::process::ExitCode;
 
+/// Keeps glibc from returning every multi-megabyte chunk buffer to the kernel.
+///
+/// Chunks are 0.25–4 MiB; by default glibc serves such allocations with mmap and unmaps them on
+/// free, so every chunk costs fresh page faults (measured: 0.6–1.0 s of system time per GB
+/// restored, against 0.1 s with these settings). Raising the mmap threshold to 32 MiB and the
+/// trim threshold to 256 MiB keeps the buffers in the heap for reuse. Peak memory is bounded by
+/// the pipeline's queues either way.
+#[allow(unsafe_code)]
+fn tune_allocator() {
+    // SAFETY: mallopt only adjusts allocator parameters; it is called once, before any other
+    // thread exists, with valid parameter numbers and values.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     cli::main()
 }
