@@ -103,7 +103,8 @@ impl ChunkerSpec {
         Chunker {
             spec: self,
             reader,
-            buf: vec![0; cap],
+            buf: Vec::new(),
+            cap,
             start: 0,
             end: 0,
             eof: false,
@@ -115,7 +116,9 @@ impl ChunkerSpec {
 pub struct Chunker<'a, R> {
     spec: &'a ChunkerSpec,
     reader: R,
+    /// Grows on demand up to `cap`, so a small file costs a small buffer.
     buf: Vec<u8>,
+    cap: usize,
     start: usize,
     end: usize,
     eof: bool,
@@ -132,7 +135,11 @@ impl<R: Read> Chunker<'_, R> {
             self.end -= self.start;
             self.start = 0;
         }
-        while !self.eof && self.end < self.buf.len() {
+        while !self.eof && self.end < self.cap {
+            if self.end == self.buf.len() {
+                let grown = (self.buf.len() * 2).clamp(64 << 10, self.cap);
+                self.buf.resize(grown, 0);
+            }
             match self.reader.read(&mut self.buf[self.end..]) {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.end += n,

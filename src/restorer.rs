@@ -86,6 +86,25 @@ pub fn write_content<W: Write + Send>(
 ) -> Result<u64> {
     let key = repo.key().as_ref();
     let backend = repo.backend().as_ref();
+    let total: u64 = content.iter().map(|c| c.1 as u64).sum();
+    if total <= BATCH_BYTES {
+        // Small files (the common case in trees): one parallel batch, no writer thread.
+        let located: Vec<_> = content
+            .iter()
+            .map(|c| repo.locate(&c.0).map(|l| (c.0, l)))
+            .collect::<Result<_>>()?;
+        let chunks: Vec<Vec<u8>> = located
+            .par_iter()
+            .map(|(id, loc)| read_located(backend, key, id, loc))
+            .collect::<Result<_>>()?;
+        for c in &chunks {
+            out.write_all(c)
+                .map_err(|e| Error::io("writing restored data", e))?;
+        }
+        out.flush()
+            .map_err(|e| Error::io("writing restored data", e))?;
+        return Ok(total);
+    }
     std::thread::scope(|s| -> Result<u64> {
         let (tx, rx) = crossbeam_channel::bounded::<Vec<Vec<u8>>>(1);
         let writer = s.spawn(move || -> std::io::Result<u64> {
