@@ -1,0 +1,23 @@
+//! The integration suite: one binary, the real `tresor` executable, real PostgreSQL.
+//!
+//! Each module covers one area; tests/harness/mod.rs has the shared helpers (temp dirs, the
+//! binary with a clean environment, a throwaway PostgreSQL cluster).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+#[path = "it/crash.rs"]
+mod crash;
+#[path = "it/dedup.rs"]
+mod dedup;
+#[path = "it/errors.rs"]
+mod errors;
+#[path = "it/json.rs"]
+mod json;
+#[path = "it/plaintext.rs"]
+mod plaintext;
+#[path = "it/postgres.rs"]
+mod postgres;
+#[path = "it/tree.rs"]
+mod tree;
