@@ -487,7 +487,7 @@ pub fn create(
         version: crate::format::SNAPSHOT_VERSION,
         time: time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         host: opts.host.clone().unwrap_or_else(hostname),
-        username: std::env::var("USER").unwrap_or_default(),
+        username: username(),
         tags: opts.tags.clone(),
         sources: opts.sources.iter().map(record).collect::<Result<_>>()?,
         root,
@@ -499,6 +499,18 @@ pub fn create(
         .backend()
         .put(ObjectKind::Snapshot, &id.to_hex(), &bytes)?;
     Ok(CreateResult { id, snapshot })
+}
+
+/// The user running the backup: `$USER`, else `$LOGNAME` (cron sets one), else the uid.
+fn username() -> String {
+    use std::os::unix::fs::MetadataExt;
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| match std::fs::metadata("/proc/self") {
+            Ok(m) => format!("uid {}", m.uid()),
+            Err(_) => String::new(),
+        })
 }
 
 fn top(stack: &mut [DirFrame]) -> Result<&mut DirFrame> {

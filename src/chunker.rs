@@ -28,12 +28,12 @@ impl ChunkerParams {
     pub fn validate(&self) -> Result<()> {
         let (min, avg, max) = (self.min_size, self.avg_size, self.max_size);
         let even = min % 2 == 0 && avg % 2 == 0 && max % 2 == 0;
-        if !(64..=1_048_576).contains(&min)
-            || !(256..=4_194_304).contains(&avg)
-            || !(1024..=16_777_216).contains(&max)
-            || !(min <= avg && avg <= max)
-            || !even
-        {
+        let in_range = (64..=1_048_576).contains(&min)
+            && (256..=4_194_304).contains(&avg)
+            && (1024..=16_777_216).contains(&max)
+            && min <= avg
+            && avg <= max;
+        if !in_range || !even {
             return Err(Error::InvalidArgument(format!(
                 "chunker sizes min {min}, avg {avg}, max {max} are out of range \
                  (even numbers, 64 ≤ min ≤ 1 MiB, 256 ≤ avg ≤ 4 MiB, 1 KiB ≤ max ≤ 16 MiB, min ≤ avg ≤ max)"

@@ -19,6 +19,8 @@
 //!
 //! docs/design.md is the on-disk format specification.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod archiver;
 pub mod backend;
 pub mod catalog;

@@ -158,6 +158,26 @@ pub fn write_content<W: Write + Send>(
     })
 }
 
+/// The one file of a snapshot that holds exactly one (descending through directories that hold
+/// only one entry, as a backup of one file path stores it under its parent directories).
+fn only_file(repo: &Repo, mut tree: Tree) -> Result<Node> {
+    loop {
+        let mut nodes = tree.nodes.into_iter();
+        match (nodes.next(), nodes.next()) {
+            (Some(n), None) if n.kind == NodeKind::File => return Ok(n),
+            (Some(n), None) if n.kind == NodeKind::Dir => match n.subtree {
+                Some(sub) => tree = repo.load_tree(&sub)?,
+                None => return Err(Error::corrupt("tree", "directory without subtree")),
+            },
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "--stdout without --path needs a snapshot that holds exactly one file; name it with --path".into(),
+                ));
+            }
+        }
+    }
+}
+
 /// Writes one file of a snapshot to `out`. Without a path, the snapshot must hold exactly one file.
 pub fn restore_to_writer<W: Write + Send>(
     repo: &Repo,
@@ -167,17 +187,7 @@ pub fn restore_to_writer<W: Write + Send>(
 ) -> Result<u64> {
     let node = match resolve(repo, snap, path)? {
         Entry::Node(n) => n,
-        Entry::Root(t) => {
-            let mut files = t.nodes.into_iter();
-            match (files.next(), files.next()) {
-                (Some(n), None) if n.kind == NodeKind::File => n,
-                _ => {
-                    return Err(Error::InvalidArgument(
-                        "--stdout without --path needs a snapshot that holds exactly one file; name it with --path".into(),
-                    ));
-                }
-            }
-        }
+        Entry::Root(t) => only_file(repo, t)?,
     };
     if node.kind != NodeKind::File {
         return Err(Error::InvalidArgument(format!(
@@ -274,6 +284,9 @@ impl DirRestorer<'_> {
                     std::os::unix::fs::lchown(&path, Some(node.uid), Some(node.gid))
                         .ctx(|| format!("chown {}", path.display()))?;
                 }
+                let t = filetime::FileTime::from_system_time(mtime(node));
+                filetime::set_symlink_file_times(&path, t, t)
+                    .ctx(|| format!("setting times of symlink {}", path.display()))?;
                 self.summary.symlinks += 1;
             }
         }
