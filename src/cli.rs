@@ -399,6 +399,11 @@ fn create(g: &Global, a: CreateArgs) -> Result<u8> {
     if a.stdin && a.command.is_some() {
         bail!("--stdin and --command both want to be the stream; give one");
     }
+    if a.stdin && std::io::stdin().is_terminal() {
+        bail!(
+            "--stdin reads the data to back up from standard input, which is a terminal here; pipe the data in (e.g. `pg_dump shop | tresor snapshot create --stdin`)"
+        );
+    }
     if a.stdin {
         sources.push(SourceSpec::Stdin {
             name: a.stdin_name.clone(),
