@@ -1,0 +1,731 @@
+//! The body of every fuzz target, shared by the cargo-fuzz crate (`fuzz/fuzz_targets/*.rs`,
+//! nightly, libFuzzer) and by the seed-corpus check of the main crate's integration tests
+//! (`tests/fuzz_seeds/mod.rs`, stable), so that the committed seeds are decoded by exactly the
+//! code the fuzzer runs.
+//!
+//! Every function takes arbitrary bytes, feeds them to a decoder of repository data with the
+//! fixed test key [`key`], and checks properties of whatever the decoder accepts. A decoder may
+//! refuse any input with an error; what a target must never do is panic, hang or allocate
+//! without bound. A failed property is a panic, so both the fuzzer and the seed test report it.
+//!
+//! Decoders authenticate first, so random bytes almost never get past the AEAD. Each decoder of
+//! a sealed object therefore has a `_sealed` twin that seals the fuzz input with the test key
+//! first, which puts the parser behind the authentication in front of the fuzzer.
+//!
+//! Depends on `tresor` and `serde_json` only (both are dependencies of the main crate, so the
+//! module compiles in both places).
+
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use tresor::codec;
+use tresor::config::Config;
+use tresor::crypto::{MasterKey, blob_aad};
+use tresor::format::{self, BlobKind, PACK_MAGIC, PACK_TRAILER_LEN};
+use tresor::id::{BlobId, ObjectId};
+use tresor::index;
+use tresor::keys;
+use tresor::pack;
+use tresor::snapshot::Snapshot;
+use tresor::tree::Tree;
+
+/// The master secret of the test key. Seeds are sealed with it.
+pub const SECRET: [u8; 32] = [0x42; 32];
+
+/// The password of the seed key files.
+pub const PASSWORD: &[u8] = b"fuzz password";
+
+/// Ceiling on argon2 memory (KiB) that [`key_file`] lets through to `keys::open`.
+pub const KEY_FILE_MAX_MEMORY_KIB: u64 = 1024;
+
+/// Ceiling on argon2 work (memory KiB × iterations) that [`key_file`] lets through.
+pub const KEY_FILE_MAX_WORK: u64 = 4096;
+
+/// The fixed test key, built once.
+pub fn key() -> &'static MasterKey {
+    static KEY: OnceLock<MasterKey> = OnceLock::new();
+    KEY.get_or_init(|| MasterKey::from_secret(SECRET))
+}
+
+/// Names of all targets, in the order of the fuzzing table in docs/reliability.md. The corpus
+/// of target `t` lives in `fuzz/corpus/t/`.
+pub const TARGETS: &[&str] = &[
+    "codec_decode",
+    "codec_decode_sealed",
+    "pack_header",
+    "pack_header_sealed",
+    "index_object",
+    "index_object_sealed",
+    "tree",
+    "snapshot",
+    "snapshot_sealed",
+    "key_file",
+    "config",
+    "config_sealed",
+];
+
+/// Runs target `name` on `data`; true when the decoder accepted the input. Panics for an
+/// unknown name.
+pub fn run(name: &str, data: &[u8]) -> bool {
+    match name {
+        "codec_decode" => codec_decode(data),
+        "codec_decode_sealed" => codec_decode_sealed(data),
+        "pack_header" => pack_header(data),
+        "pack_header_sealed" => pack_header_sealed(data),
+        "index_object" => index_object(data),
+        "index_object_sealed" => index_object_sealed(data),
+        "tree" => tree(data),
+        "snapshot" => snapshot(data),
+        "snapshot_sealed" => snapshot_sealed(data),
+        "key_file" => key_file(data),
+        "config" => config(data),
+        "config_sealed" => config_sealed(data),
+        other => panic!("no fuzz target named {other:?}"),
+    }
+}
+
+fn kind_of(b: u8) -> BlobKind {
+    if b & 1 == 0 {
+        BlobKind::Data
+    } else {
+        BlobKind::Tree
+    }
+}
+
+fn u32_at(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn blob_id_at(b: &[u8]) -> BlobId {
+    let mut id = [0u8; 32];
+    id.copy_from_slice(&b[..32]);
+    BlobId(id)
+}
+
+/// What a successful blob decode must guarantee: the recorded length and the id.
+fn check_decoded_blob(plain: &[u8], id: &BlobId, raw_len: u32) {
+    assert_eq!(
+        plain.len(),
+        raw_len as usize,
+        "decode returned a length other than raw_len"
+    );
+    assert_eq!(
+        key().blob_id(plain),
+        *id,
+        "decode returned bytes that do not hash to the id"
+    );
+}
+
+/// Layout of a `codec_decode` input (the layout of the seeds).
+pub const CODEC_HEADER_LEN: usize = 1 + 32 + 4;
+
+/// `codec::decode` on a stored blob. Input: `flags (1) ‖ blob id (32) ‖ raw_len u32 LE (4) ‖
+/// stored blob`; bit 0 of `flags` is the kind, bits 1–2 the zstd level (0–3) of the round trip.
+///
+/// Round trip: the whole input, encoded as a blob, must decode to itself.
+pub fn codec_decode(data: &[u8]) -> bool {
+    let k = key();
+    let mut accepted = false;
+    if data.len() >= CODEC_HEADER_LEN {
+        let kind = kind_of(data[0]);
+        let id = blob_id_at(&data[1..33]);
+        let raw_len = u32_at(&data[33..37]);
+        if let Ok(plain) = codec::decode(k, kind, &id, &data[CODEC_HEADER_LEN..], raw_len) {
+            check_decoded_blob(&plain, &id, raw_len);
+            accepted = true;
+        }
+    }
+    if data.len() > format::MAX_BLOB_LEN {
+        return accepted;
+    }
+    let kind = kind_of(data.first().copied().unwrap_or(0));
+    let level = i32::from((data.first().copied().unwrap_or(0) >> 1) & 3);
+    let id = k.blob_id(data);
+    let stored = match codec::encode(k, kind, &id, data, level) {
+        Ok(s) => s,
+        Err(e) => panic!("encoding {} bytes failed: {e}", data.len()),
+    };
+    assert!(
+        stored.len() <= data.len() + 1 + format::SEAL_OVERHEAD,
+        "encode expanded the blob"
+    );
+    match codec::decode(k, kind, &id, &stored, data.len() as u32) {
+        Ok(back) => assert!(back == data, "round trip changed the blob"),
+        Err(e) => panic!("a freshly encoded blob does not decode: {e}"),
+    }
+    accepted
+}
+
+/// Layout of a `codec_decode_sealed` input.
+pub const CODEC_SEALED_HEADER_LEN: usize = 1 + 2;
+
+/// `codec::decode` behind the AEAD. Input: `flags (1) ‖ raw_len u16 LE (2) ‖ body`, where body
+/// is what a blob envelope holds: `codec byte ‖ payload`. Bit 0 of `flags` is the kind; with
+/// bit 1 set the blob id is the id of the payload (so a raw blob can decode), else all zeros.
+/// The body is sealed with the blob's associated data, then decoded: this fuzzes the codec byte,
+/// the bounded zstd inflate and the length and id checks.
+pub fn codec_decode_sealed(data: &[u8]) -> bool {
+    if data.len() < CODEC_SEALED_HEADER_LEN {
+        return false;
+    }
+    let k = key();
+    let kind = kind_of(data[0]);
+    let raw_len = u32::from(u16::from_le_bytes([data[1], data[2]]));
+    let body = &data[CODEC_SEALED_HEADER_LEN..];
+    let id = if data[0] & 2 != 0 {
+        k.blob_id(body.get(1..).unwrap_or(&[]))
+    } else {
+        BlobId([0; 32])
+    };
+    let stored = match k.seal(&blob_aad(kind, &id), body) {
+        Ok(s) => s,
+        Err(e) => panic!("sealing failed: {e}"),
+    };
+    match codec::decode(k, kind, &id, &stored, raw_len) {
+        Ok(plain) => {
+            check_decoded_blob(&plain, &id, raw_len);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Reads a whole pack the way `tresor check --read-data` does: trailer, then sealed header.
+/// Whatever the header lists must tile the bytes before it exactly.
+pub fn pack_header(data: &[u8]) -> bool {
+    if data.len() < PACK_TRAILER_LEN {
+        return false;
+    }
+    let k = key();
+    let id = ObjectId::of_bytes(data);
+    let n = data.len() as u64;
+    let Ok(hlen) = pack::parse_trailer(&id, &data[data.len() - PACK_TRAILER_LEN..], n) else {
+        return false;
+    };
+    let hlen = hlen as usize;
+    assert!(
+        hlen + PACK_TRAILER_LEN <= data.len(),
+        "parse_trailer accepted a header longer than the pack"
+    );
+    let start = data.len() - PACK_TRAILER_LEN - hlen;
+    let Ok(entries) = pack::parse_header(k, &id, &data[start..start + hlen], n) else {
+        return false;
+    };
+    let mut offset = 0usize;
+    for e in &entries {
+        assert_eq!(
+            e.offset as usize, offset,
+            "entries do not follow each other"
+        );
+        offset += e.stored_len as usize;
+        assert!(
+            data.get(e.offset as usize..offset).is_some(),
+            "an entry lies past the end of the pack"
+        );
+    }
+    assert_eq!(
+        offset, start,
+        "entries do not fill the space before the header"
+    );
+    true
+}
+
+/// Layout of a `pack_header_sealed` input.
+pub const PACK_SEALED_HEADER_LEN: usize = 2;
+
+/// `pack::parse_header` behind the AEAD. Input: `blob area length u16 LE (2) ‖ header
+/// plaintext`. Builds `zeros(blob area) ‖ sealed header ‖ trailer` and reads it with
+/// [`pack_header`].
+pub fn pack_header_sealed(data: &[u8]) -> bool {
+    if data.len() < PACK_SEALED_HEADER_LEN {
+        return false;
+    }
+    let area = usize::from(u16::from_le_bytes([data[0], data[1]]));
+    let sealed = match key().seal(format::aad::PACK_HEADER, &data[PACK_SEALED_HEADER_LEN..]) {
+        Ok(s) => s,
+        Err(e) => panic!("sealing failed: {e}"),
+    };
+    let mut p = vec![0u8; area];
+    p.extend_from_slice(&sealed);
+    p.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+    p.extend_from_slice(&PACK_MAGIC);
+    pack_header(&p)
+}
+
+/// What a successful index decode must guarantee: re-encoding gives the same plaintext (the
+/// format is canonical), entries lie inside their packs.
+fn check_index(packs: &[index::IndexedPack], plaintext: Option<&[u8]>) {
+    let k = key();
+    for p in packs {
+        for e in &p.entries {
+            assert!(
+                u64::from(e.offset) + u64::from(e.stored_len) <= p.size,
+                "entry outside its pack"
+            );
+        }
+    }
+    let (name, stored) = match index::encode(k, packs) {
+        Ok(x) => x,
+        Err(e) => panic!("re-encoding a decoded index failed: {e}"),
+    };
+    match index::decode(k, &name, &stored) {
+        Ok(back) => assert!(back == packs, "index round trip changed it"),
+        Err(e) => panic!("a re-encoded index does not decode: {e}"),
+    }
+    if let Some(plain) = plaintext {
+        match k.open(format::aad::INDEX, &stored, &|| "index".into()) {
+            Ok(again) => assert!(again == plain, "two encodings of one index"),
+            Err(e) => panic!("cannot open a fresh index: {e}"),
+        }
+    }
+}
+
+/// `index::decode` on stored bytes named by their hash (so the name check passes).
+pub fn index_object(data: &[u8]) -> bool {
+    let name = ObjectId::of_bytes(data);
+    match index::decode(key(), &name, data) {
+        Ok(packs) => {
+            check_index(&packs, None);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// `index::decode` behind the AEAD: the input is the plaintext of an index object.
+pub fn index_object_sealed(data: &[u8]) -> bool {
+    let stored = match key().seal(format::aad::INDEX, data) {
+        Ok(s) => s,
+        Err(e) => panic!("sealing failed: {e}"),
+    };
+    let name = ObjectId::of_bytes(&stored);
+    match index::decode(key(), &name, &stored) {
+        Ok(packs) => {
+            check_index(&packs, Some(data));
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// `Tree::from_bytes` on a tree blob's plaintext (the tree parser has no AEAD of its own: the
+/// blob codec's is covered by `codec_decode_sealed`). Accepted trees must survive a round trip
+/// and name no unsafe path component.
+pub fn tree(data: &[u8]) -> bool {
+    let id = key().blob_id(data);
+    let Ok(t) = Tree::from_bytes(&id, data) else {
+        return false;
+    };
+    for n in &t.nodes {
+        let name = match n.os_name() {
+            Ok(name) => name,
+            Err(e) => panic!("accepted a node whose name does not decode: {e}"),
+        };
+        let b = name.as_encoded_bytes();
+        assert!(
+            !b.is_empty() && b != b"." && b != b".." && !b.contains(&b'/') && !b.contains(&0),
+            "unsafe name accepted"
+        );
+    }
+    let bytes = match t.to_bytes() {
+        Ok(b) => b,
+        Err(e) => panic!("re-encoding an accepted tree failed: {e}"),
+    };
+    match Tree::from_bytes(&id, &bytes) {
+        Ok(back) => assert!(back == t, "tree round trip changed it"),
+        Err(e) => panic!("a re-encoded tree does not decode: {e}"),
+    }
+    true
+}
+
+/// Snapshots carry an f64; serde_json's default float parser may be off by one ulp, so the
+/// round trip compares it with a tolerance and everything else exactly.
+fn check_snapshot(s: &Snapshot) {
+    let k = key();
+    let (name, stored) = match s.encode(k) {
+        Ok(x) => x,
+        Err(e) => panic!("re-encoding a decoded snapshot failed: {e}"),
+    };
+    let back = match Snapshot::decode(k, &name, &stored) {
+        Ok(b) => b,
+        Err(e) => panic!("a re-encoded snapshot does not decode: {e}"),
+    };
+    let (a, b) = (s.summary.duration_seconds, back.summary.duration_seconds);
+    assert!(
+        a == b || (a - b).abs() <= a.abs().max(b.abs()) * 1e-15,
+        "duration changed: {a} → {b}"
+    );
+    let (mut s, mut back) = (s.clone(), back);
+    s.summary.duration_seconds = 0.0;
+    back.summary.duration_seconds = 0.0;
+    assert!(back == s, "snapshot round trip changed it");
+    let _ = s.timestamp();
+}
+
+/// `Snapshot::decode` on stored bytes named by their hash.
+pub fn snapshot(data: &[u8]) -> bool {
+    let name = ObjectId::of_bytes(data);
+    match Snapshot::decode(key(), &name, data) {
+        Ok(s) => {
+            check_snapshot(&s);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// `Snapshot::decode` behind the AEAD: the input is the snapshot's JSON.
+pub fn snapshot_sealed(data: &[u8]) -> bool {
+    let stored = match key().seal(format::aad::SNAPSHOT, data) {
+        Ok(s) => s,
+        Err(e) => panic!("sealing failed: {e}"),
+    };
+    let name = ObjectId::of_bytes(&stored);
+    match Snapshot::decode(key(), &name, &stored) {
+        Ok(s) => {
+            check_snapshot(&s);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Whether `keys::open` may be called on `data` without spending seconds and gigabytes in
+/// argon2. `keys::open` itself only refuses memory above 4 GiB and more than 100 passes, so a
+/// hostile key file can legitimately ask for up to 400 GiB·passes of argon2 work; the fuzzer is
+/// not meant to measure that. Inputs whose JSON asks for more than [`KEY_FILE_MAX_MEMORY_KIB`]
+/// or [`KEY_FILE_MAX_WORK`] are skipped. The JSON is parsed with the same parser as the key
+/// file (serde_json, last duplicate wins here, the typed parse refuses duplicates), so the gate
+/// sees the numbers `keys::open` would see.
+pub fn key_file_is_cheap(data: &[u8]) -> bool {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return true; // not JSON: keys::open fails in its JSON parse, before argon2
+    };
+    let num = |field: &str| v.get(field).and_then(serde_json::Value::as_u64);
+    match (num("memory_kib"), num("iterations")) {
+        (Some(m), Some(i)) => {
+            m <= KEY_FILE_MAX_MEMORY_KIB && m.saturating_mul(i) <= KEY_FILE_MAX_WORK
+        }
+        _ => true, // a missing or non-integer field: the typed parse fails before argon2
+    }
+}
+
+/// `keys::open` on a key file (JSON outside, the master secret sealed under the password
+/// inside). There is no `_sealed` twin: the envelope holds a fixed 32-byte secret, and building
+/// envelopes under a password-derived key needs crate-private functions.
+pub fn key_file(data: &[u8]) -> bool {
+    if !key_file_is_cheap(data) {
+        return false;
+    }
+    match keys::open("fuzz", data, PASSWORD) {
+        Ok(Some(k)) => {
+            assert!(
+                k.secret() == &SECRET,
+                "a key file opened to a different secret than the seeds hold"
+            );
+            true
+        }
+        _ => false,
+    }
+}
+
+/// What a successful config decode must guarantee: valid chunker parameters, a 64-hex id, and
+/// a round trip.
+fn check_config(c: &Config) {
+    assert!(
+        c.chunker.validate().is_ok(),
+        "accepted invalid chunker parameters"
+    );
+    assert!(
+        c.id.len() == 64 && c.id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "accepted a bad id"
+    );
+    let stored = match c.encode(key()) {
+        Ok(s) => s,
+        Err(e) => panic!("re-encoding a decoded config failed: {e}"),
+    };
+    match Config::decode(key(), &stored) {
+        Ok(back) => assert!(back == *c, "config round trip changed it"),
+        Err(e) => panic!("a re-encoded config does not decode: {e}"),
+    }
+}
+
+/// `Config::decode` on stored bytes.
+pub fn config(data: &[u8]) -> bool {
+    match Config::decode(key(), data) {
+        Ok(c) => {
+            check_config(&c);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// `Config::decode` behind the AEAD: the input is the config's JSON.
+pub fn config_sealed(data: &[u8]) -> bool {
+    let stored = match key().seal(format::aad::CONFIG, data) {
+        Ok(s) => s,
+        Err(e) => panic!("sealing failed: {e}"),
+    };
+    match Config::decode(key(), &stored) {
+        Ok(c) => {
+            check_config(&c);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// One seed input of the corpus.
+pub struct Seed {
+    /// The target whose corpus it belongs to.
+    pub target: &'static str,
+    /// File name in `fuzz/corpus/<target>/`.
+    pub name: &'static str,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+    /// Whether the target's decoder accepts it.
+    pub accepted: bool,
+}
+
+/// Deterministic bytes: `n` bytes of xorshift output.
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn sql_text(rows: usize) -> Vec<u8> {
+    let mut s = String::from("COPY public.orders (id, customer, amount, note) FROM stdin;\n");
+    for i in 0..rows {
+        s.push_str(&format!(
+            "{i}\t{}\t{}.{:02}\tshipped to warehouse {}\n",
+            1000 + i * 7,
+            i * 13 % 997,
+            i % 100,
+            i % 5
+        ));
+    }
+    s.push_str("\\.\n");
+    s.into_bytes()
+}
+
+fn must<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> T {
+    match r {
+        Ok(v) => v,
+        Err(e) => panic!("making seed {what}: {e}"),
+    }
+}
+
+/// Real objects made with the library and the test key, a few KB each: the seed corpus. Sealed
+/// ones carry a fresh random nonce, so two calls give different bytes of the same meaning.
+pub fn seeds() -> Vec<Seed> {
+    use tresor::chunker::ChunkerParams;
+    use tresor::keys::KdfParams;
+    use tresor::pack::PackWriter;
+    use tresor::snapshot::{SourceRecord, Summary};
+    use tresor::tree::{ContentRef, Node, NodeKind, encode_os};
+
+    let k = key();
+    let mut out = Vec::new();
+    let mut push = |target, name, bytes, accepted| {
+        out.push(Seed {
+            target,
+            name,
+            bytes,
+            accepted,
+        })
+    };
+
+    // Blobs: compressible text (zstd), noise (raw), a tiny tree-kind blob.
+    let text = sql_text(60);
+    let rand = noise(1500, 7);
+    let small = b"{\"version\":1,\"nodes\":[]}".to_vec();
+    let blobs: [(&'static str, BlobKind, &[u8]); 3] = [
+        ("text", BlobKind::Data, &text),
+        ("noise", BlobKind::Data, &rand),
+        ("tree", BlobKind::Tree, &small),
+    ];
+    let mut sealed_blobs = Vec::new();
+    for (name, kind, plain) in blobs {
+        let id = k.blob_id(plain);
+        let stored = must(codec::encode(k, kind, &id, plain, 3), name);
+        let mut input = vec![kind as u8 | 2];
+        input.extend_from_slice(&id.0);
+        input.extend_from_slice(&(plain.len() as u32).to_le_bytes());
+        input.extend_from_slice(&stored);
+        push("codec_decode", name, input, true);
+
+        let body = must(k.open(&blob_aad(kind, &id), &stored, &|| name.into()), name);
+        let raw = body.first() == Some(&format::codec::RAW);
+        let mut input = vec![kind as u8 | 2];
+        input.extend_from_slice(&(plain.len() as u16).to_le_bytes());
+        input.extend_from_slice(&body);
+        // A raw body decodes (the id is the payload's); a zstd body inflates, then fails the id.
+        push("codec_decode_sealed", name, input, raw);
+        sealed_blobs.push((kind, id, stored, plain.len() as u32));
+    }
+
+    // A pack of those blobs, and its header plaintext behind a blob area of the same size.
+    let mut w = PackWriter::new();
+    for (kind, id, stored, raw_len) in &sealed_blobs {
+        must(w.add(*kind, *id, stored, *raw_len), "pack");
+    }
+    let p = must(w.finish(k), "pack");
+    push("pack_header", "pack", p.bytes.clone(), true);
+    let area: usize = p.entries.iter().map(|e| e.stored_len as usize).sum();
+    let mut input = (area as u16).to_le_bytes().to_vec();
+    for e in &p.entries {
+        input.push(e.kind as u8);
+        input.extend_from_slice(&e.id.0);
+        input.extend_from_slice(&e.stored_len.to_le_bytes());
+        input.extend_from_slice(&e.raw_len.to_le_bytes());
+    }
+    push("pack_header_sealed", "pack", input, true);
+
+    // An index object naming that pack and a second, empty-looking one.
+    let packs = vec![
+        index::IndexedPack {
+            id: p.id,
+            size: p.bytes.len() as u64,
+            entries: p.entries.clone(),
+        },
+        index::IndexedPack {
+            id: ObjectId([9; 32]),
+            size: 0,
+            entries: Vec::new(),
+        },
+    ];
+    let (_, stored) = must(index::encode(k, &packs), "index");
+    let plain = must(
+        k.open(format::aad::INDEX, &stored, &|| "index".into()),
+        "index",
+    );
+    push("index_object", "index", stored, true);
+    push("index_object_sealed", "index", plain, true);
+
+    // A tree with a file, a directory, a symlink and a name that is not UTF-8.
+    let node = |name: &str, kind| Node {
+        name: name.into(),
+        name_hex: None,
+        kind,
+        mode: 0o644,
+        uid: 1000,
+        gid: 1000,
+        mtime_ns: 1_700_000_000_123_456_789,
+        size: 0,
+        content: Vec::new(),
+        subtree: None,
+        target: None,
+        target_hex: None,
+    };
+    let mut file = node("dump.sql", NodeKind::File);
+    file.content = vec![
+        ContentRef(sealed_blobs[0].1, text.len() as u32),
+        ContentRef(sealed_blobs[1].1, rand.len() as u32),
+    ];
+    file.size = (text.len() + rand.len()) as u64;
+    let mut dir = node("etc", NodeKind::Dir);
+    dir.mode = 0o755;
+    dir.subtree = Some(sealed_blobs[2].1);
+    let mut link = node("current", NodeKind::Symlink);
+    link.target = Some("dump.sql".into());
+    let raw_name =
+        <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(vec![b'l', 0xe9, b'a']);
+    let (lossy, hexed) = encode_os(&raw_name);
+    let mut latin1 = node(&lossy, NodeKind::File);
+    latin1.name_hex = hexed;
+    latin1.mtime_ns = -5;
+    let t = must(Tree::new(vec![file, dir, link, latin1]), "tree");
+    push("tree", "tree", must(t.to_bytes(), "tree"), true);
+
+    // A snapshot with every kind of source and a summary with errors.
+    let snap = Snapshot {
+        version: format::SNAPSHOT_VERSION,
+        time: "2026-11-05T03:04:05.123456789Z".into(),
+        host: "db1".into(),
+        username: "postgres".into(),
+        tags: vec!["nightly".into(), "pg".into()],
+        sources: vec![
+            SourceRecord::Path {
+                path: "/etc".into(),
+            },
+            SourceRecord::Stdin {
+                name: "stdin.sql".into(),
+            },
+            SourceRecord::Command {
+                command: "pg_dump -Fp shop".into(),
+                name: "shop.sql".into(),
+            },
+        ],
+        root: k.blob_id(&must(t.to_bytes(), "tree")),
+        summary: Summary {
+            files: 3,
+            dirs: 1,
+            symlinks: 1,
+            bytes_read: 123_456,
+            bytes_added: 45_678,
+            data_added: 100_000,
+            blobs_added: 4,
+            blobs_reused: 2,
+            duration_seconds: 1.234_567,
+            command_exit_status: vec![0],
+            incomplete: true,
+            errors: vec!["/etc/shadow: permission denied".into()],
+        },
+    };
+    let (_, stored) = must(snap.encode(k), "snapshot");
+    let plain = must(
+        k.open(format::aad::SNAPSHOT, &stored, &|| "snapshot".into()),
+        "snapshot",
+    );
+    push("snapshot", "snapshot", stored, true);
+    push("snapshot_sealed", "snapshot", plain, true);
+
+    // A key file with the cheapest argon2 parameters.
+    let cheap = KdfParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+    let (_, kf) = must(keys::create(k, PASSWORD, cheap, "fuzz-host"), "key file");
+    push("key_file", "key", kf, true);
+
+    // The config, default and with small chunks and no compression.
+    let params = [
+        (
+            "default",
+            tresor::config::DEFAULT_CHUNKER,
+            tresor::config::DEFAULT_PACK_SIZE,
+            3,
+        ),
+        (
+            "small",
+            ChunkerParams {
+                min_size: 2048,
+                avg_size: 8192,
+                max_size: 32768,
+            },
+            1 << 20,
+            0,
+        ),
+    ];
+    for (name, chunker, pack_size, level) in params {
+        let c = must(Config::new(chunker, pack_size, level), name);
+        let stored = must(c.encode(k), name);
+        let plain = must(
+            k.open(format::aad::CONFIG, &stored, &|| "config".into()),
+            name,
+        );
+        push("config", name, stored, true);
+        push("config_sealed", name, plain, true);
+    }
+    out
+}
