@@ -42,6 +42,14 @@ impl Default for KdfParams {
     }
 }
 
+/// Largest argon2 memory a key file may ask for: 2 GiB.
+pub const MAX_MEMORY_KIB: u32 = 2 * 1024 * 1024;
+/// Most argon2 passes a key file may ask for.
+pub const MAX_ITERATIONS: u32 = 20;
+/// Largest memory × passes a key file may ask for (4 GiB·pass, a few seconds here): a planted
+/// key file must not stall every open of the repository.
+pub const MAX_WORK_KIB: u64 = 4 * 1024 * 1024;
+
 /// The stored form of a key file.
 #[derive(Serialize, Deserialize)]
 pub struct KeyFile {
@@ -109,8 +117,9 @@ pub fn open(name: &str, bytes: &[u8], password: &[u8]) -> Result<Option<MasterKe
         return Err(Error::corrupt(what(), format!("unknown kdf {:?}", kf.kdf)));
     }
     // Refuse parameters that would take absurd time or memory (a hostile key file).
-    if kf.memory_kib > 4 * 1024 * 1024
-        || kf.iterations > 100
+    if kf.memory_kib > MAX_MEMORY_KIB
+        || kf.iterations > MAX_ITERATIONS
+        || (kf.memory_kib as u64) * (kf.iterations as u64) > MAX_WORK_KIB
         || kf.parallelism == 0
         || kf.parallelism > 64
     {

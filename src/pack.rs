@@ -156,7 +156,9 @@ pub fn parse_header(
         });
         offset += stored_len as u64;
     }
-    let expected = pack_size - PACK_TRAILER_LEN as u64 - sealed.len() as u64;
+    let expected = pack_size
+        .checked_sub(PACK_TRAILER_LEN as u64 + sealed.len() as u64)
+        .ok_or_else(|| Error::corrupt(what(), "header does not fit the pack"))?;
     if offset != expected {
         return Err(Error::corrupt(
             what(),

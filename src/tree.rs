@@ -163,6 +163,17 @@ impl Tree {
                 supported: format::TREE_VERSION,
             });
         }
+        for w in t.nodes.windows(2) {
+            if w[0].name_bytes() >= w[1].name_bytes() {
+                return Err(Error::corrupt(
+                    what(),
+                    format!(
+                        "entries {:?} and {:?} are not in strict name order",
+                        w[0].name, w[1].name
+                    ),
+                ));
+            }
+        }
         for n in &t.nodes {
             let name = n
                 .os_name()

@@ -13,6 +13,7 @@ mod crash;
 mod dedup;
 #[path = "it/errors.rs"]
 mod errors;
+mod fuzz_seeds;
 #[path = "it/json.rs"]
 mod json;
 #[path = "it/plaintext.rs"]
