@@ -7,10 +7,11 @@
 //! 2. This thread takes a batch, hashes its chunks on rayon (both cores), decides new vs. known
 //!    against the in-flight set and the catalog, and hands each new chunk to a rayon task that
 //!    compresses and seals it, without waiting: encoders stay busy across batch boundaries
-//!    (at most 48 MiB of plaintext is being encoded at once). Sealed chunks are appended to the
+//!    (at most 24 MiB of plaintext is being encoded at once). Sealed chunks are appended to the
 //!    open pack as they come back (order within a pack does not matter: trees refer by id).
 //!    It also builds file and directory nodes.
-//! 3. A full pack goes to an uploader thread (bounded queue of one), which stores it durably.
+//! 3. A full pack is handed to an uploader thread (a rendezvous: at most one pack is being
+//!    stored while the next one fills), which stores it durably.
 //! 4. Once enough packs are durable, an index object describing them is written, then the
 //!    catalog learns them and they leave the in-flight set.
 //! 5. After the sources end: last pack, last index object, then — only if no source failed
@@ -51,7 +52,7 @@ const PACKS_PER_INDEX: usize = 8;
 /// Errors kept in a snapshot summary.
 const MAX_ERRORS: usize = 1000;
 /// Plaintext bytes handed to the encoders and not yet packed; bounds memory.
-const MAX_ENCODING_BYTES: usize = 48 << 20;
+const MAX_ENCODING_BYTES: usize = 24 << 20;
 
 /// What to back up and how to label it.
 #[derive(Clone, Debug, Default)]
@@ -148,7 +149,7 @@ type Encoded = (BlobId, u32, Result<Vec<u8>>);
 
 impl<'r> BlobStore<'r> {
     fn new(repo: &'r mut Repo) -> Result<Self> {
-        let (upload_tx, upload_rx) = bounded::<PackJob>(1);
+        let (upload_tx, upload_rx) = bounded::<PackJob>(0);
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let (encoded_tx, encoded_rx) = crossbeam_channel::unbounded();
         let backend: Arc<dyn Backend> = Arc::clone(repo.backend());
@@ -170,12 +171,13 @@ impl<'r> BlobStore<'r> {
                 }
             })
             .map_err(|e| Error::io("starting the upload thread", e))?;
+        let pack_size = repo.config().pack_size;
         Ok(BlobStore {
             key: Arc::clone(repo.key()),
             level: repo.config().compression_level,
             pack_size: repo.config().pack_size as usize,
             repo,
-            pack: PackWriter::new(),
+            pack: PackWriter::with_capacity(pack_capacity(pack_size)),
             in_flight: HashSet::new(),
             upload_tx: Some(upload_tx),
             done_rx,
@@ -270,7 +272,11 @@ impl<'r> BlobStore<'r> {
         if self.pack.is_empty() {
             return Ok(());
         }
-        let finished = std::mem::take(&mut self.pack).finish(&self.key)?;
+        let full = std::mem::replace(
+            &mut self.pack,
+            PackWriter::with_capacity(pack_capacity(self.pack_size as u32)),
+        );
+        let finished = full.finish(&self.key)?;
         self.bytes_added += finished.bytes.len() as u64;
         let tx = self
             .upload_tx
@@ -328,6 +334,11 @@ impl<'r> BlobStore<'r> {
         self.ship_pack()?;
         self.collect(true)
     }
+}
+
+/// Room for a pack: its target size, one largest blob past it, and the header.
+fn pack_capacity(pack_size: u32) -> usize {
+    pack_size as usize + crate::format::MAX_BLOB_LEN / 4 + (1 << 20)
 }
 
 fn node(name: &std::ffi::OsStr, kind: NodeKind, meta: &Meta) -> Node {

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 /// Chunks are 0.25–4 MiB; by default glibc serves such allocations with mmap and unmaps them on
 /// free, so every chunk costs fresh page faults (measured: 0.6–1.0 s of system time per GB
 /// restored, against 0.1 s with these settings). Raising the mmap threshold to 32 MiB and the
-/// trim threshold to 256 MiB keeps the buffers in the heap for reuse. Peak memory is bounded by
+/// trim threshold to 64 MiB keeps the buffers in the heap for reuse. Peak memory is bounded by
 /// the pipeline's queues either way.
 #[allow(unsafe_code)]
 fn tune_allocator() {
@@ -18,7 +18,7 @@ fn tune_allocator() {
     // thread exists, with valid parameter numbers and values.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
     }
 }
 

@@ -52,6 +52,15 @@ impl PackWriter {
         Self::default()
     }
 
+    /// An empty pack whose buffer already holds `bytes`, so a pack that fills to its target size
+    /// is never copied while it grows.
+    pub fn with_capacity(bytes: usize) -> Self {
+        PackWriter {
+            buf: Vec::with_capacity(bytes),
+            entries: Vec::new(),
+        }
+    }
+
     /// Appends a sealed blob.
     pub fn add(&mut self, kind: BlobKind, id: BlobId, sealed: &[u8], raw_len: u32) -> Result<()> {
         let offset = u32::try_from(self.buf.len())
