@@ -360,13 +360,18 @@ impl Env {
 
     /// `snapshot restore REF --stdout [--path P]`; asserts success and returns the bytes.
     pub fn restore_stdout(&self, reference: &str, path: Option<&str>) -> Vec<u8> {
+        let out = self.try_restore_stdout(reference, path);
+        out.ok("snapshot restore --stdout");
+        out.stdout
+    }
+
+    /// `snapshot restore REF --stdout [--path P]`, whatever its outcome.
+    pub fn try_restore_stdout(&self, reference: &str, path: Option<&str>) -> Out {
         let mut a = vec!["snapshot", "restore", reference, "--stdout"];
         if let Some(p) = path {
             a.extend(["--path", p]);
         }
-        let out = self.run(&a);
-        out.ok("snapshot restore --stdout");
-        out.stdout
+        self.run(&a)
     }
 
     /// Every pack file under repo/data (no temporary files).

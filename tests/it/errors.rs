@@ -337,14 +337,7 @@ fn unreadable_entries_give_an_incomplete_snapshot() {
         env.restore_stdout("latest", Some(&format!("{stored}/ok.txt"))),
         b"readable\n"
     );
-    let out = env.run(&[
-        "snapshot",
-        "restore",
-        "latest",
-        "--stdout",
-        "--path",
-        &format!("{stored}/secret.txt"),
-    ]);
+    let out = env.try_restore_stdout("latest", Some(&format!("{stored}/secret.txt")));
     assert_ne!(
         out.code,
         exit::OK,

@@ -89,25 +89,11 @@ fn json_output_and_snapshot_references() {
         b"bbbbbbbb"
     );
     // --stdout of a directory is refused.
-    let out = env.run(&[
-        "snapshot",
-        "restore",
-        "latest",
-        "--stdout",
-        "--path",
-        &format!("{stored}/d"),
-    ]);
+    let out = env.try_restore_stdout("latest", Some(&format!("{stored}/d")));
     assert_ne!(out.code, 0);
     out.stderr_has("not a regular file");
     // A path that is not in the snapshot.
-    let out = env.run(&[
-        "snapshot",
-        "restore",
-        "latest",
-        "--stdout",
-        "--path",
-        "no/such/file",
-    ]);
+    let out = env.try_restore_stdout("latest", Some("no/such/file"));
     assert_ne!(out.code, 0);
     out.stderr_has("not in the snapshot");
 }
