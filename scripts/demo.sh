@@ -17,19 +17,21 @@ export TRESOR_REPO=$work/repo TRESOR_CACHE_DIR=$work/cache
 printf 'demo-password\n' > "$work/password"
 export TRESOR_PASSWORD_FILE=$work/password
 
-# A dump-like stream: 200,000 rows of an orders table, ~20 MB.
-dump() {
-  awk -v day="$1" 'BEGIN {
-    print "COPY public.orders (id, customer, status, note) FROM stdin;";
-    srand(42);
-    for (i = 1; i <= 200000; i++) {
-      status = (i > 195000 && i % 7 == day) ? "shipped" : "new";
-      printf "%d\t%d\t%s\tnote %d for customer %d\n", i, int(rand() * 50000), status, i * 7, i % 997;
-    }
-    for (i = 200001; i <= 200000 + day * 1000; i++) printf "%d\t%d\tnew\tlate order\n", i, i % 50000;
-    print "\\.";
-  }'
-}
+# A dump-like stream: 200,000 rows of an orders table (~9 MB); day N changes a few recent rows
+# and appends N×1000 new ones, the way an application's table changes from one night to the next.
+cat > "$work/dump.sh" <<'SH'
+awk -v day="$1" 'BEGIN {
+  print "COPY public.orders (id, customer, status, note) FROM stdin;";
+  srand(42);
+  for (i = 1; i <= 200000; i++) {
+    status = (i > 195000 && i % 7 == day) ? "shipped" : "new";
+    printf "%d\t%d\t%s\tnote %d for customer %d\n", i, int(rand() * 50000), status, i * 7, i % 997;
+  }
+  for (i = 200001; i <= 200000 + day * 1000; i++) printf "%d\t%d\tnew\tlate order\n", i, i % 50000;
+  print "\\.";
+}'
+SH
+dump() { bash "$work/dump.sh" "$1"; }
 
 # A file tree: this project's sources and docs.
 mkdir -p "$work/tree"
@@ -41,7 +43,7 @@ echo "== tresor repo init"
 echo "== back up a file tree"
 "$tresor" snapshot create "$work/tree" --tag files
 echo "== back up a dump from a command (day 1), then a changed dump (day 2) from stdin"
-"$tresor" snapshot create --command "$(declare -f dump); dump 1" --stdin-name orders.sql --tag db
+"$tresor" snapshot create --command "bash $work/dump.sh 1" --stdin-name orders.sql --tag db
 dump 2 | "$tresor" snapshot create --stdin --stdin-name orders.sql --tag db
 echo "== a failing dump command writes no snapshot"
 if "$tresor" snapshot create --command 'echo partial; exit 7' --stdin-name broken.sql; then

@@ -490,7 +490,13 @@ fn source_text(src: &SourceRecord) -> String {
     match src {
         SourceRecord::Path { path } => path.clone(),
         SourceRecord::Stdin { name } => format!("stdin:{name}"),
-        SourceRecord::Command { command, name } => format!("command:{name}={command}"),
+        SourceRecord::Command { command, name } => {
+            // One line in tables, however the command was written.
+            let flat: String = command.split_whitespace().collect::<Vec<_>>().join(" ");
+            let short: String = flat.chars().take(60).collect();
+            let more = if short.len() < flat.len() { "…" } else { "" };
+            format!("command:{name}={short}{more}")
+        }
     }
 }
 
