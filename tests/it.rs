@@ -11,6 +11,8 @@ mod harness;
 mod crash;
 #[path = "it/dedup.rs"]
 mod dedup;
+#[path = "it/disk.rs"]
+mod disk;
 #[path = "it/errors.rs"]
 mod errors;
 mod fuzz_seeds;
