@@ -137,7 +137,12 @@ impl Catalog {
     }
 
     /// Brings the catalog up to date with the repository's index objects.
-    pub fn sync(&mut self, backend: &dyn Backend, key: &MasterKey) -> Result<()> {
+    ///
+    /// An index object that cannot be read or decoded is skipped, not fatal: one damaged object
+    /// must not lock the operator out of every other snapshot (or out of `check`). Its blobs are
+    /// then unknown: a backup stores them again, a restore that needs them fails naming the
+    /// blob. The returned list names each skipped object and why; it is retried next time.
+    pub fn sync(&mut self, backend: &dyn Backend, key: &MasterKey) -> Result<Vec<String>> {
         let listed: HashSet<String> = backend
             .list(ObjectKind::Index)?
             .into_iter()
@@ -153,13 +158,17 @@ impl Catalog {
             self.clear()?;
             return self.sync(backend, key);
         }
+        let mut skipped = Vec::new();
         for name in listed.difference(&known) {
-            let id = ObjectId::from_hex(name)?;
-            let bytes = backend.get(ObjectKind::Index, name)?;
-            let packs = index::decode(key, &id, &bytes)?;
-            self.add_index(name, &packs)?;
+            let decoded = ObjectId::from_hex(name)
+                .and_then(|id| index::decode(key, &id, &backend.get(ObjectKind::Index, name)?));
+            match decoded {
+                Ok(packs) => self.add_index(name, &packs)?,
+                Err(e) => skipped.push(format!("{e} (index object {name} skipped)")),
+            }
         }
-        Ok(())
+        skipped.sort();
+        Ok(skipped)
     }
 
     fn clear(&mut self) -> Result<()> {
@@ -271,5 +280,83 @@ impl Catalog {
                 .query_row("SELECT count(*) FROM packs", [], |r| r.get::<_, i64>(0)),
         )?;
         Ok((b as u64, p as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::mem::MemBackend;
+    use crate::format::BlobKind;
+    use crate::pack::PackEntry;
+
+    fn entry(b: u8) -> PackEntry {
+        PackEntry {
+            kind: BlobKind::Data,
+            id: BlobId([b; 32]),
+            offset: 0,
+            stored_len: 10,
+            raw_len: 20,
+        }
+    }
+
+    fn put_index(backend: &MemBackend, key: &MasterKey, pack: u8, blob: u8) -> String {
+        let packs = vec![IndexedPack {
+            id: ObjectId([pack; 32]),
+            size: 100,
+            entries: vec![entry(blob)],
+        }];
+        let (name, bytes) = index::encode(key, &packs).unwrap();
+        backend
+            .put(ObjectKind::Index, &name.to_hex(), &bytes)
+            .unwrap();
+        name.to_hex()
+    }
+
+    #[test]
+    fn syncs_rebuilds_when_stale_and_discards_other_schemas() {
+        let t = tempfile::tempdir().unwrap();
+        let key = MasterKey::from_secret([1; 32]);
+        let backend = MemBackend::new();
+        let first = put_index(&backend, &key, 1, 10);
+        put_index(&backend, &key, 2, 20);
+
+        let mut c = Catalog::open(t.path(), "repo-a").unwrap();
+        c.sync(&backend, &key).unwrap();
+        assert_eq!(c.counts().unwrap(), (2, 2));
+        let loc = c.locate(&BlobId([20; 32])).unwrap().unwrap();
+        assert_eq!((loc.pack, loc.raw_len), (ObjectId([2; 32]), 20));
+
+        // An index object that disappeared (a prune) makes the catalog rebuild: its blob goes.
+        backend.delete(ObjectKind::Index, &first).unwrap();
+        c.sync(&backend, &key).unwrap();
+        assert!(!c.contains(&BlobId([10; 32])).unwrap());
+        assert!(c.contains(&BlobId([20; 32])).unwrap());
+        drop(c);
+
+        // A catalog of another schema version is discarded and rebuilt on open + sync.
+        let path = t.path().join("repo-a").join("catalog.sqlite");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute(
+            "UPDATE meta SET value = '0' WHERE key = 'schema_version'",
+            [],
+        )
+        .unwrap();
+        conn.execute("INSERT INTO blobs VALUES (x'00', 0, 1, 0, 0, 0)", [])
+            .unwrap();
+        drop(conn);
+        let mut c = Catalog::open(t.path(), "repo-a").unwrap();
+        assert_eq!(c.counts().unwrap(), (0, 0), "old catalog must be discarded");
+        c.sync(&backend, &key).unwrap();
+        assert_eq!(c.counts().unwrap(), (1, 1));
+
+        // A damaged index object is skipped and named, not fatal and not silent.
+        let bad = put_index(&backend, &key, 3, 30);
+        backend.tamper(ObjectKind::Index, &bad, |b| b[40] ^= 1);
+        let skipped = c.sync(&backend, &key).unwrap();
+        assert_eq!(skipped.len(), 1);
+        assert!(skipped[0].contains(&bad), "{skipped:?}");
+        assert!(!c.contains(&BlobId([30; 32])).unwrap());
+        assert!(c.contains(&BlobId([20; 32])).unwrap());
     }
 }

@@ -58,7 +58,7 @@ pub fn check(repo: &Repo, read_data: bool) -> Result<CheckReport> {
                     indexed.insert(p.id, p);
                 }
             }
-            Err(e) => report.problems.push(format!("index object {name}: {e}")),
+            Err(e) => report.problems.push(e.to_string()),
         }
     }
     let mut blobs: HashSet<BlobId> = HashSet::new();

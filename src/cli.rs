@@ -328,7 +328,11 @@ fn open(g: &Global) -> Result<Repo> {
     let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(&path));
     let pw = password(g, false)?;
     let cache = g.cache_dir.clone().unwrap_or_else(repo::default_cache_dir);
-    Ok(Repo::open(backend, &pw, &cache)?)
+    let repo = Repo::open(backend, &pw, &cache)?;
+    for w in repo.warnings() {
+        eprintln!("tresor: warning: {w} (run `tresor check`)");
+    }
+    Ok(repo)
 }
 
 fn init(g: &Global, a: InitArgs) -> Result<u8> {

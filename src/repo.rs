@@ -51,6 +51,7 @@ pub struct Repo {
     config: Config,
     chunker: ChunkerSpec,
     catalog: Catalog,
+    warnings: Vec<String>,
 }
 
 /// The cache directory: `$TRESOR_CACHE_DIR`, else `$XDG_CACHE_HOME/tresor`, else `~/.cache/tresor`.
@@ -98,13 +99,14 @@ impl Repo {
         let config = Config::decode(&key, &backend.get(ObjectKind::Config, "config")?)?;
         let chunker = ChunkerSpec::new(config.chunker, key.gear_table())?;
         let mut catalog = Catalog::open(cache_dir, &config.id)?;
-        catalog.sync(backend.as_ref(), &key)?;
+        let warnings = catalog.sync(backend.as_ref(), &key)?;
         Ok(Repo {
             backend,
             key,
             config,
             chunker,
             catalog,
+            warnings,
         })
     }
 
@@ -133,6 +135,11 @@ impl Repo {
             }),
             None => Err(Error::WrongPassword),
         }
+    }
+
+    /// Problems met while opening that did not stop it (damaged index objects skipped).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// The backend.
