@@ -86,6 +86,8 @@ pub struct CreateResult {
     pub id: ObjectId,
     /// The snapshot.
     pub snapshot: Snapshot,
+    /// Packs left unindexed by an interrupted backup that this run adopted first.
+    pub adopted_packs: u64,
 }
 
 struct Batcher {
@@ -373,6 +375,11 @@ pub fn create(
         ));
     }
     source::check(&opts.sources)?;
+    // Resume: whatever an interrupted run made durable is reused, not stored again.
+    let adoption = crate::repair::adopt_unindexed(repo)?;
+    for s in &adoption.skipped {
+        progress.warn(&format!("could not adopt {s}"));
+    }
 
     let (tx, rx) = bounded::<Vec<Item>>(2);
     let chunker = repo.chunker().clone();
@@ -509,7 +516,11 @@ pub fn create(
         .repo
         .backend()
         .put(ObjectKind::Snapshot, &id.to_hex(), &bytes)?;
-    Ok(CreateResult { id, snapshot })
+    Ok(CreateResult {
+        id,
+        snapshot,
+        adopted_packs: adoption.packs,
+    })
 }
 
 /// The user running the backup: `$USER`, else `$LOGNAME` (cron sets one), else the uid.
@@ -555,6 +566,7 @@ fn record(s: &SourceSpec) -> Result<SourceRecord> {
 mod tests {
     use super::*;
     use crate::backend::mem::MemBackend;
+    use crate::checker::Silent;
     use crate::keys::KdfParams;
     use crate::repo::InitOptions;
     use crate::restorer;
@@ -668,8 +680,15 @@ mod tests {
         let err = create(&mut r, &killed, &NoProgress).unwrap_err();
         assert!(err.to_string().contains("killed by signal 9"), "{err}");
         assert!(backend.list(ObjectKind::Snapshot).unwrap().is_empty());
-        let report = crate::checker::check(&r, true).unwrap();
-        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        let report = crate::checker::check(&mut r, &read_all(), &Silent).unwrap();
+        assert!(report.is_clean(), "{report:?}");
+    }
+
+    fn read_all() -> crate::checker::CheckOptions {
+        crate::checker::CheckOptions {
+            read_data: true,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -688,16 +707,32 @@ mod tests {
             &NoProgress,
         )
         .unwrap();
-        for (name, _) in backend.list(ObjectKind::Pack).unwrap() {
-            backend.tamper(ObjectKind::Pack, &name, |b| b[100] ^= 0x40);
-        }
+        // Damage one data blob of the file; the trees stay intact.
+        let (pack, _) = backend.list(ObjectKind::Pack).unwrap().pop().unwrap();
+        let victim = r
+            .catalog()
+            .pack_entries(&ObjectId::from_hex(&pack).unwrap())
+            .unwrap()
+            .into_iter()
+            .find(|e| e.kind == BlobKind::Data)
+            .unwrap();
+        backend.tamper(ObjectKind::Pack, &pack, |b| {
+            b[victim.offset as usize + 50] ^= 0x40
+        });
         let stored = f.strip_prefix("/").unwrap();
         let mut out = Vec::new();
         let err =
             restorer::restore_to_writer(&r, &res.snapshot, stored.to_str(), &mut out).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("pack "), "{err}");
-        let report = crate::checker::check(&r, true).unwrap();
-        assert!(!report.problems.is_empty());
+        let report = crate::checker::check(&mut r, &read_all(), &Silent).unwrap();
+        assert_eq!(report.damaged_blobs, [victim.id.to_hex()], "{report:?}");
+        // The report names the snapshot and the file that needs the damaged blob.
+        assert_eq!(report.affected_snapshots.len(), 1, "{report:?}");
+        assert_eq!(report.affected_snapshots[0].id, res.id.to_hex());
+        assert_eq!(
+            report.affected_snapshots[0].paths,
+            [stored.to_str().unwrap()]
+        );
     }
 }

@@ -22,9 +22,10 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::BlobKind;
 use crate::id::{BlobId, ObjectId};
 use crate::index::{self, IndexedPack};
+use crate::pack::PackEntry;
 
 /// Bump when the tables change; an older catalog is then rebuilt.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Where a blob is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +56,19 @@ CREATE TABLE IF NOT EXISTS blobs (
     id BLOB PRIMARY KEY, kind INTEGER NOT NULL, pack INTEGER NOT NULL,
     offset INTEGER NOT NULL, stored_len INTEGER NOT NULL, raw_len INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS index_objects (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS verified (pack BLOB PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
 ";
+
+/// A pack the catalog knows, with the time `check --read-data` last verified it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackRecord {
+    /// The pack's name.
+    pub id: ObjectId,
+    /// Its size in bytes, as indexed.
+    pub size: u64,
+    /// Unix seconds of the last complete, clean read; `None` if never.
+    pub verified_at: Option<i64>,
+}
 
 fn sql<T>(ctx: &str, r: rusqlite::Result<T>) -> Result<T> {
     r.map_err(|e| Error::catalog(ctx.to_string(), e))
@@ -171,6 +184,13 @@ impl Catalog {
         Ok(skipped)
     }
 
+    /// Forgets every index object and syncs from scratch. The verification ledger is kept:
+    /// it records facts about packs, not about index objects.
+    pub fn rebuild(&mut self, backend: &dyn Backend, key: &MasterKey) -> Result<Vec<String>> {
+        self.clear()?;
+        self.sync(backend, key)
+    }
+
     fn clear(&mut self) -> Result<()> {
         sql(
             "clear",
@@ -267,6 +287,99 @@ impl Catalog {
         }
     }
 
+    /// Whether a pack is indexed.
+    pub fn has_pack(&self, id: &ObjectId) -> Result<bool> {
+        let mut st = sql(
+            "prepare",
+            self.conn
+                .prepare_cached("SELECT 1 FROM packs WHERE id = ?1"),
+        )?;
+        sql("lookup", st.exists([&id.0[..]]))
+    }
+
+    /// Every indexed pack, least recently verified first (never-verified first of all), then by
+    /// name, so the order is deterministic.
+    pub fn packs(&self) -> Result<Vec<PackRecord>> {
+        let mut st = sql(
+            "prepare",
+            self.conn.prepare(
+                "SELECT p.id, p.size, v.at FROM packs p LEFT JOIN verified v ON v.pack = p.id
+                 ORDER BY v.at IS NOT NULL, v.at, p.id",
+            ),
+        )?;
+        let rows = sql(
+            "list packs",
+            st.query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                ))
+            }),
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, size, verified_at) = sql("list packs", row)?;
+            out.push(PackRecord {
+                id: ObjectId::from_slice(&id)?,
+                size: size as u64,
+                verified_at,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The blobs the catalog places in a pack, by offset.
+    pub fn pack_entries(&self, pack: &ObjectId) -> Result<Vec<PackEntry>> {
+        let mut st = sql(
+            "prepare",
+            self.conn.prepare_cached(
+                "SELECT b.kind, b.id, b.offset, b.stored_len, b.raw_len FROM blobs b
+                 JOIN packs p ON p.rowid = b.pack WHERE p.id = ?1 ORDER BY b.offset",
+            ),
+        )?;
+        let rows = sql(
+            "pack entries",
+            st.query_map([&pack.0[..]], |r| {
+                Ok((
+                    r.get::<_, u8>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, u32>(2)?,
+                    r.get::<_, u32>(3)?,
+                    r.get::<_, u32>(4)?,
+                ))
+            }),
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (k, id, offset, stored_len, raw_len) = sql("pack entries", row)?;
+            out.push(PackEntry {
+                kind: BlobKind::from_u8(k)
+                    .ok_or_else(|| Error::corrupt("catalog", "bad blob kind"))?,
+                id: BlobId::from_slice(&id)?,
+                offset,
+                stored_len,
+                raw_len,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records in the verification ledger that these packs read clean at `at` (unix seconds).
+    pub fn mark_verified(&mut self, packs: &[ObjectId], at: i64) -> Result<()> {
+        let tx = sql("begin", self.conn.transaction())?;
+        {
+            let mut st = sql(
+                "prepare",
+                tx.prepare_cached("INSERT OR REPLACE INTO verified (pack, at) VALUES (?1, ?2)"),
+            )?;
+            for p in packs {
+                sql("ledger", st.execute(params![&p.0[..], at]))?;
+            }
+        }
+        sql("commit", tx.commit())
+    }
+
     /// Number of blobs and packs known.
     pub fn counts(&self) -> Result<(u64, u64)> {
         let b = sql(
@@ -283,12 +396,49 @@ impl Catalog {
     }
 }
 
+/// A set of blob ids kept in a private temporary SQLite file, so that walks over every tree of
+/// a repository (check, repair) keep memory flat however many trees there are.
+pub struct DiskBlobSet {
+    conn: Connection,
+}
+
+impl DiskBlobSet {
+    /// An empty set, deleted when dropped.
+    pub fn new() -> Result<DiskBlobSet> {
+        // An empty path gives a private on-disk database removed on close.
+        let conn = sql("temp set", Connection::open(""))?;
+        sql(
+            "temp set",
+            conn.execute_batch("CREATE TABLE s (id BLOB PRIMARY KEY) WITHOUT ROWID"),
+        )?;
+        Ok(DiskBlobSet { conn })
+    }
+
+    /// Adds `id`; true if it was not there before.
+    pub fn insert(&self, id: &BlobId) -> Result<bool> {
+        let mut st = sql(
+            "prepare",
+            self.conn
+                .prepare_cached("INSERT OR IGNORE INTO s VALUES (?1)"),
+        )?;
+        Ok(sql("temp set", st.execute([&id.0[..]]))? == 1)
+    }
+
+    /// Whether `id` is in the set.
+    pub fn contains(&self, id: &BlobId) -> Result<bool> {
+        let mut st = sql(
+            "prepare",
+            self.conn.prepare_cached("SELECT 1 FROM s WHERE id = ?1"),
+        )?;
+        sql("temp set", st.exists([&id.0[..]]))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::mem::MemBackend;
     use crate::format::BlobKind;
-    use crate::pack::PackEntry;
 
     fn entry(b: u8) -> PackEntry {
         PackEntry {
@@ -358,5 +508,34 @@ mod tests {
         assert!(skipped[0].contains(&bad), "{skipped:?}");
         assert!(!c.contains(&BlobId([30; 32])).unwrap());
         assert!(c.contains(&BlobId([20; 32])).unwrap());
+    }
+
+    #[test]
+    fn ledger_orders_packs_and_survives_a_rebuild() {
+        let t = tempfile::tempdir().unwrap();
+        let key = MasterKey::from_secret([2; 32]);
+        let backend = MemBackend::new();
+        for p in 1..=3 {
+            put_index(&backend, &key, p, p + 10);
+        }
+        let mut c = Catalog::open(t.path(), "repo-l").unwrap();
+        c.sync(&backend, &key).unwrap();
+        let order =
+            |c: &Catalog| -> Vec<u8> { c.packs().unwrap().iter().map(|p| p.id.0[0]).collect() };
+        assert_eq!(order(&c), [1, 2, 3]);
+        c.mark_verified(&[ObjectId([1; 32])], 500).unwrap();
+        c.mark_verified(&[ObjectId([3; 32])], 100).unwrap();
+        // Never verified first, then the oldest verification.
+        assert_eq!(order(&c), [2, 3, 1]);
+        c.rebuild(&backend, &key).unwrap();
+        assert_eq!(order(&c), [2, 3, 1], "a rebuild keeps the ledger");
+        assert_eq!(c.packs().unwrap()[1].verified_at, Some(100));
+        assert_eq!(c.pack_entries(&ObjectId([2; 32])).unwrap(), vec![entry(12)]);
+
+        let set = DiskBlobSet::new().unwrap();
+        assert!(set.insert(&BlobId([7; 32])).unwrap());
+        assert!(!set.insert(&BlobId([7; 32])).unwrap());
+        assert!(set.contains(&BlobId([7; 32])).unwrap());
+        assert!(!set.contains(&BlobId([8; 32])).unwrap());
     }
 }

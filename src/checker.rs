@@ -1,138 +1,636 @@
-//! `tresor check`: structural audit, and with `read_data` a full read of every pack.
+//! `tresor check`: finds every kind of damage and names what it affects.
 //!
-//! Structure: every index object opens; every pack it names exists with the recorded size;
-//! every snapshot opens and every tree and chunk it needs is indexed. Read-data: every pack is
-//! read once (in parallel), its bytes must hash to its name, its header must open and agree with
-//! the index, and every blob must authenticate, inflate and hash to its id.
+//! Three passes, each feeding the damage map the next one uses:
 //!
-//! Problems are collected, not fatal, so one run reports all the damage it can see.
+//! 1. **Structure.** Every index object opens; every pack it names exists with the recorded size
+//!    and its header (two range reads) lists exactly the blobs the index object says. The catalog
+//!    must agree with the index objects; when it does not it is rebuilt (it is only a cache).
+//!    Packs present but in no index object are listed as *unindexed* (adoptable, not damage).
+//! 2. **Read data** (optional, selectable): each chosen pack is read once, on all cores; its bytes
+//!    must hash to its name, its header must match the catalog, and every blob must authenticate,
+//!    inflate and hash to its id. Packs that read clean are stamped in the catalog's
+//!    verification ledger, which `--max-age` uses to re-read the least recently verified first.
+//! 3. **Snapshots.** Every snapshot opens and its trees are walked; each file that needs a blob
+//!    that is missing, in a missing or damaged pack, or damaged itself is named, per snapshot.
+//!    Trees already walked are remembered in a temporary disk set, so memory stays flat.
+//!
+//! Memory: one index object, one pack per reading thread, the pack listing (about 60 bytes per
+//! pack, i.e. ~4 MiB per TiB stored) and the damage found. Blobs and trees are never collected.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
 use crate::backend::{Backend, ObjectKind};
+use crate::catalog::{DiskBlobSet, PackRecord};
 use crate::codec;
 use crate::crypto::MasterKey;
-use crate::error::Result;
-use crate::format::PACK_TRAILER_LEN;
+use crate::error::{Error, Result};
 use crate::id::{BlobId, ObjectId};
-use crate::index::{self, IndexedPack};
-use crate::pack;
+use crate::index;
+use crate::pack::{self, PackEntry};
 use crate::repo::Repo;
 use crate::snapshot::Snapshot;
 use crate::tree::NodeKind;
+
+/// Which packs `--read-data-subset` reads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Subset {
+    /// `P%`: that share of all packs, least recently verified first (so ten runs of `10%`
+    /// cover every pack, however the repository grows).
+    Fraction(f64),
+    /// `n/m`: the packs whose name, read as a number, is `n-1` modulo `m` — a fixed slice, so
+    /// `1/7` … `7/7` on seven days cover everything.
+    Slice {
+        /// 1-based slice number.
+        n: u64,
+        /// Number of slices.
+        m: u64,
+    },
+}
+
+impl FromStr for Subset {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Subset> {
+        let bad = || {
+            Error::InvalidArgument(format!(
+                "bad --read-data-subset {s:?}: give a percentage like 10% or a slice like 1/7"
+            ))
+        };
+        if let Some(p) = s.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(bad());
+            }
+            return Ok(Subset::Fraction(p / 100.0));
+        }
+        let (n, m) = s.split_once('/').ok_or_else(bad)?;
+        let n: u64 = n.trim().parse().map_err(|_| bad())?;
+        let m: u64 = m.trim().parse().map_err(|_| bad())?;
+        if m == 0 || n == 0 || n > m {
+            return Err(bad());
+        }
+        Ok(Subset::Slice { n, m })
+    }
+}
+
+/// What to check.
+#[derive(Clone, Debug, Default)]
+pub struct CheckOptions {
+    /// Read every pack (or the selection below).
+    pub read_data: bool,
+    /// Read only this subset of packs.
+    pub subset: Option<Subset>,
+    /// Read only packs not verified within this many seconds.
+    pub max_age_secs: Option<u64>,
+    /// Stop reading after this many bytes.
+    pub budget_bytes: Option<u64>,
+}
+
+impl CheckOptions {
+    /// Whether any pack data is read (any selection option implies it).
+    pub fn reads_data(&self) -> bool {
+        self.read_data
+            || self.subset.is_some()
+            || self.max_age_secs.is_some()
+            || self.budget_bytes.is_some()
+    }
+}
+
+/// Receives progress; every method has a no-op default.
+pub trait CheckProgress: Sync {
+    /// A pass starts; `total` is in its own units (bytes for reading, else items).
+    fn phase(&self, _name: &str, _total: u64) {}
+    /// Units done in the current pass.
+    fn advance(&self, _n: u64) {}
+}
+
+/// Progress that reports nothing.
+pub struct Silent;
+impl CheckProgress for Silent {}
+
+/// A snapshot that needs damaged or missing data, and which of its paths do.
+#[derive(Clone, Debug, Default, serde::Serialize, PartialEq, Eq)]
+pub struct AffectedSnapshot {
+    /// Full snapshot id.
+    pub id: String,
+    /// Its time (RFC 3339), empty when the snapshot object itself is unreadable.
+    pub time: String,
+    /// Affected paths as the snapshot stores them; a directory that cannot be read ends in `/`
+    /// (everything below it is affected); empty when the snapshot object is unreadable.
+    pub paths: Vec<String>,
+}
 
 /// What a check found.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct CheckReport {
     /// Snapshots checked.
     pub snapshots: u64,
+    /// Index objects checked.
+    pub index_objects: u64,
     /// Packs in the repository.
     pub packs: u64,
     /// Blobs indexed.
     pub blobs: u64,
-    /// Bytes read with `read_data`.
+    /// Packs read in full.
+    pub packs_read: u64,
+    /// Bytes read in full.
     pub bytes_read: u64,
-    /// Packs present but not in any index object (left by an interrupted backup; harmless).
+    /// Packs the read-data selection (subset, max age, budget) left for another day.
+    pub packs_not_read: u64,
+    /// The catalog disagreed with the index objects and was rebuilt.
+    pub catalog_rebuilt: bool,
+    /// Packs present but not in any index object (left by an interrupted backup; adopted by
+    /// the next `snapshot create` or `repair index`; not damage).
     pub unindexed_packs: Vec<String>,
-    /// Damage, one line each, naming the object.
+    /// Packs that are missing, truncated, or whose bytes or header are damaged.
+    pub damaged_packs: Vec<String>,
+    /// Blobs that are missing from the index or fail to authenticate or decode.
+    pub damaged_blobs: Vec<String>,
+    /// Snapshots that need damaged or missing data.
+    pub affected_snapshots: Vec<AffectedSnapshot>,
+    /// Every problem, one line each, naming the object.
     pub problems: Vec<String>,
+    /// Things worth knowing that are not damage.
+    pub notes: Vec<String>,
 }
 
-/// Runs the check.
-pub fn check(repo: &Repo, read_data: bool) -> Result<CheckReport> {
-    let backend = repo.backend();
-    let key = repo.key();
+impl CheckReport {
+    /// No damage found.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty() && self.affected_snapshots.is_empty()
+    }
+}
+
+/// Damage found so far: whole packs, and single blobs.
+#[derive(Default)]
+struct Damage {
+    /// Packs none of whose blobs may be trusted (missing, wrong size, bad header), unless a
+    /// full read later judged them blob by blob.
+    packs: HashMap<ObjectId, String>,
+    /// Packs read in full: their blobs are judged one by one.
+    judged: HashSet<ObjectId>,
+    /// Every pack with a pack-level problem, for the report.
+    named: HashSet<ObjectId>,
+    /// Blobs known to be bad, with the reason.
+    blobs: HashMap<BlobId, String>,
+    problems: Vec<String>,
+}
+
+impl Damage {
+    fn pack(&mut self, id: ObjectId, problem: String) {
+        self.problems
+            .push(format!("pack {}: {problem}", id.to_hex()));
+        self.named.insert(id);
+        self.packs.entry(id).or_insert(problem);
+    }
+
+    fn blob(&mut self, id: BlobId, problem: String) {
+        if !self.blobs.contains_key(&id) {
+            self.problems
+                .push(format!("blob {}: {problem}", id.to_hex()));
+            self.blobs.insert(id, problem);
+        }
+    }
+}
+
+/// Runs the check. Problems are collected, not fatal, so one run reports all the damage it can
+/// see; an error return means the check itself could not run (no backend, broken cache).
+pub fn check(
+    repo: &mut Repo,
+    opts: &CheckOptions,
+    progress: &dyn CheckProgress,
+) -> Result<CheckReport> {
+    let backend = Arc::clone(repo.backend());
+    let key = Arc::clone(repo.key());
     let mut report = CheckReport::default();
-    let stored: HashMap<String, u64> = backend.list(ObjectKind::Pack)?.into_iter().collect();
+    let mut damage = Damage::default();
+
+    let mut stored: HashMap<ObjectId, u64> = HashMap::new();
+    for (name, size) in backend.list(ObjectKind::Pack)? {
+        match ObjectId::from_hex(&name) {
+            Ok(id) => {
+                stored.insert(id, size);
+            }
+            Err(_) => report
+                .problems
+                .push(format!("data/{name}: not a pack name (stray file?)")),
+        }
+    }
     report.packs = stored.len() as u64;
 
-    let mut indexed: HashMap<ObjectId, IndexedPack> = HashMap::new();
-    for (name, _) in backend.list(ObjectKind::Index)? {
-        let decoded = ObjectId::from_hex(&name)
-            .and_then(|id| index::decode(key, &id, &backend.get(ObjectKind::Index, &name)?));
-        match decoded {
-            Ok(packs) => {
-                for p in packs {
-                    indexed.insert(p.id, p);
-                }
-            }
-            Err(e) => report.problems.push(e.to_string()),
+    check_index_objects(repo, &stored, &mut damage, &mut report, progress)?;
+    for id in stored.keys() {
+        if !repo.catalog().has_pack(id)? {
+            report.unindexed_packs.push(id.to_hex());
         }
     }
-    let mut blobs: HashSet<BlobId> = HashSet::new();
-    for (id, p) in &indexed {
-        match stored.get(&id.to_hex()) {
-            None => report
-                .problems
-                .push(format!("pack {} is indexed but missing", id.to_hex())),
-            Some(size) if *size != p.size => report.problems.push(format!(
-                "pack {} has {size} bytes, the index says {}",
-                id.to_hex(),
-                p.size
-            )),
-            Some(_) => {}
-        }
-        blobs.extend(p.entries.iter().map(|e| e.id));
-    }
-    report.blobs = blobs.len() as u64;
-    for name in stored.keys() {
-        if ObjectId::from_hex(name)
-            .map(|id| !indexed.contains_key(&id))
-            .unwrap_or(true)
-        {
-            report.unindexed_packs.push(name.clone());
-        }
-    }
+    report.blobs = repo.catalog().counts()?.0;
 
-    let mut trees_seen: HashSet<BlobId> = HashSet::new();
-    for (name, _) in backend.list(ObjectKind::Snapshot)? {
-        report.snapshots += 1;
-        let snap = ObjectId::from_hex(&name)
-            .and_then(|id| Snapshot::decode(key, &id, &backend.get(ObjectKind::Snapshot, &name)?));
-        let snap = match snap {
-            Ok(s) => s,
+    if opts.reads_data() {
+        read_packs(
+            repo,
+            &backend,
+            &key,
+            &stored,
+            opts,
+            &mut damage,
+            &mut report,
+            progress,
+        )?;
+    }
+    check_snapshots(repo, &mut damage, &mut report, progress)?;
+
+    report.damaged_packs = damage.named.iter().map(|p| p.to_hex()).collect();
+    report.damaged_blobs = damage.blobs.keys().map(|b| b.to_hex()).collect();
+    report.problems.append(&mut damage.problems);
+    for v in [
+        &mut report.problems,
+        &mut report.damaged_packs,
+        &mut report.damaged_blobs,
+        &mut report.unindexed_packs,
+    ] {
+        v.sort();
+        v.dedup();
+    }
+    Ok(report)
+}
+
+/// Pass 1: index objects against packs (existence, size, header) and against the catalog.
+fn check_index_objects(
+    repo: &mut Repo,
+    stored: &HashMap<ObjectId, u64>,
+    damage: &mut Damage,
+    report: &mut CheckReport,
+    progress: &dyn CheckProgress,
+) -> Result<()> {
+    let backend = Arc::clone(repo.backend());
+    let key = Arc::clone(repo.key());
+    let names = backend.list(ObjectKind::Index)?;
+    progress.phase("index", names.len() as u64);
+    let mut stale = false;
+    let mut indexed_packs: HashSet<ObjectId> = HashSet::new();
+    for (name, _) in names {
+        progress.advance(1);
+        report.index_objects += 1;
+        let packs = match ObjectId::from_hex(&name)
+            .and_then(|id| index::decode(&key, &id, &backend.get(ObjectKind::Index, &name)?))
+        {
+            Ok(p) => p,
             Err(e) => {
-                report.problems.push(format!("snapshot {name}: {e}"));
+                report.problems.push(format!("index object {name}: {e}"));
                 continue;
             }
         };
-        let mut stack = vec![(snap.root, String::new())];
-        while let Some((tree_id, path)) = stack.pop() {
-            if !trees_seen.insert(tree_id) {
+        let mut present = Vec::new();
+        for p in &packs {
+            indexed_packs.insert(p.id);
+            match stored.get(&p.id) {
+                None => damage.pack(
+                    p.id,
+                    format!("is missing (listed by index object {})", &name[..8]),
+                ),
+                Some(&size) if size != p.size => damage.pack(
+                    p.id,
+                    format!(
+                        "has {size} bytes, index object {} says {} (truncated or damaged)",
+                        &name[..8],
+                        p.size
+                    ),
+                ),
+                Some(_) => present.push(p),
+            }
+            if !stale {
+                stale = !catalog_agrees(repo, &p.id, &p.entries)?;
+            }
+        }
+        let headers: Vec<Result<Vec<PackEntry>>> = present
+            .par_iter()
+            .map(|p| pack::read_header(backend.as_ref(), &key, &p.id, p.size))
+            .collect();
+        for (p, header) in present.iter().zip(headers) {
+            match header {
+                Ok(h) if h == p.entries => {}
+                Ok(_) => damage.pack(
+                    p.id,
+                    format!("header disagrees with index object {}", &name[..8]),
+                ),
+                Err(e) => damage.pack(p.id, strip_pack_prefix(&e.to_string(), &p.id)),
+            }
+        }
+    }
+    if !stale && repo.catalog().counts()?.1 != indexed_packs.len() as u64 {
+        stale = true;
+    }
+    if stale {
+        let skipped = repo.catalog_mut().rebuild(backend.as_ref(), &key)?;
+        report.catalog_rebuilt = true;
+        report.notes.push(
+            "the local catalog disagreed with the index objects and was rebuilt from them".into(),
+        );
+        report.notes.extend(skipped);
+    }
+    Ok(())
+}
+
+/// Whether the catalog places every entry of `pack` where the index object does. A blob the
+/// catalog places in another pack is fine: the same blob stored twice (two concurrent backups).
+fn catalog_agrees(repo: &Repo, pack: &ObjectId, entries: &[PackEntry]) -> Result<bool> {
+    for e in entries {
+        match repo.catalog().locate(&e.id)? {
+            None => return Ok(false),
+            Some(l) if l.pack == *pack => {
+                if (l.kind, l.offset, l.stored_len, l.raw_len)
+                    != (e.kind, e.offset, e.stored_len, e.raw_len)
+                {
+                    return Ok(false);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(true)
+}
+
+fn strip_pack_prefix(msg: &str, pack: &ObjectId) -> String {
+    let prefix = format!("pack {}", pack.to_hex());
+    msg.strip_prefix(&prefix)
+        .map(|m| m.trim_start_matches([':', ' ']).to_string())
+        .unwrap_or_else(|| msg.to_string())
+}
+
+/// Chooses which indexed packs to read, in ledger order.
+fn select_packs(
+    all: Vec<PackRecord>,
+    stored: &HashMap<ObjectId, u64>,
+    opts: &CheckOptions,
+    now: i64,
+) -> Vec<PackRecord> {
+    let total = all.len();
+    let mut chosen: Vec<PackRecord> = all
+        .into_iter()
+        .filter(|p| stored.contains_key(&p.id))
+        .filter(|p| match opts.max_age_secs {
+            Some(age) => p
+                .verified_at
+                .is_none_or(|at| at < now.saturating_sub(age as i64)),
+            None => true,
+        })
+        .filter(|p| match opts.subset {
+            Some(Subset::Slice { n, m }) => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&p.id.0[..8]);
+                u64::from_be_bytes(b) % m == n - 1
+            }
+            _ => true,
+        })
+        .collect();
+    if let Some(Subset::Fraction(f)) = opts.subset {
+        chosen.truncate(((total as f64) * f).ceil() as usize);
+    }
+    if let Some(budget) = opts.budget_bytes {
+        let mut sum = 0u64;
+        chosen.retain(|p| {
+            let take = sum < budget;
+            sum += p.size;
+            take
+        });
+    }
+    chosen
+}
+
+/// What reading one pack found.
+struct PackRead {
+    id: ObjectId,
+    bytes: u64,
+    pack_problems: Vec<String>,
+    blob_problems: Vec<(BlobId, String)>,
+}
+
+/// Pass 2: reads the selected packs in parallel, stamping the ledger for clean ones.
+#[allow(clippy::too_many_arguments)]
+fn read_packs(
+    repo: &mut Repo,
+    backend: &Arc<dyn Backend>,
+    key: &Arc<MasterKey>,
+    stored: &HashMap<ObjectId, u64>,
+    opts: &CheckOptions,
+    damage: &mut Damage,
+    report: &mut CheckReport,
+    progress: &dyn CheckProgress,
+) -> Result<()> {
+    let now = chrono::Utc::now().timestamp();
+    let all = repo.catalog().packs()?;
+    let total = all.len() as u64;
+    let chosen = select_packs(all, stored, opts, now);
+    report.packs_not_read = total - chosen.len() as u64;
+    progress.phase("read", chosen.iter().map(|p| p.size).sum());
+    let group = rayon::current_num_threads().max(1) * 2;
+    for batch in chosen.chunks(group) {
+        let work: Vec<(&PackRecord, Vec<PackEntry>)> = batch
+            .iter()
+            .map(|p| Ok((p, repo.catalog().pack_entries(&p.id)?)))
+            .collect::<Result<_>>()?;
+        let results: Vec<PackRead> = work
+            .par_iter()
+            .map(|(p, entries)| {
+                let r = read_pack(backend.as_ref(), key, &p.id, entries);
+                progress.advance(p.size);
+                r
+            })
+            .collect();
+        let mut clean = Vec::new();
+        for r in results {
+            report.packs_read += 1;
+            report.bytes_read += r.bytes;
+            // Judged blob by blob now, whatever the structural pass thought of the whole.
+            damage.judged.insert(r.id);
+            if r.pack_problems.is_empty() && r.blob_problems.is_empty() {
+                if !damage.packs.contains_key(&r.id) {
+                    clean.push(r.id);
+                }
                 continue;
             }
-            let tree = match repo.load_tree(&tree_id) {
-                Ok(t) => t,
-                Err(e) => {
-                    report.problems.push(format!(
-                        "snapshot {}: directory {:?}: {e}",
-                        &name[..8],
-                        if path.is_empty() { "/" } else { &path }
-                    ));
-                    continue;
-                }
-            };
+            for p in r.pack_problems {
+                damage.problems.push(format!("pack {}: {p}", r.id.to_hex()));
+                damage.named.insert(r.id);
+            }
+            for (b, p) in r.blob_problems {
+                damage.blob(b, format!("in pack {}: {p}", r.id.to_hex()));
+            }
+        }
+        repo.catalog_mut().mark_verified(&clean, now)?;
+    }
+    // A pack read in full is judged by its blobs: drop the blanket verdict, keep its problem.
+    let judged = damage.judged.clone();
+    damage.packs.retain(|id, _| !judged.contains(id));
+    Ok(())
+}
+
+fn read_pack(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    id: &ObjectId,
+    entries: &[PackEntry],
+) -> PackRead {
+    let mut r = PackRead {
+        id: *id,
+        bytes: 0,
+        pack_problems: Vec::new(),
+        blob_problems: Vec::new(),
+    };
+    let bytes = match backend.get(ObjectKind::Pack, &id.to_hex()) {
+        Ok(b) => b,
+        Err(e) => {
+            r.pack_problems.push(format!("cannot be read: {e}"));
+            for e in entries {
+                r.blob_problems
+                    .push((e.id, "its pack cannot be read".to_string()));
+            }
+            return r;
+        }
+    };
+    r.bytes = bytes.len() as u64;
+    if ObjectId::of_bytes(&bytes) != *id {
+        r.pack_problems
+            .push("content does not match its name (damaged)".into());
+    }
+    match pack::header_of(key, id, &bytes) {
+        Ok(h) if h == entries => {}
+        Ok(_) => r
+            .pack_problems
+            .push("header disagrees with the index".into()),
+        Err(e) => r.pack_problems.push(strip_pack_prefix(&e.to_string(), id)),
+    }
+    for e in entries {
+        let end = e.offset as usize + e.stored_len as usize;
+        let result = match bytes.get(e.offset as usize..end) {
+            Some(s) => codec::decode(key, e.kind, &e.id, s, e.raw_len).map(|_| ()),
+            None => Err(Error::corrupt("blob", "lies past the end of its pack")),
+        };
+        match result {
+            Ok(()) => {}
+            Err(Error::Corrupt { reason, .. }) => r.blob_problems.push((e.id, reason)),
+            Err(err) => r.blob_problems.push((e.id, err.to_string())),
+        }
+    }
+    r
+}
+
+/// Remembers, for trees already walked, which of their paths are affected.
+struct TreeMemo {
+    clean: DiskBlobSet,
+    affected: HashMap<BlobId, Vec<String>>,
+}
+
+/// Pass 3: every snapshot, every tree, every file's blobs.
+fn check_snapshots(
+    repo: &Repo,
+    damage: &mut Damage,
+    report: &mut CheckReport,
+    progress: &dyn CheckProgress,
+) -> Result<()> {
+    let backend = Arc::clone(repo.backend());
+    let names = backend.list(ObjectKind::Snapshot)?;
+    progress.phase("snapshots", names.len() as u64);
+    let mut memo = TreeMemo {
+        clean: DiskBlobSet::new()?,
+        affected: HashMap::new(),
+    };
+    let mut affected: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for (name, _) in names {
+        progress.advance(1);
+        report.snapshots += 1;
+        let snap = ObjectId::from_hex(&name).and_then(|id| {
+            Snapshot::decode(repo.key(), &id, &backend.get(ObjectKind::Snapshot, &name)?)
+        });
+        let snap = match snap {
+            Ok(s) => s,
+            Err(e) => {
+                report.problems.push(format!("snapshot object {name}: {e}"));
+                affected.insert((String::new(), name), Vec::new());
+                continue;
+            }
+        };
+        let paths = walk(repo, &snap.root, &mut memo, damage)?;
+        if !paths.is_empty() {
+            affected.insert((snap.time.clone(), name), paths);
+        }
+    }
+    report.affected_snapshots = affected
+        .into_iter()
+        .map(|((time, id), paths)| AffectedSnapshot { id, time, paths })
+        .collect();
+    Ok(())
+}
+
+/// Whether a blob cannot be restored (missing from the index, damaged, or in a bad pack).
+fn blob_is_bad(repo: &Repo, id: &BlobId, damage: &mut Damage) -> Result<bool> {
+    if damage.blobs.contains_key(id) {
+        return Ok(true);
+    }
+    match repo.catalog().locate(id)? {
+        None => {
+            damage.blob(
+                *id,
+                "is needed by a snapshot but is not in any index".into(),
+            );
+            Ok(true)
+        }
+        Some(loc) => Ok(damage.packs.contains_key(&loc.pack)),
+    }
+}
+
+/// Paths below `tree` (relative to it) that need damaged or missing data.
+fn walk(
+    repo: &Repo,
+    tree_id: &BlobId,
+    memo: &mut TreeMemo,
+    damage: &mut Damage,
+) -> Result<Vec<String>> {
+    if let Some(paths) = memo.affected.get(tree_id) {
+        return Ok(paths.clone());
+    }
+    if memo.clean.contains(tree_id)? {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    let tree = if blob_is_bad(repo, tree_id, damage)? {
+        None
+    } else {
+        match repo.load_tree(tree_id) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                damage.blob(*tree_id, format!("tree cannot be read: {e}"));
+                None
+            }
+        }
+    };
+    match tree {
+        None => out.push("/".to_string()),
+        Some(tree) => {
             for n in &tree.nodes {
-                let p = if path.is_empty() {
-                    n.name.clone()
-                } else {
-                    format!("{path}/{}", n.name)
-                };
                 match n.kind {
                     NodeKind::Dir => {
-                        if let Some(s) = n.subtree {
-                            stack.push((s, p));
+                        if let Some(sub) = n.subtree {
+                            for p in walk(repo, &sub, memo, damage)? {
+                                out.push(if p == "/" {
+                                    format!("{}/", n.name)
+                                } else {
+                                    format!("{}/{p}", n.name)
+                                });
+                            }
                         }
                     }
                     NodeKind::File => {
-                        let missing = n.content.iter().filter(|c| !blobs.contains(&c.0)).count();
-                        if missing > 0 {
-                            report.problems.push(format!(
-                                "snapshot {}: file {p:?}: {missing} chunks are not in any index",
-                                &name[..8]
-                            ));
+                        let mut bad = false;
+                        for c in &n.content {
+                            bad |= blob_is_bad(repo, &c.0, damage)?;
+                        }
+                        if bad {
+                            out.push(n.name.clone());
                         }
                     }
                     NodeKind::Symlink => {}
@@ -140,69 +638,92 @@ pub fn check(repo: &Repo, read_data: bool) -> Result<CheckReport> {
             }
         }
     }
-
-    if read_data {
-        let (backend, key) = (backend.as_ref(), key.as_ref());
-        let results: Vec<(u64, Vec<String>)> = indexed
-            .par_iter()
-            .filter(|(id, _)| stored.contains_key(&id.to_hex()))
-            .map(|(id, p)| read_pack(backend, key, id, p))
-            .collect();
-        for (bytes, problems) in results {
-            report.bytes_read += bytes;
-            report.problems.extend(problems);
-        }
+    if out.is_empty() {
+        memo.clean.insert(tree_id)?;
+    } else {
+        memo.affected.insert(*tree_id, out.clone());
     }
-    report.problems.sort();
-    report.unindexed_packs.sort();
-    Ok(report)
+    Ok(out)
 }
 
-fn read_pack(
-    backend: &dyn Backend,
-    key: &MasterKey,
-    id: &ObjectId,
-    indexed: &IndexedPack,
-) -> (u64, Vec<String>) {
-    let name = id.to_hex();
-    let mut problems = Vec::new();
-    let bytes = match backend.get(ObjectKind::Pack, &name) {
-        Ok(b) => b,
-        Err(e) => return (0, vec![format!("pack {name}: {e}")]),
-    };
-    let n = bytes.len() as u64;
-    if ObjectId::of_bytes(&bytes) != *id {
-        problems.push(format!(
-            "pack {name}: content does not match its name (damaged)"
-        ));
-    }
-    let header = (|| {
-        if bytes.len() < PACK_TRAILER_LEN {
-            return Err(crate::Error::corrupt(format!("pack {name}"), "too short"));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(b: u8, size: u64, verified_at: Option<i64>) -> PackRecord {
+        PackRecord {
+            id: ObjectId([b; 32]),
+            size,
+            verified_at,
         }
-        let hlen = pack::parse_trailer(id, &bytes[bytes.len() - PACK_TRAILER_LEN..], n)? as usize;
-        let start = bytes.len() - PACK_TRAILER_LEN - hlen;
-        pack::parse_header(key, id, &bytes[start..start + hlen], n)
-    })();
-    match header {
-        Ok(entries) if entries != indexed.entries => {
-            problems.push(format!("pack {name}: header disagrees with the index"))
-        }
-        Ok(_) => {}
-        Err(e) => problems.push(e.to_string()),
     }
-    for e in &indexed.entries {
-        let end = e.offset as usize + e.stored_len as usize;
-        let result = match bytes.get(e.offset as usize..end) {
-            Some(s) => codec::decode(key, e.kind, &e.id, s, e.raw_len).map(|_| ()),
-            None => Err(crate::Error::corrupt(
-                format!("blob {}", e.id.to_hex()),
-                "lies past the end of its pack",
-            )),
+
+    #[test]
+    fn subset_syntax() {
+        assert_eq!("10%".parse::<Subset>().unwrap(), Subset::Fraction(0.1));
+        assert_eq!(
+            "3/7".parse::<Subset>().unwrap(),
+            Subset::Slice { n: 3, m: 7 }
+        );
+        for bad in ["0%", "101%", "x%", "0/7", "8/7", "1/0", "1", ""] {
+            assert!(bad.parse::<Subset>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn selection_follows_ledger_age_slices_and_budget() {
+        // Catalog order: never verified first, then oldest verification first.
+        let all = vec![
+            rec(1, 100, None),
+            rec(2, 100, None),
+            rec(3, 100, Some(1_000)),
+            rec(4, 100, Some(5_000)),
+        ];
+        let stored: HashMap<ObjectId, u64> = all.iter().map(|p| (p.id, p.size)).collect();
+        let ids = |v: Vec<PackRecord>| v.iter().map(|p| p.id.0[0]).collect::<Vec<_>>();
+        let now = 10_000;
+        let o = |f: fn(&mut CheckOptions)| {
+            let mut o = CheckOptions {
+                read_data: true,
+                ..Default::default()
+            };
+            f(&mut o);
+            o
         };
-        if let Err(err) = result {
-            problems.push(format!("pack {name}: {err}"));
+        assert_eq!(
+            ids(select_packs(all.clone(), &stored, &o(|_| {}), now)),
+            [1, 2, 3, 4]
+        );
+        // Not verified in the last 6000 s: 1, 2 (never) and 3 (9000 s ago).
+        let aged = o(|o| o.max_age_secs = Some(6_000));
+        assert_eq!(
+            ids(select_packs(all.clone(), &stored, &aged, now)),
+            [1, 2, 3]
+        );
+        let budget = o(|o| {
+            o.max_age_secs = Some(6_000);
+            o.budget_bytes = Some(150);
+        });
+        assert_eq!(
+            ids(select_packs(all.clone(), &stored, &budget, now)),
+            [1, 2]
+        );
+        let half = o(|o| o.subset = Some(Subset::Fraction(0.5)));
+        assert_eq!(ids(select_packs(all.clone(), &stored, &half, now)), [1, 2]);
+        // Slices partition the packs: every pack in exactly one of m slices.
+        let mut seen = Vec::new();
+        for n in 1..=3 {
+            let s = CheckOptions {
+                subset: Some(Subset::Slice { n, m: 3 }),
+                ..Default::default()
+            };
+            seen.extend(ids(select_packs(all.clone(), &stored, &s, now)));
         }
+        seen.sort();
+        assert_eq!(seen, [1, 2, 3, 4]);
+        // A pack missing from the backend is not selected for reading.
+        let mut fewer = stored.clone();
+        fewer.remove(&ObjectId([2; 32]));
+        assert_eq!(ids(select_packs(all, &fewer, &o(|_| {}), now)), [1, 3, 4]);
     }
-    (n, problems)
 }

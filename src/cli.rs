@@ -14,10 +14,12 @@ use zeroize::Zeroizing;
 use tresor::archiver::{self, CreateOptions, Progress};
 use tresor::backend::Backend;
 use tresor::backend::local::LocalBackend;
+use tresor::checker::{self, CheckOptions, CheckProgress, Subset};
 use tresor::chunker::ChunkerParams;
 use tresor::error::Error;
 use tresor::id::ObjectId;
 use tresor::keys::KdfParams;
+use tresor::repair;
 use tresor::repo::{self, InitOptions, Repo};
 use tresor::restorer;
 use tresor::snapshot::{Snapshot, SourceRecord};
@@ -83,6 +85,33 @@ enum Command {
     Snapshot(SnapshotCmd),
     /// Verify the repository's structure (and with --read-data, every byte).
     Check(CheckArgs),
+    /// Repair the index or drop snapshots whose data is gone.
+    #[command(subcommand)]
+    Repair(RepairCmd),
+}
+
+#[derive(Subcommand)]
+enum RepairCmd {
+    /// Rebuild every index object (and the local catalog) from the pack headers alone.
+    Index(JsonArg),
+    /// Find snapshots that need data that is gone; with --forget remove them.
+    Snapshots(RepairSnapshotsArgs),
+}
+
+#[derive(Args)]
+struct RepairSnapshotsArgs {
+    /// Remove the damaged snapshots (their intact data stays until a prune).
+    #[arg(long)]
+    forget: bool,
+    /// Show what --forget would remove, remove nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Judge by reading every pack, not only by the structure.
+    #[arg(long)]
+    read_data: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -188,6 +217,17 @@ struct CheckArgs {
     /// Also read, authenticate and decompress every blob of every pack.
     #[arg(long)]
     read_data: bool,
+    /// Read only part of the packs: `10%` (the least recently verified tenth) or `1/7` (a
+    /// fixed seventh; 1/7 … 7/7 cover all). Implies --read-data.
+    #[arg(long, value_name = "P%|N/M")]
+    read_data_subset: Option<String>,
+    /// Read only packs not verified within this age (`30d`, `12h`, `2w`), least recently
+    /// verified first. Implies --read-data.
+    #[arg(long, value_name = "AGE")]
+    max_age: Option<String>,
+    /// Stop reading after this many bytes (`5GiB`, `500MB`). Implies --read-data.
+    #[arg(long, value_name = "SIZE")]
+    budget: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -249,6 +289,8 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Snapshot(SnapshotCmd::Show(a)) => show(g, a),
         Command::Snapshot(SnapshotCmd::Restore(a)) => restore(g, a),
         Command::Check(a) => check(g, a),
+        Command::Repair(RepairCmd::Index(a)) => repair_index(g, a),
+        Command::Repair(RepairCmd::Snapshots(a)) => repair_snapshots(g, a),
     }
 }
 
@@ -452,9 +494,16 @@ fn create(g: &Global, a: CreateArgs) -> Result<u8> {
             "command_exit_status": s.command_exit_status,
             "incomplete": s.incomplete,
             "errors": s.errors,
+            "adopted_packs": r.adopted_packs,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if !g.quiet {
+        if r.adopted_packs > 0 {
+            println!(
+                "adopted {} packs left by an interrupted backup; their data was reused",
+                r.adopted_packs
+            );
+        }
         println!(
             "snapshot {} saved: {} files, {} read, {} added, {:.1} s{}",
             r.id.short(),
@@ -631,35 +680,256 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
     Ok(exit::OK)
 }
 
+/// A check's progress as an indicatif bar (a terminal only).
+struct CheckBar {
+    enabled: bool,
+    bar: std::sync::Mutex<Option<ProgressBar>>,
+}
+
+impl CheckBar {
+    fn new(g: &Global) -> CheckBar {
+        CheckBar {
+            enabled: !g.quiet && std::io::stderr().is_terminal(),
+            bar: std::sync::Mutex::new(None),
+        }
+    }
+    fn finish(&self) {
+        if let Ok(mut b) = self.bar.lock()
+            && let Some(b) = b.take()
+        {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl CheckProgress for CheckBar {
+    fn phase(&self, name: &str, total: u64) {
+        if !self.enabled {
+            return;
+        }
+        self.finish();
+        let b = ProgressBar::new(total);
+        let unit = if name == "read" {
+            "{bytes}/{total_bytes} at {bytes_per_sec}"
+        } else {
+            "{pos}/{len}"
+        };
+        if let Ok(style) =
+            ProgressStyle::with_template(&format!("{{bar:30}} {name} {unit}, {{elapsed}}"))
+        {
+            b.set_style(style);
+        }
+        if let Ok(mut slot) = self.bar.lock() {
+            *slot = Some(b);
+        }
+    }
+    fn advance(&self, n: u64) {
+        if let Ok(b) = self.bar.lock()
+            && let Some(b) = b.as_ref()
+        {
+            b.inc(n);
+        }
+    }
+}
+
+/// `30d`, `12h`, `90m`, `2w`, `45s` → seconds.
+fn parse_age(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| anyhow!("bad age {s:?}: give a number and a unit, like 30d or 12h"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" | "" => 86_400,
+        "w" => 7 * 86_400,
+        _ => bail!("bad age {s:?}: the unit must be s, m, h, d or w"),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| anyhow!("age {s:?} is too large"))
+}
+
+/// `5GiB`, `500MB`, `1T`, `4096` → bytes (K/M/G/T are powers of 1024 with or without `i`;
+/// `KB`/`MB`/`GB`/`TB` are powers of 1000).
+fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: f64 = n
+        .parse()
+        .map_err(|_| anyhow!("bad size {s:?}: give a number and a unit, like 5GiB"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024f64.powi(2),
+        "g" | "gib" => 1024f64.powi(3),
+        "t" | "tib" => 1024f64.powi(4),
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        _ => bail!("bad size {s:?}: unknown unit {unit:?}"),
+    };
+    Ok((n * mult) as u64)
+}
+
 fn check(g: &Global, a: CheckArgs) -> Result<u8> {
-    let repo = open(g)?;
-    let report = tresor::checker::check(&repo, a.read_data)?;
+    let opts = CheckOptions {
+        read_data: a.read_data,
+        subset: a
+            .read_data_subset
+            .as_deref()
+            .map(str::parse::<Subset>)
+            .transpose()?,
+        max_age_secs: a.max_age.as_deref().map(parse_age).transpose()?,
+        budget_bytes: a.budget.as_deref().map(parse_size).transpose()?,
+    };
+    let mut repo = open(g)?;
+    let progress = CheckBar::new(g);
+    let report = checker::check(&mut repo, &opts, &progress);
+    progress.finish();
+    let report = report?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
+        for n in &report.notes {
+            println!("note: {n}");
+        }
         for p in &report.problems {
             println!("damage: {p}");
         }
+        print_affected(&report.affected_snapshots);
+        if !report.unindexed_packs.is_empty() && !g.quiet {
+            println!(
+                "{} packs are not indexed (left by an interrupted backup; the next `snapshot create` or `repair index` adopts them)",
+                report.unindexed_packs.len()
+            );
+        }
         if !g.quiet {
             println!(
-                "checked {} snapshots, {} packs, {} blobs{}: {}",
+                "checked {} snapshots, {} index objects, {} packs, {} blobs{}: {}",
                 report.snapshots,
+                report.index_objects,
                 report.packs,
                 report.blobs,
-                if a.read_data {
-                    format!(", read {}", human(report.bytes_read))
+                if opts.reads_data() {
+                    format!(
+                        ", read {} packs ({}){}",
+                        report.packs_read,
+                        human(report.bytes_read),
+                        if report.packs_not_read > 0 {
+                            format!(", {} left for later runs", report.packs_not_read)
+                        } else {
+                            String::new()
+                        }
+                    )
                 } else {
                     String::new()
                 },
-                if report.problems.is_empty() {
+                if report.is_clean() {
                     "no damage found".to_string()
                 } else {
-                    format!("{} problems", report.problems.len())
+                    format!(
+                        "DAMAGE: {} problems, {} snapshots affected",
+                        report.problems.len(),
+                        report.affected_snapshots.len()
+                    )
                 }
             );
         }
     }
-    Ok(if report.problems.is_empty() {
+    Ok(if report.is_clean() {
+        exit::OK
+    } else {
+        exit::DAMAGED
+    })
+}
+
+/// Names each affected snapshot and (up to 20 of) its affected paths.
+fn print_affected(affected: &[checker::AffectedSnapshot]) {
+    for s in affected {
+        let short = &s.id[..s.id.len().min(8)];
+        if s.time.is_empty() {
+            println!("affected: snapshot {short}: the snapshot object itself is unreadable");
+            continue;
+        }
+        println!(
+            "affected: snapshot {short} ({}): {} paths need damaged or missing data",
+            s.time,
+            s.paths.len()
+        );
+        for p in s.paths.iter().take(20) {
+            println!("  {p}");
+        }
+        if s.paths.len() > 20 {
+            println!("  … and {} more (--json lists all)", s.paths.len() - 20);
+        }
+    }
+}
+
+fn repair_index(g: &Global, a: JsonArg) -> Result<u8> {
+    let mut repo = open(g)?;
+    let progress = CheckBar::new(g);
+    let r = repair::repair_index(&mut repo, &progress);
+    progress.finish();
+    let r = r?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        for p in &r.unreadable_packs {
+            println!("damage: {p} (left in place, not indexed)");
+        }
+        if !g.quiet {
+            println!(
+                "rebuilt the index from {} packs ({} blobs): {} index objects written, {} old ones removed",
+                r.packs, r.blobs, r.index_objects_written, r.index_objects_removed
+            );
+        }
+    }
+    Ok(if r.unreadable_packs.is_empty() {
+        exit::OK
+    } else {
+        exit::DAMAGED
+    })
+}
+
+fn repair_snapshots(g: &Global, a: RepairSnapshotsArgs) -> Result<u8> {
+    let mut repo = open(g)?;
+    let progress = CheckBar::new(g);
+    let opts = CheckOptions {
+        read_data: a.read_data,
+        ..Default::default()
+    };
+    let r = repair::repair_snapshots(&mut repo, &opts, a.forget, a.dry_run, &progress);
+    progress.finish();
+    let r = r?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        for p in &r.problems {
+            println!("damage: {p}");
+        }
+        print_affected(&r.damaged);
+        if !g.quiet {
+            let verb = match (a.forget, a.dry_run) {
+                (true, true) => "would be forgotten (dry run)",
+                (true, false) => "forgotten",
+                _ => "found (use --forget to remove them)",
+            };
+            if r.damaged.is_empty() {
+                println!("every snapshot has all its data");
+            } else {
+                println!("{} damaged snapshots {verb}", r.damaged.len());
+            }
+        }
+    }
+    // Damage that remains in the repository is still reported by the exit code.
+    Ok(if r.damaged.is_empty() || !r.forgotten.is_empty() {
         exit::OK
     } else {
         exit::DAMAGED

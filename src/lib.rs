@@ -35,6 +35,7 @@ pub mod id;
 pub mod index;
 pub mod keys;
 pub mod pack;
+pub mod repair;
 pub mod repo;
 pub mod restorer;
 pub mod snapshot;
