@@ -16,6 +16,8 @@ mod disk;
 #[path = "it/errors.rs"]
 mod errors;
 mod fuzz_seeds;
+#[path = "it/integrity.rs"]
+mod integrity;
 #[path = "it/json.rs"]
 mod json;
 #[path = "it/plaintext.rs"]

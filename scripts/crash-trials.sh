@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The long versions of the crash-safety proofs (CI runs short ones):
+#   - TRIALS (default 60) random SIGKILLs of `snapshot create` and `repair index`;
+#   - the resume measurement on a RESUME_MIB (default 1024) stream.
+# Usage: scripts/crash-trials.sh [TRIALS] [RESUME_MIB]; TRESOR_CRASH_SEED=N replays a run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export TRESOR_CRASH_TRIALS="${1:-60}" TRESOR_RESUME_MIB="${2:-1024}"
+cargo test --release --test it -- --exact --nocapture \
+    crash::random_kills_never_lose_a_committed_snapshot \
+    crash::resumed_backup_reuses_what_the_killed_run_stored 2>&1 |
+    grep -E '^(crash trials|resume|test |thread|test result)|panicked|assert'
