@@ -570,12 +570,21 @@ fn snapshot_json(id: &ObjectId, s: &Snapshot) -> serde_json::Value {
 
 fn list(g: &Global, a: JsonArg) -> Result<u8> {
     let repo = open(g)?;
-    let snaps = repo.snapshots()?;
+    let (snaps, damaged) = repo.snapshots()?;
+    for d in &damaged {
+        eprintln!("tresor: error: {d} (run `tresor check`)");
+    }
+    // The list is shown, but a damaged snapshot object is never a silent omission.
+    let code = if damaged.is_empty() {
+        exit::OK
+    } else {
+        exit::DAMAGED
+    };
     let mut out = std::io::stdout().lock();
     if a.json {
         let v: Vec<_> = snaps.iter().map(|(id, s)| snapshot_json(id, s)).collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
-        return Ok(exit::OK);
+        return Ok(code);
     }
     writeln!(
         out,
@@ -598,7 +607,7 @@ fn list(g: &Global, a: JsonArg) -> Result<u8> {
     if !g.quiet {
         writeln!(out, "{} snapshots", snaps.len())?;
     }
-    Ok(exit::OK)
+    Ok(code)
 }
 
 fn show(g: &Global, a: ShowArgs) -> Result<u8> {

@@ -195,26 +195,42 @@ impl Repo {
         )
     }
 
-    /// All snapshots, oldest first. A snapshot that cannot be read is an error naming it.
-    pub fn snapshots(&self) -> Result<Vec<(ObjectId, Snapshot)>> {
+    /// All readable snapshots, oldest first, and one line per snapshot object that cannot be
+    /// read (naming it): one damaged snapshot must not hide the others.
+    pub fn snapshots(&self) -> Result<(Vec<(ObjectId, Snapshot)>, Vec<String>)> {
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         for (name, _) in self.backend.list(ObjectKind::Snapshot)? {
-            let id = ObjectId::from_hex(&name)?;
-            let s = Snapshot::decode(
-                &self.key,
-                &id,
-                &self.backend.get(ObjectKind::Snapshot, &name)?,
-            )?;
-            out.push((id, s));
+            let id = match ObjectId::from_hex(&name) {
+                Ok(id) => id,
+                Err(e) => {
+                    damaged.push(format!("snapshot object {name}: {e}"));
+                    continue;
+                }
+            };
+            // Failing to read is an error of the storage, not damage of this object.
+            let bytes = self.backend.get(ObjectKind::Snapshot, &name)?;
+            match Snapshot::decode(&self.key, &id, &bytes) {
+                Ok(s) => out.push((id, s)),
+                Err(e) => damaged.push(format!("snapshot object {name}: {e}")),
+            }
         }
         out.sort_by(|a, b| a.1.timestamp().cmp(&b.1.timestamp()).then(a.0.cmp(&b.0)));
-        Ok(out)
+        Ok((out, damaged))
     }
 
     /// Resolves `latest`, a full id or a unique id prefix.
     pub fn find_snapshot(&self, reference: &str) -> Result<(ObjectId, Snapshot)> {
         if reference == "latest" {
-            return self.snapshots()?.pop().ok_or_else(|| {
+            let (mut snaps, damaged) = self.snapshots()?;
+            // `latest` must not silently mean an older snapshot than the newest one.
+            if let Some(d) = damaged.into_iter().next() {
+                return Err(Error::corrupt(
+                    d,
+                    "cannot tell which snapshot is the latest; name the snapshot by id, or remove the damaged one with `tresor repair snapshots --forget`",
+                ));
+            }
+            return snaps.pop().ok_or_else(|| {
                 Error::SnapshotNotFound("latest (the repository has no snapshots)".into())
             });
         }

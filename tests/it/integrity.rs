@@ -192,6 +192,11 @@ fn truncated_and_deleted_packs() {
     assert_eq!(r["damaged_packs"], serde_json::json!([name]));
     assert_eq!(affected_ids(&r), [f.s2.clone()], "{r}");
     restore_refused(&f, &f.s2, None, &name);
+    // Read in full, the pack is judged blob by blob: the blobs past the cut are named.
+    let (code, r) = f.check_json(&["--read-data"]);
+    assert_eq!(code, exit::DAMAGED, "{r}");
+    assert!(!r["damaged_blobs"].as_array().unwrap().is_empty(), "{r}");
+    assert_eq!(affected_ids(&r), [f.s2.clone()], "{r}");
 
     fs::remove_file(&pack).unwrap();
     let (code, r) = f.check_json(&[]);
@@ -298,6 +303,23 @@ fn corrupted_snapshot_object() {
     assert_eq!(affected_ids(&r), [f.s2.clone()]);
     restore_refused(&f, &f.s2, None, &f.s2);
     assert!(f.env.restore_stdout(&f.s3, None) == f.other);
+    // The list still shows the others, names the damaged object and says so in its exit code.
+    let out = f.env.run(&["snapshot", "list", "--json"]);
+    out.expect_code(
+        exit::DAMAGED,
+        "snapshot list with a damaged snapshot object",
+    )
+    .stderr_has(&f.s2);
+    let ids: Vec<_> = out
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].clone())
+        .collect();
+    assert_eq!(ids, [Value::from(f.s1.clone()), Value::from(f.s3.clone())]);
+    // `latest` refuses to guess rather than silently meaning an older snapshot.
+    restore_refused(&f, "latest", None, &f.s2);
 }
 
 #[test]
