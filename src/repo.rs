@@ -44,6 +44,9 @@ impl Default for InitOptions {
     }
 }
 
+/// Snapshots with their ids, oldest first.
+pub type SnapshotList = Vec<(ObjectId, Snapshot)>;
+
 /// An open repository.
 pub struct Repo {
     backend: Arc<dyn Backend>,
@@ -197,7 +200,7 @@ impl Repo {
 
     /// All readable snapshots, oldest first, and one line per snapshot object that cannot be
     /// read (naming it): one damaged snapshot must not hide the others.
-    pub fn snapshots(&self) -> Result<(Vec<(ObjectId, Snapshot)>, Vec<String>)> {
+    pub fn snapshots(&self) -> Result<(SnapshotList, Vec<String>)> {
         let mut out = Vec::new();
         let mut damaged = Vec::new();
         for (name, _) in self.backend.list(ObjectKind::Snapshot)? {

@@ -279,7 +279,7 @@ fn random_kills_never_lose_a_committed_snapshot() {
 
     let mut outcomes = [0u32; 3]; // killed create, completed create, killed repair
     for t in 0..trials {
-        let repair = rng.next_u64() % 4 == 0;
+        let repair = rng.next_u64().is_multiple_of(4);
         let data = Arc::new(Rng::new(seed.wrapping_add(100 + t)).text(DOOMED));
         let before: HashSet<String> = committed.iter().map(|c| c.0.clone()).collect();
         let (mut guard, feeder) = if repair {

@@ -163,7 +163,7 @@ fn flipped_bit_in_a_pack() {
     assert_eq!(code, exit::DAMAGED, "{r}");
     assert!(mentions(&r, &name), "{r}");
     assert_eq!(r["damaged_blobs"].as_array().unwrap().len(), 1, "{r}");
-    assert_eq!(affected_ids(&r), [f.s2.clone()], "{r}");
+    assert_eq!(affected_ids(&r), std::slice::from_ref(&f.s2), "{r}");
     assert_eq!(affected_paths(&r, &f.s2), ["dump.sql"]);
     restore_refused(&f, &f.s2, None, &name);
     // Unaffected snapshots restore.
@@ -190,20 +190,20 @@ fn truncated_and_deleted_packs() {
         "{r}"
     );
     assert_eq!(r["damaged_packs"], serde_json::json!([name]));
-    assert_eq!(affected_ids(&r), [f.s2.clone()], "{r}");
+    assert_eq!(affected_ids(&r), std::slice::from_ref(&f.s2), "{r}");
     restore_refused(&f, &f.s2, None, &name);
     // Read in full, the pack is judged blob by blob: the blobs past the cut are named.
     let (code, r) = f.check_json(&["--read-data"]);
     assert_eq!(code, exit::DAMAGED, "{r}");
     assert!(!r["damaged_blobs"].as_array().unwrap().is_empty(), "{r}");
-    assert_eq!(affected_ids(&r), [f.s2.clone()], "{r}");
+    assert_eq!(affected_ids(&r), std::slice::from_ref(&f.s2), "{r}");
 
     fs::remove_file(&pack).unwrap();
     let (code, r) = f.check_json(&[]);
     assert_eq!(code, exit::DAMAGED, "{r}");
     assert!(mentions(&r, &format!("pack {name}: is missing")), "{r}");
     // The pack also held the snapshot's root tree: the whole snapshot ("/") is affected.
-    assert_eq!(affected_ids(&r), [f.s2.clone()], "{r}");
+    assert_eq!(affected_ids(&r), std::slice::from_ref(&f.s2), "{r}");
     assert_eq!(affected_paths(&r, &f.s2), ["/"]);
     restore_refused(&f, &f.s2, None, &name);
     assert!(f.env.restore_stdout(&f.s3, None) == f.other);
@@ -300,7 +300,7 @@ fn corrupted_snapshot_object() {
     let (code, r) = f.check_json(&[]);
     assert_eq!(code, exit::DAMAGED, "{r}");
     assert!(mentions(&r, &format!("snapshot object {}", f.s2)), "{r}");
-    assert_eq!(affected_ids(&r), [f.s2.clone()]);
+    assert_eq!(affected_ids(&r), std::slice::from_ref(&f.s2));
     restore_refused(&f, &f.s2, None, &f.s2);
     assert!(f.env.restore_stdout(&f.s3, None) == f.other);
     // The list still shows the others, names the damaged object and says so in its exit code.
