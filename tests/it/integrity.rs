@@ -151,8 +151,18 @@ fn restore_refused(f: &Fixture, snap: &str, path: Option<&str>, object: &str) {
 fn flipped_bit_in_a_pack() {
     let f = Fixture::new();
     let pack = f.pack_of_stream();
+    // Inside a data blob: the tree (often first in the pack) stays intact.
+    let (offset, len): (i64, i64) = rusqlite::Connection::open(catalog_path(&f.env))
+        .unwrap()
+        .query_row(
+            "SELECT b.offset, b.stored_len FROM blobs b JOIN packs p ON p.rowid = b.pack
+             WHERE p.id = ?1 AND b.kind = 0 LIMIT 1",
+            [hex::decode(name_of(&pack)).unwrap()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
     let mut bytes = fs::read(&pack).unwrap();
-    bytes[1000] ^= 0x08;
+    bytes[(offset + len / 2) as usize] ^= 0x08;
     fs::write(&pack, &bytes).unwrap();
     let name = name_of(&pack);
 
@@ -392,6 +402,12 @@ fn ledger_rereads_every_pack_within_the_window() {
     env.create_stdin("big.bin", &Rng::new(7).bytes(40 << 20));
     let packs = env.packs().len() as u64;
     assert!(packs >= 10, "{packs} packs");
+    let largest = env
+        .packs()
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .max()
+        .unwrap();
     let read = |args: &[&str]| -> Value {
         let mut a = vec!["check", "--json"];
         a.extend_from_slice(args);
@@ -416,8 +432,9 @@ fn ledger_rereads_every_pack_within_the_window() {
     loop {
         let r = read(&["--max-age", "30d", "--budget", "3MiB"]);
         let n = r["packs_read"].as_u64().unwrap();
+        // The budget is crossed by at most the last pack taken.
         assert!(
-            r["bytes_read"].as_u64().unwrap() <= (3 << 20) + (2 << 20),
+            r["bytes_read"].as_u64().unwrap() < (3 << 20) + largest,
             "{r}"
         );
         if n == 0 {
@@ -432,7 +449,21 @@ fn ledger_rereads_every_pack_within_the_window() {
 
     // Everything verified just now: nothing is due; damage there waits for the window
     // (documented), but a full read or a percentage run in ledger order finds it.
-    let pack = env.packs()[0].clone();
+    // A pack of data blobs only: damage to the tree pack would be seen by the structural walk.
+    let data_only: Vec<u8> = rusqlite::Connection::open(catalog_path(&env))
+        .unwrap()
+        .query_row(
+            "SELECT p.id FROM packs p WHERE NOT EXISTS
+             (SELECT 1 FROM blobs b WHERE b.pack = p.rowid AND b.kind = 1) LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let pack = env
+        .packs()
+        .into_iter()
+        .find(|p| name_of(p) == hex::encode(&data_only))
+        .unwrap();
     let mut bytes = fs::read(&pack).unwrap();
     bytes[10] ^= 0x80;
     fs::write(&pack, &bytes).unwrap();
