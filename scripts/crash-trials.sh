@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The long versions of the crash-safety proofs (CI runs short ones):
 #   - TRIALS (default 60) random SIGKILLs of `snapshot create` and `repair index`;
+#   - PRUNE_TRIALS (default 30) random SIGKILLs of `prune`;
 #   - the resume measurement on a RESUME_MIB (default 1024) stream.
-# Usage: scripts/crash-trials.sh [TRIALS] [RESUME_MIB]; TRESOR_CRASH_SEED=N replays a run.
+# Usage: scripts/crash-trials.sh [TRIALS] [RESUME_MIB] [PRUNE_TRIALS];
+# TRESOR_CRASH_SEED=N replays a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export TRESOR_CRASH_TRIALS="${1:-60}" TRESOR_RESUME_MIB="${2:-1024}"
-cargo test --release --test it -- --exact --nocapture \
+export TRESOR_CRASH_TRIALS="${1:-60}" TRESOR_RESUME_MIB="${2:-1024}" TRESOR_PRUNE_TRIALS="${3:-30}"
+cargo test --release --test it -- --exact --nocapture --test-threads 1 \
     crash::random_kills_never_lose_a_committed_snapshot \
-    crash::resumed_backup_reuses_what_the_killed_run_stored 2>&1 |
-    grep -E '^(crash trials|resume|test |thread|test result)|panicked|assert'
+    crash::resumed_backup_reuses_what_the_killed_run_stored \
+    retention::prune_killed_at_random_moments_keeps_every_kept_snapshot 2>&1 |
+    grep -E '^(crash trials|prune trials|resume|test |thread|test result)|panicked|assert'

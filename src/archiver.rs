@@ -524,7 +524,7 @@ pub fn create(
 }
 
 /// The user running the backup: `$USER`, else `$LOGNAME` (cron sets one), else the uid.
-fn username() -> String {
+pub(crate) fn username() -> String {
     use std::os::unix::fs::MetadataExt;
     ["USER", "LOGNAME"]
         .iter()

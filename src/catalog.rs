@@ -42,6 +42,19 @@ pub struct BlobLocation {
     pub raw_len: u32,
 }
 
+/// Counts and sizes over the indexed blobs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlobTotals {
+    /// Data blobs.
+    pub data_blobs: u64,
+    /// Tree blobs.
+    pub tree_blobs: u64,
+    /// Plaintext bytes.
+    pub raw: u64,
+    /// Sealed bytes.
+    pub stored: u64,
+}
+
 /// An open catalog.
 pub struct Catalog {
     conn: Connection,
@@ -378,6 +391,40 @@ impl Catalog {
             }
         }
         sql("commit", tx.commit())
+    }
+
+    /// Totals over every indexed blob.
+    pub fn blob_totals(&self) -> Result<BlobTotals> {
+        let mut st = sql(
+            "prepare",
+            self.conn.prepare(
+                "SELECT kind, count(*), coalesce(sum(raw_len), 0), coalesce(sum(stored_len), 0)
+                 FROM blobs GROUP BY kind",
+            ),
+        )?;
+        let rows = sql(
+            "totals",
+            st.query_map([], |r| {
+                Ok((
+                    r.get::<_, u8>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            }),
+        )?;
+        let mut t = BlobTotals::default();
+        for row in rows {
+            let (kind, n, raw, stored) = sql("totals", row)?;
+            if kind == BlobKind::Tree as u8 {
+                t.tree_blobs += n as u64;
+            } else {
+                t.data_blobs += n as u64;
+            }
+            t.raw += raw as u64;
+            t.stored += stored as u64;
+        }
+        Ok(t)
     }
 
     /// Number of blobs and packs known.

@@ -497,13 +497,24 @@ fn read_pack(
         r.pack_problems
             .push("content does not match its name (damaged)".into());
     }
-    match pack::header_of(key, id, &bytes) {
-        Ok(h) if h == entries => {}
-        Ok(_) => r
-            .pack_problems
-            .push("header disagrees with the index".into()),
-        Err(e) => r.pack_problems.push(strip_pack_prefix(&e.to_string(), id)),
-    }
+    // The catalog places each blob once: a blob stored twice (two concurrent backups) is
+    // listed under one of its packs only. So every catalog entry must be in the header; the
+    // header may hold more. All blobs the header lists are verified.
+    let header = match pack::header_of(key, id, &bytes) {
+        Ok(h) => {
+            let listed: HashSet<&PackEntry> = h.iter().collect();
+            if !entries.iter().all(|e| listed.contains(e)) {
+                r.pack_problems
+                    .push("header disagrees with the index".into());
+            }
+            Some(h)
+        }
+        Err(e) => {
+            r.pack_problems.push(strip_pack_prefix(&e.to_string(), id));
+            None
+        }
+    };
+    let entries = header.as_deref().unwrap_or(entries);
     // Blobs in parallel too: packs differ a lot in how much they inflate to, and work-stealing
     // keeps both cores busy to the last pack.
     r.blob_problems = entries

@@ -19,6 +19,7 @@ use tresor::chunker::ChunkerParams;
 use tresor::error::Error;
 use tresor::id::ObjectId;
 use tresor::keys::KdfParams;
+use tresor::lock::{LockGuard, LockTiming};
 use tresor::repair;
 use tresor::repo::{self, InitOptions, Repo};
 use tresor::restorer;
@@ -37,6 +38,8 @@ pub mod exit {
     pub const INCOMPLETE: u8 = 3;
     /// No repository at the given location.
     pub const NO_REPO: u8 = 10;
+    /// Another process holds a conflicting lock.
+    pub const LOCKED: u8 = 11;
     /// Wrong password.
     pub const WRONG_PASSWORD: u8 = 12;
     /// A repository object is corrupt or missing.
@@ -73,6 +76,14 @@ struct Global {
     /// Print only errors (no summary line, no progress).
     #[arg(long, short = 'q', global = true)]
     quiet: bool,
+    /// Wait this long for a conflicting lock (`10m`, `1h`) instead of failing at once.
+    #[arg(
+        long,
+        env = "TRESOR_RETRY_LOCK",
+        global = true,
+        value_name = "DURATION"
+    )]
+    retry_lock: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -88,6 +99,76 @@ enum Command {
     /// Repair the index or drop snapshots whose data is gone.
     #[command(subcommand)]
     Repair(RepairCmd),
+    /// Delete data no snapshot needs; repack packs that are mostly unused.
+    Prune(PruneArgs),
+    /// Repository figures: snapshots, chunks, stored and raw bytes, dedup and compression.
+    Stats(JsonArg),
+}
+
+#[derive(Args)]
+struct PruneArgs {
+    /// Repack a pack when more than this share of it is unused (`10%`, `0%` repacks every
+    /// pack with any unused byte).
+    #[arg(long, default_value = "10%", value_name = "PERCENT")]
+    max_unused: String,
+    /// Show what would be deleted and freed; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ForgetArgs {
+    /// Snapshots to forget by id (instead of a policy).
+    ids: Vec<String>,
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N")]
+    keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours that have one.
+    #[arg(long, value_name = "N")]
+    keep_hourly: Option<u32>,
+    /// … days.
+    #[arg(long, value_name = "N")]
+    keep_daily: Option<u32>,
+    /// … ISO weeks.
+    #[arg(long, value_name = "N")]
+    keep_weekly: Option<u32>,
+    /// … months.
+    #[arg(long, value_name = "N")]
+    keep_monthly: Option<u32>,
+    /// … years.
+    #[arg(long, value_name = "N")]
+    keep_yearly: Option<u32>,
+    /// Keep every snapshot within this duration of the group's newest (`30d`, `1y6M`).
+    #[arg(long, value_name = "DURATION")]
+    keep_within: Option<String>,
+    /// Keep every snapshot with this tag (repeatable).
+    #[arg(long, value_name = "TAG")]
+    keep_tag: Vec<String>,
+    /// Apply the policy per group of these fields (`host,sources,tags`; empty: one group).
+    #[arg(long, default_value = "host,sources", value_name = "FIELDS")]
+    group_by: String,
+    /// Show each snapshot with keep/remove, the rule that decided, and what a prune would free.
+    #[arg(long)]
+    dry_run: bool,
+    /// Run prune afterwards.
+    #[arg(long)]
+    prune: bool,
+    /// For --prune: see `prune --max-unused`.
+    #[arg(long, default_value = "10%", value_name = "PERCENT")]
+    max_unused: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct UnlockArgs {
+    /// Remove every lock, also those of processes that may still run (dangerous).
+    #[arg(long)]
+    remove_all: bool,
 }
 
 #[derive(Subcommand)]
@@ -118,6 +199,8 @@ struct RepairSnapshotsArgs {
 enum RepoCmd {
     /// Create a new repository.
     Init(InitArgs),
+    /// Remove stale locks (of crashed runs); --remove-all removes every lock.
+    Unlock(UnlockArgs),
 }
 
 #[derive(Args)]
@@ -155,6 +238,8 @@ enum SnapshotCmd {
     Show(ShowArgs),
     /// Restore a snapshot (or one path of it) into a directory or to standard output.
     Restore(RestoreArgs),
+    /// Remove snapshots by a retention policy or by id (data goes with `prune`).
+    Forget(ForgetArgs),
 }
 
 #[derive(Args)]
@@ -192,6 +277,9 @@ struct CreateArgs {
 struct ShowArgs {
     /// Snapshot: `latest`, a full id or a unique prefix.
     snapshot: String,
+    /// Also show the bytes it needs beyond this base snapshot (the differential size).
+    #[arg(long, value_name = "SNAPSHOT")]
+    since: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -272,6 +360,7 @@ fn code_for(e: &anyhow::Error) -> u8 {
             return match err {
                 Error::RepoNotFound(_) => exit::NO_REPO,
                 Error::WrongPassword => exit::WRONG_PASSWORD,
+                Error::Locked(_) => exit::LOCKED,
                 Error::Corrupt { .. } | Error::Missing { .. } => exit::DAMAGED,
                 _ => exit::FATAL,
             };
@@ -291,6 +380,10 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Check(a) => check(g, a),
         Command::Repair(RepairCmd::Index(a)) => repair_index(g, a),
         Command::Repair(RepairCmd::Snapshots(a)) => repair_snapshots(g, a),
+        Command::Repo(RepoCmd::Unlock(a)) => unlock(g, a),
+        Command::Snapshot(SnapshotCmd::Forget(a)) => forget(g, a),
+        Command::Prune(a) => prune(g, a),
+        Command::Stats(a) => stats(g, a),
     }
 }
 
@@ -375,6 +468,26 @@ fn open(g: &Global) -> Result<Repo> {
         eprintln!("tresor: warning: {w} (run `tresor check`)");
     }
     Ok(repo)
+}
+
+/// Takes the repository lock for `operation`, printing any stale locks it removed.
+fn lock(g: &Global, repo: &Repo, operation: &str, exclusive: bool) -> Result<LockGuard> {
+    let retry = match &g.retry_lock {
+        Some(r) => std::time::Duration::from_secs(parse_age(r)?),
+        None => std::time::Duration::ZERO,
+    };
+    let guard = tresor::lock::acquire(
+        Arc::clone(repo.backend()),
+        Arc::clone(repo.key()),
+        operation,
+        exclusive,
+        retry,
+        LockTiming::default(),
+    )?;
+    for m in &guard.removed_stale {
+        eprintln!("tresor: {m}");
+    }
+    Ok(guard)
 }
 
 fn init(g: &Global, a: InitArgs) -> Result<u8> {
@@ -465,6 +578,7 @@ fn create(g: &Global, a: CreateArgs) -> Result<u8> {
         bail!("nothing to back up: give paths, --stdin or --command");
     }
     let mut repo = open(g)?;
+    let _lock = lock(g, &repo, "snapshot create", false)?;
     let progress = Bar(bar(g, "read"));
     let opts = CreateOptions {
         sources,
@@ -613,13 +727,25 @@ fn list(g: &Global, a: JsonArg) -> Result<u8> {
 fn show(g: &Global, a: ShowArgs) -> Result<u8> {
     let repo = open(g)?;
     let (id, s) = repo.find_snapshot(&a.snapshot)?;
+    let (all, _) = repo.snapshots()?;
+    let others: Vec<_> = all
+        .iter()
+        .filter(|(i, _)| *i != id)
+        .map(|(_, o)| o.root)
+        .collect();
+    let base = match &a.since {
+        Some(r) => Some(repo.find_snapshot(r)?),
+        None => None,
+    };
+    let cost = tresor::usage::snapshot_cost(&repo, &s, &others, base.as_ref().map(|b| &b.1.root))?;
     let mut out = std::io::stdout().lock();
     if a.json {
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&snapshot_json(&id, &s))?
-        )?;
+        let mut v = snapshot_json(&id, &s);
+        v["cost"] = serde_json::to_value(&cost)?;
+        if let Some((bid, _)) = &base {
+            v["cost"]["base"] = serde_json::Value::from(bid.to_hex());
+        }
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(exit::OK);
     }
     let sm = &s.summary;
@@ -645,6 +771,22 @@ fn show(g: &Global, a: ShowArgs) -> Result<u8> {
         sm.blobs_added,
         sm.blobs_reused
     )?;
+    writeln!(
+        out,
+        "needs     {} in {} blobs; only it: {} (what forgetting it frees)",
+        human(cost.referenced.stored),
+        cost.referenced.blobs,
+        human(cost.unique.stored)
+    )?;
+    if let (Some(b), Some((bid, _))) = (&cost.beyond_base, &base) {
+        writeln!(
+            out,
+            "since     {}: needs {} beyond it ({} blobs)",
+            bid.short(),
+            human(b.stored),
+            b.blobs
+        )?;
+    }
     writeln!(out, "duration  {:.1} s", sm.duration_seconds)?;
     writeln!(
         out,
@@ -663,6 +805,7 @@ fn show(g: &Global, a: ShowArgs) -> Result<u8> {
 
 fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
     let repo = open(g)?;
+    let _lock = lock(g, &repo, "snapshot restore", false)?;
     let (id, s) = repo.find_snapshot(&a.snapshot)?;
     if a.stdout {
         let mut out = std::io::stdout();
@@ -799,6 +942,7 @@ fn check(g: &Global, a: CheckArgs) -> Result<u8> {
         budget_bytes: a.budget.as_deref().map(parse_size).transpose()?,
     };
     let mut repo = open(g)?;
+    let _lock = lock(g, &repo, "check", false)?;
     let progress = CheckBar::new(g);
     let report = checker::check(&mut repo, &opts, &progress);
     progress.finish();
@@ -883,6 +1027,7 @@ fn print_affected(affected: &[checker::AffectedSnapshot]) {
 
 fn repair_index(g: &Global, a: JsonArg) -> Result<u8> {
     let mut repo = open(g)?;
+    let _lock = lock(g, &repo, "repair index", true)?;
     let progress = CheckBar::new(g);
     let r = repair::repair_index(&mut repo, &progress);
     progress.finish();
@@ -909,6 +1054,7 @@ fn repair_index(g: &Global, a: JsonArg) -> Result<u8> {
 
 fn repair_snapshots(g: &Global, a: RepairSnapshotsArgs) -> Result<u8> {
     let mut repo = open(g)?;
+    let _lock = lock(g, &repo, "repair snapshots", a.forget && !a.dry_run)?;
     let progress = CheckBar::new(g);
     let opts = CheckOptions {
         read_data: a.read_data,
@@ -943,6 +1089,244 @@ fn repair_snapshots(g: &Global, a: RepairSnapshotsArgs) -> Result<u8> {
     } else {
         exit::DAMAGED
     })
+}
+
+fn unlock(g: &Global, a: UnlockArgs) -> Result<u8> {
+    let repo = open(g)?;
+    if a.remove_all {
+        eprintln!(
+            "tresor: warning: removing every lock, including those of operations that may still run; a running prune or backup may now be disturbed"
+        );
+    }
+    let removed = tresor::lock::unlock(
+        repo.backend().as_ref(),
+        repo.key(),
+        a.remove_all,
+        &LockTiming::default(),
+    )?;
+    for m in &removed {
+        println!("{m}");
+    }
+    if !g.quiet {
+        let left = tresor::lock::list(repo.backend().as_ref(), repo.key())?;
+        println!(
+            "{} locks removed, {} held by running operations",
+            removed.len(),
+            left.len()
+        );
+        for (_, info) in left {
+            if let Ok(i) = info {
+                println!("  {}", i.describe());
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// `10%`, `2.5%` or `10` (percent) → a share between 0 and 1.
+fn parse_share(s: &str) -> Result<f64> {
+    let v: f64 = s
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| anyhow!("bad percentage {s:?}: give e.g. 10%"))?;
+    if !(0.0..=100.0).contains(&v) {
+        bail!("percentage {s:?} must be between 0% and 100%");
+    }
+    Ok(v / 100.0)
+}
+
+fn print_plan(p: &tresor::prune::PrunePlan, verb: &str) {
+    println!(
+        "{} packs ({}) hold {} blobs ({}) that {} kept snapshots need",
+        p.packs,
+        human(p.pack_bytes),
+        p.used_blobs,
+        human(p.used_bytes),
+        p.snapshots_kept
+    );
+    println!(
+        "{verb} {} unused packs ({}), repack {} packs ({}, copying {}), leave {} unused in packs under the threshold{}",
+        p.delete_packs,
+        human(p.delete_bytes),
+        p.repack_packs,
+        human(p.repack_bytes),
+        human(p.repack_copy_bytes),
+        human(p.unused_bytes_kept),
+        if p.missing_packs > 0 {
+            format!(
+                ", drop {} missing empty packs from the index",
+                p.missing_packs
+            )
+        } else {
+            String::new()
+        }
+    );
+}
+
+fn prune(g: &Global, a: PruneArgs) -> Result<u8> {
+    let max_unused = parse_share(&a.max_unused)?;
+    let mut repo = open(g)?;
+    let _lock = lock(g, &repo, "prune", true)?;
+    run_prune(g, &mut repo, max_unused, a.dry_run, a.json)
+}
+
+fn run_prune(
+    g: &Global,
+    repo: &mut Repo,
+    max_unused: f64,
+    dry_run: bool,
+    json: bool,
+) -> Result<u8> {
+    if !dry_run {
+        // Packs of interrupted backups are judged like the others.
+        let adopted = repair::adopt_unindexed(repo)?;
+        if adopted.packs > 0 && !g.quiet && !json {
+            println!("adopted {} unindexed packs first", adopted.packs);
+        }
+    }
+    let roots = tresor::prune::all_roots(repo)?;
+    let plan = tresor::prune::plan(repo, &roots, max_unused)?;
+    if dry_run {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&plan.summary)?);
+        } else {
+            print_plan(&plan.summary, "would delete");
+            println!("would free {}", human(plan.summary.bytes_freed));
+        }
+        return Ok(exit::OK);
+    }
+    if !json && !g.quiet {
+        print_plan(&plan.summary, "deleting");
+    }
+    let report = tresor::prune::execute(repo, plan)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if !g.quiet {
+        println!(
+            "freed {} ({} packs deleted, {} written, {} index objects rewritten)",
+            human(report.bytes_freed),
+            report.packs_deleted,
+            report.packs_written,
+            report.index_objects_written
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
+    let policy = tresor::policy::Policy {
+        keep_last: a.keep_last,
+        keep_hourly: a.keep_hourly,
+        keep_daily: a.keep_daily,
+        keep_weekly: a.keep_weekly,
+        keep_monthly: a.keep_monthly,
+        keep_yearly: a.keep_yearly,
+        keep_within_secs: a
+            .keep_within
+            .as_deref()
+            .map(tresor::policy::parse_duration)
+            .transpose()
+            .map_err(|e| anyhow!("--keep-within: {e}"))?,
+        keep_tags: a.keep_tag.clone(),
+    };
+    let by: tresor::forget::GroupBy = a.group_by.parse()?;
+    let max_unused = parse_share(&a.max_unused)?;
+    let mut repo = open(g)?;
+    let _lock = lock(g, &repo, "snapshot forget", !a.dry_run)?;
+    let verdicts = tresor::forget::decide(&repo, &policy, by, &a.ids)?;
+    let removed = verdicts.iter().filter(|v| !v.keep).count();
+    // What a prune right after would free: plan it with only the kept snapshots.
+    let keep_roots: Vec<_> = verdicts.iter().filter(|v| v.keep).map(|v| v.root).collect();
+    let predicted = if a.dry_run {
+        let (_, damaged) = repo.snapshots()?;
+        if damaged.is_empty() {
+            Some(tresor::prune::plan(&repo, &keep_roots, max_unused)?.summary)
+        } else {
+            None
+        }
+    } else {
+        None
+    };
+    if a.json {
+        let v = serde_json::json!({
+            "dry_run": a.dry_run,
+            "snapshots": verdicts,
+            "remove": removed,
+            "keep": verdicts.len() - removed,
+            "prune_would_free": predicted.as_ref().map(|p| p.bytes_freed),
+            "prune_plan": predicted,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        let mut group = None;
+        for v in &verdicts {
+            if group.as_ref() != Some(&v.group) {
+                println!(
+                    "group {}",
+                    if v.group.is_empty() {
+                        "(all)"
+                    } else {
+                        &v.group
+                    }
+                );
+                group = Some(v.group.clone());
+            }
+            println!(
+                "  {}  {:<20}  {:<6}  {}",
+                &v.id[..8],
+                v.time.get(..19).unwrap_or(&v.time).replace('T', " "),
+                if v.keep { "keep" } else { "remove" },
+                v.reasons.join(", ")
+            );
+        }
+        println!(
+            "{} snapshots: keep {}, {} {}",
+            verdicts.len(),
+            verdicts.len() - removed,
+            if a.dry_run { "would remove" } else { "remove" },
+            removed
+        );
+        if let Some(p) = &predicted {
+            println!("a prune after this would free {}", human(p.bytes_freed));
+        }
+    }
+    if a.dry_run {
+        return Ok(exit::OK);
+    }
+    tresor::forget::remove(&repo, &verdicts)?;
+    if a.prune {
+        return run_prune(g, &mut repo, max_unused, false, a.json);
+    }
+    Ok(exit::OK)
+}
+
+fn stats(g: &Global, a: JsonArg) -> Result<u8> {
+    let repo = open(g)?;
+    let st = tresor::usage::repo_stats(&repo)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+        return Ok(exit::OK);
+    }
+    println!("snapshots         {}", st.snapshots);
+    println!("chunks            {} (+ {} trees)", st.chunks, st.trees);
+    println!("snapshots hold    {}", human(st.logical_bytes));
+    println!(
+        "distinct data     {} (dedup {:.2}x)",
+        human(st.raw_bytes),
+        st.dedup_ratio
+    );
+    println!(
+        "after compression {} (compression {:.2}x)",
+        human(st.blob_bytes),
+        st.compression_ratio
+    );
+    println!(
+        "repository        {} (overall {:.2}x)",
+        human(st.stored_bytes),
+        st.total_ratio
+    );
+    Ok(exit::OK)
 }
 
 /// Bytes in binary units.

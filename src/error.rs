@@ -73,6 +73,10 @@ pub enum Error {
     #[error("source {path}: {reason}")]
     BadSource { path: PathBuf, reason: String },
 
+    /// Another process holds a conflicting lock (and `--retry-lock` ran out).
+    #[error("the repository is locked: {0}")]
+    Locked(String),
+
     /// Arguments that make no sense together.
     #[error("{0}")]
     InvalidArgument(String),

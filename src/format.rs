@@ -88,6 +88,8 @@ pub mod aad {
     pub const SNAPSHOT: &[u8] = b"tresor/v1/snapshot";
     /// The config object.
     pub const CONFIG: &[u8] = b"tresor/v1/config";
+    /// A lock object.
+    pub const LOCK: &[u8] = b"tresor/v1/lock";
     /// The master key inside a key file.
     pub const KEY: &[u8] = b"tresor/v1/key";
 }

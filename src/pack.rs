@@ -16,7 +16,7 @@ use crate::format::{self, BlobKind, PACK_ENTRY_LEN, PACK_MAGIC, PACK_TRAILER_LEN
 use crate::id::{BlobId, ObjectId};
 
 /// One blob's place in a pack.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PackEntry {
     /// Data or tree.
     pub kind: BlobKind,

@@ -69,16 +69,27 @@ fn read_headers(
 }
 
 /// Collects indexed packs and writes them out as index objects of bounded size.
-struct IndexWriter<'a> {
+pub(crate) struct IndexWriter<'a> {
     backend: &'a dyn Backend,
     key: &'a MasterKey,
     pending: Vec<IndexedPack>,
     entries: usize,
-    written: Vec<(String, Vec<IndexedPack>)>,
+    /// Index objects written so far, with what they list.
+    pub(crate) written: Vec<(String, Vec<IndexedPack>)>,
 }
 
-impl IndexWriter<'_> {
-    fn push(&mut self, p: IndexedPack) -> Result<()> {
+impl<'a> IndexWriter<'a> {
+    pub(crate) fn new(backend: &'a dyn Backend, key: &'a MasterKey) -> Self {
+        IndexWriter {
+            backend,
+            key,
+            pending: Vec::new(),
+            entries: 0,
+            written: Vec::new(),
+        }
+    }
+
+    pub(crate) fn push(&mut self, p: IndexedPack) -> Result<()> {
         self.entries += p.entries.len();
         self.pending.push(p);
         if self.entries >= ENTRIES_PER_INDEX {
@@ -88,7 +99,7 @@ impl IndexWriter<'_> {
     }
 
     /// Writes pending packs as one index object (durable when this returns).
-    fn flush(&mut self) -> Result<()> {
+    pub(crate) fn flush(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -129,13 +140,7 @@ pub fn repair_index(repo: &mut Repo, progress: &dyn CheckProgress) -> Result<Ind
     let mut out = IndexRepair::default();
     let packs = parse_listing(backend.list(ObjectKind::Pack)?, &mut out.unreadable_packs);
     progress.phase("headers", packs.len() as u64);
-    let mut writer = IndexWriter {
-        backend: backend.as_ref(),
-        key: &key,
-        pending: Vec::new(),
-        entries: 0,
-        written: Vec::new(),
-    };
+    let mut writer = IndexWriter::new(backend.as_ref(), &key);
     for group in packs.chunks(64) {
         for (r, (id, _)) in read_headers(backend.as_ref(), &key, group)
             .into_iter()
@@ -186,13 +191,7 @@ pub fn adopt_unindexed(repo: &mut Repo) -> Result<Adoption> {
     if orphans.is_empty() {
         return Ok(out);
     }
-    let mut writer = IndexWriter {
-        backend: backend.as_ref(),
-        key: &key,
-        pending: Vec::new(),
-        entries: 0,
-        written: Vec::new(),
-    };
+    let mut writer = IndexWriter::new(backend.as_ref(), &key);
     for (r, (id, _)) in read_headers(backend.as_ref(), &key, &orphans)
         .into_iter()
         .zip(&orphans)

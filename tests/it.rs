@@ -24,5 +24,7 @@ mod json;
 mod plaintext;
 #[path = "it/postgres.rs"]
 mod postgres;
+#[path = "it/retention.rs"]
+mod retention;
 #[path = "it/tree.rs"]
 mod tree;

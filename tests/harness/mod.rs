@@ -31,6 +31,7 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     pub const INCOMPLETE: i32 = 3;
     pub const NO_REPO: i32 = 10;
+    pub const LOCKED: i32 = 11;
     pub const WRONG_PASSWORD: i32 = 12;
     pub const DAMAGED: i32 = 13;
 }
@@ -397,6 +398,60 @@ impl Env {
     pub fn stored(&self, p: &Path) -> String {
         p.to_str().unwrap().trim_start_matches('/').to_string()
     }
+}
+
+impl Env {
+    /// Starts `snapshot create --stdin` fed `data` by a thread (stdin closes when all is sent).
+    pub fn spawn_stdin_create(
+        &self,
+        name: &str,
+        data: Arc<Vec<u8>>,
+    ) -> (KillOnDrop, thread::JoinHandle<()>) {
+        let mut cmd = self.command(&["snapshot", "create", "--stdin", "--stdin-name", name]);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let feeder = thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+        (KillOnDrop(Some(child)), feeder)
+    }
+
+    /// Bytes of final (non-temporary) objects under one repository directory.
+    pub fn stored_bytes(&self, dir: &str) -> u64 {
+        all_files(&self.repo.join(dir))
+            .into_iter()
+            .filter(|f| !f.file_name().unwrap().to_string_lossy().starts_with('.'))
+            .map(|f| fs::metadata(f).unwrap().len())
+            .sum()
+    }
+
+    /// Every object under its final name is complete: its name is the BLAKE3 hash of its bytes.
+    pub fn assert_objects_whole(&self, when: &str) {
+        for kind in ["data", "index", "snapshots", "keys", "locks"] {
+            if !self.repo.join(kind).exists() {
+                continue;
+            }
+            for f in all_files(&self.repo.join(kind)) {
+                let name = f.file_name().unwrap().to_string_lossy().into_owned();
+                if name.starts_with('.') {
+                    continue;
+                }
+                let hash = blake3::hash(&fs::read(&f).unwrap()).to_hex().to_string();
+                assert_eq!(hash, name, "{when}: {} is torn or damaged", f.display());
+            }
+        }
+    }
+}
+
+/// A number from the environment, or `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// `repo init` arguments with the cheap KDF.

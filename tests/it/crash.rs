@@ -185,62 +185,14 @@ fn backup_killed_midway_leaves_a_healthy_repository() {
     assert_eq!(out.json()["problems"], serde_json::json!([]));
 }
 
-/// Starts `snapshot create --stdin` fed `data` by a thread (stdin closes when all is sent).
-fn spawn_stdin_create(
-    env: &Env,
-    name: &str,
-    data: Arc<Vec<u8>>,
-) -> (KillOnDrop, thread::JoinHandle<()>) {
-    let mut cmd = env.command(&["snapshot", "create", "--stdin", "--stdin-name", name]);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let feeder = thread::spawn(move || {
-        let _ = stdin.write_all(&data);
-    });
-    (KillOnDrop(Some(child)), feeder)
-}
-
-/// Bytes of final (non-temporary) objects of one kind.
-fn stored_bytes(env: &Env, dir: &str) -> u64 {
-    harness::all_files(&env.repo.join(dir))
-        .into_iter()
-        .filter(|f| !f.file_name().unwrap().to_string_lossy().starts_with('.'))
-        .map(|f| fs::metadata(f).unwrap().len())
-        .sum()
-}
-
-/// Every object under its final name is complete: its name is the BLAKE3 hash of its bytes.
-fn assert_objects_whole(env: &Env, when: &str) {
-    for kind in ["data", "index", "snapshots", "keys"] {
-        for f in harness::all_files(&env.repo.join(kind)) {
-            let name = f.file_name().unwrap().to_string_lossy().into_owned();
-            if name.starts_with('.') {
-                continue;
-            }
-            let hash = blake3::hash(&fs::read(&f).unwrap()).to_hex().to_string();
-            assert_eq!(hash, name, "{when}: {} is torn or damaged", f.display());
-        }
-    }
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Crash injection: `snapshot create` and `repair index` killed with SIGKILL at random moments
 /// (`TRESOR_CRASH_TRIALS`, default 8; scripts/crash-trials.sh runs 60). After every kill: all
 /// objects whole, `check` finds no damage (unindexed packs allowed), every committed snapshot
 /// restores byte-exact, and the next backup succeeds.
 #[test]
 fn random_kills_never_lose_a_committed_snapshot() {
-    let trials = env_u64("TRESOR_CRASH_TRIALS", 8);
-    let seed = env_u64(
+    let trials = harness::env_u64("TRESOR_CRASH_TRIALS", 8);
+    let seed = harness::env_u64(
         "TRESOR_CRASH_SEED",
         u64::from_str_radix(&harness::random_hex(4), 16).unwrap(),
     );
@@ -287,7 +239,7 @@ fn random_kills_never_lose_a_committed_snapshot() {
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
             (KillOnDrop(Some(cmd.spawn().unwrap())), thread::spawn(|| {}))
         } else {
-            spawn_stdin_create(&env, "doomed.txt", Arc::clone(&data))
+            env.spawn_stdin_create("doomed.txt", Arc::clone(&data))
         };
         thread::sleep(Duration::from_millis(rng.next_u64() % span));
         let child = guard.0.as_mut().unwrap();
@@ -305,7 +257,7 @@ fn random_kills_never_lose_a_committed_snapshot() {
             (false, false) => 0,
         }] += 1;
 
-        assert_objects_whole(&env, &what);
+        env.assert_objects_whole(&what);
         let out = env.run(&["check", "--json"]);
         let report = out.json();
         assert_eq!(out.code, harness::exit::OK, "{what}: check: {report}");
@@ -370,7 +322,7 @@ fn random_kills_never_lose_a_committed_snapshot() {
 /// docs/reliability.md is for 1024).
 #[test]
 fn resumed_backup_reuses_what_the_killed_run_stored() {
-    let mib = env_u64("TRESOR_RESUME_MIB", 384) as usize;
+    let mib = harness::env_u64("TRESOR_RESUME_MIB", 384) as usize;
     let data = Arc::new(Rng::new(2026).text(mib << 20));
 
     // Reference: the whole stream into an empty repository.
@@ -382,10 +334,10 @@ fn resumed_backup_reuses_what_the_killed_run_stored() {
 
     let env = Env::new();
     env.init();
-    let base = stored_bytes(&env, "data") + stored_bytes(&env, "index");
-    let (mut guard, feeder) = spawn_stdin_create(&env, "dump.sql", Arc::clone(&data));
+    let base = env.stored_bytes("data") + env.stored_bytes("index");
+    let (mut guard, feeder) = env.spawn_stdin_create("dump.sql", Arc::clone(&data));
     let deadline = Instant::now() + Duration::from_secs(120);
-    while stored_bytes(&env, "data") < full / 2 {
+    while env.stored_bytes("data") < full / 2 {
         assert!(
             Instant::now() < deadline,
             "the killed run never got half-way"
@@ -401,7 +353,7 @@ fn resumed_backup_reuses_what_the_killed_run_stored() {
     child.wait().unwrap();
     guard.0 = None;
     feeder.join().unwrap();
-    let killed = stored_bytes(&env, "data") + stored_bytes(&env, "index") - base;
+    let killed = env.stored_bytes("data") + env.stored_bytes("index") - base;
 
     let second = env.create_stdin("dump.sql", &data);
     let again = second["bytes_added"].as_u64().unwrap();

@@ -1,0 +1,295 @@
+//! `tresor prune`: frees the space of data no snapshot references.
+//!
+//! Plan: mark every blob the remaining snapshots reach (a temporary disk set); for each indexed
+//! pack, count the stored bytes of the used blobs it holds (as the catalog places them). A pack
+//! with no used blob is deleted; a pack whose unused share exceeds `max_unused` is repacked
+//! (its used blobs are authenticated and copied, still sealed, into new packs).
+//!
+//! Execute, in crash-safe order — nothing is deleted before what replaces it is durable:
+//!
+//! 1. new packs (durable), then index objects for them (durable);
+//! 2. every index object that lists a pack being removed is rewritten without those packs
+//!    (new object durable, then the old one deleted);
+//! 3. the removed packs are deleted;
+//! 4. the catalog is rebuilt.
+//!
+//! Killed after 1: the new packs duplicate blobs that are still indexed elsewhere (harmless).
+//! Killed during 2: some blobs are listed twice (harmless). Killed during 3: some removed packs
+//! remain unindexed; the next backup adopts them, the next prune deletes them again. Prune runs
+//! under the exclusive lock, so no backup can be relying on a pack it deletes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::backend::ObjectKind;
+use crate::catalog::DiskBlobSet;
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::format::{PACK_ENTRY_LEN, PACK_TRAILER_LEN};
+use crate::id::{BlobId, ObjectId};
+use crate::index::{self, IndexedPack};
+use crate::pack::{self, PackWriter};
+use crate::repair::IndexWriter;
+use crate::repo::Repo;
+use crate::usage;
+
+/// Default for `--max-unused`: a pack is repacked when more than this share of it is unused.
+pub const DEFAULT_MAX_UNUSED: f64 = 0.10;
+
+/// Sealing overhead of a pack header (nonce and tag) plus the trailer.
+const PACK_OVERHEAD: u64 = 24 + 16 + PACK_TRAILER_LEN as u64;
+
+/// What prune will do (or did).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PrunePlan {
+    /// Snapshots whose data is kept.
+    pub snapshots_kept: u64,
+    /// Indexed packs and their bytes.
+    pub packs: u64,
+    /// Bytes of all indexed packs.
+    pub pack_bytes: u64,
+    /// Blobs some kept snapshot needs, and their stored bytes.
+    pub used_blobs: u64,
+    /// Stored bytes of the used blobs.
+    pub used_bytes: u64,
+    /// Packs holding nothing any kept snapshot needs.
+    pub delete_packs: u64,
+    /// Their bytes.
+    pub delete_bytes: u64,
+    /// Packs whose unused share exceeds `max_unused`.
+    pub repack_packs: u64,
+    /// Their bytes.
+    pub repack_bytes: u64,
+    /// Used bytes copied out of them into new packs.
+    pub repack_copy_bytes: u64,
+    /// Unused bytes left in packs under the threshold.
+    pub unused_bytes_kept: u64,
+    /// Indexed packs that are missing and hold nothing needed: dropped from the index.
+    pub missing_packs: u64,
+    /// Bytes this prune frees (predicted by the plan; exact after execution).
+    pub bytes_freed: u64,
+}
+
+/// A plan with what executing it needs.
+pub struct Plan {
+    /// The figures.
+    pub summary: PrunePlan,
+    used: DiskBlobSet,
+    delete: HashSet<ObjectId>,
+    repack: Vec<ObjectId>,
+}
+
+/// The root trees of every snapshot, for a prune that keeps them all. Refuses when a snapshot
+/// object cannot be read: what it needs is unknown, so nothing may be judged unused.
+pub fn all_roots(repo: &Repo) -> Result<Vec<BlobId>> {
+    let (snaps, damaged) = repo.snapshots()?;
+    if let Some(d) = damaged.first() {
+        return Err(Error::InvalidArgument(format!(
+            "refusing to prune: {d}; what it needs is unknown (remove it with `tresor repair snapshots --forget`)"
+        )));
+    }
+    Ok(snaps.into_iter().map(|(_, s)| s.root).collect())
+}
+
+/// Plans a prune that keeps exactly what `keep_roots` (root trees) reach.
+pub fn plan(repo: &Repo, keep_roots: &[BlobId], max_unused: f64) -> Result<Plan> {
+    if let Some(w) = repo.warnings().first() {
+        return Err(Error::InvalidArgument(format!(
+            "refusing to prune while an index object is damaged ({w}); run `tresor repair index` first"
+        )));
+    }
+    let used = usage::mark_all(repo, keep_roots)?;
+    let stored: HashMap<ObjectId, u64> = repo
+        .backend()
+        .list(ObjectKind::Pack)?
+        .into_iter()
+        .filter_map(|(n, s)| ObjectId::from_hex(&n).ok().map(|id| (id, s)))
+        .collect();
+    let mut s = PrunePlan {
+        snapshots_kept: keep_roots.len() as u64,
+        ..Default::default()
+    };
+    let mut delete = HashSet::new();
+    let mut repack = Vec::new();
+    for p in repo.catalog().packs()? {
+        s.packs += 1;
+        s.pack_bytes += p.size;
+        let (mut used_bytes, mut used_blobs) = (0u64, 0u64);
+        for e in repo.catalog().pack_entries(&p.id)? {
+            if used.contains(&e.id)? {
+                used_bytes += e.stored_len as u64;
+                used_blobs += 1;
+            }
+        }
+        s.used_blobs += used_blobs;
+        s.used_bytes += used_bytes;
+        if !stored.contains_key(&p.id) {
+            if used_blobs > 0 {
+                return Err(Error::Missing {
+                    object: format!(
+                        "pack {} (it holds data kept snapshots need; run `tresor check`, then `tresor repair`)",
+                        p.id.to_hex()
+                    ),
+                });
+            }
+            s.missing_packs += 1;
+            delete.insert(p.id);
+            continue;
+        }
+        let unused = p.size.saturating_sub(used_bytes);
+        if used_blobs == 0 {
+            s.delete_packs += 1;
+            s.delete_bytes += p.size;
+            delete.insert(p.id);
+        } else if unused as f64 > max_unused * p.size as f64 {
+            s.repack_packs += 1;
+            s.repack_bytes += p.size;
+            s.repack_copy_bytes += used_bytes + used_blobs * PACK_ENTRY_LEN as u64;
+            repack.push(p.id);
+        } else {
+            s.unused_bytes_kept += unused;
+        }
+    }
+    let pack_size = repo.config().pack_size as u64;
+    let new_packs = s.repack_copy_bytes.div_ceil(pack_size.max(1));
+    s.bytes_freed = (s.delete_bytes + s.repack_bytes)
+        .saturating_sub(s.repack_copy_bytes + new_packs * PACK_OVERHEAD);
+    Ok(Plan {
+        summary: s,
+        used,
+        delete,
+        repack,
+    })
+}
+
+/// What an executed prune did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PruneReport {
+    /// The plan it carried out.
+    pub plan: PrunePlan,
+    /// New packs written by repacking.
+    pub packs_written: u64,
+    /// Packs deleted (emptied and repacked ones).
+    pub packs_deleted: u64,
+    /// Index objects rewritten or written.
+    pub index_objects_written: u64,
+    /// Index objects deleted.
+    pub index_objects_removed: u64,
+    /// Bytes of packs and index objects before minus after.
+    pub bytes_freed: u64,
+}
+
+fn repository_bytes(repo: &Repo) -> Result<u64> {
+    let mut n = 0;
+    for kind in [ObjectKind::Pack, ObjectKind::Index] {
+        n += repo
+            .backend()
+            .list(kind)?
+            .into_iter()
+            .map(|(_, s)| s)
+            .sum::<u64>();
+    }
+    Ok(n)
+}
+
+/// Carries out a plan (see the module documentation for the order).
+pub fn execute(repo: &mut Repo, plan: Plan) -> Result<PruneReport> {
+    let before = repository_bytes(repo)?;
+    let backend = Arc::clone(repo.backend());
+    let key = Arc::clone(repo.key());
+    let mut report = PruneReport {
+        plan: plan.summary.clone(),
+        ..Default::default()
+    };
+
+    // 1. Copy the used blobs of packs being repacked; index the new packs.
+    let pack_size = repo.config().pack_size as usize;
+    let mut new_packs: Vec<IndexedPack> = Vec::new();
+    let copied = DiskBlobSet::new()?;
+    let mut writer = PackWriter::with_capacity(pack_size + (pack_size >> 2));
+    let ship = |w: PackWriter, new_packs: &mut Vec<IndexedPack>| -> Result<()> {
+        let f = w.finish(&key)?;
+        backend.put(ObjectKind::Pack, &f.id.to_hex(), &f.bytes)?;
+        new_packs.push(IndexedPack {
+            id: f.id,
+            size: f.bytes.len() as u64,
+            entries: f.entries,
+        });
+        Ok(())
+    };
+    for id in &plan.repack {
+        let bytes = backend.get(ObjectKind::Pack, &id.to_hex())?;
+        for e in pack::header_of(&key, id, &bytes)? {
+            let here = repo.catalog().locate(&e.id)?.is_some_and(|l| l.pack == *id);
+            if !here || !plan.used.contains(&e.id)? || !copied.insert(&e.id)? {
+                continue;
+            }
+            let sealed = bytes
+                .get(e.offset as usize..e.offset as usize + e.stored_len as usize)
+                .ok_or_else(|| {
+                    Error::corrupt(format!("pack {}", id.to_hex()), "a blob lies past its end")
+                })?;
+            // Never copy damage forward: the blob must authenticate and decode to its id.
+            codec::decode(&key, e.kind, &e.id, sealed, e.raw_len)?;
+            writer.add(e.kind, e.id, sealed, e.raw_len)?;
+            if writer.len() >= pack_size {
+                let full = std::mem::replace(&mut writer, PackWriter::with_capacity(pack_size));
+                ship(full, &mut new_packs)?;
+            }
+        }
+    }
+    if !writer.is_empty() {
+        ship(writer, &mut new_packs)?;
+    }
+    report.packs_written = new_packs.len() as u64;
+    let mut iw = IndexWriter::new(backend.as_ref(), &key);
+    for p in new_packs {
+        iw.push(p)?;
+    }
+    iw.flush()?;
+    report.index_objects_written += iw.written.len() as u64;
+
+    // 2. Rewrite every index object that names a pack being removed.
+    let removed: HashSet<ObjectId> = plan
+        .delete
+        .iter()
+        .chain(plan.repack.iter())
+        .copied()
+        .collect();
+    let fresh: HashSet<String> = iw.written.iter().map(|(n, _)| n.clone()).collect();
+    for (name, _) in backend.list(ObjectKind::Index)? {
+        if fresh.contains(&name) {
+            continue;
+        }
+        let oid = ObjectId::from_hex(&name)?;
+        let packs = index::decode(&key, &oid, &backend.get(ObjectKind::Index, &name)?)?;
+        if !packs.iter().any(|p| removed.contains(&p.id)) {
+            continue;
+        }
+        let keep: Vec<IndexedPack> = packs
+            .into_iter()
+            .filter(|p| !removed.contains(&p.id))
+            .collect();
+        if !keep.is_empty() {
+            let (new, bytes) = index::encode(&key, &keep)?;
+            backend.put(ObjectKind::Index, &new.to_hex(), &bytes)?;
+            report.index_objects_written += 1;
+        }
+        backend.delete(ObjectKind::Index, &name)?;
+        report.index_objects_removed += 1;
+    }
+
+    // 3. Only now delete the packs.
+    for id in &removed {
+        backend.delete(ObjectKind::Pack, &id.to_hex())?;
+        report.packs_deleted += 1;
+    }
+
+    // 4. The catalog follows the index objects.
+    let warnings = repo.catalog_mut().rebuild(backend.as_ref(), &key)?;
+    if let Some(w) = warnings.first() {
+        return Err(Error::corrupt("index after prune", w.clone()));
+    }
+    report.bytes_freed = before.saturating_sub(repository_bytes(repo)?);
+    Ok(report)
+}
