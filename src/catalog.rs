@@ -25,7 +25,7 @@ use crate::index::{self, IndexedPack};
 use crate::pack::PackEntry;
 
 /// Bump when the tables change; an older catalog is then rebuilt.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Where a blob is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS packs (
 CREATE TABLE IF NOT EXISTS blobs (
     id BLOB PRIMARY KEY, kind INTEGER NOT NULL, pack INTEGER NOT NULL,
     offset INTEGER NOT NULL, stored_len INTEGER NOT NULL, raw_len INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs (pack);
 CREATE TABLE IF NOT EXISTS index_objects (name TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS verified (pack BLOB PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
 ";
@@ -126,6 +127,9 @@ impl Catalog {
         )?;
         sql("pragma", conn.pragma_update(None, "journal_mode", "WAL"))?;
         sql("pragma", conn.pragma_update(None, "synchronous", "NORMAL"))?;
+        // 32 MiB of page cache: bounded, and enough that loading millions of entries does not
+        // thrash (the id B-tree is written in random order).
+        sql("pragma", conn.pragma_update(None, "cache_size", -32768))?;
         sql("schema", conn.execute_batch(SCHEMA))?;
         let get = |k: &str| -> Result<Option<String>> {
             sql(
@@ -149,6 +153,16 @@ impl Catalog {
                 )?;
             }
             (Some(v), Some(r)) if v == SCHEMA_VERSION.to_string() && r == repo_id => {}
+            // Version 2 lacked only the blobs-by-pack index, which SCHEMA just created.
+            (Some(v), Some(r)) if v == "2" && r == repo_id => {
+                sql(
+                    "meta",
+                    conn.execute(
+                        "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+                        [SCHEMA_VERSION.to_string()],
+                    ),
+                )?;
+            }
             _ => return Ok(None),
         }
         Ok(Some(Catalog {
@@ -228,13 +242,24 @@ impl Catalog {
                 "prepare",
                 tx.prepare_cached("INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
             )?;
+            let mut rows = Vec::with_capacity(packs.len());
             for p in packs {
                 sql(
                     "insert pack",
                     ins_pack.execute(params![&p.id.0[..], p.size as i64]),
                 )?;
                 let row: i64 = sql("pack row", pack_row.query_row([&p.id.0[..]], |r| r.get(0)))?;
-                for e in &p.entries {
+                rows.push(row);
+            }
+            // Inserting in id order touches each B-tree page once per transaction.
+            let mut all: Vec<(&PackEntry, i64)> = packs
+                .iter()
+                .zip(&rows)
+                .flat_map(|(p, row)| p.entries.iter().map(move |e| (e, *row)))
+                .collect();
+            all.sort_by_key(|a| a.0.id);
+            {
+                for (e, row) in all {
                     sql(
                         "insert blob",
                         ins_blob.execute(params![

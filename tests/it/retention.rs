@@ -257,7 +257,7 @@ fn forget_refuses_without_a_policy_and_forgets_named_snapshots() {
     env.run(&["snapshot", "forget", &a[..10]])
         .ok("forget by id");
     let left: Vec<String> = env.list().iter().map(id_of).collect();
-    assert_eq!(left, [b.clone()]);
+    assert_eq!(left, std::slice::from_ref(&b));
     env.run(&["prune"]).ok("prune");
     assert!(env.restore_stdout(&b, None) == Rng::new(2).text(1 << 20));
 }
