@@ -149,6 +149,18 @@ struct PackJob(crate::pack::FinishedPack);
 /// A chunk back from an encoder: id, plaintext length, sealed bytes.
 type Encoded = (BlobId, u32, Result<Vec<u8>>);
 
+impl Drop for BlobStore<'_> {
+    /// On every exit, errors included, the upload in progress is let to finish (or fail and
+    /// remove its temporary file) before the process can end: no `.tmp-` file is left behind
+    /// by an error elsewhere in the pipeline.
+    fn drop(&mut self) {
+        self.upload_tx = None;
+        if let Some(h) = self.uploader.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 impl<'r> BlobStore<'r> {
     fn new(repo: &'r mut Repo) -> Result<Self> {
         let (upload_tx, upload_rx) = bounded::<PackJob>(0);
@@ -563,7 +575,7 @@ fn record(s: &SourceSpec) -> Result<SourceRecord> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::backend::mem::MemBackend;
     use crate::checker::Silent;
@@ -571,7 +583,7 @@ mod tests {
     use crate::repo::InitOptions;
     use crate::restorer;
 
-    fn repo(dir: &std::path::Path) -> (Arc<MemBackend>, Repo) {
+    pub(crate) fn repo(dir: &std::path::Path) -> (Arc<MemBackend>, Repo) {
         let backend = Arc::new(MemBackend::new());
         let opts = InitOptions {
             kdf: KdfParams {
