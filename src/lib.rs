@@ -46,5 +46,6 @@ pub mod snapshot;
 pub mod source;
 pub mod tree;
 pub mod usage;
+pub mod vfs;
 
 pub use error::{Error, Result};
