@@ -103,6 +103,17 @@ enum Command {
     Prune(PruneArgs),
     /// Repository figures: snapshots, chunks, stored and raw bytes, dedup and compression.
     Stats(JsonArg),
+    /// Show every snapshot read-only under MOUNTPOINT (FUSE) until Ctrl-C or `fusermount3 -u`.
+    Mount(MountArgs),
+}
+
+#[derive(Args)]
+struct MountArgs {
+    /// An empty directory to mount on.
+    mountpoint: PathBuf,
+    /// MiB of decoded chunks kept for reads.
+    #[arg(long, default_value_t = 256)]
+    cache_mib: usize,
 }
 
 #[derive(Args)]
@@ -384,6 +395,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Snapshot(SnapshotCmd::Forget(a)) => forget(g, a),
         Command::Prune(a) => prune(g, a),
         Command::Stats(a) => stats(g, a),
+        Command::Mount(a) => mount(g, a),
     }
 }
 
@@ -1297,6 +1309,31 @@ fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
     tresor::forget::remove(&repo, &verdicts)?;
     if a.prune {
         return run_prune(g, &mut repo, max_unused, false, a.json);
+    }
+    Ok(exit::OK)
+}
+
+fn mount(g: &Global, a: MountArgs) -> Result<u8> {
+    tresor::mount::preflight(&a.mountpoint)?;
+    let repo = open(g)?;
+    let lock = lock(g, &repo, "mount", false)?;
+    let (tx, rx) = crossbeam_channel::bounded::<()>(1);
+    ctrlc::set_handler(move || {
+        let _ = tx.try_send(());
+    })
+    .context("installing the Ctrl-C handler")?;
+    let vfs = tresor::vfs::Vfs::new(repo, a.cache_mib << 20)?;
+    if !g.quiet {
+        eprintln!(
+            "tresor: mounted at {}; Ctrl-C or `fusermount3 -u {}` to unmount",
+            a.mountpoint.display(),
+            a.mountpoint.display()
+        );
+    }
+    tresor::mount::serve(vfs, &a.mountpoint, rx)?;
+    drop(lock);
+    if !g.quiet {
+        eprintln!("tresor: unmounted {}", a.mountpoint.display());
     }
     Ok(exit::OK)
 }

@@ -36,6 +36,7 @@ pub mod id;
 pub mod index;
 pub mod keys;
 pub mod lock;
+pub mod mount;
 pub mod pack;
 pub mod policy;
 pub mod prune;

@@ -17,12 +17,16 @@
 //! sequential read decodes each chunk once.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::id::BlobId;
 use crate::repo::Repo;
 use crate::tree::{ContentRef, Node, NodeKind};
+
+/// Chunks decoded at once on a cache miss (the one asked for and the ones after it).
+const PREFETCH: usize = 6;
 
 /// Inode of the root directory.
 pub const ROOT: u64 = 1;
@@ -55,6 +59,8 @@ pub struct Attr {
     pub gid: u32,
     /// Modification time, nanoseconds since the epoch.
     pub mtime_ns: i64,
+    /// Inside a snapshot: never changes, so the kernel may cache it for long.
+    pub immutable: bool,
 }
 
 /// One inode's content.
@@ -76,6 +82,13 @@ enum Virtual {
     Host(String),
     Tags,
     Tag(String),
+}
+
+/// A directory's entries: sorted for listing, hashed for lookup.
+#[derive(Default)]
+struct DirList {
+    names: Vec<(Vec<u8>, u64)>,
+    index: HashMap<Vec<u8>, u64>,
 }
 
 /// A snapshot as the view lists it.
@@ -124,7 +137,7 @@ impl ChunkCache {
 pub struct Vfs {
     repo: Repo,
     entries: Vec<Entry>,
-    children: HashMap<u64, BTreeMap<Vec<u8>, u64>>,
+    children: HashMap<u64, Arc<DirList>>,
     by_parent_name: HashMap<(u64, Vec<u8>), u64>,
     snapshots: Vec<SnapEntry>,
     listed_at: Option<Instant>,
@@ -221,7 +234,7 @@ impl Vfs {
     }
 
     /// Name → inode of a directory's entries.
-    fn dir_children(&mut self, ino: u64) -> Result<BTreeMap<Vec<u8>, u64>> {
+    fn dir_children(&mut self, ino: u64) -> Result<Arc<DirList>> {
         let entry = self.entry(ino)?.clone();
         if matches!(
             entry,
@@ -230,7 +243,7 @@ impl Vfs {
             self.refresh(false)?;
         }
         if let Some(c) = self.children.get(&ino) {
-            return Ok(c.clone());
+            return Ok(Arc::clone(c));
         }
         let list: Vec<(Vec<u8>, Entry)> = match entry {
             Entry::Virtual(Virtual::Root) => vec![
@@ -299,7 +312,7 @@ impl Vfs {
             Entry::Node(n) if n.kind == NodeKind::Dir => {
                 let tree = match n.subtree {
                     Some(t) => self.repo.load_tree(&t)?,
-                    None => return Ok(BTreeMap::new()),
+                    None => return Ok(Arc::new(DirList::default())),
                 };
                 tree.nodes
                     .into_iter()
@@ -308,31 +321,49 @@ impl Vfs {
             }
             _ => return Err(Error::InvalidArgument("not a directory".into())),
         };
-        let mut map = BTreeMap::new();
+        let mut sorted = BTreeMap::new();
         for (name, e) in list {
             let child = self.intern(ino, name.clone(), e);
-            map.insert(name, child);
+            sorted.insert(name, child);
         }
-        self.children.insert(ino, map.clone());
-        Ok(map)
+        let dir = Arc::new(DirList {
+            index: sorted.iter().map(|(n, i)| (n.clone(), *i)).collect(),
+            names: sorted.into_iter().collect(),
+        });
+        self.children.insert(ino, Arc::clone(&dir));
+        Ok(dir)
     }
 
     /// Looks `name` up in directory `parent`.
     pub fn lookup(&mut self, parent: u64, name: &[u8]) -> Result<Option<Attr>> {
         let children = self.dir_children(parent)?;
-        match children.get(name) {
+        match children.index.get(name) {
             Some(ino) => Ok(Some(self.attr(*ino)?)),
             None => Ok(None),
         }
     }
 
-    /// A directory's entries, by name: (name, attributes).
-    pub fn readdir(&mut self, ino: u64) -> Result<Vec<(Vec<u8>, Attr)>> {
+    /// Up to `max` entries of a directory from position `from`, by name: (name, attributes).
+    /// Listing a directory page by page costs each page only (100,000 entries list quickly).
+    pub fn readdir_page(
+        &mut self,
+        ino: u64,
+        from: usize,
+        max: usize,
+    ) -> Result<Vec<(Vec<u8>, Attr)>> {
         let children = self.dir_children(ino)?;
         children
-            .into_iter()
-            .map(|(name, child)| Ok((name, self.attr(child)?)))
+            .names
+            .iter()
+            .skip(from)
+            .take(max)
+            .map(|(name, child)| Ok((name.clone(), self.attr(*child)?)))
             .collect()
+    }
+
+    /// All of a directory's entries, by name.
+    pub fn readdir(&mut self, ino: u64) -> Result<Vec<(Vec<u8>, Attr)>> {
+        self.readdir_page(ino, 0, usize::MAX)
     }
 
     /// What `stat` shows.
@@ -346,6 +377,7 @@ impl Vfs {
                 uid: 0,
                 gid: 0,
                 mtime_ns: self.mount_time_ns,
+                immutable: false,
             },
             Entry::Latest => Attr {
                 ino,
@@ -355,6 +387,7 @@ impl Vfs {
                 uid: 0,
                 gid: 0,
                 mtime_ns: self.mount_time_ns,
+                immutable: false,
             },
             Entry::Node(n) => Attr {
                 ino,
@@ -372,6 +405,7 @@ impl Vfs {
                 uid: n.uid,
                 gid: n.gid,
                 mtime_ns: n.mtime_ns,
+                immutable: true,
             },
         })
     }
@@ -419,11 +453,7 @@ impl Vfs {
             let (id, clen) = (content[i].0, content[i].1 as u64);
             let data = match self.chunks.get(&id) {
                 Some(d) => d,
-                None => {
-                    let d = std::sync::Arc::new(self.repo.read_blob(&id)?);
-                    self.chunks.put(id, std::sync::Arc::clone(&d));
-                    d
-                }
+                None => self.fetch(&content[i..content.len().min(i + PREFETCH)])?,
             };
             if data.len() as u64 != clen {
                 return Err(Error::corrupt(
@@ -437,6 +467,45 @@ impl Vfs {
             i += 1;
         }
         Ok(out)
+    }
+
+    /// Decodes the first chunk of `run` and, on the other cores at the same time, the chunks
+    /// after it that are not cached yet: a sequential read then finds them decoded. Returns
+    /// the first; a failure of a read-ahead chunk is left for when it is actually read.
+    fn fetch(&mut self, run: &[ContentRef]) -> Result<std::sync::Arc<Vec<u8>>> {
+        use rayon::prelude::*;
+        let first = run
+            .first()
+            .ok_or_else(|| Error::InvalidArgument("nothing to fetch".into()))?
+            .0;
+        let mut wanted = vec![(first, self.repo.locate(&first)?)];
+        for c in &run[1..] {
+            if !self.chunks.map.contains_key(&c.0) && !wanted.iter().any(|w| w.0 == c.0) {
+                if let Ok(loc) = self.repo.locate(&c.0) {
+                    wanted.push((c.0, loc));
+                }
+            }
+        }
+        let (backend, key) = (self.repo.backend().as_ref(), self.repo.key().as_ref());
+        let decoded: Vec<Result<Vec<u8>>> = wanted
+            .par_iter()
+            .map(|(id, loc)| crate::repo::read_located(backend, key, id, loc))
+            .collect();
+        let mut out = None;
+        for ((id, _), d) in wanted.into_iter().zip(decoded) {
+            match d {
+                Ok(d) => {
+                    let d = std::sync::Arc::new(d);
+                    if id == first {
+                        out = Some(std::sync::Arc::clone(&d));
+                    }
+                    self.chunks.put(id, d);
+                }
+                Err(e) if id == first => return Err(e),
+                Err(_) => {}
+            }
+        }
+        out.ok_or_else(|| Error::InvalidArgument("chunk not fetched".into()))
     }
 
     /// The repository (for the adapter's lock).
@@ -515,7 +584,7 @@ mod tests {
         let ino = path(&mut v, "hosts").ino;
         assert_eq!(names(&mut v, ino), ["alpha"]);
         let ino = path(&mut v, "tags/db").ino;
-        assert_eq!(names(&mut v, ino), [dir.clone()]);
+        assert_eq!(names(&mut v, ino), std::slice::from_ref(&dir));
 
         let stored = src.to_str().unwrap().trim_start_matches('/').to_string();
         let f = path(&mut v, &format!("snapshots/{dir}/{stored}/d/big.bin"));

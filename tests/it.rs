@@ -20,6 +20,8 @@ mod fuzz_seeds;
 mod integrity;
 #[path = "it/json.rs"]
 mod json;
+#[path = "it/mount.rs"]
+mod mount;
 #[path = "it/plaintext.rs"]
 mod plaintext;
 #[path = "it/postgres.rs"]

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use crate::harness::{self, Env, Pg, exit, wait_with_timeout};
 
 /// Schema and a few hundred thousand rows of varied types, built inside the server.
-const SHOP_SQL: &str = r#"
+pub(crate) const SHOP_SQL: &str = r#"
 CREATE TABLE customers (
     id serial PRIMARY KEY,
     name text NOT NULL,
@@ -53,7 +53,7 @@ CREATE VIEW big_orders AS SELECT * FROM orders WHERE amount > 3000;
 "#;
 
 /// Table names of the public schema, and per table: row count and md5 over the rows in id order.
-fn fingerprint(pg: &Pg, db: &str) -> Vec<(String, String)> {
+pub(crate) fn fingerprint(pg: &Pg, db: &str) -> Vec<(String, String)> {
     let tables = pg.sql(db, "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'");
     tables
         .split(',')
@@ -67,7 +67,7 @@ fn fingerprint(pg: &Pg, db: &str) -> Vec<(String, String)> {
 
 /// Drops the `\restrict KEY` / `\unrestrict KEY` lines that newer pg_dump versions write with a
 /// random key per run.
-fn without_restrict_keys(dump: &[u8]) -> Vec<u8> {
+pub(crate) fn without_restrict_keys(dump: &[u8]) -> Vec<u8> {
     dump.split_inclusive(|b| *b == b'\n')
         .filter(|l| !l.starts_with(b"\\restrict ") && !l.starts_with(b"\\unrestrict "))
         .flatten()
