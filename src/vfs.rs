@@ -142,6 +142,7 @@ pub struct Vfs {
     snapshots: Vec<SnapEntry>,
     listed_at: Option<Instant>,
     offsets: HashMap<u64, Vec<u64>>,
+    last_end: HashMap<u64, u64>,
     chunks: ChunkCache,
     mount_time_ns: i64,
 }
@@ -160,6 +161,7 @@ impl Vfs {
             snapshots: Vec::new(),
             listed_at: None,
             offsets: HashMap::new(),
+            last_end: HashMap::new(),
             chunks: ChunkCache {
                 max_bytes: cache_bytes,
                 bytes: 0,
@@ -445,6 +447,8 @@ impl Vfs {
             return Ok(Vec::new());
         }
         let end = (offset + len as u64).min(total);
+        let sequential = offset == 0 || self.last_end.get(&ino) == Some(&offset);
+        self.last_end.insert(ino, end);
         // The chunk holding `offset`: the last start <= offset.
         let mut i = starts.partition_point(|s| *s <= offset).saturating_sub(1);
         let starts = starts.clone();
@@ -453,7 +457,12 @@ impl Vfs {
             let (id, clen) = (content[i].0, content[i].1 as u64);
             let data = match self.chunks.get(&id) {
                 Some(d) => d,
-                None => self.fetch(&content[i..content.len().min(i + PREFETCH)])?,
+                // Read-ahead only for sequential reads: a random read fetches only the chunks
+                // that cover it.
+                None => {
+                    let ahead = if sequential { PREFETCH } else { 1 };
+                    self.fetch(&content[i..content.len().min(i + ahead)])?
+                }
             };
             if data.len() as u64 != clen {
                 return Err(Error::corrupt(
@@ -604,6 +613,19 @@ mod tests {
             assert!(got == big[off as usize..end], "read at {off} len {len}");
         }
         assert!(v.read(f.ino, big.len() as u64, 10).unwrap().is_empty());
+        // A random read decodes only the chunks covering it (no read-ahead).
+        v.chunks = ChunkCache {
+            max_bytes: 1 << 20,
+            bytes: 0,
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        };
+        v.read(f.ino, 2_000_000, 10).unwrap();
+        assert_eq!(
+            v.chunks.map.len(),
+            1,
+            "a 10-byte random read decoded more than its chunk"
+        );
         // A whole sequential read through 128 KiB requests.
         let mut all = Vec::new();
         while (all.len() as u64) < f.size {
