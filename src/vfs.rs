@@ -489,10 +489,11 @@ impl Vfs {
             .0;
         let mut wanted = vec![(first, self.repo.locate(&first)?)];
         for c in &run[1..] {
-            if !self.chunks.map.contains_key(&c.0) && !wanted.iter().any(|w| w.0 == c.0) {
-                if let Ok(loc) = self.repo.locate(&c.0) {
-                    wanted.push((c.0, loc));
-                }
+            if !self.chunks.map.contains_key(&c.0)
+                && !wanted.iter().any(|w| w.0 == c.0)
+                && let Ok(loc) = self.repo.locate(&c.0)
+            {
+                wanted.push((c.0, loc));
             }
         }
         let (backend, key) = (self.repo.backend().as_ref(), self.repo.key().as_ref());
