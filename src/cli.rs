@@ -267,9 +267,11 @@ struct CreateArgs {
     /// Read standard input as one file.
     #[arg(long)]
     stdin: bool,
-    /// Run this command with `sh -c` and store its output as one file; if it fails, no snapshot.
-    #[arg(long)]
-    command: Option<String>,
+    /// Run this command with `sh -c` and store its output as a file; if it fails, no snapshot.
+    /// Repeatable as NAME=CMD (`--command shop.sql='pg_dump shop'`): each output is its own
+    /// file. A prefix like `PGHOST=…` (upper-case, a shell variable) is part of the command.
+    #[arg(long, value_name = "[NAME=]CMD")]
+    command: Vec<String>,
     /// File name in the snapshot for --stdin or --command.
     #[arg(long, default_value = "stdin")]
     stdin_name: String,
@@ -567,7 +569,7 @@ fn bar(g: &Global, what: &str) -> Option<ProgressBar> {
 
 fn create(g: &Global, a: CreateArgs) -> Result<u8> {
     let mut sources: Vec<SourceSpec> = a.paths.iter().cloned().map(SourceSpec::Path).collect();
-    if a.stdin && a.command.is_some() {
+    if a.stdin && !a.command.is_empty() {
         bail!("--stdin and --command both want to be the stream; give one");
     }
     if a.stdin && std::io::stdin().is_terminal() {
@@ -580,11 +582,16 @@ fn create(g: &Global, a: CreateArgs) -> Result<u8> {
             name: a.stdin_name.clone(),
         });
     }
-    if let Some(cmd) = &a.command {
-        sources.push(SourceSpec::Command {
-            name: a.stdin_name.clone(),
-            command: cmd.clone(),
-        });
+    let single = a.command.len() == 1;
+    for c in &a.command {
+        let (name, command) = match split_named_command(c) {
+            Some((n, cmd)) => (n.to_string(), cmd.to_string()),
+            None if single => (a.stdin_name.clone(), c.clone()),
+            None => bail!(
+                "with several --command options, name each output: --command NAME=CMD (e.g. shop.sql='pg_dump shop'); {c:?} has no name"
+            ),
+        };
+        sources.push(SourceSpec::Command { name, command });
     }
     if sources.is_empty() {
         bail!("nothing to back up: give paths, --stdin or --command");
@@ -652,6 +659,20 @@ fn create(g: &Global, a: CreateArgs) -> Result<u8> {
     } else {
         exit::OK
     })
+}
+
+/// `shop.sql=pg_dump shop` → ("shop.sql", "pg_dump shop"). A prefix that looks like a shell
+/// variable assignment (`PGHOST=db pg_dump`, upper-case letters, digits and `_`) is not a name.
+fn split_named_command(c: &str) -> Option<(&str, &str)> {
+    let (name, cmd) = c.split_once('=')?;
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-'));
+    let shell_var = name
+        .chars()
+        .all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit() || ch == '_');
+    (valid && !shell_var && !cmd.trim().is_empty()).then_some((name, cmd))
 }
 
 /// Paths as the snapshot stores them, one per source.
@@ -1379,5 +1400,27 @@ fn human(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_named_command;
+
+    #[test]
+    fn named_commands_and_shell_variables() {
+        assert_eq!(
+            split_named_command("shop.sql=pg_dump shop"),
+            Some(("shop.sql", "pg_dump shop"))
+        );
+        assert_eq!(
+            split_named_command("crm=pg_dump crm"),
+            Some(("crm", "pg_dump crm"))
+        );
+        assert_eq!(split_named_command("PGHOST=db pg_dump shop"), None);
+        assert_eq!(split_named_command("pg_dump shop"), None);
+        assert_eq!(split_named_command("a b=c"), None);
+        assert_eq!(split_named_command("x.sql="), None);
+        assert_eq!(split_named_command("pg_dump --format=custom shop"), None);
     }
 }

@@ -149,6 +149,82 @@ fn postgres_dump_round_trip_through_command() {
     );
 }
 
+/// One cron run, one snapshot: two databases and a directory; any failing dump voids it.
+#[test]
+fn several_dumps_and_a_directory_in_one_snapshot() {
+    let pg = Pg::start();
+    pg.createdb("shop");
+    pg.sql("shop", "CREATE TABLE t (id int, v text); INSERT INTO t SELECT i, md5(i::text) FROM generate_series(1, 5000) i;");
+    pg.createdb("crm");
+    pg.sql(
+        "crm",
+        "CREATE TABLE c (id int); INSERT INTO c SELECT generate_series(1, 300);",
+    );
+    let env = Env::new();
+    env.init();
+    let etc = env.path("etc");
+    std::fs::create_dir(&etc).unwrap();
+    std::fs::write(etc.join("app.conf"), b"port = 5432\n").unwrap();
+    let (shop_cmd, crm_cmd) = (pg.dump_command("shop"), pg.dump_command("crm"));
+    let created = env.create(&[
+        etc.to_str().unwrap(),
+        "--command",
+        &format!("shop.sql={shop_cmd}"),
+        "--command",
+        &format!("crm.sql={crm_cmd}"),
+    ]);
+    assert_eq!(
+        created["command_exit_status"],
+        serde_json::json!([0, 0]),
+        "{created}"
+    );
+    let id = created["id"].as_str().unwrap();
+    let paths = env.show(id)["paths"].clone();
+    assert_eq!(
+        paths,
+        serde_json::json!([env.stored(&etc), "shop.sql", "crm.sql"]),
+        "{paths}"
+    );
+    // Each stream is its own file and is the database's dump.
+    for (db, file) in [("shop", "shop.sql"), ("crm", "crm.sql")] {
+        let restored = env.restore_stdout(id, Some(file));
+        let fresh = pg.dump(db, &[]);
+        assert_eq!(
+            without_restrict_keys(&restored),
+            without_restrict_keys(&fresh),
+            "{file}"
+        );
+    }
+
+    // A failing second command: no snapshot, and the error names that command.
+    let before = env.snapshot_count();
+    let bad = pg.dump_command("nosuchdb");
+    let out = env.run(&[
+        "snapshot",
+        "create",
+        etc.to_str().unwrap(),
+        "--command",
+        &format!("shop.sql={shop_cmd}"),
+        "--command",
+        &format!("bad.sql={bad}"),
+    ]);
+    out.expect_code(exit::FATAL, "a failing second command")
+        .stderr_has(&bad)
+        .stderr_has("no snapshot was written");
+    assert_eq!(env.snapshot_count(), before);
+    // Two unnamed commands are refused: their files would collide.
+    env.run(&[
+        "snapshot",
+        "create",
+        "--command",
+        "echo a",
+        "--command",
+        "echo b",
+    ])
+    .expect_code(exit::FATAL, "two unnamed commands")
+    .stderr_has("NAME=CMD");
+}
+
 #[test]
 fn failing_pg_dump_writes_no_snapshot() {
     let pg = Pg::start();
