@@ -251,6 +251,35 @@ enum SnapshotCmd {
     Restore(RestoreArgs),
     /// Remove snapshots by a retention policy or by id (data goes with `prune`).
     Forget(ForgetArgs),
+    /// List the entries of a snapshot (or of one path in it) with size, mode and mtime.
+    Ls(LsArgs),
+    /// What was added, removed and modified between two snapshots.
+    Diff(DiffArgs),
+}
+
+#[derive(Args)]
+struct LsArgs {
+    /// Snapshot: `latest`, a full id or a unique prefix.
+    snapshot: String,
+    /// Path inside the snapshot, as stored (default: its top).
+    path: Option<String>,
+    /// Everything below, not just one level.
+    #[arg(long, short = 'r')]
+    recursive: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct DiffArgs {
+    /// The older snapshot.
+    a: String,
+    /// The newer snapshot.
+    b: String,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -395,6 +424,8 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Repair(RepairCmd::Snapshots(a)) => repair_snapshots(g, a),
         Command::Repo(RepoCmd::Unlock(a)) => unlock(g, a),
         Command::Snapshot(SnapshotCmd::Forget(a)) => forget(g, a),
+        Command::Snapshot(SnapshotCmd::Ls(a)) => ls(g, a),
+        Command::Snapshot(SnapshotCmd::Diff(a)) => diff(g, a),
         Command::Prune(a) => prune(g, a),
         Command::Stats(a) => stats(g, a),
         Command::Mount(a) => mount(g, a),
@@ -1356,6 +1387,74 @@ fn mount(g: &Global, a: MountArgs) -> Result<u8> {
     if !g.quiet {
         eprintln!("tresor: unmounted {}", a.mountpoint.display());
     }
+    Ok(exit::OK)
+}
+
+fn ls(g: &Global, a: LsArgs) -> Result<u8> {
+    let repo = open(g)?;
+    let (_, snap) = repo.find_snapshot(&a.snapshot)?;
+    let entries = tresor::listing::ls(&repo, &snap, a.path.as_deref(), a.recursive)?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&entries)?)?;
+        return Ok(exit::OK);
+    }
+    for e in &entries {
+        writeln!(
+            out,
+            "{} {:>6} {:>12}  {}  {}{}",
+            &e.kind[..1],
+            e.mode,
+            e.size,
+            e.mtime.get(..19).unwrap_or(&e.mtime).replace('T', " "),
+            e.path,
+            e.target
+                .as_ref()
+                .map(|t| format!(" -> {t}"))
+                .unwrap_or_default()
+        )?;
+    }
+    Ok(exit::OK)
+}
+
+fn diff(g: &Global, a: DiffArgs) -> Result<u8> {
+    let repo = open(g)?;
+    let (_, sa) = repo.find_snapshot(&a.a)?;
+    let (_, sb) = repo.find_snapshot(&a.b)?;
+    let (changes, summary) = tresor::listing::diff(&repo, &sa, &sb)?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let v = serde_json::json!({ "changes": changes, "summary": summary });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(exit::OK);
+    }
+    for c in &changes {
+        let mark = match c.change {
+            "added" => "+",
+            "removed" => "-",
+            _ => "M",
+        };
+        let size = match (c.size_before, c.size_after) {
+            (Some(x), Some(y)) if x != y => format!("  ({} -> {})", human(x), human(y)),
+            (None, Some(y)) | (Some(y), None) => format!("  ({})", human(y)),
+            _ => String::new(),
+        };
+        writeln!(
+            out,
+            "{mark} {}{}{size}",
+            c.path,
+            if c.kind == "dir" { "/" } else { "" }
+        )?;
+    }
+    writeln!(
+        out,
+        "{} added ({}), {} removed ({}), {} modified",
+        summary.added,
+        human(summary.bytes_added),
+        summary.removed,
+        human(summary.bytes_removed),
+        summary.modified
+    )?;
     Ok(exit::OK)
 }
 

@@ -35,6 +35,7 @@ pub mod format;
 pub mod id;
 pub mod index;
 pub mod keys;
+pub mod listing;
 pub mod lock;
 pub mod mount;
 pub mod pack;

@@ -20,6 +20,8 @@ mod fuzz_seeds;
 mod integrity;
 #[path = "it/json.rs"]
 mod json;
+#[path = "it/listing.rs"]
+mod listing;
 #[path = "it/mount.rs"]
 mod mount;
 #[path = "it/plaintext.rs"]

@@ -1,0 +1,246 @@
+//! Looking inside snapshots without restoring: `snapshot ls` and `snapshot diff`.
+//!
+//! `diff` walks both snapshots' trees side by side and skips every subtree whose id is equal
+//! (identical content and metadata), so comparing two nightly snapshots of a large, mostly
+//! unchanged tree reads only the directories that changed.
+
+use std::collections::BTreeMap;
+
+use crate::error::Result;
+use crate::id::BlobId;
+use crate::repo::Repo;
+use crate::restorer::{self, Entry};
+use crate::snapshot::Snapshot;
+use crate::tree::{Node, NodeKind};
+
+/// One entry as `snapshot ls` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ListEntry {
+    /// Path as the snapshot stores it.
+    pub path: String,
+    /// `file`, `dir` or `symlink`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Size in bytes (files).
+    pub size: u64,
+    /// Permission bits, octal text.
+    pub mode: String,
+    /// Modification time, RFC 3339.
+    pub mtime: String,
+    /// Link target (symlinks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+fn kind_name(k: NodeKind) -> &'static str {
+    match k {
+        NodeKind::File => "file",
+        NodeKind::Dir => "dir",
+        NodeKind::Symlink => "symlink",
+    }
+}
+
+fn join(prefix: &str, name: &str) -> String {
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}/{name}")
+    }
+}
+
+fn entry(path: String, n: &Node) -> ListEntry {
+    let secs = n.mtime_ns.div_euclid(1_000_000_000);
+    let nanos = n.mtime_ns.rem_euclid(1_000_000_000) as u32;
+    ListEntry {
+        path,
+        kind: kind_name(n.kind),
+        size: if n.kind == NodeKind::File { n.size } else { 0 },
+        mode: format!("{:04o}", n.mode & 0o7777),
+        mtime: chrono::DateTime::from_timestamp(secs, nanos)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default(),
+        target: n.target.clone(),
+    }
+}
+
+/// Lists `path` of a snapshot (its entries if it is a directory), recursively if asked.
+pub fn ls(
+    repo: &Repo,
+    snap: &Snapshot,
+    path: Option<&str>,
+    recursive: bool,
+) -> Result<Vec<ListEntry>> {
+    let prefix = restorer::split_path(path.unwrap_or(""))?.join("/");
+    let mut out = Vec::new();
+    let start = match restorer::resolve(repo, snap, path)? {
+        Entry::Root(_) => Some(snap.root),
+        Entry::Node(n) if n.kind == NodeKind::Dir => n.subtree,
+        Entry::Node(n) => {
+            out.push(entry(prefix, &n));
+            return Ok(out);
+        }
+    };
+    if let Some(t) = start {
+        list_tree(repo, &t, &prefix, recursive, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn list_tree(
+    repo: &Repo,
+    tree: &BlobId,
+    prefix: &str,
+    recursive: bool,
+    out: &mut Vec<ListEntry>,
+) -> Result<()> {
+    for n in repo.load_tree(tree)?.nodes {
+        let p = join(prefix, &n.name);
+        out.push(entry(p.clone(), &n));
+        if recursive && let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
+            list_tree(repo, &sub, &p, true, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// One difference between two snapshots.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Change {
+    /// Path as the snapshots store it.
+    pub path: String,
+    /// `added`, `removed` or `modified`.
+    pub change: &'static str,
+    /// `file`, `dir` or `symlink` (after the change; before it for removals).
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Size before (files that existed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_before: Option<u64>,
+    /// Size after (files that exist).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_after: Option<u64>,
+}
+
+/// Counts over a diff.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DiffSummary {
+    /// Entries added.
+    pub added: u64,
+    /// Entries removed.
+    pub removed: u64,
+    /// Entries modified (content or metadata).
+    pub modified: u64,
+    /// File bytes in added files.
+    pub bytes_added: u64,
+    /// File bytes in removed files.
+    pub bytes_removed: u64,
+}
+
+/// Every entry added, removed or modified from snapshot `a` to snapshot `b`, in path order.
+/// A file is modified when its content, size, mode, owner or mtime differ; a symlink when its
+/// target or metadata differ; a directory only through what it holds (an added or removed
+/// directory is listed with everything below it).
+pub fn diff(repo: &Repo, a: &Snapshot, b: &Snapshot) -> Result<(Vec<Change>, DiffSummary)> {
+    let mut out = Vec::new();
+    diff_trees(repo, Some(&a.root), Some(&b.root), "", &mut out)?;
+    let mut s = DiffSummary::default();
+    for c in &out {
+        match c.change {
+            "added" => {
+                s.added += 1;
+                s.bytes_added += c.size_after.unwrap_or(0);
+            }
+            "removed" => {
+                s.removed += 1;
+                s.bytes_removed += c.size_before.unwrap_or(0);
+            }
+            _ => s.modified += 1,
+        }
+    }
+    Ok((out, s))
+}
+
+fn children(repo: &Repo, tree: Option<&BlobId>) -> Result<BTreeMap<Vec<u8>, Node>> {
+    Ok(match tree {
+        Some(t) => repo
+            .load_tree(t)?
+            .nodes
+            .into_iter()
+            .map(|n| (n.name_bytes(), n))
+            .collect(),
+        None => BTreeMap::new(),
+    })
+}
+
+fn file_size(n: &Node) -> Option<u64> {
+    (n.kind == NodeKind::File).then_some(n.size)
+}
+
+fn diff_trees(
+    repo: &Repo,
+    a: Option<&BlobId>,
+    b: Option<&BlobId>,
+    prefix: &str,
+    out: &mut Vec<Change>,
+) -> Result<()> {
+    if a.is_some() && a == b {
+        return Ok(());
+    }
+    let (ca, mut cb) = (children(repo, a)?, children(repo, b)?);
+    let mut names: Vec<Vec<u8>> = ca.keys().chain(cb.keys()).cloned().collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let na = ca.get(&name);
+        let nb = cb.remove(&name);
+        let path = join(prefix, &String::from_utf8_lossy(&name));
+        match (na, nb) {
+            (Some(x), Some(y)) if x.kind == y.kind => {
+                if x.kind == NodeKind::Dir {
+                    diff_trees(repo, x.subtree.as_ref(), y.subtree.as_ref(), &path, out)?;
+                } else if *x != y {
+                    out.push(Change {
+                        path,
+                        change: "modified",
+                        kind: kind_name(y.kind),
+                        size_before: file_size(x),
+                        size_after: file_size(&y),
+                    });
+                }
+            }
+            (x, y) => {
+                if let Some(x) = x {
+                    removed_or_added(repo, x, &path, "removed", out)?;
+                }
+                if let Some(y) = y {
+                    removed_or_added(repo, &y, &path, "added", out)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Lists `n` and, for a directory, everything below it, as added or removed.
+fn removed_or_added(
+    repo: &Repo,
+    n: &Node,
+    path: &str,
+    change: &'static str,
+    out: &mut Vec<Change>,
+) -> Result<()> {
+    let size = file_size(n);
+    out.push(Change {
+        path: path.to_string(),
+        change,
+        kind: kind_name(n.kind),
+        size_before: if change == "removed" { size } else { None },
+        size_after: if change == "added" { size } else { None },
+    });
+    if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
+        for c in repo.load_tree(&sub)?.nodes {
+            removed_or_added(repo, &c, &join(path, &c.name), change, out)?;
+        }
+    }
+    Ok(())
+}
