@@ -84,6 +84,11 @@ pub struct PackRecord {
     pub verified_at: Option<i64>,
 }
 
+/// (kind, id or pack id, offset, stored_len, raw_len) of a blob row.
+fn blob_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(u8, Vec<u8>, u32, u32, u32)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
 fn sql<T>(ctx: &str, r: rusqlite::Result<T>) -> Result<T> {
     r.map_err(|e| Error::catalog(ctx.to_string(), e))
 }
@@ -299,19 +304,7 @@ impl Catalog {
                 "SELECT b.kind, p.id, b.offset, b.stored_len, b.raw_len FROM blobs b JOIN packs p ON p.rowid = b.pack WHERE b.id = ?1",
             ),
         )?;
-        let row = sql(
-            "lookup",
-            st.query_row([&id.0[..]], |r| {
-                Ok((
-                    r.get::<_, u8>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, u32>(2)?,
-                    r.get::<_, u32>(3)?,
-                    r.get::<_, u32>(4)?,
-                ))
-            })
-            .optional(),
-        )?;
+        let row = sql("lookup", st.query_row([&id.0[..]], blob_row).optional())?;
         match row {
             None => Ok(None),
             Some((k, pack, offset, stored_len, raw_len)) => Ok(Some(BlobLocation {
@@ -376,18 +369,7 @@ impl Catalog {
                  JOIN packs p ON p.rowid = b.pack WHERE p.id = ?1 ORDER BY b.offset",
             ),
         )?;
-        let rows = sql(
-            "pack entries",
-            st.query_map([&pack.0[..]], |r| {
-                Ok((
-                    r.get::<_, u8>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, u32>(2)?,
-                    r.get::<_, u32>(3)?,
-                    r.get::<_, u32>(4)?,
-                ))
-            }),
-        )?;
+        let rows = sql("pack entries", st.query_map([&pack.0[..]], blob_row))?;
         let mut out = Vec::new();
         for row in rows {
             let (k, id, offset, stored_len, raw_len) = sql("pack entries", row)?;

@@ -66,6 +66,40 @@ fn log(what: &str, e: &Error) -> i32 {
     }
 }
 
+impl Adapter {
+    /// Feeds `add` the entries of directory `ino` after position `offset`, until it says the
+    /// reply is full. Offsets: 1 and 2 are "." and "..", entry i of the directory is i + 3.
+    fn entries_from(
+        &mut self,
+        ino: u64,
+        offset: i64,
+        mut add: impl FnMut(u64, i64, &OsStr, &Attr) -> bool,
+    ) -> Result<()> {
+        let mut next = offset.max(0);
+        if next < 2 {
+            let me = self.vfs.attr(ino)?;
+            for (i, name) in [".", ".."].iter().enumerate().skip(next as usize) {
+                if add(ino, (i + 1) as i64, OsStr::new(name), &me) {
+                    return Ok(());
+                }
+            }
+            next = 2;
+        }
+        loop {
+            let page = self.vfs.readdir_page(ino, (next - 2) as usize, 256)?;
+            if page.is_empty() {
+                return Ok(());
+            }
+            for (name, a) in page {
+                next += 1;
+                if add(a.ino, next, OsStr::from_bytes(&name), &a) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
 impl Filesystem for Adapter {
     fn init(
         &mut self,
@@ -86,43 +120,13 @@ impl Filesystem for Adapter {
         offset: i64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        // Same offsets as readdir.
-        let mut next = offset.max(0);
-        if next < 2 {
-            let me = match self.vfs.attr(ino) {
-                Ok(a) => file_attr(&a),
-                Err(e) => return reply.error(log("readdirplus", &e)),
-            };
-            for (i, name) in [".", ".."].iter().enumerate().skip(next as usize) {
-                if reply.add(ino, (i + 1) as i64, name, &TTL, &me, 0) {
-                    return reply.ok();
-                }
-            }
-            next = 2;
+        let result = self.entries_from(ino, offset, |child, next, name, a| {
+            reply.add(child, next, name, ttl(a), &file_attr(a), 0)
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(log("readdirplus", &e)),
         }
-        loop {
-            let page = match self.vfs.readdir_page(ino, (next - 2) as usize, 256) {
-                Ok(p) => p,
-                Err(e) => return reply.error(log("readdirplus", &e)),
-            };
-            if page.is_empty() {
-                break;
-            }
-            for (name, a) in page {
-                next += 1;
-                if reply.add(
-                    a.ino,
-                    next,
-                    OsStr::from_bytes(&name),
-                    ttl(&a),
-                    &file_attr(&a),
-                    0,
-                ) {
-                    return reply.ok();
-                }
-            }
-        }
-        reply.ok();
     }
 
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
@@ -180,32 +184,13 @@ impl Filesystem for Adapter {
         offset: i64,
         mut reply: ReplyDirectory,
     ) {
-        // Offsets: 1 and 2 are "." and "..", then entry i of the directory is i + 3.
-        let mut next = offset.max(0);
-        if next < 2 {
-            for (i, name) in [".", ".."].iter().enumerate().skip(next as usize) {
-                if reply.add(ino, (i + 1) as i64, FileType::Directory, name) {
-                    return reply.ok();
-                }
-            }
-            next = 2;
+        let result = self.entries_from(ino, offset, |child, next, name, a| {
+            reply.add(child, next, file_attr(a).kind, name)
+        });
+        match result {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(log("readdir", &e)),
         }
-        loop {
-            let page = match self.vfs.readdir_page(ino, (next - 2) as usize, 256) {
-                Ok(p) => p,
-                Err(e) => return reply.error(log("readdir", &e)),
-            };
-            if page.is_empty() {
-                break;
-            }
-            for (name, a) in page {
-                next += 1;
-                if reply.add(a.ino, next, file_attr(&a).kind, OsStr::from_bytes(&name)) {
-                    return reply.ok();
-                }
-            }
-        }
-        reply.ok();
     }
 }
 

@@ -179,22 +179,9 @@ pub struct PruneReport {
     pub bytes_freed: u64,
 }
 
-fn repository_bytes(repo: &Repo) -> Result<u64> {
-    let mut n = 0;
-    for kind in [ObjectKind::Pack, ObjectKind::Index] {
-        n += repo
-            .backend()
-            .list(kind)?
-            .into_iter()
-            .map(|(_, s)| s)
-            .sum::<u64>();
-    }
-    Ok(n)
-}
-
 /// Carries out a plan (see the module documentation for the order).
 pub fn execute(repo: &mut Repo, plan: Plan) -> Result<PruneReport> {
-    let before = repository_bytes(repo)?;
+    let before = usage::repository_bytes(repo)?;
     let backend = Arc::clone(repo.backend());
     let key = Arc::clone(repo.key());
     let mut report = PruneReport {
@@ -290,6 +277,6 @@ pub fn execute(repo: &mut Repo, plan: Plan) -> Result<PruneReport> {
     if let Some(w) = warnings.first() {
         return Err(Error::corrupt("index after prune", w.clone()));
     }
-    report.bytes_freed = before.saturating_sub(repository_bytes(repo)?);
+    report.bytes_freed = before.saturating_sub(usage::repository_bytes(repo)?);
     Ok(report)
 }

@@ -16,18 +16,34 @@ use crate::tree::NodeKind;
 /// in the set is not walked again: everything below it is already marked. Fails if a tree
 /// cannot be read — a caller deciding what is unused must not guess.
 pub fn mark(repo: &Repo, root: &BlobId, set: &DiskBlobSet) -> Result<()> {
+    walk(
+        repo,
+        root,
+        |t| Ok(!set.insert(t)?),
+        |id| set.insert(id).map(|_| ()),
+    )
+}
+
+/// Walks the trees below `root`: a tree for which `skip` says true is not entered; `visit`
+/// sees every entered tree and every file chunk in them.
+fn walk(
+    repo: &Repo,
+    root: &BlobId,
+    mut skip: impl FnMut(&BlobId) -> Result<bool>,
+    mut visit: impl FnMut(&BlobId) -> Result<()>,
+) -> Result<()> {
     let mut stack = vec![*root];
     while let Some(tree_id) = stack.pop() {
-        if !set.insert(&tree_id)? {
+        if skip(&tree_id)? {
             continue;
         }
-        let tree = repo.load_tree(&tree_id)?;
-        for n in &tree.nodes {
+        visit(&tree_id)?;
+        for n in repo.load_tree(&tree_id)?.nodes {
             match n.kind {
                 NodeKind::Dir => stack.extend(n.subtree),
                 NodeKind::File => {
                     for c in &n.content {
-                        set.insert(&c.0)?;
+                        visit(&c.0)?;
                     }
                 }
                 NodeKind::Symlink => {}
@@ -73,27 +89,14 @@ pub fn bytes_beyond(
         }
         Ok(())
     };
-    let mut stack = vec![*root];
     let walked = DiskBlobSet::new()?;
-    while let Some(tree_id) = stack.pop() {
-        // A tree another snapshot reaches has all its blobs excluded too.
-        if excluded(&tree_id)? || !walked.insert(&tree_id)? {
-            continue;
-        }
-        count(&tree_id, &mut total)?;
-        let tree = repo.load_tree(&tree_id)?;
-        for n in &tree.nodes {
-            match n.kind {
-                NodeKind::Dir => stack.extend(n.subtree),
-                NodeKind::File => {
-                    for c in &n.content {
-                        count(&c.0, &mut total)?;
-                    }
-                }
-                NodeKind::Symlink => {}
-            }
-        }
-    }
+    // A tree another snapshot reaches has all its blobs excluded too.
+    walk(
+        repo,
+        root,
+        |t| Ok(excluded(t)? || !walked.insert(t)?),
+        |id| count(id, &mut total),
+    )?;
     Ok(total)
 }
 
@@ -167,22 +170,28 @@ pub struct RepoStats {
     pub total_ratio: f64,
 }
 
-/// Computes [`RepoStats`] from the catalog and the snapshot summaries.
-pub fn repo_stats(repo: &Repo) -> Result<RepoStats> {
-    let (snaps, _) = repo.snapshots()?;
-    let t = repo.catalog().blob_totals()?;
-    let mut stored = 0;
+/// Bytes of all packs and index objects: what the repository occupies.
+pub fn repository_bytes(repo: &Repo) -> Result<u64> {
+    let mut n = 0;
     for kind in [
         crate::backend::ObjectKind::Pack,
         crate::backend::ObjectKind::Index,
     ] {
-        stored += repo
+        n += repo
             .backend()
             .list(kind)?
             .into_iter()
             .map(|(_, s)| s)
             .sum::<u64>();
     }
+    Ok(n)
+}
+
+/// Computes [`RepoStats`] from the catalog and the snapshot summaries.
+pub fn repo_stats(repo: &Repo) -> Result<RepoStats> {
+    let (snaps, _) = repo.snapshots()?;
+    let t = repo.catalog().blob_totals()?;
+    let stored = repository_bytes(repo)?;
     let logical: u64 = snaps.iter().map(|(_, s)| s.summary.bytes_read).sum();
     let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     Ok(RepoStats {

@@ -446,6 +446,38 @@ impl Env {
     }
 }
 
+impl KillOnDrop {
+    /// Waits `delay`, then SIGKILLs the process (unless it already ended) and reaps it.
+    pub fn kill_after(&mut self, delay: Duration) -> ExitStatus {
+        thread::sleep(delay);
+        let mut child = self.0.take().unwrap();
+        let _ = child.kill();
+        child.wait().unwrap()
+    }
+}
+
+/// Trials from `trials_var` (else `default`) and a seed from `TRESOR_CRASH_SEED` (else
+/// random), printed so that a failing run can be replayed.
+pub fn trials_and_seed(what: &str, trials_var: &str, default: u64) -> (u64, u64) {
+    let trials = env_u64(trials_var, default);
+    let seed = env_u64(
+        "TRESOR_CRASH_SEED",
+        u64::from_str_radix(&random_hex(4), 16).unwrap(),
+    );
+    eprintln!("{what} trials: {trials}, seed {seed} (TRESOR_CRASH_SEED={seed} replays them)");
+    (trials, seed)
+}
+
+impl Env {
+    /// `repo init` with 1 MiB packs: many pack and index writes per run, so random kills land
+    /// on every kind of write.
+    pub fn init_small_packs(&self) {
+        let mut init = init_args();
+        init.extend(["--pack-size-mib", "1"]);
+        self.run(&init).ok("init with 1 MiB packs");
+    }
+}
+
 /// A number from the environment, or `default`.
 pub fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -103,23 +103,8 @@ fn backup_killed_midway_leaves_a_healthy_repository() {
         sent.load(Ordering::SeqCst)
     );
 
-    // Every object under its final name is complete: its name is the BLAKE3 hash of its bytes
-    // (temporary files of the interrupted write do not count).
-    for kind in ["data", "index", "snapshots"] {
-        for f in harness::all_files(&env.repo.join(kind)) {
-            let name = f.file_name().unwrap().to_string_lossy().into_owned();
-            if name.starts_with('.') {
-                continue;
-            }
-            let hash = blake3::hash(&fs::read(&f).unwrap()).to_hex().to_string();
-            assert_eq!(
-                hash,
-                name,
-                "{} is torn or damaged after the crash",
-                f.display()
-            );
-        }
-    }
+    // Every object under its final name is complete (temporary files do not count).
+    env.assert_objects_whole("after the crash");
 
     // No snapshot from the killed run.
     assert_eq!(
@@ -191,17 +176,9 @@ fn backup_killed_midway_leaves_a_healthy_repository() {
 /// restores byte-exact, and the next backup succeeds.
 #[test]
 fn random_kills_never_lose_a_committed_snapshot() {
-    let trials = harness::env_u64("TRESOR_CRASH_TRIALS", 8);
-    let seed = harness::env_u64(
-        "TRESOR_CRASH_SEED",
-        u64::from_str_radix(&harness::random_hex(4), 16).unwrap(),
-    );
-    eprintln!("crash trials: {trials}, seed {seed} (TRESOR_CRASH_SEED={seed} replays them)");
+    let (trials, seed) = harness::trials_and_seed("crash", "TRESOR_CRASH_TRIALS", 8);
     let env = Env::new();
-    let mut init = harness::init_args();
-    // Small packs: many pack and index writes per run, so kills land on every kind of write.
-    init.extend(["--pack-size-mib", "1"]);
-    env.run(&init).ok("init");
+    env.init_small_packs();
     let mut rng = Rng::new(seed);
     let mut committed: Vec<(String, blake3::Hash)> = Vec::new();
     let commit = |env: &Env, name: &str, data: &[u8], committed: &mut Vec<_>| {
@@ -241,11 +218,7 @@ fn random_kills_never_lose_a_committed_snapshot() {
         } else {
             env.spawn_stdin_create("doomed.txt", Arc::clone(&data))
         };
-        thread::sleep(Duration::from_millis(rng.next_u64() % span));
-        let child = guard.0.as_mut().unwrap();
-        let _ = child.kill();
-        let st = child.wait().unwrap();
-        guard.0 = None;
+        let st = guard.kill_after(Duration::from_millis(rng.next_u64() % span));
         feeder.join().unwrap();
         let what = format!(
             "trial {t} ({}, {st})",

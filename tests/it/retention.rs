@@ -358,16 +358,9 @@ fn snapshot_costs_and_stats_add_up() {
 /// runs 30): kill -9 at a random moment; every kept snapshot restores and check passes.
 #[test]
 fn prune_killed_at_random_moments_keeps_every_kept_snapshot() {
-    let trials = harness::env_u64("TRESOR_PRUNE_TRIALS", 4);
-    let seed = harness::env_u64(
-        "TRESOR_CRASH_SEED",
-        u64::from_str_radix(&harness::random_hex(4), 16).unwrap(),
-    );
-    eprintln!("prune trials: {trials}, seed {seed}");
+    let (trials, seed) = harness::trials_and_seed("prune", "TRESOR_PRUNE_TRIALS", 4);
     let env = Env::new();
-    let mut init = harness::init_args();
-    init.extend(["--pack-size-mib", "1"]);
-    env.run(&init).ok("init");
+    env.init_small_packs();
     let mut rng = Rng::new(seed);
     let src = env.path("src");
     fs::create_dir(&src).unwrap();
@@ -402,11 +395,7 @@ fn prune_killed_at_random_moments_keeps_every_kept_snapshot() {
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         let started = Instant::now();
         let mut guard = KillOnDrop(Some(cmd.spawn().unwrap()));
-        thread::sleep(Duration::from_millis(rng.next_u64() % span));
-        let child = guard.0.as_mut().unwrap();
-        let _ = child.kill();
-        let st = child.wait().unwrap();
-        guard.0 = None;
+        let st = guard.kill_after(Duration::from_millis(rng.next_u64() % span));
         if st.success() {
             // It finished first: aim the next kills inside its running time.
             span = (started.elapsed().as_millis() as u64 * 6 / 5).max(50);
