@@ -356,21 +356,7 @@ fn pack_capacity(pack_size: u32) -> usize {
 }
 
 fn node(name: &std::ffi::OsStr, kind: NodeKind, meta: &Meta) -> Node {
-    let (name, name_hex) = encode_os(name);
-    Node {
-        name,
-        name_hex,
-        kind,
-        mode: meta.mode,
-        uid: meta.uid,
-        gid: meta.gid,
-        mtime_ns: meta.mtime_ns,
-        size: 0,
-        content: Vec::new(),
-        subtree: None,
-        target: None,
-        target_hex: None,
-    }
+    Node::new(name, kind, meta.mode, meta.uid, meta.gid, meta.mtime_ns)
 }
 
 /// Runs a backup and writes its snapshot.

@@ -649,7 +649,7 @@ fn walk(
                             out.push(n.name.clone());
                         }
                     }
-                    NodeKind::Symlink => {}
+                    _ => {}
                 }
             }
         }

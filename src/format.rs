@@ -12,8 +12,9 @@ pub const KEY_FILE_VERSION: u32 = 1;
 /// Version of snapshot objects.
 pub const SNAPSHOT_VERSION: u32 = 1;
 
-/// Version of tree blobs.
-pub const TREE_VERSION: u32 = 1;
+/// Version of tree blobs written by this build. Readers accept every version up to it:
+/// version 2 added special files, hard-link, change-detection and xattr fields.
+pub const TREE_VERSION: u32 = 2;
 
 /// Magic at the very end of every pack file.
 pub const PACK_MAGIC: [u8; 8] = *b"TRSRPK01";

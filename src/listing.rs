@@ -37,6 +37,10 @@ fn kind_name(k: NodeKind) -> &'static str {
         NodeKind::File => "file",
         NodeKind::Dir => "dir",
         NodeKind::Symlink => "symlink",
+        NodeKind::Fifo => "fifo",
+        NodeKind::Chardev => "chardev",
+        NodeKind::Blockdev => "blockdev",
+        NodeKind::Socket => "socket",
     }
 }
 

@@ -289,6 +289,12 @@ impl DirRestorer<'_> {
                     .ctx(|| format!("setting times of symlink {}", path.display()))?;
                 self.summary.symlinks += 1;
             }
+            NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev | NodeKind::Socket => {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: special files are not restored yet",
+                    path.display()
+                )));
+            }
         }
         Ok(())
     }

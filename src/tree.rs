@@ -25,6 +25,31 @@ pub enum NodeKind {
     Dir,
     /// A symbolic link.
     Symlink,
+    /// A named pipe (tree version 2).
+    Fifo,
+    /// A character device; `rdev` names it (tree version 2).
+    Chardev,
+    /// A block device; `rdev` names it (tree version 2).
+    Blockdev,
+    /// A unix domain socket (tree version 2).
+    Socket,
+}
+
+/// One extended attribute: its name and its value's bytes in hex.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Xattr {
+    /// The attribute name, e.g. `user.comment` (names that are not UTF-8 are not stored).
+    pub name: String,
+    /// The value's bytes, hex.
+    pub value: String,
+}
+
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
+}
+
+fn is_zero_i64(v: &i64) -> bool {
+    *v == 0
 }
 
 /// One chunk of a file: its id and plaintext length.
@@ -65,6 +90,25 @@ pub struct Node {
     /// Exact link target bytes in hex when not UTF-8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_hex: Option<String>,
+    /// Status change time, ns since the epoch (change detection only; never restored).
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub ctime_ns: i64,
+    /// Inode number on the source (change detection and hard links).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub inode: u64,
+    /// Device of the source file system (change detection and hard links).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub device: u64,
+    /// Hard link count on the source; nodes with `links > 1` and equal `(device, inode)` in one
+    /// snapshot are one file and are restored as hard links of each other.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub links: u64,
+    /// Device number of a character or block device.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub rdev: u64,
+    /// Extended attributes, sorted by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<Xattr>,
 }
 
 /// Splits OS bytes into (lossy string, hex when not UTF-8).
@@ -100,6 +144,37 @@ impl Node {
             &self.target_hex,
             "target",
         )
+    }
+
+    /// A node with only a name, a kind and the ownership/mode/mtime fields set.
+    pub fn new(name: &OsStr, kind: NodeKind, mode: u32, uid: u32, gid: u32, mtime_ns: i64) -> Node {
+        let (name, name_hex) = encode_os(name);
+        Node {
+            name,
+            name_hex,
+            kind,
+            mode,
+            uid,
+            gid,
+            mtime_ns,
+            size: 0,
+            content: Vec::new(),
+            subtree: None,
+            target: None,
+            target_hex: None,
+            ctime_ns: 0,
+            inode: 0,
+            device: 0,
+            links: 0,
+            rdev: 0,
+            xattrs: Vec::new(),
+        }
+    }
+
+    /// Whether this node shares its data with other nodes of the snapshot as a hard link.
+    pub fn hardlink_key(&self) -> Option<(u64, u64)> {
+        (self.kind == NodeKind::File && self.links > 1 && self.inode != 0)
+            .then_some((self.device, self.inode))
     }
 
     /// Name bytes, the sort key.
@@ -156,7 +231,7 @@ impl Tree {
         let what = || format!("tree {}", id.to_hex());
         let t: Tree =
             serde_json::from_slice(b).map_err(|e| Error::corrupt(what(), e.to_string()))?;
-        if t.version != format::TREE_VERSION {
+        if t.version == 0 || t.version > format::TREE_VERSION {
             return Err(Error::UnsupportedVersion {
                 what: "tree",
                 found: t.version,
@@ -189,6 +264,9 @@ impl Tree {
                 NodeKind::Dir => n.subtree.is_some(),
                 NodeKind::Symlink => n.target.is_some() || n.target_hex.is_some(),
                 NodeKind::File => n.content.iter().map(|c| c.1 as u64).sum::<u64>() == n.size,
+                NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev | NodeKind::Socket => {
+                    t.version >= 2 && n.content.is_empty() && n.subtree.is_none()
+                }
             };
             if !ok {
                 return Err(Error::corrupt(
@@ -206,21 +284,10 @@ mod tests {
     use super::*;
 
     fn file(name: &str, content: Vec<ContentRef>) -> Node {
-        let size = content.iter().map(|c| c.1 as u64).sum();
-        Node {
-            name: name.into(),
-            name_hex: None,
-            kind: NodeKind::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            mtime_ns: 1,
-            size,
-            content,
-            subtree: None,
-            target: None,
-            target_hex: None,
-        }
+        let mut n = Node::new(OsStr::new(name), NodeKind::File, 0o644, 0, 0, 1);
+        n.size = content.iter().map(|c| c.1 as u64).sum();
+        n.content = content;
+        n
     }
 
     #[test]
@@ -232,7 +299,7 @@ mod tests {
         assert_eq!(Tree::from_bytes(&id, &b).unwrap(), t);
         assert!(Tree::new(vec![file("a", vec![]), file("a", vec![])]).is_err());
         let evil = Tree {
-            version: 1,
+            version: format::TREE_VERSION,
             nodes: vec![file("..", vec![])],
         };
         assert!(Tree::from_bytes(&id, &evil.to_bytes().unwrap()).is_err());
@@ -252,5 +319,26 @@ mod tests {
         let mut n = file(&lossy, vec![]);
         n.name_hex = hexed;
         assert_eq!(n.os_name().unwrap(), raw);
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::*;
+
+    #[test]
+    fn version_1_trees_still_read_and_special_kinds_need_version_2() {
+        let id = BlobId([2; 32]);
+        let v1 = br#"{"version":1,"nodes":[{"name":"a","type":"file","mode":420,"uid":0,"gid":0,"mtime_ns":1,"size":0}]}"#;
+        let t = Tree::from_bytes(&id, v1).unwrap();
+        assert_eq!(t.nodes[0].links, 0);
+        let fifo_v1 = br#"{"version":1,"nodes":[{"name":"p","type":"fifo","mode":420,"uid":0,"gid":0,"mtime_ns":1}]}"#;
+        assert!(Tree::from_bytes(&id, fifo_v1).is_err());
+        let fifo_v2 = br#"{"version":2,"nodes":[{"name":"p","type":"fifo","mode":420,"uid":0,"gid":0,"mtime_ns":1,"xattrs":[{"name":"user.a","value":"00ff"}]}]}"#;
+        let t = Tree::from_bytes(&id, fifo_v2).unwrap();
+        assert_eq!(t.nodes[0].kind, NodeKind::Fifo);
+        assert_eq!(t.nodes[0].xattrs[0].value, "00ff");
+        let future = br#"{"version":3,"nodes":[]}"#;
+        assert!(Tree::from_bytes(&id, future).is_err());
     }
 }

@@ -46,7 +46,7 @@ fn walk(
                         visit(&c.0)?;
                     }
                 }
-                NodeKind::Symlink => {}
+                _ => {}
             }
         }
     }

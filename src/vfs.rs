@@ -40,6 +40,14 @@ pub enum Kind {
     File,
     /// A symbolic link.
     Symlink,
+    /// A named pipe (shown, never opened: reads fail).
+    Fifo,
+    /// A character device node.
+    Chardev,
+    /// A block device node.
+    Blockdev,
+    /// A unix socket.
+    Socket,
 }
 
 /// What `stat` shows for an entry.
@@ -196,18 +204,15 @@ impl Vfs {
                     host: s.host.clone(),
                     tags: s.tags.clone(),
                     root: Node {
-                        name: String::new(),
-                        name_hex: None,
-                        kind: NodeKind::Dir,
-                        mode: 0o755,
-                        uid: 0,
-                        gid: 0,
-                        mtime_ns: t.timestamp_nanos_opt().unwrap_or_default(),
-                        size: 0,
-                        content: Vec::new(),
                         subtree: Some(s.root),
-                        target: None,
-                        target_hex: None,
+                        ..Node::new(
+                            std::ffi::OsStr::new(""),
+                            NodeKind::Dir,
+                            0o755,
+                            0,
+                            0,
+                            t.timestamp_nanos_opt().unwrap_or_default(),
+                        )
                     },
                 }
             })
@@ -397,11 +402,15 @@ impl Vfs {
                     NodeKind::Dir => Kind::Dir,
                     NodeKind::File => Kind::File,
                     NodeKind::Symlink => Kind::Symlink,
+                    NodeKind::Fifo => Kind::Fifo,
+                    NodeKind::Chardev => Kind::Chardev,
+                    NodeKind::Blockdev => Kind::Blockdev,
+                    NodeKind::Socket => Kind::Socket,
                 },
                 size: match n.kind {
                     NodeKind::File => n.size,
                     NodeKind::Symlink => n.os_target().map(|t| t.len() as u64).unwrap_or(0),
-                    NodeKind::Dir => 0,
+                    _ => 0,
                 },
                 mode: n.mode & 0o7777,
                 uid: n.uid,
