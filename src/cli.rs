@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use zeroize::Zeroizing;
 
@@ -340,6 +340,37 @@ struct RestoreArgs {
     /// Restore only this path, as the snapshot stores it (see `snapshot show`).
     #[arg(long)]
     path: Option<String>,
+    /// Restore only entries matching GLOB (repeatable). Globs match the stored path, e.g.
+    /// `etc/nginx/*.conf` (no leading `/`); a pattern without `/` matches the base name at any
+    /// depth. `*` and `?` stay within one component, `**` crosses components. An included
+    /// directory brings its whole subtree; an included entry brings its parent directories
+    /// (created, with their metadata); other directories are not created.
+    #[arg(long, value_name = "GLOB", conflicts_with = "stdout")]
+    include: Vec<String>,
+    /// Skip entries matching GLOB (repeatable; same syntax as --include). An excluded directory
+    /// skips its whole subtree. Excludes win over includes.
+    #[arg(long, value_name = "GLOB", conflicts_with = "stdout")]
+    exclude: Vec<String>,
+    /// Files that already exist in the target. `always`: the result equals the snapshot; an
+    /// existing file whose size and content (hashed locally, chunk by chunk) already match is
+    /// kept and gets only its metadata. `if-changed`: keep an existing file whose size and mtime
+    /// match, without reading it. `never`: leave every existing entry untouched.
+    #[arg(long, value_enum, default_value_t = OverwriteArg::Always, conflicts_with = "stdout")]
+    overwrite: OverwriteArg,
+    /// After restoring, re-read every selected regular file and compare it with the snapshot
+    /// (size and each chunk's keyed hash); a mismatch names the file and exits 13.
+    #[arg(long, conflicts_with = "stdout")]
+    verify: bool,
+    /// Print the summary as JSON.
+    #[arg(long, conflicts_with = "stdout")]
+    json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OverwriteArg {
+    Always,
+    IfChanged,
+    Never,
 }
 
 #[derive(Args)]
@@ -403,7 +434,9 @@ fn code_for(e: &anyhow::Error) -> u8 {
                 Error::RepoNotFound(_) => exit::NO_REPO,
                 Error::WrongPassword => exit::WRONG_PASSWORD,
                 Error::Locked(_) => exit::LOCKED,
-                Error::Corrupt { .. } | Error::Missing { .. } => exit::DAMAGED,
+                Error::Corrupt { .. } | Error::Missing { .. } | Error::Mismatch { .. } => {
+                    exit::DAMAGED
+                }
                 _ => exit::FATAL,
             };
         }
@@ -879,21 +912,91 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
     let target = a
         .target
         .ok_or_else(|| anyhow!("give --target DIR or --stdout"))?;
+    let opts = restorer::RestoreOptions {
+        include: a.include,
+        exclude: a.exclude,
+        overwrite: match a.overwrite {
+            OverwriteArg::Always => restorer::Overwrite::Always,
+            OverwriteArg::IfChanged => restorer::Overwrite::IfChanged,
+            OverwriteArg::Never => restorer::Overwrite::Never,
+        },
+    };
     let started = std::time::Instant::now();
-    let sum = restorer::restore_to_dir(&repo, &s, a.path.as_deref(), &target)?;
-    if !g.quiet {
+    let sum = restorer::restore_to_dir(&repo, &s, a.path.as_deref(), &target, &opts)?;
+    let seconds = started.elapsed().as_secs_f64();
+    for w in &sum.warnings {
+        eprintln!("tresor: warning: {w}");
+    }
+    for f in &sum.failures {
+        eprintln!("tresor: not restored: {f}");
+    }
+    let verified = if a.verify {
+        let report = restorer::verify_restore(&repo, &s, a.path.as_deref(), &target, &opts)?;
+        for m in &report.mismatches {
+            eprintln!("tresor: mismatch: {}: {}", m.path.display(), m.reason);
+        }
+        Some(report)
+    } else {
+        None
+    };
+    if a.json {
+        let v = serde_json::json!({
+            "snapshot": id.to_hex(),
+            "target": target,
+            "summary": &sum,
+            "verify": &verified,
+            "seconds": seconds,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if !g.quiet {
         println!(
-            "restored snapshot {} to {}: {} files, {} dirs, {} symlinks, {} in {:.1} s",
+            "restored snapshot {} to {}: {} files written ({}), {} kept ({}), {} dirs, {} symlinks, \
+             {} hard links, {} special files, {} warnings, {} not restored in {:.1} s",
             id.short(),
             target.display(),
             sum.files,
+            human(sum.bytes),
+            sum.files_skipped,
+            human(sum.bytes_skipped),
             sum.dirs,
             sum.symlinks,
-            human(sum.bytes),
-            started.elapsed().as_secs_f64()
+            sum.hardlinks,
+            sum.specials,
+            sum.warnings.len(),
+            sum.failures.len(),
+            seconds
         );
+        if let Some(r) = &verified {
+            println!(
+                "verified {} files ({}): {} mismatches",
+                r.files,
+                human(r.bytes),
+                r.mismatches.len()
+            );
+        }
     }
-    Ok(exit::OK)
+    if let Some(r) = &verified
+        && let Some(first) = r.mismatches.first()
+    {
+        let reason = if r.mismatches.len() > 1 {
+            format!(
+                "{} (and {} more files)",
+                first.reason,
+                r.mismatches.len() - 1
+            )
+        } else {
+            first.reason.clone()
+        };
+        return Err(anyhow::Error::new(Error::Mismatch {
+            path: first.path.clone(),
+            reason,
+        }));
+    }
+    Ok(if sum.failures.is_empty() {
+        exit::OK
+    } else {
+        exit::INCOMPLETE
+    })
 }
 
 /// A check's progress as an indicatif bar (a terminal only).

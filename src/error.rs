@@ -77,6 +77,10 @@ pub enum Error {
     #[error("the repository is locked: {0}")]
     Locked(String),
 
+    /// A restored file differs from the snapshot (`snapshot restore --verify`).
+    #[error("restored file {path} does not match the snapshot: {reason}")]
+    Mismatch { path: PathBuf, reason: String },
+
     /// Arguments that make no sense together.
     #[error("{0}")]
     InvalidArgument(String),

@@ -12,7 +12,8 @@
 //!
 //! # Tiers
 //!
-//! T0 (no I/O): `error`, `id`, `format`, `crypto`, `chunker`, `codec`, `tree`.
+//! T0 (no I/O): `error`, `id`, `format`, `crypto`, `chunker`, `codec`, `tree`,
+//! `selection`.
 //! T1 (repository objects): `backend`, `pack`, `index`, `catalog`, `keys`, `config`, `snapshot`,
 //! `repo`. T2 (operations): `source`, `archiver`, `restorer`. The CLI (T3) lives in the binary.
 //! A module uses only lower tiers; operations never call each other, they share [`repo::Repo`].
@@ -44,6 +45,7 @@ pub mod prune;
 pub mod repair;
 pub mod repo;
 pub mod restorer;
+pub mod selection;
 pub mod snapshot;
 pub mod source;
 pub mod tree;
