@@ -612,19 +612,15 @@ pub fn seeds() -> Vec<Seed> {
     push("index_object_sealed", "index", plain, true);
 
     // A tree with a file, a directory, a symlink and a name that is not UTF-8.
-    let node = |name: &str, kind| Node {
-        name: name.into(),
-        name_hex: None,
-        kind,
-        mode: 0o644,
-        uid: 1000,
-        gid: 1000,
-        mtime_ns: 1_700_000_000_123_456_789,
-        size: 0,
-        content: Vec::new(),
-        subtree: None,
-        target: None,
-        target_hex: None,
+    let node = |name: &str, kind| {
+        Node::new(
+            std::ffi::OsStr::new(name),
+            kind,
+            0o644,
+            1000,
+            1000,
+            1_700_000_000_123_456_789,
+        )
     };
     let mut file = node("dump.sql", NodeKind::File);
     file.content = vec![
@@ -632,6 +628,11 @@ pub fn seeds() -> Vec<Seed> {
         ContentRef(sealed_blobs[1].1, rand.len() as u32),
     ];
     file.size = (text.len() + rand.len()) as u64;
+    (file.inode, file.device, file.links, file.ctime_ns) = (77, 2049, 2, 1_700_000_001_000_000_000);
+    file.xattrs = vec![tresor::tree::Xattr {
+        name: "user.origin".into(),
+        value: "00ff".into(),
+    }];
     let mut dir = node("etc", NodeKind::Dir);
     dir.mode = 0o755;
     dir.subtree = Some(sealed_blobs[2].1);
@@ -643,7 +644,11 @@ pub fn seeds() -> Vec<Seed> {
     let mut latin1 = node(&lossy, NodeKind::File);
     latin1.name_hex = hexed;
     latin1.mtime_ns = -5;
-    let t = must(Tree::new(vec![file, dir, link, latin1]), "tree");
+    let mut pipe = node("pipe", NodeKind::Fifo);
+    pipe.mode = 0o600;
+    let mut null = node("null", NodeKind::Chardev);
+    null.rdev = 0x103;
+    let t = must(Tree::new(vec![file, dir, link, latin1, pipe, null]), "tree");
     push("tree", "tree", must(t.to_bytes(), "tree"), true);
 
     // A snapshot with every kind of source and a summary with errors.
@@ -670,6 +675,7 @@ pub fn seeds() -> Vec<Seed> {
             files: 3,
             dirs: 1,
             symlinks: 1,
+            specials: 2,
             bytes_read: 123_456,
             bytes_added: 45_678,
             data_added: 100_000,

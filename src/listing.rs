@@ -202,7 +202,7 @@ fn diff_trees(
             (Some(x), Some(y)) if x.kind == y.kind => {
                 if x.kind == NodeKind::Dir {
                     diff_trees(repo, x.subtree.as_ref(), y.subtree.as_ref(), &path, out)?;
-                } else if *x != y {
+                } else if !x.same_as(&y) {
                     out.push(Change {
                         path,
                         change: "modified",

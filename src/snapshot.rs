@@ -44,6 +44,9 @@ pub struct Summary {
     pub dirs: u64,
     /// Symlinks stored.
     pub symlinks: u64,
+    /// Fifos, device nodes and sockets stored.
+    #[serde(default)]
+    pub specials: u64,
     /// Content bytes read from the sources.
     pub bytes_read: u64,
     /// Bytes this run added to the repository (packs and index objects).

@@ -14,12 +14,13 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::chunker::ChunkerSpec;
 use crate::error::{Error, Result};
+use crate::tree::{NodeKind, Xattr};
 
 /// A source as given on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,7 +42,7 @@ pub enum SourceSpec {
 }
 
 /// Metadata recorded for every entry.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Meta {
     /// Permission bits.
     pub mode: u32,
@@ -53,20 +54,52 @@ pub struct Meta {
     pub mtime_ns: i64,
     /// Size (files).
     pub size: u64,
+    /// Status change time in ns since the epoch.
+    pub ctime_ns: i64,
+    /// Inode number.
+    pub inode: u64,
+    /// Device of the file system.
+    pub device: u64,
+    /// Hard link count (regular files; 0 otherwise).
+    pub links: u64,
+    /// Device number (device nodes; 0 otherwise).
+    pub rdev: u64,
+    /// Extended attributes, sorted by name.
+    pub xattrs: Vec<Xattr>,
+}
+
+fn ns(secs: i64, nsec: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
 }
 
 impl Meta {
-    fn of(md: &fs::Metadata) -> Meta {
+    /// The metadata `lstat` gives (no extended attributes).
+    pub fn of(md: &fs::Metadata) -> Meta {
+        let ft = md.file_type();
         Meta {
             mode: md.mode() & 0o7777,
             uid: md.uid(),
             gid: md.gid(),
-            mtime_ns: md
-                .mtime()
-                .saturating_mul(1_000_000_000)
-                .saturating_add(md.mtime_nsec()),
+            mtime_ns: ns(md.mtime(), md.mtime_nsec()),
             size: md.len(),
+            ctime_ns: ns(md.ctime(), md.ctime_nsec()),
+            inode: md.ino(),
+            device: md.dev(),
+            links: if ft.is_file() { md.nlink() } else { 0 },
+            rdev: if ft.is_char_device() || ft.is_block_device() {
+                md.rdev()
+            } else {
+                0
+            },
+            xattrs: Vec::new(),
         }
+    }
+
+    /// Whether a file's content may have changed between two `stat`s of it.
+    pub fn content_changed(&self, later: &Meta) -> bool {
+        self.size != later.size
+            || self.mtime_ns != later.mtime_ns
+            || self.ctime_ns != later.ctime_ns
     }
 
     /// Metadata for a stream (stdin or a command): owned by this process, mode 0600, now.
@@ -83,7 +116,7 @@ impl Meta {
             uid,
             gid,
             mtime_ns: now,
-            size: 0,
+            ..Meta::default()
         }
     }
 }
@@ -110,6 +143,12 @@ pub enum Item {
         name: OsString,
         meta: Meta,
         target: OsString,
+    },
+    /// A fifo, device node or socket.
+    Special {
+        name: OsString,
+        meta: Meta,
+        kind: NodeKind,
     },
     /// Something was skipped; `incomplete` marks the snapshot incomplete.
     Warning { message: String, incomplete: bool },
@@ -278,13 +317,63 @@ fn warn(sink: &mut Sink<'_>, path: &Path, what: &str, e: impl std::fmt::Display)
     })
 }
 
+/// Reads the extended attributes of `path` (never following a symlink), sorted by name.
+/// A file system without xattr support yields none; names that are not UTF-8 are skipped
+/// with a warning, as are attributes that cannot be read.
+pub fn read_xattrs(path: &Path, sink: &mut Sink<'_>) -> Option<Vec<Xattr>> {
+    let names = match xattr::list(path) {
+        Ok(n) => n,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Some(Vec::new()),
+        Err(e) => {
+            return warn(sink, path, "cannot list extended attributes", e).then(Vec::new);
+        }
+    };
+    let mut out = Vec::new();
+    for n in names {
+        let Some(name) = n.to_str() else {
+            if !warn(
+                sink,
+                path,
+                "extended attribute name is not UTF-8, skipped",
+                n.to_string_lossy(),
+            ) {
+                return None;
+            }
+            continue;
+        };
+        match xattr::get(path, &n) {
+            Ok(Some(v)) => out.push(Xattr {
+                name: name.to_string(),
+                value: hex::encode(v),
+            }),
+            Ok(None) => {} // removed meanwhile
+            Err(e) => {
+                if !warn(
+                    sink,
+                    path,
+                    &format!("cannot read extended attribute {name}"),
+                    e,
+                ) {
+                    return None;
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Some(out)
+}
+
 fn walk(path: &Path, name: &OsStr, chunker: &ChunkerSpec, sink: &mut Sink<'_>) -> bool {
     let md = match fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) => return warn(sink, path, "cannot stat", e),
     };
     let ft = md.file_type();
-    let meta = Meta::of(&md);
+    let mut meta = Meta::of(&md);
+    match read_xattrs(path, sink) {
+        Some(x) => meta.xattrs = x,
+        None => return false,
+    }
     if ft.is_dir() {
         let mut names: Vec<OsString> = match fs::read_dir(path) {
             Ok(rd) => {
@@ -322,6 +411,7 @@ fn walk(path: &Path, name: &OsStr, chunker: &ChunkerSpec, sink: &mut Sink<'_>) -
             Ok(f) => f,
             Err(e) => return warn(sink, path, "cannot open", e),
         };
+        let before = meta.clone();
         if !sink(Item::FileStart {
             name: name.to_os_string(),
             meta,
@@ -329,8 +419,25 @@ fn walk(path: &Path, name: &OsStr, chunker: &ChunkerSpec, sink: &mut Sink<'_>) -
         }) {
             return false;
         }
-        match emit_chunks(file, chunker, sink) {
-            Ok(true) => sink(Item::FileEnd { error: None }),
+        match emit_chunks(&file, chunker, sink) {
+            Ok(true) => {
+                // Compare the open file's status after reading with the one before: a file
+                // written to meanwhile may be stored torn, so say so (the snapshot holds what
+                // was read; the next backup reads it again because its times differ).
+                let changed = match file.metadata() {
+                    Ok(after) => before.content_changed(&Meta::of(&after)),
+                    Err(_) => false,
+                };
+                sink(Item::FileEnd { error: None })
+                    && (!changed
+                        || sink(Item::Warning {
+                            message: format!(
+                                "{}: changed while it was being read; the snapshot holds the bytes as read",
+                                path.display()
+                            ),
+                            incomplete: false,
+                        }))
+            }
             Ok(false) => false,
             Err(e) => sink(Item::FileEnd {
                 error: Some(format!("{}: read error: {e}", path.display())),
@@ -346,12 +453,24 @@ fn walk(path: &Path, name: &OsStr, chunker: &ChunkerSpec, sink: &mut Sink<'_>) -
             Err(e) => warn(sink, path, "cannot read link", e),
         }
     } else {
-        sink(Item::Warning {
-            message: format!(
-                "{}: skipped: not a regular file, directory or symlink",
-                path.display()
-            ),
-            incomplete: false,
+        let kind = if ft.is_fifo() {
+            NodeKind::Fifo
+        } else if ft.is_char_device() {
+            NodeKind::Chardev
+        } else if ft.is_block_device() {
+            NodeKind::Blockdev
+        } else if ft.is_socket() {
+            NodeKind::Socket
+        } else {
+            return sink(Item::Warning {
+                message: format!("{}: skipped: unknown file type", path.display()),
+                incomplete: false,
+            });
+        };
+        sink(Item::Special {
+            name: name.to_os_string(),
+            meta,
+            kind,
         })
     }
 }

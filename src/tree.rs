@@ -177,6 +177,18 @@ impl Node {
             .then_some((self.device, self.inode))
     }
 
+    /// Whether two nodes describe the same entry, ignoring where it lived on the source
+    /// (`ctime_ns`, `inode`, `device`): a tree restored elsewhere and backed up again is equal.
+    pub fn same_as(&self, other: &Node) -> bool {
+        let strip = |n: &Node| Node {
+            ctime_ns: 0,
+            inode: 0,
+            device: 0,
+            ..n.clone()
+        };
+        strip(self) == strip(other)
+    }
+
     /// Name bytes, the sort key.
     pub fn name_bytes(&self) -> Vec<u8> {
         self.os_name()
