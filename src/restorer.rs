@@ -1200,3 +1200,109 @@ pub fn verify_restore(
     v.flush();
     Ok(v.report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archiver::tests::repo;
+    use crate::archiver::{CreateOptions, NoProgress, create};
+    use crate::source::SourceSpec;
+    use std::ffi::OsStr;
+
+    fn node_for(key: &MasterKey, data: &[u8], chunk: usize) -> Node {
+        let mut n = Node::new(OsStr::new("f"), NodeKind::File, 0o644, 0, 0, 0);
+        n.size = data.len() as u64;
+        n.content = data
+            .chunks(chunk)
+            .map(|c| ContentRef(key.blob_id(c), c.len() as u32))
+            .collect();
+        n
+    }
+
+    #[test]
+    fn verify_file_detects_changed_bytes_and_sizes() {
+        let t = tempfile::tempdir().unwrap();
+        let key = MasterKey::generate().unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let node = node_for(&key, &data, 4000);
+        let p = t.path().join("f");
+        fs::write(&p, &data).unwrap();
+        verify_file(&key, &p, &node).unwrap();
+        let mut changed = data.clone();
+        changed[77_777] ^= 1;
+        fs::write(&p, &changed).unwrap();
+        assert!(matches!(
+            verify_file(&key, &p, &node),
+            Err(Error::Mismatch { ref path, .. }) if path == &p
+        ));
+        fs::write(&p, &data[..99_999]).unwrap();
+        assert!(matches!(
+            verify_file(&key, &p, &node),
+            Err(Error::Mismatch { .. })
+        ));
+        fs::remove_file(&p).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", &p).unwrap();
+        assert!(matches!(
+            verify_file(&key, &p, &node),
+            Err(Error::Mismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn verify_restore_finds_a_file_changed_after_restore() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        fs::create_dir_all(src.join("d")).unwrap();
+        fs::write(src.join("d/a"), vec![7u8; 300_000]).unwrap();
+        fs::write(src.join("b"), b"bee").unwrap();
+        let (_backend, mut r) = repo(t.path());
+        let opts = CreateOptions {
+            sources: vec![SourceSpec::Path(src.clone())],
+            ..Default::default()
+        };
+        let snap = create(&mut r, &opts, &NoProgress).unwrap().snapshot;
+        let target = t.path().join("out");
+        let ro = RestoreOptions::default();
+        let sum = restore_to_dir(&r, &snap, None, &target, &ro).unwrap();
+        assert_eq!((sum.files, sum.failures.len()), (2, 0), "{sum:?}");
+        let report = verify_restore(&r, &snap, None, &target, &ro).unwrap();
+        assert_eq!((report.files, report.mismatches.len()), (2, 0));
+        let a = target.join(src.strip_prefix("/").unwrap()).join("d/a");
+        let mut bytes = fs::read(&a).unwrap();
+        bytes[123_456] = 8;
+        fs::write(&a, &bytes).unwrap();
+        let report = verify_restore(&r, &snap, None, &target, &ro).unwrap();
+        assert_eq!(report.files, 2);
+        assert_eq!(report.mismatches.len(), 1, "{report:?}");
+        assert_eq!(report.mismatches[0].path, a);
+    }
+
+    #[test]
+    fn hole_writer_keeps_bytes_and_skips_zero_blocks() {
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("s");
+        let mut data = vec![0u8; 8 << 20];
+        data[5000..5100].fill(1); // inside block 1
+        data[3 << 20] = 9;
+        data[(8 << 20) - 1] = 3;
+        let f = File::create(&p).unwrap();
+        let mut w = HoleWriter::new(&f);
+        // Uneven pieces, so blocks straddle write calls.
+        for piece in data.chunks(1_000_003) {
+            w.write_all(piece).unwrap();
+        }
+        w.finish(data.len() as u64).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), data);
+        let blocks = fs::metadata(&p).unwrap().blocks() * 512;
+        assert!(
+            blocks <= 256 << 10,
+            "{blocks} bytes allocated for 3 written blocks"
+        );
+        // A file ending in zeros still gets its length.
+        let f = File::create(&p).unwrap();
+        let mut w = HoleWriter::new(&f);
+        w.write_all(&[0u8; 10_000]).unwrap();
+        w.finish(10_000).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), vec![0u8; 10_000]);
+    }
+}
