@@ -28,6 +28,8 @@ mod mount;
 mod plaintext;
 #[path = "it/postgres.rs"]
 mod postgres;
+#[path = "it/restore.rs"]
+mod restore;
 #[path = "it/retention.rs"]
 mod retention;
 #[path = "it/tree.rs"]
