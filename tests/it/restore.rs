@@ -382,7 +382,7 @@ fn fifo_and_socket_are_recreated() {
     fs::create_dir(&src).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &src.join("pipe"),
+        src.join("pipe"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o640),
         0,
@@ -430,7 +430,7 @@ fn device_nodes_as_root() {
     ] {
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &src.join(name),
+            src.join(name),
             ft,
             rustix::fs::Mode::from_raw_mode(0o620),
             dev,
