@@ -942,7 +942,7 @@ fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
     if a.json {
         let v = serde_json::json!({
             "snapshot": id.to_hex(),
-            "target": target,
+            "target": target.to_string_lossy(),
             "summary": &sum,
             "verify": &verified,
             "seconds": seconds,

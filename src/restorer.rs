@@ -110,10 +110,15 @@ pub struct VerifyReport {
 /// One restored file that differs from the snapshot.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Mismatch {
-    /// The file in the target.
+    /// The file in the target (shown lossily in JSON when not UTF-8).
+    #[serde(serialize_with = "lossy_path")]
     pub path: PathBuf,
     /// How it differs.
     pub reason: String,
+}
+
+fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&p.to_string_lossy())
 }
 
 /// What a path in a snapshot names.
@@ -497,10 +502,11 @@ struct Ctx {
     as_root: bool,
 }
 
-/// Sets the node's xattrs on `path` without following a symlink; removes `user.` attributes
-/// the node does not have. Every failure is a warning.
-fn apply_xattrs(path: &Path, node: &Node, warnings: &mut Vec<String>) {
-    if let Ok(names) = xattr::list(path) {
+/// Sets the node's xattrs on `path` without following a symlink; on an entry that existed
+/// before (`fresh` false) also removes `user.` attributes the node does not have. Every failure
+/// is a warning.
+fn apply_xattrs(path: &Path, node: &Node, fresh: bool, warnings: &mut Vec<String>) {
+    if !fresh && let Ok(names) = xattr::list(path) {
         for name in names {
             let stale = name.to_str().is_some_and(|n| {
                 n.starts_with("user.") && !node.xattrs.iter().any(|x| x.name == n)
@@ -535,13 +541,13 @@ fn apply_xattrs(path: &Path, node: &Node, warnings: &mut Vec<String>) {
 /// Owner (as root), xattrs, mode, times of a file or directory through its open descriptor:
 /// chown first (it clears setuid bits and capabilities), chmod after the xattrs (setting them
 /// needs write permission).
-fn apply_meta_fd(f: &File, path: &Path, node: &Node, ctx: Ctx) -> Result<Vec<String>> {
+fn apply_meta_fd(f: &File, path: &Path, node: &Node, fresh: bool, ctx: Ctx) -> Result<Vec<String>> {
     let mut warnings = Vec::new();
     if ctx.as_root {
         std::os::unix::fs::fchown(f, Some(node.uid), Some(node.gid))
             .ctx(|| format!("chown {}", path.display()))?;
     }
-    apply_xattrs(path, node, &mut warnings);
+    apply_xattrs(path, node, fresh, &mut warnings);
     f.set_permissions(fs::Permissions::from_mode(node.mode & 0o7777))
         .ctx(|| format!("chmod {}", path.display()))?;
     let times = fs::FileTimes::new()
@@ -559,7 +565,7 @@ fn apply_meta_path(path: &Path, node: &Node, ctx: Ctx) -> Result<Vec<String>> {
         std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))
             .ctx(|| format!("chown {}", path.display()))?;
     }
-    apply_xattrs(path, node, &mut warnings);
+    apply_xattrs(path, node, true, &mut warnings);
     if node.kind != NodeKind::Symlink {
         rustix::fs::chmodat(
             rustix::fs::CWD,
@@ -596,13 +602,13 @@ fn write_small(
     }
     w.finish(job.node.size)
         .map_err(|e| Error::io(format!("writing {}", job.path.display()), e))?;
-    apply_meta_fd(&f, &job.path, &job.node, ctx)
+    apply_meta_fd(&f, &job.path, &job.node, true, ctx)
 }
 
 /// Applies metadata to an existing file that is kept.
 fn keep_file(job: &FileJob, ctx: Ctx) -> Result<Vec<String>> {
     let f = open_nofollow(&job.path).ctx(|| format!("opening {}", job.path.display()))?;
-    apply_meta_fd(&f, &job.path, &job.node, ctx)
+    apply_meta_fd(&f, &job.path, &job.node, false, ctx)
 }
 
 /// A regular file to restore.
@@ -619,6 +625,8 @@ enum DirState {
     Pending,
     /// Exists and is ours to fill.
     Ready,
+    /// Existed before and is used as it is (`never`): no metadata applied.
+    Kept,
     /// Could not be created or must not be touched: nothing goes inside.
     Blocked,
 }
@@ -709,6 +717,9 @@ impl DirRestorer<'_> {
     fn make_dir(&mut self, path: &Path) -> Result<DirState> {
         let r = (|| -> Result<DirState> {
             match fs::symlink_metadata(path) {
+                Ok(md) if md.is_dir() && self.overwrite == Overwrite::Never => {
+                    return Ok(DirState::Kept);
+                }
                 Ok(md) if md.is_dir() => {}
                 Ok(_) if self.overwrite == Overwrite::Never => {
                     self.summary.warnings.push(format!(
@@ -744,7 +755,7 @@ impl DirRestorer<'_> {
     fn materialize(&mut self) -> Result<bool> {
         for i in 0..self.stack.len() {
             match self.stack[i].state {
-                DirState::Ready => {}
+                DirState::Ready | DirState::Kept => {}
                 DirState::Blocked => return Ok(false),
                 DirState::Pending => {
                     let path = self.stack[i].path.clone();
@@ -789,7 +800,7 @@ impl DirRestorer<'_> {
                     .map_err(|e| with_path(e, &job.path))?;
                 w.finish(job.node.size)
                     .map_err(|e| Error::io(format!("writing {}", job.path.display()), e))?;
-                apply_meta_fd(&f, &job.path, &job.node, self.ctx)
+                apply_meta_fd(&f, &job.path, &job.node, true, self.ctx)
             })(),
             Err(e) => Err(e),
         };
@@ -1119,7 +1130,7 @@ pub fn restore_to_dir(
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
             .open(&p)
             .ctx(|| format!("opening {}", p.display()))
-            .and_then(|f| apply_meta_fd(&f, &p, &n, ctx));
+            .and_then(|f| apply_meta_fd(&f, &p, &n, false, ctx));
         r.settle(res)?;
     }
     Ok(r.summary)

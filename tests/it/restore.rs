@@ -254,14 +254,18 @@ fn overwrite_modes_and_verify() {
     );
     assert!(same("f2"), "if-changed rewrote f2 (its mtime differs)");
 
-    // never: existing files stay as they are, missing ones are restored.
+    // never: existing files stay as they are, missing ones are restored; an existing directory
+    // keeps its own metadata.
     fs::write(t.join("f2"), b"modified").unwrap();
+    harness::chmod(&t.join("d"), 0o753);
     fs::remove_file(t.join("d/f3")).unwrap();
     let s = restore(&env, &id, &target, &["--overwrite", "never"]);
     assert_eq!((n(&s, "files"), n(&s, "files_skipped")), (1, 3), "{s}");
     assert_eq!(fs::read(t.join("f2")).unwrap(), b"modified");
     assert_eq!(fs::read(t.join("f1")).unwrap(), b);
     assert!(same("d/f3"));
+    let dir_mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
+    assert_eq!(dir_mode(&t.join("d")), 0o753);
 
     // --verify names the files that differ and exits 13.
     let out = env.run(&[
@@ -293,6 +297,7 @@ fn overwrite_modes_and_verify() {
     assert_eq!(v["verify"]["files"], 4, "{v}");
     assert_eq!(v["verify"]["mismatches"].as_array().unwrap().len(), 0);
     assert!(["f1", "f2", "d/f3", "big"].iter().all(|f| same(f)));
+    assert_eq!(dir_mode(&t.join("d")), dir_mode(&src.join("d")));
 }
 
 #[test]
