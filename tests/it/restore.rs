@@ -588,3 +588,49 @@ fn re_restore_of_2000_files_writes_nothing() {
         assert_eq!(fs::read(t.join(rel)).unwrap(), fs::read(f).unwrap());
     }
 }
+
+#[test]
+fn device_nodes_without_root_are_warnings_not_failures() {
+    if !harness::is_root() {
+        eprintln!("skipped: needs root to create the device node and to run as nobody");
+        return;
+    }
+    let mut env = Env::new();
+    harness::chmod(env.root(), 0o755);
+    let src = env.path("src");
+    write(&src.join("plain"), b"a plain file");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        src.join("null"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o644),
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
+    let target = env.path("out");
+    let (uid, gid) = harness::user_ids("nobody");
+    for d in [&env.repo, &env.cache, &target] {
+        fs::create_dir(d).unwrap();
+        harness::chown_r(d, uid, gid);
+    }
+    env.user = Some("nobody".into());
+    env.init();
+    let id = id_of(&env.create(&[&src]));
+    let out = env.run(&[
+        "snapshot",
+        "restore",
+        &id,
+        "--target",
+        target.to_str().unwrap(),
+        "--json",
+    ]);
+    out.ok("restore with a device node as nobody")
+        .stderr_has("warning")
+        .stderr_has("needs root");
+    let s = out.json()["summary"].clone();
+    assert_eq!(s["warnings"].as_array().unwrap().len(), 1, "{s}");
+    assert_eq!(n(&s, "specials"), 0, "{s}");
+    let t = target.join(env.stored(&src));
+    assert_eq!(fs::read(t.join("plain")).unwrap(), b"a plain file");
+    assert!(fs::symlink_metadata(t.join("null")).is_err());
+}
