@@ -634,3 +634,71 @@ fn device_nodes_without_root_are_warnings_not_failures() {
     assert_eq!(fs::read(t.join("plain")).unwrap(), b"a plain file");
     assert!(fs::symlink_metadata(t.join("null")).is_err());
 }
+
+/// Opens `rel` (a relative path under PATH_MAX) inside `dir` without building a full path.
+fn open_under(dir: &Path, rel: &Path) -> File {
+    let d = File::open(dir).unwrap();
+    File::from(
+        rustix::fs::openat(
+            &d,
+            rel,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap(),
+    )
+}
+
+#[test]
+fn paths_longer_than_path_max_restore() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    let seg = |c: char| std::iter::repeat_n(c, 200).collect::<String>();
+    let inner = PathBuf::from(seg('a')).join(seg('b')).join(seg('c'));
+    write(&src.join(&inner).join("leaf.txt"), b"deeper than PATH_MAX");
+    let mut rng = Rng::new(9);
+    let big = rng.bytes(100_000);
+    write(&src.join(&inner).join("data.bin"), &big);
+    fs::hard_link(
+        src.join(&inner).join("data.bin"),
+        src.join(&inner).join("data-link.bin"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("leaf.txt", src.join(&inner).join("link")).unwrap();
+    let id = id_of(&env.create(&[&src]));
+
+    // A target whose own path is long: with the stored path and `inner`, entries end up
+    // beyond 4096 bytes.
+    let mut target = env.path("t");
+    while target.as_os_str().len() < 3600 {
+        target.push(seg('t'));
+    }
+    fs::create_dir_all(&target).unwrap();
+    let t = target.join(env.stored(&src));
+    let leaf_len = t.join(&inner).join("leaf.txt").as_os_str().len();
+    assert!(leaf_len > 4096, "the test path is only {leaf_len} bytes");
+
+    let s = restore(&env, &id, &target, &["--verify"]);
+    assert_eq!((n(&s, "files"), n(&s, "hardlinks")), (2, 1), "{s}");
+    assert_eq!(s["failures"].as_array().unwrap().len(), 0, "{s}");
+    let read = |name: &str| {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut open_under(&t, &inner.join(name)), &mut v).unwrap();
+        v
+    };
+    assert_eq!(read("leaf.txt"), b"deeper than PATH_MAX");
+    assert!(read("data.bin") == big);
+    let ino = |name: &str| open_under(&t, &inner.join(name)).metadata().unwrap().ino();
+    assert_eq!(ino("data.bin"), ino("data-link.bin"));
+    let d = File::open(&t).unwrap();
+    assert_eq!(
+        rustix::fs::readlinkat(&d, inner.join("link"), Vec::new())
+            .unwrap()
+            .as_bytes(),
+        b"leaf.txt"
+    );
+    // Again: nothing written.
+    let s = restore(&env, &id, &target, &[]);
+    assert_eq!((n(&s, "files"), n(&s, "files_skipped")), (0, 2), "{s}");
+}
