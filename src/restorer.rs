@@ -19,6 +19,7 @@
 //! damage in the repository or a full disk stops the restore.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -632,9 +633,60 @@ enum DirState {
 }
 
 struct Frame {
+    /// Where it is, for messages (may exceed PATH_MAX).
     path: PathBuf,
+    /// The path system calls use (see [`Anchors`]); set when the directory is made.
+    access: PathBuf,
+    /// This directory's anchor, once a child needed one.
+    anchor: Option<PathBuf>,
     node: Node,
     state: DirState,
+}
+
+/// Joined system-call paths stay at most this long; below, paths continue from an anchor.
+const SHORT_PATH: usize = 3072;
+/// Anchors open at most in one restore or verify.
+const MAX_ANCHORS: usize = 512;
+
+/// Paths longer than PATH_MAX (4096 bytes): when joining a name to a directory's path would
+/// exceed [`SHORT_PATH`], the directory is opened (`O_PATH`, not following symlinks) and its
+/// entries are reached as `/proc/self/fd/N/name`, which every path-based call accepts. Anchors
+/// stay open until the restore ends (hard links and directory metadata come last), at most
+/// [`MAX_ANCHORS`] of them; beyond that an entry fails with a message saying so.
+#[derive(Default)]
+struct Anchors {
+    fds: Vec<std::os::fd::OwnedFd>,
+}
+
+impl Anchors {
+    /// The system-call path of `name` in the directory reached by `dir`.
+    fn child(&mut self, dir: &Path, anchor: &mut Option<PathBuf>, name: &OsStr) -> Result<PathBuf> {
+        use std::os::fd::AsRawFd;
+        let joined = dir.join(name);
+        if joined.as_os_str().len() <= SHORT_PATH {
+            return Ok(joined);
+        }
+        if let Some(a) = anchor {
+            return Ok(a.join(name));
+        }
+        if self.fds.len() >= MAX_ANCHORS {
+            return Err(Error::InvalidArgument(format!(
+                "{}: more than {MAX_ANCHORS} directories deeper than {SHORT_PATH} bytes; not restored",
+                joined.display()
+            )));
+        }
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(dir)
+            .ctx(|| format!("opening {}", dir.display()))?;
+        let fd = std::os::fd::OwnedFd::from(f);
+        let a = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        self.fds.push(fd);
+        let p = a.join(name);
+        *anchor = Some(a);
+        Ok(p)
+    }
 }
 
 /// Callbacks of [`walk`] over the selected part of a snapshot.
@@ -683,6 +735,10 @@ fn walk(
 
 struct DirRestorer<'a> {
     repo: &'a Repo,
+    /// The directory the walk starts in, and its anchor.
+    root: PathBuf,
+    root_anchor: Option<PathBuf>,
+    anchors: Anchors,
     overwrite: Overwrite,
     ctx: Ctx,
     summary: RestoreSummary,
@@ -758,8 +814,16 @@ impl DirRestorer<'_> {
                 DirState::Ready | DirState::Kept => {}
                 DirState::Blocked => return Ok(false),
                 DirState::Pending => {
-                    let path = self.stack[i].path.clone();
-                    let state = self.make_dir(&path)?;
+                    let access = match self.access_in(i.checked_sub(1), i) {
+                        Ok(a) => a,
+                        Err(e) => {
+                            self.settle(Err(e))?;
+                            self.stack[i].state = DirState::Blocked;
+                            return Ok(false);
+                        }
+                    };
+                    let state = self.make_dir(&access)?;
+                    self.stack[i].access = access;
                     self.stack[i].state = state;
                     if state == DirState::Blocked {
                         return Ok(false);
@@ -768,6 +832,25 @@ impl DirRestorer<'_> {
             }
         }
         Ok(true)
+    }
+
+    /// The system-call path of frame `child`'s directory inside frame `parent` (`None`: the
+    /// walk's root).
+    fn access_in(&mut self, parent: Option<usize>, child: usize) -> Result<PathBuf> {
+        let name = self.stack[child].path.file_name().map(|n| n.to_owned());
+        self.access_of(parent, name.as_deref())
+    }
+
+    /// The system-call path of `name` inside frame `parent` (`None`: the walk's root).
+    fn access_of(&mut self, parent: Option<usize>, name: Option<&OsStr>) -> Result<PathBuf> {
+        let name = name.ok_or_else(|| Error::InvalidArgument("an entry without a name".into()))?;
+        match parent {
+            Some(i) => {
+                let f = &mut self.stack[i];
+                self.anchors.child(&f.access, &mut f.anchor, name)
+            }
+            None => self.anchors.child(&self.root, &mut self.root_anchor, name),
+        }
     }
 
     fn queue_file(&mut self, job: FileJob) -> Result<()> {
@@ -961,6 +1044,8 @@ impl Visitor for DirRestorer<'_> {
             .is_some_and(|f| f.state == DirState::Blocked);
         self.stack.push(Frame {
             path: path.to_path_buf(),
+            access: PathBuf::new(),
+            anchor: None,
             node: node.clone(),
             state: if blocked {
                 DirState::Blocked
@@ -979,7 +1064,7 @@ impl Visitor for DirRestorer<'_> {
             && f.state == DirState::Ready
         {
             self.summary.dirs += 1;
-            self.dirs_meta.push((f.path, f.node));
+            self.dirs_meta.push((f.access, f.node));
         }
         Ok(())
     }
@@ -988,6 +1073,13 @@ impl Visitor for DirRestorer<'_> {
         if !self.materialize()? {
             return Ok(());
         }
+        let path = match self.access_of(self.stack.len().checked_sub(1), path.file_name()) {
+            Ok(p) => p,
+            Err(e) => {
+                self.settle(Err(e))?;
+                return Ok(());
+            }
+        };
         let existing = fs::symlink_metadata(&path).ok();
         if self.overwrite == Overwrite::Never && existing.is_some() {
             if node.kind == NodeKind::File {
@@ -1091,6 +1183,9 @@ pub fn restore_to_dir(
     let (dir, rel, nodes) = start(repo, snap, path, target, true)?;
     let mut r = DirRestorer {
         repo,
+        root: dir.clone(),
+        root_anchor: None,
+        anchors: Anchors::default(),
         overwrite: opts.overwrite,
         ctx: Ctx { as_root: is_root() },
         summary: RestoreSummary::default(),
@@ -1141,8 +1236,12 @@ pub fn restore_to_dir(
 struct Verifier<'a> {
     key: &'a MasterKey,
     report: VerifyReport,
-    group: Vec<(PathBuf, Node)>,
+    /// (display path, system-call path, node)
+    group: Vec<(PathBuf, PathBuf, Node)>,
     group_bytes: u64,
+    /// System-call path and anchor of each directory on the walk, the root first.
+    stack: Vec<(PathBuf, Option<PathBuf>)>,
+    anchors: Anchors,
 }
 
 impl Verifier<'_> {
@@ -1152,18 +1251,18 @@ impl Verifier<'_> {
         let key = self.key;
         let results: Vec<Result<()>> = group
             .par_iter()
-            .map(|(p, n)| verify_file(key, p, n))
+            .map(|(_, a, n)| verify_file(key, a, n))
             .collect();
-        for ((_, n), r) in group.iter().zip(results) {
+        for ((path, _, n), r) in group.into_iter().zip(results) {
             self.report.files += 1;
             self.report.bytes += n.size;
             match r {
                 Ok(()) => {}
-                Err(Error::Mismatch { path, reason }) => {
+                Err(Error::Mismatch { reason, .. }) => {
                     self.report.mismatches.push(Mismatch { path, reason })
                 }
                 Err(e) => self.report.mismatches.push(Mismatch {
-                    path: PathBuf::new(),
+                    path,
                     reason: e.to_string(),
                 }),
             }
@@ -1171,17 +1270,34 @@ impl Verifier<'_> {
     }
 }
 
+impl Verifier<'_> {
+    /// The system-call path of `path`'s name in the current directory; when no anchor can be
+    /// made the plain path is used, and checking it reports why.
+    fn access(&mut self, path: &Path) -> PathBuf {
+        let (Some((dir, anchor)), Some(name)) = (self.stack.last_mut(), path.file_name()) else {
+            return path.to_path_buf();
+        };
+        self.anchors
+            .child(dir, anchor, name)
+            .unwrap_or_else(|_| path.to_path_buf())
+    }
+}
+
 impl Visitor for Verifier<'_> {
-    fn enter(&mut self, _: &Path, _: &Node, _: bool) -> Result<()> {
+    fn enter(&mut self, path: &Path, _: &Node, _: bool) -> Result<()> {
+        let access = self.access(path);
+        self.stack.push((access, None));
         Ok(())
     }
     fn leave(&mut self) -> Result<()> {
+        self.stack.pop();
         Ok(())
     }
     fn entry(&mut self, path: PathBuf, node: &Node) -> Result<()> {
         if node.kind == NodeKind::File {
             self.group_bytes += node.size;
-            self.group.push((path, node.clone()));
+            let access = self.access(&path);
+            self.group.push((path, access, node.clone()));
             if self.group.len() >= GROUP_FILES || self.group_bytes >= GROUP_BYTES {
                 self.flush();
             }
@@ -1206,6 +1322,8 @@ pub fn verify_restore(
         report: VerifyReport::default(),
         group: Vec::new(),
         group_bytes: 0,
+        stack: vec![(dir.clone(), None)],
+        anchors: Anchors::default(),
     };
     walk(repo, &sel, &dir, &rel, &nodes, false, &mut v)?;
     v.flush();
@@ -1218,7 +1336,6 @@ mod tests {
     use crate::archiver::tests::repo;
     use crate::archiver::{CreateOptions, NoProgress, create};
     use crate::source::SourceSpec;
-    use std::ffi::OsStr;
 
     fn node_for(key: &MasterKey, data: &[u8], chunk: usize) -> Node {
         let mut n = Node::new(OsStr::new("f"), NodeKind::File, 0o644, 0, 0, 0);
