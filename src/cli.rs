@@ -248,6 +248,14 @@ enum SnapshotCmd {
     /// Show one snapshot.
     Show(ShowArgs),
     /// Restore a snapshot (or one path of it) into a directory or to standard output.
+    ///
+    /// Into a directory: hard links, fifos, sockets, device nodes (as root), xattrs, owners (as
+    /// root), modes and mtimes are restored; sparse files stay sparse; symlinks in the target
+    /// are replaced, never followed; nothing is deleted. Problems that leave an entry restored
+    /// but imperfect (an xattr refused, a device node without root, a socket path too long to
+    /// bind) are warnings on stderr and exit 0. An entry that cannot be restored at all is
+    /// listed as "not restored", the rest goes on, and the exit code is 3. Damage in the
+    /// repository stops the restore with 13; so does a --verify mismatch.
     Restore(RestoreArgs),
     /// Remove snapshots by a retention policy or by id (data goes with `prune`).
     Forget(ForgetArgs),

@@ -1130,13 +1130,20 @@ impl Visitor for DirRestorer<'_> {
 }
 
 /// Creates `target/a/b/…` for the stored parents of a `--path`, replacing a non-directory in
-/// the way (a symlink is never followed).
-fn plain_parents(target: &Path, parts: &[&str]) -> Result<PathBuf> {
+/// the way (a symlink is never followed; with `never` it is an error instead).
+fn plain_parents(target: &Path, parts: &[&str], overwrite: Overwrite) -> Result<PathBuf> {
     let mut p = target.to_path_buf();
     for part in parts {
         p.push(part);
         match fs::symlink_metadata(&p) {
             Ok(md) if md.is_dir() => continue,
+            Ok(_) if overwrite == Overwrite::Never => {
+                return Err(Error::InvalidArgument(format!(
+                    "{} exists and is not a directory; --overwrite never leaves it, so nothing \
+                     can be restored under it",
+                    p.display()
+                )));
+            }
             Ok(_) => remove_in_the_way(&p)?,
             Err(_) => {}
         }
@@ -1151,17 +1158,16 @@ fn start(
     snap: &Snapshot,
     path: Option<&str>,
     target: &Path,
-    create: bool,
+    create: Option<Overwrite>,
 ) -> Result<(PathBuf, PathBuf, Vec<Node>)> {
     match resolve(repo, snap, path)? {
         Entry::Root(tree) => Ok((target.to_path_buf(), PathBuf::new(), tree.nodes)),
         Entry::Node(node) => {
             let parts = split_path(path.unwrap_or(""))?;
             let parents = &parts[..parts.len().saturating_sub(1)];
-            let dir = if create {
-                plain_parents(target, parents)?
-            } else {
-                parents.iter().fold(target.to_path_buf(), |p, c| p.join(c))
+            let dir = match create {
+                Some(overwrite) => plain_parents(target, parents, overwrite)?,
+                None => parents.iter().fold(target.to_path_buf(), |p, c| p.join(c)),
             };
             let rel: PathBuf = parents.iter().collect();
             Ok((dir, rel, vec![node]))
@@ -1180,7 +1186,7 @@ pub fn restore_to_dir(
 ) -> Result<RestoreSummary> {
     let sel = Selection::new(&opts.include, &opts.exclude)?;
     fs::create_dir_all(target).ctx(|| format!("creating {}", target.display()))?;
-    let (dir, rel, nodes) = start(repo, snap, path, target, true)?;
+    let (dir, rel, nodes) = start(repo, snap, path, target, Some(opts.overwrite))?;
     let mut r = DirRestorer {
         repo,
         root: dir.clone(),
@@ -1316,7 +1322,7 @@ pub fn verify_restore(
     opts: &RestoreOptions,
 ) -> Result<VerifyReport> {
     let sel = Selection::new(&opts.include, &opts.exclude)?;
-    let (dir, rel, nodes) = start(repo, snap, path, target, false)?;
+    let (dir, rel, nodes) = start(repo, snap, path, target, None)?;
     let mut v = Verifier {
         key: repo.key().as_ref(),
         report: VerifyReport::default(),

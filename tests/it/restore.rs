@@ -528,6 +528,34 @@ fn symlinks_in_the_target_are_replaced_never_followed() {
     assert!(fs::symlink_metadata(t.join("dir")).unwrap().is_dir());
     assert_eq!(fs::read(t.join("file")).unwrap(), b"restored content");
     assert_eq!(fs::read(t.join("dir/inner")).unwrap(), b"inner");
+
+    // --path: a symlink in place of a stored parent is not followed either.
+    let target2 = env.path("out2");
+    let t2 = target2.join(env.stored(&src));
+    fs::create_dir_all(t2.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&victim_dir, &t2).unwrap();
+    let sub = format!("{}/dir", env.stored(&src));
+    let args = |mode: &'static str| {
+        vec![
+            "snapshot".to_string(),
+            "restore".into(),
+            id.clone(),
+            "--target".into(),
+            target2.to_str().unwrap().into(),
+            "--path".into(),
+            sub.clone(),
+            "--overwrite".into(),
+            mode.into(),
+        ]
+    };
+    env.run(&args("never"))
+        .expect_code(harness::exit::FATAL, "--path under a symlink with never")
+        .stderr_has("not a directory");
+    assert_eq!(fs::read_dir(&victim_dir).unwrap().count(), 0);
+    env.run(&args("always")).ok("--path under a symlink");
+    assert_eq!(fs::read_dir(&victim_dir).unwrap().count(), 0);
+    assert!(fs::symlink_metadata(&t2).unwrap().is_dir());
+    assert_eq!(fs::read(t2.join("dir/inner")).unwrap(), b"inner");
 }
 
 #[test]
