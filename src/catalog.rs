@@ -176,6 +176,28 @@ impl Catalog {
         }))
     }
 
+    /// A second connection to the same catalog that can only read, for another thread (a
+    /// connection is not `Sync`). In WAL mode it reads while this one writes; it sees every
+    /// transaction committed before each of its statements.
+    pub fn reader(&self) -> Result<Catalog> {
+        use rusqlite::OpenFlags;
+        let conn = sql(
+            "open read-only",
+            Connection::open_with_flags(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            ),
+        )?;
+        sql(
+            "busy timeout",
+            conn.busy_timeout(std::time::Duration::from_secs(60)),
+        )?;
+        Ok(Catalog {
+            conn,
+            path: self.path.clone(),
+        })
+    }
+
     /// The file backing this catalog.
     pub fn path(&self) -> &Path {
         &self.path

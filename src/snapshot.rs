@@ -35,6 +35,30 @@ pub enum SourceRecord {
     },
 }
 
+/// The exclude options of a backup, as given.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExcludeRecord {
+    /// `--exclude` patterns, then the patterns read from each `--exclude-file`, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patterns: Vec<String>,
+    /// `--exclude-if-present` names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub if_present: Vec<String>,
+    /// `--exclude-caches`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub caches: bool,
+    /// `--one-file-system`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub one_file_system: bool,
+}
+
+impl ExcludeRecord {
+    /// Whether no option is set.
+    pub fn is_empty(&self) -> bool {
+        *self == ExcludeRecord::default()
+    }
+}
+
 /// What a backup did.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -47,8 +71,18 @@ pub struct Summary {
     /// Fifos, device nodes and sockets stored.
     #[serde(default)]
     pub specials: u64,
-    /// Content bytes read from the sources.
+    /// Content bytes read from the sources (files taken unchanged from the parent are not read).
     pub bytes_read: u64,
+    /// Regular files with no file at the same stored path in the parent (all of them without one).
+    #[serde(default)]
+    pub files_new: u64,
+    /// Regular files read although the parent had a file at the same path (its size, mtime,
+    /// ctime, inode or device differed, or some of its chunks are no longer in the repository).
+    #[serde(default)]
+    pub files_changed: u64,
+    /// Regular files whose chunk list was taken from the parent without reading them.
+    #[serde(default)]
+    pub files_unchanged: u64,
     /// Bytes this run added to the repository (packs and index objects).
     pub bytes_added: u64,
     /// Plaintext bytes of the blobs this run stored new.
@@ -87,6 +121,12 @@ pub struct Snapshot {
     pub sources: Vec<SourceRecord>,
     /// The root tree.
     pub root: BlobId,
+    /// The snapshot whose file nodes were trusted for unchanged files (change detection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Exclude options the backup ran with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excludes: Option<ExcludeRecord>,
     /// What happened.
     pub summary: Summary,
 }
