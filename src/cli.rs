@@ -264,7 +264,7 @@ struct LsArgs {
     /// Path inside the snapshot, as stored (default: its top).
     path: Option<String>,
     /// Everything below, not just one level.
-    #[arg(long, short = 'r')]
+    #[arg(long, short = 'R')]
     recursive: bool,
     /// Print JSON.
     #[arg(long)]
