@@ -407,10 +407,22 @@ pub fn create(
     } else {
         parent::choose(repo, opts.parent.as_deref(), &host, &records)?
     };
+    // A parent whose root tree cannot be read is no reason to fail: read everything.
+    let mut parent_warning = None;
     let cursor = match &parent {
-        Some((_, p)) => ParentCursor::new(ParentTrees::new(repo)?, &p.root)?,
+        Some((id, p)) => match ParentCursor::new(ParentTrees::new(repo)?, &p.root) {
+            Ok(c) => c,
+            Err(e) => {
+                parent_warning = Some(format!(
+                    "parent snapshot {}: {e}; every file is read",
+                    id.short()
+                ));
+                ParentCursor::none()
+            }
+        },
         None => ParentCursor::none(),
     };
+    let parent = parent.filter(|_| parent_warning.is_none());
 
     let (tx, rx) = bounded::<Vec<Item>>(2);
     let chunker = repo.chunker().clone();
@@ -442,6 +454,9 @@ pub fn create(
         nodes: Vec::new(),
     }];
     let mut file: Option<Node> = None;
+    if let Some(w) = parent_warning {
+        record_error(&mut summary, progress, &w, false);
+    }
 
     for batch in rx {
         // Hash every chunk of the batch on both cores.
