@@ -3,7 +3,9 @@
 //! Threads and order of work:
 //!
 //! 1. A reader thread walks the sources ([`source::produce`]) and sends batches of items
-//!    (≈ 8 MiB of chunks each) through a bounded channel.
+//!    (≈ 8 MiB of chunks each) through a bounded channel. It skips excluded entries and, for
+//!    files the parent snapshot ([`parent::choose`]) holds unchanged, sends the parent's chunk
+//!    list instead of reading them; it owns its own read-only catalog connection for that.
 //! 2. This thread takes a batch, hashes its chunks on rayon (both cores), decides new vs. known
 //!    against the in-flight set and the catalog, and hands each new chunk to a rayon task that
 //!    compresses and seals it, without waiting: encoders stay busy across batch boundaries
