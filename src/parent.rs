@@ -24,6 +24,7 @@
 //! never by the size of the parent snapshot. A parent tree that cannot be loaded is a warning:
 //! that subtree is read in full.
 
+use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -77,7 +78,13 @@ pub struct ParentTrees {
     backend: Arc<dyn Backend>,
     key: Arc<MasterKey>,
     catalog: Catalog,
+    /// Lookups left in the current read transaction; 0: none is open.
+    txn_left: Cell<u32>,
 }
+
+/// Lookups per read transaction: amortizes SQLite's per-transaction locking and checks without
+/// holding one WAL snapshot (which keeps the writer from checkpointing) for the whole backup.
+const LOOKUPS_PER_TXN: u32 = 20_000;
 
 impl ParentTrees {
     /// Opens a read-only view of `repo`'s catalog for another thread.
@@ -86,6 +93,7 @@ impl ParentTrees {
             backend: Arc::clone(repo.backend()),
             key: Arc::clone(repo.key()),
             catalog: repo.catalog().reader()?,
+            txn_left: Cell::new(0),
         })
     }
 
@@ -108,12 +116,27 @@ impl ParentTrees {
 
     /// Whether every chunk is still indexed.
     pub fn all_present(&self, content: &[ContentRef]) -> Result<bool> {
+        if self.txn_left.get() == 0 {
+            self.catalog.begin_read()?;
+            self.txn_left.set(LOOKUPS_PER_TXN);
+        }
+        let mut present = Ok(true);
         for c in content {
-            if !self.catalog.contains(&c.0)? {
-                return Ok(false);
+            match self.catalog.contains(&c.0) {
+                Ok(true) => {}
+                other => {
+                    present = other;
+                    break;
+                }
             }
         }
-        Ok(true)
+        let used = u32::try_from(content.len()).unwrap_or(u32::MAX).max(1);
+        let left = self.txn_left.get().saturating_sub(used);
+        if left == 0 {
+            self.catalog.end_read()?;
+        }
+        self.txn_left.set(left);
+        present
     }
 }
 
