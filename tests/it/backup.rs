@@ -265,6 +265,20 @@ fn parent_is_the_latest_snapshot_with_the_same_path_sources_and_host() {
         3,
         "only the command output is read"
     );
+    // The one-line summary says the same.
+    let line = env
+        .run(&[
+            "snapshot",
+            "create",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+        ])
+        .ok("create")
+        .stdout_str();
+    assert!(
+        line.contains("2 files (0 new, 0 changed, 2 unchanged), 0 B read"),
+        "{line}"
+    );
     // Another host: no parent.
     let other = env.create(&[a.as_os_str(), "--host".as_ref(), "elsewhere".as_ref()]);
     assert!(other["parent"].is_null(), "{other}");
