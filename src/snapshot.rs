@@ -165,3 +165,48 @@ impl Snapshot {
             .unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A snapshot written before change detection and excludes still parses, and a new one
+    /// without a parent or excludes serializes without those keys.
+    #[test]
+    fn old_snapshots_parse_and_absent_fields_stay_absent() {
+        let old = format!(
+            r#"{{"version":1,"time":"2026-01-01T00:00:00Z","host":"h","username":"u",
+            "tags":[],"sources":[{{"kind":"path","path":"/etc"}}],"root":"{}",
+            "summary":{{"files":2,"dirs":1,"symlinks":0,"bytes_read":10,"bytes_added":5,
+            "data_added":5,"blobs_added":1,"blobs_reused":0,"duration_seconds":0.5,
+            "incomplete":false}}}}"#,
+            "ab".repeat(32)
+        );
+        let s: Snapshot = serde_json::from_str(&old).unwrap();
+        assert_eq!(s.parent, None);
+        assert_eq!(s.excludes, None);
+        assert_eq!(
+            (
+                s.summary.files_new,
+                s.summary.files_changed,
+                s.summary.files_unchanged
+            ),
+            (0, 0, 0)
+        );
+        let back = serde_json::to_value(&s).unwrap();
+        assert!(back.get("parent").is_none() && back.get("excludes").is_none());
+        assert_eq!(back["summary"]["files_unchanged"], 0);
+
+        let with = Snapshot {
+            parent: Some("cd".repeat(32)),
+            excludes: Some(ExcludeRecord {
+                caches: true,
+                ..Default::default()
+            }),
+            ..s
+        };
+        let v = serde_json::to_value(&with).unwrap();
+        assert_eq!(v["parent"], "cd".repeat(32));
+        assert_eq!(v["excludes"], serde_json::json!({"caches": true}));
+    }
+}
