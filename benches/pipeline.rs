@@ -53,6 +53,7 @@ fn options(source: &Path) -> CreateOptions {
         sources: vec![SourceSpec::Path(source.to_path_buf())],
         tags: Vec::new(),
         host: Some("bench".into()),
+        ..Default::default()
     }
 }
 

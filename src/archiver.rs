@@ -3,7 +3,9 @@
 //! Threads and order of work:
 //!
 //! 1. A reader thread walks the sources ([`source::produce`]) and sends batches of items
-//!    (≈ 8 MiB of chunks each) through a bounded channel.
+//!    (≈ 8 MiB of chunks each) through a bounded channel. It skips excluded entries and, for
+//!    files the parent snapshot ([`parent::choose`]) holds unchanged, sends the parent's chunk
+//!    list instead of reading them; it owns its own read-only catalog connection for that.
 //! 2. This thread takes a batch, hashes its chunks on rayon (both cores), decides new vs. known
 //!    against the in-flight set and the catalog, and hands each new chunk to a rayon task that
 //!    compresses and seals it, without waiting: encoders stay busy across batch boundaries
@@ -34,13 +36,15 @@ use crate::backend::{Backend, ObjectKind};
 use crate::codec;
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
+use crate::exclude::Excludes;
 use crate::format::BlobKind;
 use crate::id::{BlobId, ObjectId};
 use crate::index::{self, IndexedPack};
 use crate::pack::PackWriter;
+use crate::parent::{self, ParentCursor, ParentTrees};
 use crate::repo::{Repo, hostname};
-use crate::snapshot::{Snapshot, SourceRecord, Summary};
-use crate::source::{self, Item, Meta, SourceSpec};
+use crate::snapshot::{ExcludeRecord, Snapshot, SourceRecord, Summary};
+use crate::source::{self, Item, Meta, SourceSpec, Walker};
 use crate::tree::{ContentRef, Node, NodeKind, Tree, encode_os};
 
 /// Chunk bytes per batch handed from the reader to the workers.
@@ -63,6 +67,12 @@ pub struct CreateOptions {
     pub tags: Vec<String>,
     /// Host name to record (default: this machine's).
     pub host: Option<String>,
+    /// The parent snapshot (`latest`, id or prefix); default: chosen by [`parent::choose`].
+    pub parent: Option<String>,
+    /// Read every file; use no parent.
+    pub force: bool,
+    /// What to leave out.
+    pub excludes: ExcludeRecord,
 }
 
 /// Receives progress events; every method has a no-op default.
@@ -387,6 +397,35 @@ pub fn create(
         progress.warn(&format!("could not adopt {s}"));
     }
 
+    let excludes = Excludes::new(&opts.excludes)?;
+    let host = opts.host.clone().unwrap_or_else(hostname);
+    let records = opts
+        .sources
+        .iter()
+        .map(record)
+        .collect::<Result<Vec<_>>>()?;
+    let parent = if opts.force {
+        None
+    } else {
+        parent::choose(repo, opts.parent.as_deref(), &host, &records)?
+    };
+    // A parent whose root tree cannot be read is no reason to fail: read everything.
+    let mut parent_warning = None;
+    let cursor = match &parent {
+        Some((id, p)) => match ParentCursor::new(ParentTrees::new(repo)?, &p.root) {
+            Ok(c) => c,
+            Err(e) => {
+                parent_warning = Some(format!(
+                    "parent snapshot {}: {e}; every file is read",
+                    id.short()
+                ));
+                ParentCursor::none()
+            }
+        },
+        None => ParentCursor::none(),
+    };
+    let parent = parent.filter(|_| parent_warning.is_none());
+
     let (tx, rx) = bounded::<Vec<Item>>(2);
     let chunker = repo.chunker().clone();
     let sources = opts.sources.clone();
@@ -398,7 +437,12 @@ pub fn create(
                 batch: Vec::new(),
                 bytes: 0,
             };
-            source::produce(&sources, &chunker, &mut |item| b.push(item));
+            let mut walker = Walker {
+                chunker: &chunker,
+                parent: cursor,
+                excludes: &excludes,
+            };
+            source::produce(&sources, &mut walker, &mut |item| b.push(item));
             b.flush();
         })
         .map_err(|e| Error::io("starting the reader thread", e))?;
@@ -412,6 +456,9 @@ pub fn create(
         nodes: Vec::new(),
     }];
     let mut file: Option<Node> = None;
+    if let Some(w) = parent_warning {
+        record_error(&mut summary, progress, &w, false);
+    }
 
     for batch in rx {
         // Hash every chunk of the batch on both cores.
@@ -437,9 +484,31 @@ pub fn create(
                         store.encode_async(id, c)?;
                     }
                 }
-                Item::FileStart { name, meta, path } => {
+                Item::FileStart {
+                    name,
+                    meta,
+                    path,
+                    known,
+                } => {
                     progress.file(&path);
+                    if known {
+                        summary.files_changed += 1;
+                    } else {
+                        summary.files_new += 1;
+                    }
                     file = Some(node(&name, NodeKind::File, &meta));
+                }
+                Item::Unchanged {
+                    name,
+                    meta,
+                    content,
+                } => {
+                    let mut n = node(&name, NodeKind::File, &meta);
+                    n.size = meta.size;
+                    n.content = content;
+                    summary.files += 1;
+                    summary.files_unchanged += 1;
+                    top(&mut stack)?.nodes.push(n);
                 }
                 Item::FileEnd { error } => {
                     let f = file
@@ -514,11 +583,13 @@ pub fn create(
     let snapshot = Snapshot {
         version: crate::format::SNAPSHOT_VERSION,
         time: time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        host: opts.host.clone().unwrap_or_else(hostname),
+        host,
         username: username(),
         tags: opts.tags.clone(),
-        sources: opts.sources.iter().map(record).collect::<Result<_>>()?,
+        sources: records,
         root,
+        parent: parent.map(|(id, _)| id.to_hex()),
+        excludes: (!opts.excludes.is_empty()).then(|| opts.excludes.clone()),
         summary,
     };
     let (id, bytes) = snapshot.encode(&key)?;
@@ -640,9 +711,25 @@ pub(crate) mod tests {
         assert_eq!(first.snapshot.summary.bytes_read, big.len() as u64 + 5);
         assert!(first.snapshot.summary.blobs_added > 10);
 
-        // Same data again: every data chunk is reused. (Only trees of the parent directories
-        // may be new: /tmp's mtime moves while other tests run.)
-        let second = create(&mut r, &opts, &NoProgress).unwrap();
+        // Unchanged files are not read: their chunk lists come from the parent.
+        let again = create(&mut r, &opts, &NoProgress).unwrap();
+        let s = &again.snapshot.summary;
+        assert_eq!(
+            (s.bytes_read, s.files_unchanged, s.files),
+            (0, 2, 2),
+            "{s:?}"
+        );
+        assert_eq!(again.snapshot.parent, Some(first.id.to_hex()));
+
+        // Same data read again: every data chunk is reused. (Only trees of the parent
+        // directories may be new: /tmp's mtime moves while other tests run.)
+        let forced = CreateOptions {
+            force: true,
+            ..opts.clone()
+        };
+        let second = create(&mut r, &forced, &NoProgress).unwrap();
+        assert_eq!(second.snapshot.summary.files_new, 2);
+        assert_eq!(second.snapshot.parent, None);
         let data_blobs = first.snapshot.summary.blobs_added - 10;
         assert!(second.snapshot.summary.blobs_reused >= data_blobs);
         assert!(

@@ -176,6 +176,42 @@ impl Catalog {
         }))
     }
 
+    /// A second connection to the same catalog that can only read, for another thread (a
+    /// connection is not `Sync`). In WAL mode it reads while this one writes; it sees every
+    /// transaction committed before each of its statements.
+    pub fn reader(&self) -> Result<Catalog> {
+        use rusqlite::OpenFlags;
+        let conn = sql(
+            "open read-only",
+            Connection::open_with_flags(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            ),
+        )?;
+        sql(
+            "busy timeout",
+            conn.busy_timeout(std::time::Duration::from_secs(60)),
+        )?;
+        // The same bounded page cache as the writer: the id B-tree is probed in random order.
+        sql("pragma", conn.pragma_update(None, "cache_size", -32768))?;
+        Ok(Catalog {
+            conn,
+            path: self.path.clone(),
+        })
+    }
+
+    /// Starts a read transaction: the lookups until [`Catalog::end_read`] share one snapshot
+    /// and one lock, instead of taking and checking the file locks per statement (which costs
+    /// two `fcntl` and two `fstat` per lookup).
+    pub fn begin_read(&self) -> Result<()> {
+        sql("begin", self.conn.execute_batch("BEGIN DEFERRED"))
+    }
+
+    /// Ends a read transaction begun by [`Catalog::begin_read`].
+    pub fn end_read(&self) -> Result<()> {
+        sql("end", self.conn.execute_batch("COMMIT"))
+    }
+
     /// The file backing this catalog.
     pub fn path(&self) -> &Path {
         &self.path

@@ -272,7 +272,7 @@ struct LsArgs {
     /// Path inside the snapshot, as stored (default: its top).
     path: Option<String>,
     /// Everything below, not just one level.
-    #[arg(long, short = 'r')]
+    #[arg(long, short = 'R')]
     recursive: bool,
     /// Print JSON.
     #[arg(long)]
@@ -318,6 +318,37 @@ struct CreateArgs {
     /// Host name to record [default: this machine's].
     #[arg(long)]
     host: Option<String>,
+    /// Parent snapshot for change detection (`latest`, an id or a unique prefix) [default: the
+    /// latest snapshot of this host with the same set of source paths]. A regular file whose
+    /// size, mtime, ctime, inode and device equal the parent's file at the same path, and whose
+    /// chunks are all still in the repository, is not read again.
+    #[arg(long, value_name = "SNAPSHOT")]
+    parent: Option<String>,
+    /// Read every file; use no parent.
+    #[arg(long, conflicts_with = "parent")]
+    force: bool,
+    /// Leave out entries matching GLOB (repeatable). A pattern without `/` matches an entry's
+    /// base name at any depth (`*.tmp`); a pattern with `/` matches the entry's absolute path
+    /// (`/home/*/.cache`, `**/target/debug`; so `a/b` alone matches nothing). `*`, `?` and
+    /// `[..]` never match `/`; `**` matches any number of whole path components; `\` escapes.
+    /// An excluded directory is not descended into; an excluded source path stores nothing.
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Read exclude patterns from FILE (repeatable): one per line, blank lines and `#` comments
+    /// ignored, surrounding whitespace trimmed.
+    #[arg(long, value_name = "FILE")]
+    exclude_file: Vec<PathBuf>,
+    /// Leave out entirely every directory that holds an entry named NAME (repeatable).
+    #[arg(long, value_name = "NAME")]
+    exclude_if_present: Vec<String>,
+    /// Store a directory holding a valid CACHEDIR.TAG (starting with `Signature:
+    /// 8a477f597d28d172789f06886806bc55`) with only that tag file.
+    #[arg(long)]
+    exclude_caches: bool,
+    /// Do not descend into directories on another file system than their source path; such a
+    /// mount point is stored as an empty directory.
+    #[arg(long, short = 'x')]
+    one_file_system: bool,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -671,10 +702,22 @@ fn create(g: &Global, a: CreateArgs) -> Result<u8> {
     let mut repo = open(g)?;
     let _lock = lock(g, &repo, "snapshot create", false)?;
     let progress = Bar(bar(g, "read"));
+    let mut patterns = a.exclude.clone();
+    for f in &a.exclude_file {
+        patterns.extend(tresor::exclude::read_patterns(f)?);
+    }
     let opts = CreateOptions {
         sources,
         tags: a.tag,
         host: a.host,
+        parent: a.parent,
+        force: a.force,
+        excludes: tresor::snapshot::ExcludeRecord {
+            patterns,
+            if_present: a.exclude_if_present,
+            caches: a.exclude_caches,
+            one_file_system: a.one_file_system,
+        },
     };
     let result = archiver::create(&mut repo, &opts, &progress);
     if let Some(b) = &progress.0 {
@@ -691,6 +734,10 @@ fn create(g: &Global, a: CreateArgs) -> Result<u8> {
             "dirs": s.dirs,
             "symlinks": s.symlinks,
             "bytes_read": s.bytes_read,
+            "files_new": s.files_new,
+            "files_changed": s.files_changed,
+            "files_unchanged": s.files_unchanged,
+            "parent": r.snapshot.parent,
             "bytes_added": s.bytes_added,
             "data_added": s.data_added,
             "blobs_added": s.blobs_added,
@@ -710,9 +757,12 @@ fn create(g: &Global, a: CreateArgs) -> Result<u8> {
             );
         }
         println!(
-            "snapshot {} saved: {} files, {} read, {} added, {:.1} s{}",
+            "snapshot {} saved: {} files ({} new, {} changed, {} unchanged), {} read, {} added, {:.1} s{}",
             r.id.short(),
             s.files,
+            s.files_new,
+            s.files_changed,
+            s.files_unchanged,
             human(s.bytes_read),
             human(s.bytes_added),
             s.duration_seconds,
@@ -783,6 +833,8 @@ fn snapshot_json(id: &ObjectId, s: &Snapshot) -> serde_json::Value {
         "sources": s.sources,
         "paths": stored_paths(s),
         "root": s.root.to_hex(),
+        "parent": s.parent,
+        "excludes": s.excludes,
         "summary": s.summary,
     })
 }
@@ -868,6 +920,21 @@ fn show(g: &Global, a: ShowArgs) -> Result<u8> {
         "files     {} ({} dirs, {} symlinks)",
         sm.files, sm.dirs, sm.symlinks
     )?;
+    writeln!(
+        out,
+        "changes   {} new, {} changed, {} unchanged (parent {})",
+        sm.files_new,
+        sm.files_changed,
+        sm.files_unchanged,
+        s.parent.as_deref().unwrap_or("none")
+    )?;
+    if let Some(x) = &s.excludes {
+        writeln!(
+            out,
+            "excludes  {}",
+            serde_json::to_string(x).unwrap_or_default()
+        )?;
+    }
     writeln!(out, "read      {}", human(sm.bytes_read))?;
     writeln!(
         out,

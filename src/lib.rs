@@ -15,7 +15,8 @@
 //! T0 (no I/O): `error`, `id`, `format`, `crypto`, `chunker`, `codec`, `tree`,
 //! `selection`.
 //! T1 (repository objects): `backend`, `pack`, `index`, `catalog`, `keys`, `config`, `snapshot`,
-//! `repo`. T2 (operations): `source`, `archiver`, `restorer`. The CLI (T3) lives in the binary.
+//! `repo`. T2 (operations): `source` (with its helpers `parent`, change detection, and `exclude`),
+//! `archiver`, `restorer`. The CLI (T3) lives in the binary.
 //! A module uses only lower tiers; operations never call each other, they share [`repo::Repo`].
 //!
 //! docs/design.md is the on-disk format specification.
@@ -31,6 +32,7 @@ pub mod codec;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod exclude;
 pub mod forget;
 pub mod format;
 pub mod id;
@@ -40,6 +42,7 @@ pub mod listing;
 pub mod lock;
 pub mod mount;
 pub mod pack;
+pub mod parent;
 pub mod policy;
 pub mod prune;
 pub mod repair;

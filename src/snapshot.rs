@@ -35,6 +35,30 @@ pub enum SourceRecord {
     },
 }
 
+/// The exclude options of a backup, as given.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExcludeRecord {
+    /// `--exclude` patterns, then the patterns read from each `--exclude-file`, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patterns: Vec<String>,
+    /// `--exclude-if-present` names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub if_present: Vec<String>,
+    /// `--exclude-caches`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub caches: bool,
+    /// `--one-file-system`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub one_file_system: bool,
+}
+
+impl ExcludeRecord {
+    /// Whether no option is set.
+    pub fn is_empty(&self) -> bool {
+        *self == ExcludeRecord::default()
+    }
+}
+
 /// What a backup did.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -47,8 +71,18 @@ pub struct Summary {
     /// Fifos, device nodes and sockets stored.
     #[serde(default)]
     pub specials: u64,
-    /// Content bytes read from the sources.
+    /// Content bytes read from the sources (files taken unchanged from the parent are not read).
     pub bytes_read: u64,
+    /// Regular files with no file at the same stored path in the parent (all of them without one).
+    #[serde(default)]
+    pub files_new: u64,
+    /// Regular files read although the parent had a file at the same path (its size, mtime,
+    /// ctime, inode or device differed, or some of its chunks are no longer in the repository).
+    #[serde(default)]
+    pub files_changed: u64,
+    /// Regular files whose chunk list was taken from the parent without reading them.
+    #[serde(default)]
+    pub files_unchanged: u64,
     /// Bytes this run added to the repository (packs and index objects).
     pub bytes_added: u64,
     /// Plaintext bytes of the blobs this run stored new.
@@ -87,6 +121,12 @@ pub struct Snapshot {
     pub sources: Vec<SourceRecord>,
     /// The root tree.
     pub root: BlobId,
+    /// The snapshot whose file nodes were trusted for unchanged files (change detection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Exclude options the backup ran with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excludes: Option<ExcludeRecord>,
     /// What happened.
     pub summary: Summary,
 }
@@ -123,5 +163,50 @@ impl Snapshot {
         chrono::DateTime::parse_from_rfc3339(&self.time)
             .map(|t| t.with_timezone(&chrono::Utc))
             .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A snapshot written before change detection and excludes still parses, and a new one
+    /// without a parent or excludes serializes without those keys.
+    #[test]
+    fn old_snapshots_parse_and_absent_fields_stay_absent() {
+        let old = format!(
+            r#"{{"version":1,"time":"2026-01-01T00:00:00Z","host":"h","username":"u",
+            "tags":[],"sources":[{{"kind":"path","path":"/etc"}}],"root":"{}",
+            "summary":{{"files":2,"dirs":1,"symlinks":0,"bytes_read":10,"bytes_added":5,
+            "data_added":5,"blobs_added":1,"blobs_reused":0,"duration_seconds":0.5,
+            "incomplete":false}}}}"#,
+            "ab".repeat(32)
+        );
+        let s: Snapshot = serde_json::from_str(&old).unwrap();
+        assert_eq!(s.parent, None);
+        assert_eq!(s.excludes, None);
+        assert_eq!(
+            (
+                s.summary.files_new,
+                s.summary.files_changed,
+                s.summary.files_unchanged
+            ),
+            (0, 0, 0)
+        );
+        let back = serde_json::to_value(&s).unwrap();
+        assert!(back.get("parent").is_none() && back.get("excludes").is_none());
+        assert_eq!(back["summary"]["files_unchanged"], 0);
+
+        let with = Snapshot {
+            parent: Some("cd".repeat(32)),
+            excludes: Some(ExcludeRecord {
+                caches: true,
+                ..Default::default()
+            }),
+            ..s
+        };
+        let v = serde_json::to_value(&with).unwrap();
+        assert_eq!(v["parent"], "cd".repeat(32));
+        assert_eq!(v["excludes"], serde_json::json!({"caches": true}));
     }
 }

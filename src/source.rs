@@ -1,6 +1,12 @@
 //! Sources: what a backup reads, turned into one ordered stream of [`Item`]s.
 //!
-//! Paths are walked depth-first in name-byte order (symlinks are stored, never followed);
+//! Paths are walked depth-first in name-byte order (symlinks are stored, never followed),
+//! by directory descriptor: every entry is reached with `*at` calls relative to its open
+//! directory, so absolute paths longer than PATH_MAX are backed up too (one descriptor is open
+//! per directory level). Files are opened with `O_NOFOLLOW` and, where the kernel permits,
+//! `O_NOATIME`, so reading them does not touch their access time. Regular files the parent
+//! snapshot holds unchanged are not opened ([`crate::parent`]); excluded entries are not
+//! visited ([`crate::exclude`]);
 //! standard input and `--command` output become single files at the snapshot root. File
 //! content arrives already chunked. A command's exit status is checked when its output ends:
 //! a non-zero exit or death by a signal yields [`Item::Fatal`], and the archiver then writes no
@@ -13,14 +19,19 @@ use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use rustix::fs::{AtFlags, CWD, Dir, FileType, Mode, OFlags, Stat, openat, readlinkat, statat};
+
 use crate::chunker::ChunkerSpec;
 use crate::error::{Error, Result};
-use crate::tree::{NodeKind, Xattr};
+use crate::exclude::{CACHE_TAG_NAME, CACHE_TAG_SIGNATURE, Excludes};
+use crate::parent::{ParentCursor, Verdict};
+use crate::tree::{ContentRef, NodeKind, Xattr};
 
 /// A source as given on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,11 +139,19 @@ pub enum Item {
     DirStart { name: OsString, meta: Meta },
     /// The current directory ends.
     DirEnd,
-    /// A regular file (or stream) begins; its chunks follow, then `FileEnd`.
+    /// A regular file (or stream) begins; its chunks follow, then `FileEnd`. `known`: the
+    /// parent snapshot has a file at this path (the file changed).
     FileStart {
         name: OsString,
         meta: Meta,
         path: String,
+        known: bool,
+    },
+    /// A regular file the parent snapshot holds unchanged: its chunk list, not read again.
+    Unchanged {
+        name: OsString,
+        meta: Meta,
+        content: Vec<ContentRef>,
     },
     /// A chunk of the current file.
     Chunk(Vec<u8>),
@@ -266,12 +285,23 @@ pub fn check(sources: &[SourceSpec]) -> Result<()> {
     plan(sources).map(|_| ())
 }
 
+/// What the walk consults besides the file system: the chunker, the parent snapshot's trees
+/// (change detection, see [`crate::parent`]) and the exclude rules.
+pub struct Walker<'a> {
+    /// Splits file content.
+    pub chunker: &'a ChunkerSpec,
+    /// The parent's directories along the walk.
+    pub parent: ParentCursor,
+    /// What to leave out.
+    pub excludes: &'a Excludes,
+}
+
 /// Produces the item stream for `sources` into `sink`, ending at the root's contents.
-pub fn produce(sources: &[SourceSpec], chunker: &ChunkerSpec, sink: &mut Sink<'_>) {
+pub fn produce(sources: &[SourceSpec], w: &mut Walker<'_>, sink: &mut Sink<'_>) {
     match plan(sources) {
         Ok(root) => {
             for (name, child) in root.children {
-                if !emit_plan(OsStr::from_bytes(&name), child, chunker, sink) {
+                if !emit_plan(OsStr::from_bytes(&name), child, w, sink) {
                     return;
                 }
             }
@@ -282,12 +312,12 @@ pub fn produce(sources: &[SourceSpec], chunker: &ChunkerSpec, sink: &mut Sink<'_
     }
 }
 
-fn emit_plan(name: &OsStr, node: PlanDir, chunker: &ChunkerSpec, sink: &mut Sink<'_>) -> bool {
+fn emit_plan(name: &OsStr, node: PlanDir, w: &mut Walker<'_>, sink: &mut Sink<'_>) -> bool {
     if let Some(stream) = node.stream {
-        return emit_stream(name, &stream, chunker, sink);
+        return emit_stream(name, &stream, w.chunker, sink);
     }
     if let Some(real) = node.real {
-        return walk(&real, name, chunker, sink);
+        return walk_source(&real, name, w, sink);
     }
     let meta = match node.meta_from.as_deref().map(fs::metadata) {
         Some(Ok(md)) => Meta::of(&md),
@@ -302,11 +332,17 @@ fn emit_plan(name: &OsStr, node: PlanDir, chunker: &ChunkerSpec, sink: &mut Sink
     }) {
         return false;
     }
+    if let Some(m) = w.parent.enter(name)
+        && !warn_soft(sink, m)
+    {
+        return false;
+    }
     for (n, child) in node.children {
-        if !emit_plan(OsStr::from_bytes(&n), child, chunker, sink) {
+        if !emit_plan(OsStr::from_bytes(&n), child, w, sink) {
             return false;
         }
     }
+    w.parent.leave();
     sink(Item::DirEnd)
 }
 
@@ -317,15 +353,22 @@ fn warn(sink: &mut Sink<'_>, path: &Path, what: &str, e: impl std::fmt::Display)
     })
 }
 
+fn warn_soft(sink: &mut Sink<'_>, message: String) -> bool {
+    sink(Item::Warning {
+        message,
+        incomplete: false,
+    })
+}
+
 /// Reads the extended attributes of `path` (never following a symlink), sorted by name.
-/// A file system without xattr support yields none; names that are not UTF-8 are skipped
-/// with a warning, as are attributes that cannot be read.
-pub fn read_xattrs(path: &Path, sink: &mut Sink<'_>) -> Option<Vec<Xattr>> {
+/// `shown` names the entry in warnings. A file system without xattr support yields none;
+/// names that are not UTF-8 are skipped with a warning, as are attributes that cannot be read.
+pub fn read_xattrs(path: &Path, shown: &Path, sink: &mut Sink<'_>) -> Option<Vec<Xattr>> {
     let names = match xattr::list(path) {
         Ok(n) => n,
         Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Some(Vec::new()),
         Err(e) => {
-            return warn(sink, path, "cannot list extended attributes", e).then(Vec::new);
+            return warn(sink, shown, "cannot list extended attributes", e).then(Vec::new);
         }
     };
     let mut out = Vec::new();
@@ -333,7 +376,7 @@ pub fn read_xattrs(path: &Path, sink: &mut Sink<'_>) -> Option<Vec<Xattr>> {
         let Some(name) = n.to_str() else {
             if !warn(
                 sink,
-                path,
+                shown,
                 "extended attribute name is not UTF-8, skipped",
                 n.to_string_lossy(),
             ) {
@@ -350,7 +393,7 @@ pub fn read_xattrs(path: &Path, sink: &mut Sink<'_>) -> Option<Vec<Xattr>> {
             Err(e) => {
                 if !warn(
                     sink,
-                    path,
+                    shown,
                     &format!("cannot read extended attribute {name}"),
                     e,
                 ) {
@@ -363,115 +406,276 @@ pub fn read_xattrs(path: &Path, sink: &mut Sink<'_>) -> Option<Vec<Xattr>> {
     Some(out)
 }
 
-fn walk(path: &Path, name: &OsStr, chunker: &ChunkerSpec, sink: &mut Sink<'_>) -> bool {
-    let md = match fs::symlink_metadata(path) {
-        Ok(m) => m,
-        Err(e) => return warn(sink, path, "cannot stat", e),
+/// Longest absolute path handed to path-based calls; deeper entries are reached through
+/// their directory's descriptor.
+const SHORT_PATH: usize = 4000;
+
+/// A path naming entry `name` of the directory open as `dir`, usable by path-based calls
+/// (xattrs) however deep the entry is: its absolute path when short, else through
+/// `/proc/self/fd`.
+fn reachable(dir: BorrowedFd<'_>, abs: &Path, name: &OsStr) -> PathBuf {
+    if abs.as_os_str().len() < SHORT_PATH {
+        abs.to_path_buf()
+    } else {
+        Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name)
+    }
+}
+
+fn to_i64<T: TryInto<i64>>(v: T) -> i64 {
+    v.try_into().unwrap_or(i64::MAX)
+}
+
+fn to_u64<T: TryInto<u64>>(v: T) -> u64 {
+    v.try_into().unwrap_or(0)
+}
+
+impl Meta {
+    /// The metadata a `stat` call gave (no extended attributes).
+    pub fn of_stat(st: &Stat) -> Meta {
+        let ft = FileType::from_raw_mode(st.st_mode);
+        let special = matches!(ft, FileType::CharacterDevice | FileType::BlockDevice);
+        Meta {
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mtime_ns: ns(to_i64(st.st_mtime), to_i64(st.st_mtime_nsec)),
+            size: to_u64(st.st_size),
+            ctime_ns: ns(to_i64(st.st_ctime), to_i64(st.st_ctime_nsec)),
+            inode: to_u64(st.st_ino),
+            device: to_u64(st.st_dev),
+            links: if ft == FileType::RegularFile {
+                to_u64(st.st_nlink)
+            } else {
+                0
+            },
+            rdev: if special { to_u64(st.st_rdev) } else { 0 },
+            xattrs: Vec::new(),
+        }
+    }
+}
+
+fn open_dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<OwnedFd> {
+    Ok(openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// Opens a regular file for reading without following a symlink and, where permitted,
+/// without updating its access time (`O_NOATIME` needs ownership or CAP_FOWNER).
+fn open_file_at(dir: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<File> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let fd = match openat(dir, name, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(e) if e == rustix::io::Errno::PERM => openat(dir, name, flags, Mode::empty())?,
+        r => r?,
     };
-    let ft = md.file_type();
-    let mut meta = Meta::of(&md);
-    match read_xattrs(path, sink) {
+    Ok(File::from(fd))
+}
+
+/// Backs up one source path: its directory is opened, then the walk goes on by descriptor.
+fn walk_source(abs: &Path, name: &OsStr, w: &mut Walker<'_>, sink: &mut Sink<'_>) -> bool {
+    if w.excludes.matches(abs, name) {
+        return true; // an excluded source path stores nothing
+    }
+    let parent = abs.parent().unwrap_or(Path::new("/"));
+    let Some(last) = abs.file_name() else {
+        return warn(sink, abs, "cannot back up", "no file name");
+    };
+    let dir = match openat(
+        CWD,
+        parent,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(d) => d,
+        Err(e) => return warn(sink, parent, "cannot open directory", e),
+    };
+    let root_dev = match statat(&dir, last, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => to_u64(st.st_dev),
+        Err(e) => return warn(sink, abs, "cannot stat", e),
+    };
+    entry(dir.as_fd(), abs, last, name, root_dev, w, sink)
+}
+
+/// Whether directory `dir` holds a valid cache directory tag.
+fn is_cache_dir(dir: BorrowedFd<'_>) -> bool {
+    let Ok(mut f) = open_file_at(dir, OsStr::new(CACHE_TAG_NAME)) else {
+        return false;
+    };
+    if !f.metadata().map(|m| m.is_file()).unwrap_or(false) {
+        return false;
+    }
+    let mut head = vec![0u8; CACHE_TAG_SIGNATURE.len()];
+    f.read_exact(&mut head).is_ok() && head == CACHE_TAG_SIGNATURE
+}
+
+/// Reads a directory's entry names (without `.` and `..`), sorted by bytes.
+fn list_dir(dir: BorrowedFd<'_>) -> std::io::Result<Vec<OsString>> {
+    let mut names = Vec::new();
+    for e in Dir::read_from(dir)? {
+        let e = e?;
+        let n = e.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(OsStr::from_bytes(n).to_os_string());
+        }
+    }
+    names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    Ok(names)
+}
+
+/// Backs up entry `name` of the directory open as `dir` (absolute path `abs`), stored as
+/// `stored`.
+fn entry(
+    dir: BorrowedFd<'_>,
+    abs: &Path,
+    name: &OsStr,
+    stored: &OsStr,
+    root_dev: u64,
+    w: &mut Walker<'_>,
+    sink: &mut Sink<'_>,
+) -> bool {
+    let st = match statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(s) => s,
+        Err(e) => return warn(sink, abs, "cannot stat", e),
+    };
+    let ft = FileType::from_raw_mode(st.st_mode);
+    let mut meta = Meta::of_stat(&st);
+    match read_xattrs(&reachable(dir, abs, name), abs, sink) {
         Some(x) => meta.xattrs = x,
         None => return false,
     }
-    if ft.is_dir() {
-        let mut names: Vec<OsString> = match fs::read_dir(path) {
-            Ok(rd) => {
-                let mut v = Vec::new();
-                for e in rd {
-                    match e {
-                        Ok(e) => v.push(e.file_name()),
-                        Err(e) => return warn(sink, path, "cannot list directory", e),
-                    }
+    match ft {
+        FileType::Directory => {
+            let other_fs = w.excludes.one_file_system && meta.device != root_dev;
+            let (fd, mut names) = if other_fs {
+                (None, Vec::new()) // a mount point: stored, not descended into
+            } else {
+                let fd = match open_dir_at(dir, name) {
+                    Ok(fd) => fd,
+                    Err(e) => return warn(sink, abs, "cannot open directory", e),
+                };
+                match list_dir(fd.as_fd()) {
+                    Ok(n) => (Some(fd), n),
+                    Err(e) => return warn(sink, abs, "cannot list directory", e),
                 }
-                v
+            };
+            if w.excludes
+                .if_present
+                .iter()
+                .any(|p| names.iter().any(|n| n.as_bytes() == p.as_slice()))
+            {
+                return true;
             }
-            Err(e) => return warn(sink, path, "cannot list directory", e),
-        };
-        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        if !sink(Item::DirStart {
-            name: name.to_os_string(),
-            meta,
-        }) {
-            return false;
-        }
-        for n in names {
-            if !walk(&path.join(&n), &n, chunker, sink) {
+            if w.excludes.caches
+                && names.iter().any(|n| n == CACHE_TAG_NAME)
+                && fd.as_ref().is_some_and(|fd| is_cache_dir(fd.as_fd()))
+            {
+                names = vec![OsString::from(CACHE_TAG_NAME)];
+            }
+            if !sink(Item::DirStart {
+                name: stored.to_os_string(),
+                meta,
+            }) {
                 return false;
             }
-        }
-        sink(Item::DirEnd)
-    } else if ft.is_file() {
-        let file = File::options()
-            .read(true)
-            .custom_flags(libc::O_NOATIME)
-            .open(path)
-            .or_else(|_| File::open(path));
-        let file = match file {
-            Ok(f) => f,
-            Err(e) => return warn(sink, path, "cannot open", e),
-        };
-        let before = meta.clone();
-        if !sink(Item::FileStart {
-            name: name.to_os_string(),
-            meta,
-            path: path.display().to_string(),
-        }) {
-            return false;
-        }
-        match emit_chunks(&file, chunker, sink) {
-            Ok(true) => {
-                // Compare the open file's status after reading with the one before: a file
-                // written to meanwhile may be stored torn, so say so (the snapshot holds what
-                // was read; the next backup reads it again because its times differ).
-                let changed = match file.metadata() {
-                    Ok(after) => before.content_changed(&Meta::of(&after)),
-                    Err(_) => false,
-                };
-                sink(Item::FileEnd { error: None })
-                    && (!changed
-                        || sink(Item::Warning {
-                            message: format!(
-                                "{}: changed while it was being read; the snapshot holds the bytes as read",
-                                path.display()
-                            ),
-                            incomplete: false,
-                        }))
+            if let Some(m) = w.parent.enter(stored)
+                && !warn_soft(sink, m)
+            {
+                return false;
             }
-            Ok(false) => false,
-            Err(e) => sink(Item::FileEnd {
-                error: Some(format!("{}: read error: {e}", path.display())),
-            }),
+            if let Some(fd) = &fd {
+                for n in names {
+                    let child = abs.join(&n);
+                    if w.excludes.matches(&child, &n) {
+                        continue;
+                    }
+                    if !entry(fd.as_fd(), &child, &n, &n, root_dev, w, sink) {
+                        return false;
+                    }
+                }
+            }
+            w.parent.leave();
+            sink(Item::DirEnd)
         }
-    } else if ft.is_symlink() {
-        match fs::read_link(path) {
-            Ok(t) => sink(Item::Symlink {
-                name: name.to_os_string(),
+        FileType::RegularFile => {
+            let known = match w.parent.file(stored, &meta) {
+                Verdict::Unchanged(content) => {
+                    return sink(Item::Unchanged {
+                        name: stored.to_os_string(),
+                        meta,
+                        content,
+                    });
+                }
+                Verdict::Changed => true,
+                Verdict::New => false,
+            };
+            let file = match open_file_at(dir, name) {
+                Ok(f) => f,
+                Err(e) => return warn(sink, abs, "cannot open", e),
+            };
+            let before = meta.clone();
+            if !sink(Item::FileStart {
+                name: stored.to_os_string(),
                 meta,
-                target: t.into_os_string(),
-            }),
-            Err(e) => warn(sink, path, "cannot read link", e),
+                path: abs.display().to_string(),
+                known,
+            }) {
+                return false;
+            }
+            match emit_chunks(&file, w.chunker, sink) {
+                Ok(true) => {
+                    // Compare the open file's status after reading with the one before: a file
+                    // written to meanwhile may be stored torn, so say so (the snapshot holds what
+                    // was read; the next backup reads it again because its times differ).
+                    let changed = match file.metadata() {
+                        Ok(after) => before.content_changed(&Meta::of(&after)),
+                        Err(_) => false,
+                    };
+                    sink(Item::FileEnd { error: None })
+                        && (!changed
+                            || sink(Item::Warning {
+                                message: format!(
+                                    "{}: changed while it was being read; the snapshot holds the bytes as read",
+                                    abs.display()
+                                ),
+                                incomplete: false,
+                            }))
+                }
+                Ok(false) => false,
+                Err(e) => sink(Item::FileEnd {
+                    error: Some(format!("{}: read error: {e}", abs.display())),
+                }),
+            }
         }
-    } else {
-        let kind = if ft.is_fifo() {
-            NodeKind::Fifo
-        } else if ft.is_char_device() {
-            NodeKind::Chardev
-        } else if ft.is_block_device() {
-            NodeKind::Blockdev
-        } else if ft.is_socket() {
-            NodeKind::Socket
-        } else {
-            return sink(Item::Warning {
-                message: format!("{}: skipped: unknown file type", path.display()),
-                incomplete: false,
-            });
-        };
-        sink(Item::Special {
-            name: name.to_os_string(),
-            meta,
-            kind,
-        })
+        FileType::Symlink => match readlinkat(dir, name, Vec::new()) {
+            Ok(t) => sink(Item::Symlink {
+                name: stored.to_os_string(),
+                meta,
+                target: OsString::from_vec(t.into_bytes()),
+            }),
+            Err(e) => warn(sink, abs, "cannot read link", e),
+        },
+        other => {
+            let kind = match other {
+                FileType::Fifo => NodeKind::Fifo,
+                FileType::CharacterDevice => NodeKind::Chardev,
+                FileType::BlockDevice => NodeKind::Blockdev,
+                FileType::Socket => NodeKind::Socket,
+                _ => {
+                    return sink(Item::Warning {
+                        message: format!("{}: skipped: unknown file type", abs.display()),
+                        incomplete: false,
+                    });
+                }
+            };
+            sink(Item::Special {
+                name: stored.to_os_string(),
+                meta,
+                kind,
+            })
+        }
     }
 }
 
@@ -510,6 +714,7 @@ fn emit_stream(
         name: name.to_os_string(),
         meta: Meta::stream(),
         path: name.to_string_lossy().into_owned(),
+        known: false,
     };
     match spec {
         SourceSpec::Stdin { .. } => {

@@ -576,6 +576,7 @@ mod tests {
             sources: vec![SourceSpec::Path(src.clone())],
             tags,
             host: Some(host.into()),
+            ..Default::default()
         };
         let first =
             archiver::create(&mut repo, &mk(vec!["db".into()], "alpha"), &NoProgress).unwrap();

@@ -7,6 +7,8 @@
 
 mod harness;
 
+#[path = "it/backup.rs"]
+mod backup;
 #[path = "it/crash.rs"]
 mod crash;
 #[path = "it/dedup.rs"]

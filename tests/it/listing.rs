@@ -69,7 +69,7 @@ fn ls_and_diff_match_the_file_system() {
     // ls of the top and recursive ls agree with the file system.
     let stored = env.stored(&src);
     let ls: Vec<Value> = env
-        .run(&["snapshot", "ls", &s1, &stored, "-r", "--json"])
+        .run(&["snapshot", "ls", &s1, &stored, "-R", "--json"])
         .ok("ls -r")
         .json()
         .as_array()
