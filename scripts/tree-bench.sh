@@ -51,7 +51,7 @@ csv=$out/tree-results.csv
 nfiles=$(find "$tree" -type f | wc -l)
 bytes=$(du -sb "$tree" | cut -f1)
 echo "tree $tree: $nfiles files, $bytes bytes" >&2
-cat "$tree"/*/* > /dev/null 2>&1 || true   # warm the page cache the same way for every tool
+find "$tree" -type f -print0 | xargs -0 cat > /dev/null 2>&1 || true   # warm the page cache for every tool
 
 step() { # step TOOL NAME NOTE -- command
   local tool=$1 name=$2 note=$3 tf=$scratch/time rc=0; shift 4

@@ -24,9 +24,8 @@
 use std::ffi::OsStr;
 use std::path::Path;
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
-
 use crate::error::{Error, IoContext, Result};
+use crate::glob::PathGlobs;
 use crate::snapshot::ExcludeRecord;
 
 /// The file name of a cache directory tag.
@@ -37,8 +36,7 @@ pub const CACHE_TAG_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806
 /// Compiled exclude rules.
 #[derive(Clone, Debug, Default)]
 pub struct Excludes {
-    base: GlobSet,
-    full: GlobSet,
+    globs: PathGlobs,
     /// `--exclude-if-present` names.
     pub if_present: Vec<Vec<u8>>,
     /// `--exclude-caches`.
@@ -50,27 +48,7 @@ pub struct Excludes {
 impl Excludes {
     /// Compiles the rules; a malformed pattern is an error naming it.
     pub fn new(rec: &ExcludeRecord) -> Result<Excludes> {
-        let mut base = GlobSetBuilder::new();
-        let mut full = GlobSetBuilder::new();
-        for p in &rec.patterns {
-            if p.is_empty() {
-                return Err(Error::InvalidArgument("empty exclude pattern".into()));
-            }
-            let g = GlobBuilder::new(p)
-                .literal_separator(true)
-                .backslash_escape(true)
-                .build()
-                .map_err(|e| Error::InvalidArgument(format!("exclude pattern {p:?}: {e}")))?;
-            if p.contains('/') {
-                full.add(g);
-            } else {
-                base.add(g);
-            }
-        }
-        let build = |b: GlobSetBuilder| {
-            b.build()
-                .map_err(|e| Error::InvalidArgument(format!("exclude patterns: {e}")))
-        };
+        let globs = PathGlobs::new(rec.patterns.iter().map(String::as_str), "exclude pattern")?;
         for n in &rec.if_present {
             if n.is_empty() || n.contains('/') {
                 return Err(Error::InvalidArgument(format!(
@@ -79,8 +57,7 @@ impl Excludes {
             }
         }
         Ok(Excludes {
-            base: build(base)?,
-            full: build(full)?,
+            globs,
             if_present: rec
                 .if_present
                 .iter()
@@ -93,8 +70,7 @@ impl Excludes {
 
     /// Whether a glob pattern excludes the entry at absolute path `abs` with base name `name`.
     pub fn matches(&self, abs: &Path, name: &OsStr) -> bool {
-        (!self.base.is_empty() && self.base.is_match(Path::new(name)))
-            || (!self.full.is_empty() && self.full.is_match(abs))
+        self.globs.matches(abs, name)
     }
 }
 

@@ -35,6 +35,7 @@ pub mod error;
 pub mod exclude;
 pub mod forget;
 pub mod format;
+pub mod glob;
 pub mod id;
 pub mod index;
 pub mod keys;

@@ -34,9 +34,8 @@ use crate::backend::Backend;
 use crate::catalog::Catalog;
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
-use crate::format::BlobKind;
 use crate::id::{BlobId, ObjectId};
-use crate::repo::{Repo, read_located};
+use crate::repo::{Repo, load_located_tree};
 use crate::snapshot::{Snapshot, SourceRecord};
 use crate::source::Meta;
 use crate::tree::{ContentRef, Node, NodeKind, Tree};
@@ -102,16 +101,7 @@ impl ParentTrees {
         let loc = self.catalog.locate(id)?.ok_or_else(|| Error::Missing {
             object: format!("tree {} (not in any index object)", id.to_hex()),
         })?;
-        if loc.kind != BlobKind::Tree {
-            return Err(Error::corrupt(
-                format!("tree {}", id.to_hex()),
-                "index lists it as a data blob",
-            ));
-        }
-        Tree::from_bytes(
-            id,
-            &read_located(self.backend.as_ref(), &self.key, id, &loc)?,
-        )
+        load_located_tree(self.backend.as_ref(), &self.key, id, &loc)
     }
 
     /// Whether every chunk is still indexed.

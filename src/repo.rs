@@ -186,16 +186,7 @@ impl Repo {
     /// Loads a tree.
     pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
         let loc = self.locate(id)?;
-        if loc.kind != BlobKind::Tree {
-            return Err(Error::corrupt(
-                format!("tree {}", id.to_hex()),
-                "index lists it as a data blob",
-            ));
-        }
-        Tree::from_bytes(
-            id,
-            &read_located(self.backend.as_ref(), &self.key, id, &loc)?,
-        )
+        load_located_tree(self.backend.as_ref(), &self.key, id, &loc)
     }
 
     /// All readable snapshots, oldest first, and one line per snapshot object that cannot be
@@ -265,6 +256,22 @@ impl Repo {
             }),
         }
     }
+}
+
+/// Reads, decodes and parses the tree blob `id` found at `loc`; refuses a data blob.
+pub fn load_located_tree(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    id: &BlobId,
+    loc: &BlobLocation,
+) -> Result<Tree> {
+    if loc.kind != BlobKind::Tree {
+        return Err(Error::corrupt(
+            format!("tree {}", id.to_hex()),
+            "index lists it as a data blob",
+        ));
+    }
+    Tree::from_bytes(id, &read_located(backend, key, id, loc)?)
 }
 
 /// Reads and decodes a blob whose location is known (usable from worker threads).

@@ -15,93 +15,49 @@
 use std::ffi::OsStr;
 use std::path::Path;
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use crate::error::Result;
+use crate::glob::PathGlobs;
 
-use crate::error::{Error, Result};
-
-/// Globs split into those matched against the whole stored path and those matched against the
-/// base name.
-struct Patterns {
-    full: GlobSet,
-    base: GlobSet,
-    count: usize,
-}
-
-impl Patterns {
-    fn new(patterns: &[String], what: &str) -> Result<Patterns> {
-        let mut full = GlobSetBuilder::new();
-        let mut base = GlobSetBuilder::new();
-        for p in patterns {
-            let trimmed = p.trim_matches('/');
-            if trimmed.is_empty() {
-                return Err(Error::InvalidArgument(format!(
-                    "--{what} {p:?}: an empty pattern matches nothing"
-                )));
-            }
-            let glob = GlobBuilder::new(trimmed)
-                .literal_separator(true)
-                .backslash_escape(true)
-                .build()
-                .map_err(|e| Error::InvalidArgument(format!("--{what} {p:?}: {e}")))?;
-            if trimmed.contains('/') {
-                full.add(glob);
-            } else {
-                base.add(glob);
-            }
-        }
-        let build = |b: GlobSetBuilder| {
-            b.build()
-                .map_err(|e| Error::InvalidArgument(format!("--{what}: {e}")))
-        };
-        Ok(Patterns {
-            full: build(full)?,
-            base: build(base)?,
-            count: patterns.len(),
-        })
-    }
-
-    fn matches(&self, rel: &Path, name: &OsStr) -> bool {
-        self.base.is_match(Path::new(name)) || self.full.is_match(rel)
-    }
+/// Trims the leading and trailing `/` a user may write around a stored path.
+fn stored_path_globs(patterns: &[String], what: &str) -> Result<PathGlobs> {
+    PathGlobs::new(
+        patterns.iter().map(|p| p.trim_matches('/')),
+        &format!("--{what}"),
+    )
 }
 
 /// A compiled `--include` / `--exclude` selection.
 pub struct Selection {
-    include: Patterns,
-    exclude: Patterns,
+    include: PathGlobs,
+    exclude: PathGlobs,
 }
 
 impl Selection {
     /// Compiles the patterns; a malformed glob is an [`Error::InvalidArgument`] naming it.
     pub fn new(include: &[String], exclude: &[String]) -> Result<Selection> {
         Ok(Selection {
-            include: Patterns::new(include, "include")?,
-            exclude: Patterns::new(exclude, "exclude")?,
+            include: stored_path_globs(include, "include")?,
+            exclude: stored_path_globs(exclude, "exclude")?,
         })
     }
 
     /// Selects everything.
     pub fn all() -> Selection {
-        let empty = || Patterns {
-            full: GlobSet::empty(),
-            base: GlobSet::empty(),
-            count: 0,
-        };
         Selection {
-            include: empty(),
-            exclude: empty(),
+            include: PathGlobs::default(),
+            exclude: PathGlobs::default(),
         }
     }
 
     /// Whether the entry at stored path `rel` (base name `name`) is excluded, with its subtree.
     pub fn excluded(&self, rel: &Path, name: &OsStr) -> bool {
-        self.exclude.count > 0 && self.exclude.matches(rel, name)
+        !self.exclude.is_empty() && self.exclude.matches(rel, name)
     }
 
     /// Whether the entry matches an include by itself (always true without includes). Callers
     /// pass down "an ancestor was included" themselves.
     pub fn included(&self, rel: &Path, name: &OsStr) -> bool {
-        self.include.count == 0 || self.include.matches(rel, name)
+        self.include.is_empty() || self.include.matches(rel, name)
     }
 }
 

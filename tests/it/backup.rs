@@ -549,6 +549,12 @@ fn reading_a_file_leaves_its_access_time_alone() {
     }
 }
 
+/// Opens directory `name` relative to `at` (reaches paths longer than PATH_MAX step by step).
+fn open_dir<P: rustix::path::Arg>(at: impl rustix::fd::AsFd, name: P) -> rustix::fd::OwnedFd {
+    use rustix::fs::{Mode, OFlags, openat};
+    openat(at, name, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap()
+}
+
 #[test]
 fn paths_longer_than_path_max_round_trip() {
     use rustix::fs::{Mode, OFlags, mkdirat, openat};
@@ -557,24 +563,12 @@ fn paths_longer_than_path_max_round_trip() {
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
     // 30 levels of 200-byte names: about 6 KB of path, beyond PATH_MAX (4096).
-    let mut dir = openat(
-        rustix::fs::CWD,
-        src.as_path(),
-        OFlags::RDONLY | OFlags::DIRECTORY,
-        Mode::empty(),
-    )
-    .unwrap();
+    let mut dir = open_dir(rustix::fs::CWD, src.as_path());
     let mut rel = Vec::new();
     for i in 0..30 {
         let name = format!("{i:02}{}", "x".repeat(198));
         mkdirat(&dir, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
-        dir = openat(
-            &dir,
-            name.as_str(),
-            OFlags::RDONLY | OFlags::DIRECTORY,
-            Mode::empty(),
-        )
-        .unwrap();
+        dir = open_dir(&dir, name.as_str());
         rel.push(name);
     }
     let leaf = openat(
@@ -617,4 +611,24 @@ fn paths_longer_than_path_max_round_trip() {
     let second = env.create(&[&src]);
     assert_eq!(n(&second, "files_unchanged"), 1, "{second}");
     assert_eq!(n(&second, "bytes_read"), 0);
+
+    // And the whole deep tree restores to a directory, verified, byte-exact at the bottom.
+    let target = env.path("restored");
+    env.run(&[
+        "snapshot",
+        "restore",
+        &s(&second["id"]),
+        "--target",
+        target.to_str().unwrap(),
+        "--verify",
+    ])
+    .ok("restore of a tree deeper than PATH_MAX");
+    let mut dir = open_dir(rustix::fs::CWD, target.join(&stored).as_path());
+    for name in &rel {
+        dir = open_dir(&dir, name.as_str());
+    }
+    let leaf = openat(&dir, "leaf.txt", OFlags::RDONLY, Mode::empty()).unwrap();
+    let mut back = vec![0u8; 100];
+    let got = rustix::io::read(&leaf, &mut back).unwrap();
+    assert_eq!(&back[..got], content);
 }

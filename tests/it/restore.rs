@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::harness::{self, Env, Rng};
+use crate::harness::{self, Env, Out, Rng};
 
 fn write(p: &Path, data: &[u8]) {
     if let Some(d) = p.parent() {
@@ -21,17 +21,24 @@ fn write(p: &Path, data: &[u8]) {
 }
 
 /// `snapshot restore ID --target T --json EXTRA…`; asserts exit 0 and returns the summary.
-fn restore(env: &Env, id: &str, target: &Path, extra: &[&str]) -> Value {
+/// Runs `snapshot restore ID --target TARGET EXTRA…`, whatever its outcome.
+fn run_restore(env: &Env, id: &str, target: &Path, extra: &[&str]) -> Out {
     let mut a = vec![
         "snapshot",
         "restore",
         id,
         "--target",
         target.to_str().unwrap(),
-        "--json",
     ];
     a.extend_from_slice(extra);
-    let out = env.run(&a);
+    env.run(&a)
+}
+
+/// A restore that must succeed; its JSON summary.
+fn restore(env: &Env, id: &str, target: &Path, extra: &[&str]) -> Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(extra);
+    let out = run_restore(env, id, target, &a);
     out.ok(&format!("restore {}", extra.join(" ")));
     out.json()["summary"].clone()
 }
@@ -176,17 +183,9 @@ fn include_and_exclude_select_what_an_independent_rule_expects() {
     }
 
     // A bad glob is a usage-level error naming it.
-    env.run(&[
-        "snapshot",
-        "restore",
-        &id,
-        "--target",
-        target.to_str().unwrap(),
-        "--include",
-        "a[",
-    ])
-    .expect_code(harness::exit::FATAL, "bad glob")
-    .stderr_has("a[");
+    run_restore(&env, &id, &target, &["--include", "a["])
+        .expect_code(harness::exit::FATAL, "bad glob")
+        .stderr_has("a[");
 }
 
 #[test]
@@ -268,30 +267,13 @@ fn overwrite_modes_and_verify() {
     assert_eq!(dir_mode(&t.join("d")), 0o753);
 
     // --verify names the files that differ and exits 13.
-    let out = env.run(&[
-        "snapshot",
-        "restore",
-        &id,
-        "--target",
-        target.to_str().unwrap(),
-        "--overwrite",
-        "never",
-        "--verify",
-    ]);
+    let out = run_restore(&env, &id, &target, &["--overwrite", "never", "--verify"]);
     out.expect_code(harness::exit::DAMAGED, "verify after never")
         .stderr_has(t.join("f1").to_str().unwrap())
         .stderr_has(t.join("f2").to_str().unwrap());
 
     // always + --verify repairs everything and passes.
-    let out = env.run(&[
-        "snapshot",
-        "restore",
-        &id,
-        "--target",
-        target.to_str().unwrap(),
-        "--verify",
-        "--json",
-    ]);
+    let out = run_restore(&env, &id, &target, &["--verify", "--json"]);
     out.ok("always --verify");
     let v = out.json();
     assert_eq!(v["verify"]["files"], 4, "{v}");
@@ -571,13 +553,7 @@ fn an_entry_that_cannot_be_restored_exits_3_and_the_rest_is_restored() {
     let t = target.join(env.stored(&src));
     // A non-empty directory where the snapshot has a file: never removed recursively.
     write(&t.join("blocked/keep"), b"user data");
-    let out = env.run(&[
-        "snapshot",
-        "restore",
-        &id,
-        "--target",
-        target.to_str().unwrap(),
-    ]);
+    let out = run_restore(&env, &id, &target, &[]);
     out.expect_code(harness::exit::INCOMPLETE, "restore over a directory")
         .stderr_has("blocked");
     assert_eq!(fs::read(t.join("blocked/keep")).unwrap(), b"user data");
@@ -644,14 +620,7 @@ fn device_nodes_without_root_are_warnings_not_failures() {
     env.user = Some("nobody".into());
     env.init();
     let id = id_of(&env.create(&[&src]));
-    let out = env.run(&[
-        "snapshot",
-        "restore",
-        &id,
-        "--target",
-        target.to_str().unwrap(),
-        "--json",
-    ]);
+    let out = run_restore(&env, &id, &target, &["--json"]);
     out.ok("restore with a device node as nobody")
         .stderr_has("warning")
         .stderr_has("needs root");
