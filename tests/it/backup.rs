@@ -632,3 +632,45 @@ fn paths_longer_than_path_max_round_trip() {
     let got = rustix::io::read(&leaf, &mut back).unwrap();
     assert_eq!(&back[..got], content);
 }
+
+#[test]
+fn a_file_that_changes_while_it_is_read_is_named_in_a_warning() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let busy = src.join("busy.log");
+    let calm = src.join("calm.txt");
+    // Large and compressible: reading it takes long enough for the toucher below to land
+    // between the status taken before the read and the one taken after it.
+    fs::write(&busy, Rng::new(3).text(192 << 20)).unwrap();
+    fs::write(&calm, b"nobody writes to me\n").unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let toucher = {
+        let (done, busy) = (done.clone(), busy.clone());
+        std::thread::spawn(move || {
+            let mut k = 0i64;
+            while !done.load(Ordering::Relaxed) {
+                k += 1;
+                let t = filetime::FileTime::from_unix_time(1_700_000_000 + k, 0);
+                filetime::set_file_mtime(&busy, t).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let out = env.run(&["snapshot", "create", src.to_str().unwrap(), "--json"]);
+    done.store(true, Ordering::Relaxed);
+    toucher.join().unwrap();
+    // A warning, not a failure: the snapshot holds what was read, and exit 0 (not "incomplete":
+    // every byte was read; what it means is for the operator to judge, so it is named).
+    out.ok("backup of a file that changes meanwhile")
+        .stderr_has("busy.log: changed while it was being read");
+    let v = out.json();
+    assert_eq!(v["incomplete"], false, "{v}");
+    let errors: Vec<String> = v["errors"].as_array().unwrap().iter().map(s).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("busy.log"), "{errors:?}");
+    assert_eq!(n(&v, "files"), 2);
+}
