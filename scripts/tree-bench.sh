@@ -7,6 +7,10 @@
 # Without TREE (or with TREE=gen), a tree of $FILES (default 100,000) small files is generated
 # in OUT/tree100k: 100 directories of 1,000 files of 0–16 KiB of text each (~800 MB).
 # Each step is timed with /usr/bin/time (wall, peak RSS); results go to OUT/tree-results.csv.
+# Restores go into a fresh tmpfs per tool (RESTORE_FS=tmpfs, the default when root): on the
+# ext4 disk of this VM, creating files right after a large tree was deleted spends most of its
+# time in ext4's search for inodes not recently deleted, which punishes whichever tool runs
+# after a deletion; RESTORE_FS=disk restores onto the disk instead.
 # tresor comes from $TRESOR (default target/release/tresor). Run nothing else meanwhile.
 set -euo pipefail
 
@@ -19,6 +23,7 @@ mkdir -p "$out"
 out=$(cd "$out" && pwd)
 TRESOR=${TRESOR:-$(cd "$(dirname "$0")/.." && pwd)/target/release/tresor}
 files=${FILES:-100000}
+restore_fs=${RESTORE_FS:-$([ "$(id -u)" = 0 ] && echo tmpfs || echo disk)}
 
 if [ "$tree" = gen ]; then
   tree=$out/tree$((files / 1000))k
@@ -50,7 +55,7 @@ csv=$out/tree-results.csv
 [ -f "$csv" ] || echo "tool,tree,step,wall_s,peak_rss_kib,exit,note" > "$csv"
 nfiles=$(find "$tree" -type f | wc -l)
 bytes=$(du -sb "$tree" | cut -f1)
-echo "tree $tree: $nfiles files, $bytes bytes" >&2
+echo "tree $tree: $nfiles files, $bytes bytes; restores onto $restore_fs" >&2
 find "$tree" -type f -print0 | xargs -0 cat > /dev/null 2>&1 || true   # warm the page cache for every tool
 
 step() { # step TOOL NAME NOTE -- command
@@ -68,6 +73,7 @@ step() { # step TOOL NAME NOTE -- command
 for tool in "${tools[@]}"; do
   repo=$scratch/$tool-repo target=$scratch/$tool-restore
   mkdir -p "$target"
+  [ "$restore_fs" = tmpfs ] && mount -t tmpfs -o size=8g tmpfs "$target"
   case "$tool" in
     tresor)
       export TRESOR_REPO=$repo TRESOR_PASSWORD=bench TRESOR_CACHE_DIR=$scratch/tresor-cache
@@ -92,6 +98,7 @@ for tool in "${tools[@]}"; do
       step borg restore "" -- bash -c "cd '$target' && borg extract '$repo::a2'"
       ;;
   esac
+  [ "$restore_fs" = tmpfs ] && umount "$target"
   rm -rf "$repo" "$target"
 done
 echo "results: $csv" >&2
