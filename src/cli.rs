@@ -917,8 +917,8 @@ fn show(g: &Global, a: ShowArgs) -> Result<u8> {
     }
     writeln!(
         out,
-        "files     {} ({} dirs, {} symlinks)",
-        sm.files, sm.dirs, sm.symlinks
+        "files     {} ({} dirs, {} symlinks, {} special files)",
+        sm.files, sm.dirs, sm.symlinks, sm.specials
     )?;
     writeln!(
         out,
@@ -1568,6 +1568,19 @@ fn mount(g: &Global, a: MountArgs) -> Result<u8> {
     Ok(exit::OK)
 }
 
+/// The type letter `ls -l` uses (`f` for a regular file, as in `find -type`).
+fn kind_letter(kind: &str) -> char {
+    match kind {
+        "dir" => 'd',
+        "symlink" => 'l',
+        "fifo" => 'p',
+        "chardev" => 'c',
+        "blockdev" => 'b',
+        "socket" => 's',
+        _ => 'f',
+    }
+}
+
 fn ls(g: &Global, a: LsArgs) -> Result<u8> {
     let repo = open(g)?;
     let (_, snap) = repo.find_snapshot(&a.snapshot)?;
@@ -1581,7 +1594,7 @@ fn ls(g: &Global, a: LsArgs) -> Result<u8> {
         writeln!(
             out,
             "{} {:>6} {:>12}  {}  {}{}",
-            &e.kind[..1],
+            kind_letter(e.kind),
             e.mode,
             e.size,
             e.mtime.get(..19).unwrap_or(&e.mtime).replace('T', " "),
