@@ -1,4 +1,4 @@
-//! The `tresor` binary: parse, run, map the error to an exit code. Everything else is in cli.rs
+//! The `tresor` binary: parse, run, map the error to an exit code. Everything else is in cli/
 //! and the library.
 
 mod cli;
