@@ -38,7 +38,7 @@ use crate::id::{BlobId, ObjectId};
 use crate::repo::{Repo, load_located_tree};
 use crate::snapshot::{Snapshot, SourceRecord};
 use crate::source::Meta;
-use crate::tree::{ContentRef, Node, NodeKind, Tree};
+use crate::tree::{ContentRef, Node, NodeKind, Tree, Xattr};
 
 /// Picks the parent snapshot: `reference` if given, else the latest snapshot of `host` with
 /// the same set of path sources as `sources`. `None` when there is none.
@@ -137,8 +137,9 @@ pub enum Verdict {
     New,
     /// The parent had a file here, but it must be read again.
     Changed,
-    /// Unchanged: reuse this chunk list.
-    Unchanged(Vec<ContentRef>),
+    /// Unchanged: reuse this chunk list and these extended attributes (setting an xattr moves
+    /// ctime, so equal ctimes mean equal xattrs; the file need not be asked again).
+    Unchanged(Vec<ContentRef>, Vec<Xattr>),
 }
 
 /// The parent's directories along the walk's current path.
@@ -225,7 +226,7 @@ impl ParentCursor {
             return Verdict::Changed;
         }
         match self.trees.as_ref().map(|t| t.all_present(&n.content)) {
-            Some(Ok(true)) => Verdict::Unchanged(n.content.clone()),
+            Some(Ok(true)) => Verdict::Unchanged(n.content.clone(), n.xattrs.clone()),
             // A lookup error is no reason to fail: read the file.
             _ => Verdict::Changed,
         }

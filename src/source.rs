@@ -542,9 +542,12 @@ fn entry(
     };
     let ft = FileType::from_raw_mode(st.st_mode);
     let mut meta = Meta::of_stat(&st);
-    match read_xattrs(&reachable(dir, abs, name), abs, sink) {
-        Some(x) => meta.xattrs = x,
-        None => return false,
+    // An unchanged regular file takes its xattrs from the parent (below); others are read.
+    if ft != FileType::RegularFile {
+        match read_xattrs(&reachable(dir, abs, name), abs, sink) {
+            Some(x) => meta.xattrs = x,
+            None => return false,
+        }
     }
     match ft {
         FileType::Directory => {
@@ -601,7 +604,8 @@ fn entry(
         }
         FileType::RegularFile => {
             let known = match w.parent.file(stored, &meta) {
-                Verdict::Unchanged(content) => {
+                Verdict::Unchanged(content, xattrs) => {
+                    meta.xattrs = xattrs;
                     return sink(Item::Unchanged {
                         name: stored.to_os_string(),
                         meta,
@@ -611,6 +615,10 @@ fn entry(
                 Verdict::Changed => true,
                 Verdict::New => false,
             };
+            match read_xattrs(&reachable(dir, abs, name), abs, sink) {
+                Some(x) => meta.xattrs = x,
+                None => return false,
+            }
             let file = match open_file_at(dir, name) {
                 Ok(f) => f,
                 Err(e) => return warn(sink, abs, "cannot open", e),
