@@ -33,7 +33,7 @@ fn pack(c: &mut Criterion) {
         b.iter(|| {
             let mut w = PackWriter::new();
             for (id, sealed, raw_len) in &blobs {
-                w.add(BlobKind::Data, *id, black_box(sealed), *raw_len)
+                w.add(BlobKind::Data, *id, black_box(sealed), *raw_len, None)
                     .unwrap();
             }
             w.finish(&key).unwrap()

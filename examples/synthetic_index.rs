@@ -46,6 +46,7 @@ fn main() {
                 offset: (i * 400_000) as u32,
                 stored_len: 400_000,
                 raw_len: 1 << 20,
+                base: None,
             });
         }
         made += entries.len() as u64;

@@ -576,7 +576,7 @@ pub fn seeds() -> Vec<Seed> {
     // A pack of those blobs, and its header plaintext behind a blob area of the same size.
     let mut w = PackWriter::new();
     for (kind, id, stored, raw_len) in &sealed_blobs {
-        must(w.add(*kind, *id, stored, *raw_len), "pack");
+        must(w.add(*kind, *id, stored, *raw_len, None), "pack");
     }
     let p = must(w.finish(k), "pack");
     push("pack_header", "pack", p.bytes.clone(), true);
@@ -587,6 +587,9 @@ pub fn seeds() -> Vec<Seed> {
         input.extend_from_slice(&e.id.0);
         input.extend_from_slice(&e.stored_len.to_le_bytes());
         input.extend_from_slice(&e.raw_len.to_le_bytes());
+        if let Some(b) = &e.base {
+            input.extend_from_slice(&b.0);
+        }
     }
     push("pack_header_sealed", "pack", input, true);
 
@@ -691,6 +694,7 @@ pub fn seeds() -> Vec<Seed> {
             data_added: 100_000,
             blobs_added: 4,
             blobs_reused: 2,
+            blobs_delta: 1,
             duration_seconds: 1.234_567,
             command_exit_status: vec![0],
             incomplete: true,

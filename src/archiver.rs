@@ -24,7 +24,7 @@
 //! Memory is bounded by the batch and pack sizes, not by the repository: dedup lookups go to the
 //! catalog on disk, and the in-flight set holds only blobs whose index object is not yet written.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
@@ -33,6 +33,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use rayon::prelude::*;
 
 use crate::backend::{Backend, ObjectKind};
+use crate::catalog::DeltaBase;
 use crate::codec;
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
@@ -41,11 +42,11 @@ use crate::format::BlobKind;
 use crate::id::{BlobId, ObjectId};
 use crate::index::{self, IndexedPack};
 use crate::pack::PackWriter;
-use crate::parent::{self, ParentCursor, ParentTrees};
+use crate::parent::{self, ParentCursor, ParentTrees, Prior};
 use crate::repo::{Repo, hostname};
 use crate::snapshot::{ExcludeRecord, Snapshot, SourceRecord, Summary};
 use crate::source::{self, Item, Meta, SourceSpec, Walker};
-use crate::tree::{ContentRef, Node, NodeKind, Tree, encode_os};
+use crate::tree::{ContentRef, Node, NodeKind, Tree, chunk_anchor, encode_os};
 
 /// Chunk bytes per batch handed from the reader to the workers.
 const BATCH_BYTES: usize = 8 << 20;
@@ -136,7 +137,10 @@ struct DirFrame {
 struct BlobStore<'r> {
     repo: &'r mut Repo,
     key: Arc<MasterKey>,
+    backend: Arc<dyn Backend>,
     level: i32,
+    /// Whether changed chunks may be stored as deltas (repository version 2, compression on).
+    deltas: bool,
     pack_size: usize,
     pack: PackWriter,
     in_flight: HashSet<BlobId>,
@@ -152,12 +156,43 @@ struct BlobStore<'r> {
     data_added: u64,
     blobs_added: u64,
     blobs_reused: u64,
+    blobs_delta: u64,
 }
 
 struct PackJob(crate::pack::FinishedPack);
 
-/// A chunk back from an encoder: id, plaintext length, sealed bytes.
-type Encoded = (BlobId, u32, Result<Vec<u8>>);
+/// A chunk back from an encoder: id, plaintext length, sealed bytes and, for a delta, its base.
+type Encoded = (BlobId, u32, Result<(Vec<u8>, Option<BlobId>)>);
+
+/// Picks, for each chunk of a file being read, the chunk of the file's previous version it
+/// most likely resembles: the one with the same anchor, else the one after the last pick
+/// (chunks of a changed dump mostly follow those of the previous one in order).
+struct BasePicker {
+    prior: Prior,
+    by_anchor: HashMap<u64, usize>,
+    next: usize,
+}
+
+impl BasePicker {
+    fn new(prior: Prior) -> Self {
+        let mut by_anchor = HashMap::with_capacity(prior.anchors.len());
+        for (i, a) in prior.anchors.iter().enumerate() {
+            by_anchor.entry(*a).or_insert(i);
+        }
+        BasePicker {
+            prior,
+            by_anchor,
+            next: 0,
+        }
+    }
+
+    fn pick(&mut self, anchor: u64) -> Option<BlobId> {
+        let i = self.by_anchor.get(&anchor).copied().unwrap_or(self.next);
+        let c = self.prior.content.get(i)?;
+        self.next = i + 1;
+        Some(c.0)
+    }
+}
 
 impl Drop for BlobStore<'_> {
     /// On every exit, errors included, the upload in progress is let to finish (or fail and
@@ -198,7 +233,9 @@ impl<'r> BlobStore<'r> {
         let pack_size = repo.config().pack_size;
         Ok(BlobStore {
             key: Arc::clone(repo.key()),
+            backend: Arc::clone(repo.backend()),
             level: repo.config().compression_level,
+            deltas: repo.config().version >= 2 && repo.config().compression_level != 0,
             pack_size: repo.config().pack_size as usize,
             repo,
             pack: PackWriter::with_capacity(pack_capacity(pack_size)),
@@ -215,6 +252,7 @@ impl<'r> BlobStore<'r> {
             data_added: 0,
             blobs_added: 0,
             blobs_reused: 0,
+            blobs_delta: 0,
         })
     }
 
@@ -234,8 +272,9 @@ impl<'r> BlobStore<'r> {
         id: BlobId,
         sealed: &[u8],
         raw_len: u32,
+        base: Option<BlobId>,
     ) -> Result<()> {
-        self.pack.add(kind, id, sealed, raw_len)?;
+        self.pack.add(kind, id, sealed, raw_len, base)?;
         self.blobs_added += 1;
         self.data_added += raw_len as u64;
         if self.pack.len() >= self.pack_size {
@@ -244,17 +283,52 @@ impl<'r> BlobStore<'r> {
         Ok(())
     }
 
-    /// Compresses and seals a claimed data chunk on the rayon pool; the result is packed by
+    /// The data blob a delta against `candidate` (a chunk of the file's previous version)
+    /// would use as its base: the candidate itself, or its base if it is a delta (bases are
+    /// never deltas, so decoding is one step). `None` when deltas are off or it is not indexed.
+    fn delta_base(&self, candidate: Option<BlobId>) -> Result<Option<DeltaBase>> {
+        let Some(c) = candidate.filter(|_| self.deltas) else {
+            return Ok(None);
+        };
+        Ok(match self.repo.catalog().locate(&c) {
+            Ok(Some(loc)) if loc.kind == BlobKind::Data => Some(DeltaBase {
+                id: c,
+                pack: loc.pack,
+                offset: loc.offset,
+                stored_len: loc.stored_len,
+                raw_len: loc.raw_len,
+            }),
+            Ok(Some(loc)) => loc.base,
+            // A base that cannot be found is no reason to fail: store the chunk whole.
+            Ok(None) | Err(Error::Corrupt { .. }) => None,
+            Err(e) => return Err(e),
+        })
+    }
+
+    /// Compresses and seals a claimed data chunk on the rayon pool — as a delta against `base`
+    /// when one is given and the delta is small enough, else whole; the result is packed by
     /// [`BlobStore::take_encoded`]. Waits while too much is being encoded.
-    fn encode_async(&mut self, id: BlobId, data: Vec<u8>) -> Result<()> {
+    fn encode_async(&mut self, id: BlobId, data: Vec<u8>, base: Option<DeltaBase>) -> Result<()> {
         while self.encoding_bytes > MAX_ENCODING_BYTES {
             self.take_encoded(true)?;
         }
         self.encoding += 1;
         self.encoding_bytes += data.len();
         let (key, tx, level) = (Arc::clone(&self.key), self.encoded_tx.clone(), self.level);
+        let backend = Arc::clone(&self.backend);
         rayon::spawn(move || {
-            let sealed = codec::encode(&key, BlobKind::Data, &id, &data, level);
+            // The delta is an optimisation: a base that cannot be read means a whole blob.
+            let delta = base.and_then(|b| {
+                let base_plain = crate::repo::read_base(backend.as_ref(), &key, &b).ok()?;
+                codec::encode_delta(&key, &id, &data, &b.id, &base_plain)
+                    .ok()
+                    .flatten()
+                    .map(|sealed| (sealed, Some(b.id)))
+            });
+            let sealed = match delta {
+                Some(d) => Ok(d),
+                None => codec::encode(&key, BlobKind::Data, &id, &data, level).map(|s| (s, None)),
+            };
             let _ = tx.send((id, data.len() as u32, sealed));
         });
         self.take_encoded(false)
@@ -278,7 +352,14 @@ impl<'r> BlobStore<'r> {
             let (id, raw_len, sealed) = msg;
             self.encoding -= 1;
             self.encoding_bytes -= raw_len as usize;
-            self.add_sealed(BlobKind::Data, id, &sealed?, raw_len)?;
+            let (sealed, base) = sealed?;
+            let kind = if base.is_some() {
+                self.blobs_delta += 1;
+                BlobKind::Delta
+            } else {
+                BlobKind::Data
+            };
+            self.add_sealed(kind, id, &sealed, raw_len, base)?;
         }
     }
 
@@ -287,7 +368,7 @@ impl<'r> BlobStore<'r> {
         let id = self.key.blob_id(plain);
         if self.claim(&id)? {
             let sealed = codec::encode(&self.key, kind, &id, plain, self.level)?;
-            self.add_sealed(kind, id, &sealed, plain.len() as u32)?;
+            self.add_sealed(kind, id, &sealed, plain.len() as u32, None)?;
         }
         Ok(id)
     }
@@ -456,32 +537,37 @@ pub fn create(
         nodes: Vec::new(),
     }];
     let mut file: Option<Node> = None;
+    let mut picker: Option<BasePicker> = None;
     if let Some(w) = parent_warning {
         record_error(&mut summary, progress, &w, false);
     }
 
     for batch in rx {
-        // Hash every chunk of the batch on both cores.
-        let ids: Vec<Option<BlobId>> = batch
+        // Hash every chunk of the batch on both cores (id and anchor).
+        let ids: Vec<Option<(BlobId, u64)>> = batch
             .par_iter()
             .map(|it| match it {
-                Item::Chunk(c) => Some(key.blob_id(c)),
+                Item::Chunk(c) => Some((key.blob_id(c), chunk_anchor(&key, c))),
                 _ => None,
             })
             .collect();
         for (item, id) in batch.into_iter().zip(ids) {
             match item {
                 Item::Chunk(c) => {
-                    let id = id.ok_or_else(|| Error::InvalidArgument("chunk without id".into()))?;
+                    let (id, anchor) =
+                        id.ok_or_else(|| Error::InvalidArgument("chunk without id".into()))?;
                     let f = file
                         .as_mut()
                         .ok_or_else(|| Error::InvalidArgument("chunk outside a file".into()))?;
                     f.content.push(ContentRef(id, c.len() as u32));
+                    f.anchors.push(anchor);
                     f.size += c.len() as u64;
                     summary.bytes_read += c.len() as u64;
                     progress.read(c.len() as u64);
+                    let candidate = picker.as_mut().and_then(|p| p.pick(anchor));
                     if store.claim(&id)? {
-                        store.encode_async(id, c)?;
+                        let base = store.delta_base(candidate)?;
+                        store.encode_async(id, c, base)?;
                     }
                 }
                 Item::FileStart {
@@ -489,7 +575,9 @@ pub fn create(
                     meta,
                     path,
                     known,
+                    prior,
                 } => {
+                    picker = prior.map(BasePicker::new);
                     progress.file(&path);
                     if known {
                         summary.files_changed += 1;
@@ -502,10 +590,12 @@ pub fn create(
                     name,
                     meta,
                     content,
+                    anchors,
                 } => {
                     let mut n = node(&name, NodeKind::File, &meta);
                     n.size = meta.size;
                     n.content = content;
+                    n.anchors = anchors;
                     summary.files += 1;
                     summary.files_unchanged += 1;
                     top(&mut stack)?.nodes.push(n);
@@ -579,6 +669,7 @@ pub fn create(
     summary.data_added = store.data_added;
     summary.blobs_added = store.blobs_added;
     summary.blobs_reused = store.blobs_reused;
+    summary.blobs_delta = store.blobs_delta;
     summary.duration_seconds = started.elapsed().as_secs_f64();
     let snapshot = Snapshot {
         version: crate::format::SNAPSHOT_VERSION,

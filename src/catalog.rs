@@ -25,13 +25,30 @@ use crate::index::{self, IndexedPack};
 use crate::pack::PackEntry;
 
 /// Bump when the tables change; an older catalog is then rebuilt.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Where a blob is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlobLocation {
     /// Data or tree.
     pub kind: BlobKind,
+    /// The pack that holds it.
+    pub pack: ObjectId,
+    /// Offset within the pack.
+    pub offset: u32,
+    /// Sealed length.
+    pub stored_len: u32,
+    /// Plaintext length.
+    pub raw_len: u32,
+    /// For a delta blob, its base: a data blob, and where that is stored.
+    pub base: Option<DeltaBase>,
+}
+
+/// Where a delta blob's base is stored (the base is always a plain data blob).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeltaBase {
+    /// The base blob's id.
+    pub id: BlobId,
     /// The pack that holds it.
     pub pack: ObjectId,
     /// Offset within the pack.
@@ -67,7 +84,8 @@ CREATE TABLE IF NOT EXISTS packs (
     rowid INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, size INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS blobs (
     id BLOB PRIMARY KEY, kind INTEGER NOT NULL, pack INTEGER NOT NULL,
-    offset INTEGER NOT NULL, stored_len INTEGER NOT NULL, raw_len INTEGER NOT NULL) WITHOUT ROWID;
+    offset INTEGER NOT NULL, stored_len INTEGER NOT NULL, raw_len INTEGER NOT NULL,
+    base BLOB) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs (pack);
 CREATE TABLE IF NOT EXISTS index_objects (name TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS verified (pack BLOB PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
@@ -84,9 +102,30 @@ pub struct PackRecord {
     pub verified_at: Option<i64>,
 }
 
-/// (kind, id or pack id, offset, stored_len, raw_len) of a blob row.
-fn blob_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(u8, Vec<u8>, u32, u32, u32)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+/// (kind, id or pack id, offset, stored_len, raw_len, base id) of a blob row.
+type BlobRow = (u8, Vec<u8>, u32, u32, u32, Option<Vec<u8>>);
+
+fn blob_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlobRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
+
+fn blob_kind(k: u8) -> Result<BlobKind> {
+    BlobKind::from_u8(k).ok_or_else(|| Error::corrupt("catalog", "bad blob kind"))
+}
+
+fn base_id(kind: BlobKind, base: Option<Vec<u8>>) -> Result<Option<BlobId>> {
+    match (kind, base) {
+        (BlobKind::Delta, Some(b)) => Ok(Some(BlobId::from_slice(&b)?)),
+        (BlobKind::Delta, None) => Err(Error::corrupt("catalog", "a delta blob without a base")),
+        _ => Ok(None),
+    }
 }
 
 fn sql<T>(ctx: &str, r: rusqlite::Result<T>) -> Result<T> {
@@ -281,7 +320,9 @@ impl Catalog {
             )?;
             let mut ins_blob = sql(
                 "prepare",
-                tx.prepare_cached("INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
+                tx.prepare_cached(
+                    "INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                ),
             )?;
             let mut rows = Vec::with_capacity(packs.len());
             for p in packs {
@@ -309,7 +350,8 @@ impl Catalog {
                             row,
                             e.offset,
                             e.stored_len,
-                            e.raw_len
+                            e.raw_len,
+                            e.base.as_ref().map(|b| &b.0[..])
                         ]),
                     )?;
                 }
@@ -332,26 +374,100 @@ impl Catalog {
         sql("lookup", st.exists([&id.0[..]]))
     }
 
-    /// Where a blob is stored.
+    /// Where a blob is stored; for a delta blob, also where its base is. A delta whose base is
+    /// not indexed is reported as damage (a prune keeps bases alive, so it means a lost pack).
     pub fn locate(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
+        let Some((mut loc, base_id)) = self.blob_row(id)? else {
+            return Ok(None);
+        };
+        if let Some(base_id) = base_id {
+            let what = || format!("delta blob {}", id.to_hex());
+            let base = match self.blob_row(&base_id)? {
+                Some((b, _)) if b.kind == BlobKind::Data => b,
+                Some(_) => {
+                    return Err(Error::corrupt(
+                        what(),
+                        format!("its base {} is not a data blob", base_id.to_hex()),
+                    ));
+                }
+                None => {
+                    return Err(Error::corrupt(
+                        what(),
+                        format!("its base blob {} is not in the index", base_id.to_hex()),
+                    ));
+                }
+            };
+            loc.base = Some(DeltaBase {
+                id: base_id,
+                pack: base.pack,
+                offset: base.offset,
+                stored_len: base.stored_len,
+                raw_len: base.raw_len,
+            });
+        }
+        Ok(Some(loc))
+    }
+
+    /// Delta blobs whose base is not indexed or is not a data blob: (delta, base, problem).
+    pub fn broken_deltas(&self) -> Result<Vec<(BlobId, BlobId, String)>> {
+        let mut st = sql(
+            "prepare",
+            self.conn.prepare(
+                "SELECT b.id, b.base, bb.kind FROM blobs b LEFT JOIN blobs bb ON bb.id = b.base
+                 WHERE b.kind = 2 AND (bb.id IS NULL OR bb.kind != 0)",
+            ),
+        )?;
+        let rows = sql(
+            "broken deltas",
+            st.query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, Option<Vec<u8>>>(1)?,
+                    r.get::<_, Option<u8>>(2)?,
+                ))
+            }),
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, base, kind) = sql("broken deltas", row)?;
+            let base = BlobId::from_slice(&base.unwrap_or_default()).unwrap_or(BlobId([0; 32]));
+            let problem = match kind {
+                None => format!("its delta base {} is not in any index", base.to_hex()),
+                Some(_) => format!("its delta base {} is not a data blob", base.to_hex()),
+            };
+            out.push((BlobId::from_slice(&id)?, base, problem));
+        }
+        Ok(out)
+    }
+
+    /// The base of a blob stored as a delta; `None` for any other blob or an unknown id.
+    pub fn delta_base(&self, id: &BlobId) -> Result<Option<BlobId>> {
+        Ok(self.blob_row(id)?.and_then(|(_, base)| base))
+    }
+
+    /// A blob's own row (its base left unresolved) and its base's id.
+    pub fn blob_row(&self, id: &BlobId) -> Result<Option<(BlobLocation, Option<BlobId>)>> {
         let mut st = sql(
             "prepare",
             self.conn.prepare_cached(
-                "SELECT b.kind, p.id, b.offset, b.stored_len, b.raw_len FROM blobs b JOIN packs p ON p.rowid = b.pack WHERE b.id = ?1",
+                "SELECT b.kind, p.id, b.offset, b.stored_len, b.raw_len, b.base FROM blobs b
+                 JOIN packs p ON p.rowid = b.pack WHERE b.id = ?1",
             ),
         )?;
         let row = sql("lookup", st.query_row([&id.0[..]], blob_row).optional())?;
-        match row {
-            None => Ok(None),
-            Some((k, pack, offset, stored_len, raw_len)) => Ok(Some(BlobLocation {
-                kind: BlobKind::from_u8(k)
-                    .ok_or_else(|| Error::corrupt("catalog", "bad blob kind"))?,
-                pack: ObjectId::from_slice(&pack)?,
-                offset,
-                stored_len,
-                raw_len,
-            })),
-        }
+        let Some((k, pack, offset, stored_len, raw_len, base)) = row else {
+            return Ok(None);
+        };
+        let kind = blob_kind(k)?;
+        let loc = BlobLocation {
+            kind,
+            pack: ObjectId::from_slice(&pack)?,
+            offset,
+            stored_len,
+            raw_len,
+            base: None,
+        };
+        Ok(Some((loc, base_id(kind, base)?)))
     }
 
     /// Whether a pack is indexed.
@@ -401,21 +517,22 @@ impl Catalog {
         let mut st = sql(
             "prepare",
             self.conn.prepare_cached(
-                "SELECT b.kind, b.id, b.offset, b.stored_len, b.raw_len FROM blobs b
+                "SELECT b.kind, b.id, b.offset, b.stored_len, b.raw_len, b.base FROM blobs b
                  JOIN packs p ON p.rowid = b.pack WHERE p.id = ?1 ORDER BY b.offset",
             ),
         )?;
         let rows = sql("pack entries", st.query_map([&pack.0[..]], blob_row))?;
         let mut out = Vec::new();
         for row in rows {
-            let (k, id, offset, stored_len, raw_len) = sql("pack entries", row)?;
+            let (k, id, offset, stored_len, raw_len, base) = sql("pack entries", row)?;
+            let kind = blob_kind(k)?;
             out.push(PackEntry {
-                kind: BlobKind::from_u8(k)
-                    .ok_or_else(|| Error::corrupt("catalog", "bad blob kind"))?,
+                kind,
                 id: BlobId::from_slice(&id)?,
                 offset,
                 stored_len,
                 raw_len,
+                base: base_id(kind, base)?,
             });
         }
         Ok(out)
@@ -537,6 +654,7 @@ mod tests {
             offset: 0,
             stored_len: 10,
             raw_len: 20,
+            base: None,
         }
     }
 
@@ -582,7 +700,7 @@ mod tests {
             [],
         )
         .unwrap();
-        conn.execute("INSERT INTO blobs VALUES (x'00', 0, 1, 0, 0, 0)", [])
+        conn.execute("INSERT INTO blobs VALUES (x'00', 0, 1, 0, 0, 0, NULL)", [])
             .unwrap();
         drop(conn);
         let mut c = Catalog::open(t.path(), "repo-a").unwrap();

@@ -24,10 +24,11 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::backend::{Backend, ObjectKind};
-use crate::catalog::{DiskBlobSet, PackRecord};
+use crate::catalog::{DeltaBase, DiskBlobSet, PackRecord};
 use crate::codec;
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
+use crate::format::BlobKind;
 use crate::id::{BlobId, ObjectId};
 use crate::index;
 use crate::pack::{self, PackEntry};
@@ -332,6 +333,9 @@ fn check_index_objects(
         );
         report.notes.extend(skipped);
     }
+    for (delta, _base, problem) in repo.catalog().broken_deltas()? {
+        damage.blob(delta, problem);
+    }
     Ok(())
 }
 
@@ -339,11 +343,11 @@ fn check_index_objects(
 /// catalog places in another pack is fine: the same blob stored twice (two concurrent backups).
 fn catalog_agrees(repo: &Repo, pack: &ObjectId, entries: &[PackEntry]) -> Result<bool> {
     for e in entries {
-        match repo.catalog().locate(&e.id)? {
+        match repo.catalog().blob_row(&e.id)? {
             None => return Ok(false),
-            Some(l) if l.pack == *pack => {
-                if (l.kind, l.offset, l.stored_len, l.raw_len)
-                    != (e.kind, e.offset, e.stored_len, e.raw_len)
+            Some((l, base)) if l.pack == *pack => {
+                if (l.kind, l.offset, l.stored_len, l.raw_len, base)
+                    != (e.kind, e.offset, e.stored_len, e.raw_len, e.base)
                 {
                     return Ok(false);
                 }
@@ -429,14 +433,18 @@ fn read_packs(
     progress.phase("read", chosen.iter().map(|p| p.size).sum());
     let group = rayon::current_num_threads().max(1) * 2;
     for batch in chosen.chunks(group) {
-        let work: Vec<(&PackRecord, Vec<PackEntry>)> = batch
+        let work: Vec<(&PackRecord, Vec<PackEntry>, Bases)> = batch
             .iter()
-            .map(|p| Ok((p, repo.catalog().pack_entries(&p.id)?)))
+            .map(|p| {
+                let entries = repo.catalog().pack_entries(&p.id)?;
+                let bases = delta_bases(repo, &entries)?;
+                Ok((p, entries, bases))
+            })
             .collect::<Result<_>>()?;
         let results: Vec<PackRead> = work
             .par_iter()
-            .map(|(p, entries)| {
-                let r = read_pack(backend.as_ref(), key, &p.id, entries);
+            .map(|(p, entries, bases)| {
+                let r = read_pack(backend.as_ref(), key, &p.id, entries, bases);
                 progress.advance(p.size);
                 r
             })
@@ -469,11 +477,63 @@ fn read_packs(
     Ok(())
 }
 
+/// Where the bases of a pack's delta blobs are, by base id.
+type Bases = HashMap<BlobId, DeltaBase>;
+
+/// Locates the bases of the delta blobs among `entries` (those that are indexed as data blobs;
+/// the others are reported by the structural pass).
+fn delta_bases(repo: &Repo, entries: &[PackEntry]) -> Result<Bases> {
+    let mut out = HashMap::new();
+    for b in entries.iter().filter_map(|e| e.base) {
+        if out.contains_key(&b) {
+            continue;
+        }
+        if let Some((loc, None)) = repo.catalog().blob_row(&b)? {
+            if loc.kind == BlobKind::Data {
+                out.insert(
+                    b,
+                    DeltaBase {
+                        id: b,
+                        pack: loc.pack,
+                        offset: loc.offset,
+                        stored_len: loc.stored_len,
+                        raw_len: loc.raw_len,
+                    },
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Verifies one blob of a pack: a delta is decoded against its base, read from its own pack.
+fn verify_blob(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    e: &PackEntry,
+    sealed: &[u8],
+    bases: &Bases,
+) -> Result<()> {
+    let Some(base_id) = e.base else {
+        return codec::decode(key, e.kind, &e.id, sealed, e.raw_len).map(|_| ());
+    };
+    let base = bases.get(&base_id).ok_or_else(|| {
+        Error::corrupt(
+            "blob",
+            format!("its delta base {} is not indexed", base_id.to_hex()),
+        )
+    })?;
+    let base_plain = crate::repo::read_base(backend, key, base)
+        .map_err(|e| Error::corrupt("blob", format!("its delta base cannot be read: {e}")))?;
+    codec::decode_delta(key, &e.id, sealed, e.raw_len, &base_id, &base_plain).map(|_| ())
+}
+
 fn read_pack(
     backend: &dyn Backend,
     key: &MasterKey,
     id: &ObjectId,
     entries: &[PackEntry],
+    bases: &Bases,
 ) -> PackRead {
     let mut r = PackRead {
         id: *id,
@@ -522,7 +582,7 @@ fn read_pack(
         .filter_map(|e| {
             let end = e.offset as usize + e.stored_len as usize;
             let result = match bytes.get(e.offset as usize..end) {
-                Some(s) => codec::decode(key, e.kind, &e.id, s, e.raw_len).map(|_| ()),
+                Some(s) => verify_blob(backend, key, e, s, bases),
                 None => Err(Error::corrupt("blob", "lies past the end of its pack")),
             };
             match result {
@@ -587,7 +647,7 @@ fn blob_is_bad(repo: &Repo, id: &BlobId, damage: &mut Damage) -> Result<bool> {
     if damage.blobs.contains_key(id) {
         return Ok(true);
     }
-    match repo.catalog().locate(id)? {
+    match repo.catalog().blob_row(id)? {
         None => {
             damage.blob(
                 *id,
@@ -595,7 +655,11 @@ fn blob_is_bad(repo: &Repo, id: &BlobId, damage: &mut Damage) -> Result<bool> {
             );
             Ok(true)
         }
-        Some(loc) => Ok(damage.packs.contains_key(&loc.pack)),
+        Some((loc, base)) => Ok(damage.packs.contains_key(&loc.pack)
+            || match base {
+                Some(b) => blob_is_bad(repo, &b, damage)?,
+                None => false,
+            }),
     }
 }
 

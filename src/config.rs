@@ -75,7 +75,7 @@ impl Config {
         let plain = key.open(format::aad::CONFIG, stored, &|| "config".into())?;
         let c: Config =
             serde_json::from_slice(&plain).map_err(|e| Error::corrupt("config", e.to_string()))?;
-        if c.version != format::REPO_VERSION {
+        if !(format::MIN_REPO_VERSION..=format::REPO_VERSION).contains(&c.version) {
             return Err(Error::UnsupportedVersion {
                 what: "repository",
                 found: c.version,

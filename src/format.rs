@@ -3,8 +3,13 @@
 //! This module mirrors docs/design.md; every constant that appears in a stored byte lives here so
 //! the format can be read in one place. All integers on disk are little-endian.
 
-/// Version of the repository format written by this build (stored in the config).
-pub const REPO_VERSION: u32 = 1;
+/// Version of the repository format written by this build (stored in the config). Version 2
+/// added delta blobs ([`BlobKind::Delta`]); version 1 repositories are read and written too,
+/// but never receive delta blobs, so builds that know only version 1 can still read them.
+pub const REPO_VERSION: u32 = 2;
+
+/// Oldest repository version this build opens.
+pub const MIN_REPO_VERSION: u32 = 1;
 
 /// Version of key files.
 pub const KEY_FILE_VERSION: u32 = 1;
@@ -13,8 +18,9 @@ pub const KEY_FILE_VERSION: u32 = 1;
 pub const SNAPSHOT_VERSION: u32 = 1;
 
 /// Version of tree blobs written by this build. Readers accept every version up to it:
-/// version 2 added special files, hard-link, change-detection and xattr fields.
-pub const TREE_VERSION: u32 = 2;
+/// version 2 added special files, hard-link, change-detection and xattr fields; version 3 added
+/// chunk anchors (`anchors`), which let the next backup pick delta bases.
+pub const TREE_VERSION: u32 = 3;
 
 /// Magic at the very end of every pack file.
 pub const PACK_MAGIC: [u8; 8] = *b"TRSRPK01";
@@ -32,7 +38,15 @@ pub const TAG_LEN: usize = 16;
 pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 
 /// Size of one entry in a pack header: kind (1), id (32), stored length (4), raw length (4).
+/// A [`BlobKind::Delta`] entry is followed by its base's id ([`DELTA_BASE_LEN`] more bytes).
 pub const PACK_ENTRY_LEN: usize = 1 + 32 + 4 + 4;
+
+/// Extra bytes of a delta entry in pack headers and index objects: the base blob's id.
+pub const DELTA_BASE_LEN: usize = 32;
+
+/// Largest zstd window a delta frame may use (base plus chunk, both at most
+/// [`MAX_BLOB_LEN`]): decoders refuse frames that ask for more.
+pub const DELTA_WINDOW_LOG_MAX: u32 = 25;
 
 /// Pack trailer: sealed header length (u32) + magic.
 pub const PACK_TRAILER_LEN: usize = 4 + PACK_MAGIC.len();
@@ -63,14 +77,23 @@ pub enum BlobKind {
     Data = 0,
     /// A serialized directory listing.
     Tree = 1,
+    /// A chunk of content stored as a zstd patch against a base data blob (repository
+    /// version 2). Its id is the id of the content it decodes to, like a data blob's.
+    Delta = 2,
 }
 
 impl BlobKind {
+    /// Whether the blob holds file content (a data or delta blob).
+    pub fn is_content(self) -> bool {
+        matches!(self, BlobKind::Data | BlobKind::Delta)
+    }
+
     /// Decodes a stored kind byte.
     pub fn from_u8(b: u8) -> Option<Self> {
         match b {
             0 => Some(BlobKind::Data),
             1 => Some(BlobKind::Tree),
+            2 => Some(BlobKind::Delta),
             _ => None,
         }
     }

@@ -7,6 +7,7 @@
 //! "TRSRIX01" ‖ pack_count: u32
 //! per pack:  pack id (32) ‖ pack size: u64 ‖ entry_count: u32
 //!            per entry: kind: u8 ‖ blob id (32) ‖ offset: u32 ‖ stored_len: u32 ‖ raw_len: u32
+//!                       ‖ (kind 2, delta, only) base blob id (32)
 //! ```
 //!
 //! The object's name is the BLAKE3 hash of its stored (sealed) bytes.
@@ -32,7 +33,10 @@ const ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4;
 
 /// Serializes and seals an index object; returns (name, stored bytes).
 pub fn encode(key: &MasterKey, packs: &[IndexedPack]) -> Result<(ObjectId, Vec<u8>)> {
-    let n: usize = packs.iter().map(|p| 44 + p.entries.len() * ENTRY_LEN).sum();
+    let n: usize = packs
+        .iter()
+        .map(|p| 44 + p.entries.len() * (ENTRY_LEN + format::DELTA_BASE_LEN))
+        .sum();
     let mut out = Vec::with_capacity(12 + n);
     out.extend_from_slice(&INDEX_MAGIC);
     out.extend_from_slice(&(packs.len() as u32).to_le_bytes());
@@ -46,6 +50,9 @@ pub fn encode(key: &MasterKey, packs: &[IndexedPack]) -> Result<(ObjectId, Vec<u
             out.extend_from_slice(&e.offset.to_le_bytes());
             out.extend_from_slice(&e.stored_len.to_le_bytes());
             out.extend_from_slice(&e.raw_len.to_le_bytes());
+            if let Some(b) = &e.base {
+                out.extend_from_slice(&b.0);
+            }
         }
     }
     let sealed = key.seal(format::aad::INDEX, &out)?;
@@ -110,6 +117,11 @@ pub fn decode(key: &MasterKey, name: &ObjectId, stored: &[u8]) -> Result<Vec<Ind
             let offset = c.u32()?;
             let stored_len = c.u32()?;
             let raw_len = c.u32()?;
+            let base = if kind == BlobKind::Delta {
+                Some(BlobId::from_slice(c.take(format::DELTA_BASE_LEN)?)?)
+            } else {
+                None
+            };
             if offset as u64 + stored_len as u64 > size {
                 return Err(Error::corrupt(what(), "entry lies outside its pack"));
             }
@@ -119,6 +131,7 @@ pub fn decode(key: &MasterKey, name: &ObjectId, stored: &[u8]) -> Result<Vec<Ind
                 offset,
                 stored_len,
                 raw_len,
+                base,
             });
         }
         packs.push(IndexedPack { id, size, entries });
@@ -146,6 +159,7 @@ mod tests {
                     offset: 0,
                     stored_len: 100,
                     raw_len: 300,
+                    base: None,
                 },
                 PackEntry {
                     kind: BlobKind::Tree,
@@ -153,6 +167,15 @@ mod tests {
                     offset: 100,
                     stored_len: 50,
                     raw_len: 50,
+                    base: None,
+                },
+                PackEntry {
+                    kind: BlobKind::Delta,
+                    id: BlobId([4; 32]),
+                    offset: 150,
+                    stored_len: 70,
+                    raw_len: 400,
+                    base: Some(BlobId([2; 32])),
                 },
             ],
         }];

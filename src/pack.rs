@@ -5,14 +5,15 @@
 //! ```
 //!
 //! The header's plaintext is `n` entries of [`format::PACK_ENTRY_LEN`] bytes: kind (u8), blob id
-//! (32), stored length (u32 LE), raw length (u32 LE). Offsets are implicit: blob `i` starts at
+//! (32), stored length (u32 LE), raw length (u32 LE); a delta entry (kind 2) is followed by its
+//! base blob's id (32 bytes). Offsets are implicit: blob `i` starts at
 //! the sum of the stored lengths before it. The header lets the index be rebuilt from packs
 //! alone. A pack is named by the BLAKE3 hash of all its bytes.
 
 use crate::backend::{Backend, ObjectKind};
 use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
-use crate::format::{self, BlobKind, PACK_ENTRY_LEN, PACK_MAGIC, PACK_TRAILER_LEN};
+use crate::format::{self, BlobKind, DELTA_BASE_LEN, PACK_ENTRY_LEN, PACK_MAGIC, PACK_TRAILER_LEN};
 use crate::id::{BlobId, ObjectId};
 
 /// One blob's place in a pack.
@@ -28,6 +29,20 @@ pub struct PackEntry {
     pub stored_len: u32,
     /// Length of the plaintext.
     pub raw_len: u32,
+    /// The base blob of a [`BlobKind::Delta`] blob; `None` for every other kind.
+    pub base: Option<BlobId>,
+}
+
+impl PackEntry {
+    /// Bytes this entry takes in a pack header or an index object entry list.
+    pub fn header_len(&self) -> usize {
+        PACK_ENTRY_LEN
+            + if self.base.is_some() {
+                DELTA_BASE_LEN
+            } else {
+                0
+            }
+    }
 }
 
 /// Builds one pack in memory.
@@ -62,8 +77,20 @@ impl PackWriter {
         }
     }
 
-    /// Appends a sealed blob.
-    pub fn add(&mut self, kind: BlobKind, id: BlobId, sealed: &[u8], raw_len: u32) -> Result<()> {
+    /// Appends a sealed blob; `base` is the base of a delta blob and `None` otherwise.
+    pub fn add(
+        &mut self,
+        kind: BlobKind,
+        id: BlobId,
+        sealed: &[u8],
+        raw_len: u32,
+        base: Option<BlobId>,
+    ) -> Result<()> {
+        if (kind == BlobKind::Delta) != base.is_some() {
+            return Err(Error::InvalidArgument(
+                "a delta blob needs a base, and only a delta blob has one".into(),
+            ));
+        }
         let offset = u32::try_from(self.buf.len())
             .map_err(|_| Error::InvalidArgument("pack grew past 4 GiB".into()))?;
         let stored_len = u32::try_from(sealed.len())
@@ -75,6 +102,7 @@ impl PackWriter {
             offset,
             stored_len,
             raw_len,
+            base,
         });
         Ok(())
     }
@@ -91,12 +119,15 @@ impl PackWriter {
 
     /// Appends the sealed header and trailer and names the pack.
     pub fn finish(mut self, key: &MasterKey) -> Result<FinishedPack> {
-        let mut header = Vec::with_capacity(self.entries.len() * PACK_ENTRY_LEN);
+        let mut header = Vec::with_capacity(self.entries.iter().map(PackEntry::header_len).sum());
         for e in &self.entries {
             header.push(e.kind as u8);
             header.extend_from_slice(&e.id.0);
             header.extend_from_slice(&e.stored_len.to_le_bytes());
             header.extend_from_slice(&e.raw_len.to_le_bytes());
+            if let Some(b) = &e.base {
+                header.extend_from_slice(&b.0);
+            }
         }
         let sealed = key.seal(format::aad::PACK_HEADER, &header)?;
         self.buf.extend_from_slice(&sealed);
@@ -142,20 +173,33 @@ pub fn parse_header(
 ) -> Result<Vec<PackEntry>> {
     let what = || format!("pack {} header", pack.to_hex());
     let plain = key.open(format::aad::PACK_HEADER, sealed, &what)?;
-    if plain.len() % PACK_ENTRY_LEN != 0 {
-        return Err(Error::corrupt(
-            what(),
-            "length is not a whole number of entries",
-        ));
-    }
     let mut entries = Vec::with_capacity(plain.len() / PACK_ENTRY_LEN);
     let mut offset: u64 = 0;
-    for e in plain.chunks_exact(PACK_ENTRY_LEN) {
+    let mut rest = &plain[..];
+    while !rest.is_empty() {
+        if rest.len() < PACK_ENTRY_LEN {
+            return Err(Error::corrupt(
+                what(),
+                "length is not a whole number of entries",
+            ));
+        }
+        let (e, tail) = rest.split_at(PACK_ENTRY_LEN);
+        rest = tail;
         let kind = BlobKind::from_u8(e[0])
             .ok_or_else(|| Error::corrupt(what(), format!("unknown blob kind {}", e[0])))?;
         let id = BlobId::from_slice(&e[1..33])?;
         let stored_len = u32::from_le_bytes([e[33], e[34], e[35], e[36]]);
         let raw_len = u32::from_le_bytes([e[37], e[38], e[39], e[40]]);
+        let base = if kind == BlobKind::Delta {
+            if rest.len() < DELTA_BASE_LEN {
+                return Err(Error::corrupt(what(), "a delta entry lacks its base"));
+            }
+            let (b, tail) = rest.split_at(DELTA_BASE_LEN);
+            rest = tail;
+            Some(BlobId::from_slice(b)?)
+        } else {
+            None
+        };
         let off = u32::try_from(offset).map_err(|_| Error::corrupt(what(), "offsets overflow"))?;
         entries.push(PackEntry {
             kind,
@@ -163,6 +207,7 @@ pub fn parse_header(
             offset: off,
             stored_len,
             raw_len,
+            base,
         });
         offset += stored_len as u64;
     }
@@ -236,7 +281,8 @@ mod tests {
             let data = vec![i; 1000 + i as usize];
             let id = k.blob_id(&data);
             let s = codec::encode(&k, BlobKind::Data, &id, &data, 3).unwrap();
-            w.add(BlobKind::Data, id, &s, data.len() as u32).unwrap();
+            w.add(BlobKind::Data, id, &s, data.len() as u32, None)
+                .unwrap();
             blobs.push((id, data));
         }
         let p = w.finish(&k).unwrap();

@@ -3,7 +3,9 @@
 //!
 //! **Parent choice** ([`choose`]): `--parent SNAP` if given (id, prefix or `latest`), else the
 //! latest snapshot of the same host whose *set of path sources* equals this run's (stdin and
-//! command sources are ignored for the match). `--force` uses no parent.
+//! command sources are ignored for the match); a run of streams only (stdin, commands) takes
+//! the latest one with no paths and the same set of stream names, whose versions of the streams
+//! serve as delta bases ([`Prior`]). `--force` uses no parent.
 //!
 //! **Match rule** ([`ParentCursor::file`]): a regular file is unchanged when the parent has a
 //! regular file at the same stored path with equal size, mtime, ctime, inode and device (a v1
@@ -52,14 +54,28 @@ pub fn choose(
         return repo.find_snapshot(r).map(Some);
     }
     let want = path_set(sources);
-    if want.is_empty() {
+    let streams = stream_set(sources);
+    if want.is_empty() && streams.is_empty() {
         return Ok(None);
     }
     let (snaps, _damaged) = repo.snapshots()?;
-    Ok(snaps
-        .into_iter()
-        .rev()
-        .find(|(_, s)| s.host == host && path_set(&s.sources) == want))
+    Ok(snaps.into_iter().rev().find(|(_, s)| {
+        s.host == host
+            && path_set(&s.sources) == want
+            && (!want.is_empty() || stream_set(&s.sources) == streams)
+    }))
+}
+
+fn stream_set(sources: &[SourceRecord]) -> BTreeSet<&str> {
+    sources
+        .iter()
+        .filter_map(|s| match s {
+            SourceRecord::Stdin { name } | SourceRecord::Command { name, .. } => {
+                Some(name.as_str())
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 fn path_set(sources: &[SourceRecord]) -> BTreeSet<&str> {
@@ -130,16 +146,38 @@ impl ParentTrees {
     }
 }
 
+/// A file's previous version as the parent stores it: its chunks and their anchors, from which
+/// the backup picks delta bases for the chunks that changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Prior {
+    /// The chunk list.
+    pub content: Vec<ContentRef>,
+    /// One anchor per chunk ([`crate::tree::chunk_anchor`]).
+    pub anchors: Vec<u64>,
+}
+
+impl Prior {
+    /// The prior version of a file node, when it has anchors to match against.
+    fn of(n: &Node) -> Option<Prior> {
+        (n.kind == NodeKind::File && !n.content.is_empty() && n.anchors.len() == n.content.len())
+            .then(|| Prior {
+                content: n.content.clone(),
+                anchors: n.anchors.clone(),
+            })
+    }
+}
+
 /// What the parent says about a regular file.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// No regular file at this path in the parent (or no parent).
     New,
-    /// The parent had a file here, but it must be read again.
-    Changed,
-    /// Unchanged: reuse this chunk list and these extended attributes (setting an xattr moves
-    /// ctime, so equal ctimes mean equal xattrs; the file need not be asked again).
-    Unchanged(Vec<ContentRef>, Vec<Xattr>),
+    /// The parent had a file here, but it must be read again; its version there, if it can
+    /// serve as delta bases.
+    Changed(Option<Prior>),
+    /// Unchanged: reuse this chunk list, these extended attributes (setting an xattr moves
+    /// ctime, so equal ctimes mean equal xattrs; the file need not be asked again) and anchors.
+    Unchanged(Vec<ContentRef>, Vec<Xattr>, Vec<u64>),
 }
 
 /// The parent's directories along the walk's current path.
@@ -223,12 +261,19 @@ impl ParentCursor {
             && n.device == meta.device
             && n.content.iter().map(|c| c.1 as u64).sum::<u64>() == n.size;
         if !same {
-            return Verdict::Changed;
+            return Verdict::Changed(Prior::of(n));
         }
         match self.trees.as_ref().map(|t| t.all_present(&n.content)) {
-            Some(Ok(true)) => Verdict::Unchanged(n.content.clone(), n.xattrs.clone()),
+            Some(Ok(true)) => {
+                Verdict::Unchanged(n.content.clone(), n.xattrs.clone(), n.anchors.clone())
+            }
             // A lookup error is no reason to fail: read the file.
-            _ => Verdict::Changed,
+            _ => Verdict::Changed(Prior::of(n)),
         }
+    }
+
+    /// The parent's version of stream `name` (stdin or command output) at the current level.
+    pub fn prior(&self, name: &OsStr) -> Option<Prior> {
+        self.lookup(name).and_then(Prior::of)
     }
 }

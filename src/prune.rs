@@ -23,9 +23,8 @@ use std::sync::Arc;
 
 use crate::backend::ObjectKind;
 use crate::catalog::DiskBlobSet;
-use crate::codec;
 use crate::error::{Error, Result};
-use crate::format::{PACK_ENTRY_LEN, PACK_TRAILER_LEN};
+use crate::format::PACK_TRAILER_LEN;
 use crate::id::{BlobId, ObjectId};
 use crate::index::{self, IndexedPack};
 use crate::pack::{self, PackWriter};
@@ -114,11 +113,12 @@ pub fn plan(repo: &Repo, keep_roots: &[BlobId], max_unused: f64) -> Result<Plan>
     for p in repo.catalog().packs()? {
         s.packs += 1;
         s.pack_bytes += p.size;
-        let (mut used_bytes, mut used_blobs) = (0u64, 0u64);
+        let (mut used_bytes, mut used_blobs, mut used_header_bytes) = (0u64, 0u64, 0u64);
         for e in repo.catalog().pack_entries(&p.id)? {
             if used.contains(&e.id)? {
                 used_bytes += e.stored_len as u64;
                 used_blobs += 1;
+                used_header_bytes += e.header_len() as u64;
             }
         }
         s.used_blobs += used_blobs;
@@ -144,7 +144,7 @@ pub fn plan(repo: &Repo, keep_roots: &[BlobId], max_unused: f64) -> Result<Plan>
         } else if unused as f64 > max_unused * p.size as f64 {
             s.repack_packs += 1;
             s.repack_bytes += p.size;
-            s.repack_copy_bytes += used_bytes + used_blobs * PACK_ENTRY_LEN as u64;
+            s.repack_copy_bytes += used_bytes + used_header_bytes;
             repack.push(p.id);
         } else {
             s.unused_bytes_kept += unused;
@@ -207,8 +207,14 @@ pub fn execute(repo: &mut Repo, plan: Plan) -> Result<PruneReport> {
     for id in &plan.repack {
         let bytes = backend.get(ObjectKind::Pack, &id.to_hex())?;
         for e in pack::header_of(&key, id, &bytes)? {
-            let here = repo.catalog().locate(&e.id)?.is_some_and(|l| l.pack == *id);
-            if !here || !plan.used.contains(&e.id)? || !copied.insert(&e.id)? {
+            let Some(loc) = repo
+                .catalog()
+                .locate(&e.id)?
+                .filter(|l| l.pack == *id && l.offset == e.offset)
+            else {
+                continue;
+            };
+            if !plan.used.contains(&e.id)? || !copied.insert(&e.id)? {
                 continue;
             }
             let sealed = bytes
@@ -216,9 +222,10 @@ pub fn execute(repo: &mut Repo, plan: Plan) -> Result<PruneReport> {
                 .ok_or_else(|| {
                     Error::corrupt(format!("pack {}", id.to_hex()), "a blob lies past its end")
                 })?;
-            // Never copy damage forward: the blob must authenticate and decode to its id.
-            codec::decode(&key, e.kind, &e.id, sealed, e.raw_len)?;
-            writer.add(e.kind, e.id, sealed, e.raw_len)?;
+            // Never copy damage forward: the blob must authenticate and decode to its id (a
+            // delta against its base, which stays where it is or is copied on its own).
+            crate::repo::decode_located(backend.as_ref(), &key, &e.id, &loc, sealed)?;
+            writer.add(e.kind, e.id, sealed, e.raw_len, e.base)?;
             if writer.len() >= pack_size {
                 let full = std::mem::replace(&mut writer, PackWriter::with_capacity(pack_size));
                 ship(full, &mut new_packs)?;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::backend::{Backend, ObjectKind};
-use crate::catalog::{BlobLocation, Catalog};
+use crate::catalog::{BlobLocation, Catalog, DeltaBase};
 use crate::chunker::{ChunkerParams, ChunkerSpec};
 use crate::codec;
 use crate::config::{self, Config};
@@ -274,7 +274,8 @@ pub fn load_located_tree(
     Tree::from_bytes(id, &read_located(backend, key, id, loc)?)
 }
 
-/// Reads and decodes a blob whose location is known (usable from worker threads).
+/// Reads and decodes a blob whose location is known (usable from worker threads). A delta blob
+/// is decoded against its base, which is read and decoded first.
 pub fn read_located(
     backend: &dyn Backend,
     key: &MasterKey,
@@ -287,10 +288,48 @@ pub fn read_located(
         loc.offset as u64,
         loc.stored_len as u64,
     )?;
-    codec::decode(key, loc.kind, id, &stored, loc.raw_len).map_err(|e| match e {
+    decode_located(backend, key, id, loc, &stored)
+}
+
+/// Decodes the sealed bytes of a blob whose location is known; a delta's base is read from the
+/// backend.
+pub fn decode_located(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    id: &BlobId,
+    loc: &BlobLocation,
+    stored: &[u8],
+) -> Result<Vec<u8>> {
+    let in_pack = |e: Error, pack: &ObjectId| match e {
         Error::Corrupt { object, reason } => {
-            Error::corrupt(format!("{object} in pack {}", loc.pack.to_hex()), reason)
+            Error::corrupt(format!("{object} in pack {}", pack.to_hex()), reason)
         }
         other => other,
-    })
+    };
+    if loc.kind != BlobKind::Delta {
+        return codec::decode(key, loc.kind, id, stored, loc.raw_len)
+            .map_err(|e| in_pack(e, &loc.pack));
+    }
+    let base = loc.base.as_ref().ok_or_else(|| {
+        Error::corrupt(
+            format!("delta blob {}", id.to_hex()),
+            "the index names no base",
+        )
+    })?;
+    let base_plain = read_base(backend, key, base)?;
+    codec::decode_delta(key, id, stored, loc.raw_len, &base.id, &base_plain)
+        .map_err(|e| in_pack(e, &loc.pack))
+}
+
+/// Reads and decodes a delta's base (always a plain data blob).
+pub fn read_base(backend: &dyn Backend, key: &MasterKey, base: &DeltaBase) -> Result<Vec<u8>> {
+    let loc = BlobLocation {
+        kind: BlobKind::Data,
+        pack: base.pack,
+        offset: base.offset,
+        stored_len: base.stored_len,
+        raw_len: base.raw_len,
+        base: None,
+    };
+    read_located(backend, key, &base.id, &loc)
 }

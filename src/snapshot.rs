@@ -91,6 +91,9 @@ pub struct Summary {
     pub blobs_added: u64,
     /// Blobs referenced that the repository already had.
     pub blobs_reused: u64,
+    /// Of the blobs added, those stored as deltas against a chunk of the previous version.
+    #[serde(default)]
+    pub blobs_delta: u64,
     /// Wall-clock seconds.
     pub duration_seconds: f64,
     /// Exit status of each `--command` (0 when it succeeded; a snapshot is never written otherwise).

@@ -30,7 +30,7 @@ use rustix::fs::{AtFlags, CWD, Dir, FileType, Mode, OFlags, Stat, openat, readli
 use crate::chunker::ChunkerSpec;
 use crate::error::{Error, Result};
 use crate::exclude::{CACHE_TAG_NAME, CACHE_TAG_SIGNATURE, Excludes};
-use crate::parent::{ParentCursor, Verdict};
+use crate::parent::{ParentCursor, Prior, Verdict};
 use crate::tree::{ContentRef, NodeKind, Xattr};
 
 /// A source as given on the command line.
@@ -140,18 +140,22 @@ pub enum Item {
     /// The current directory ends.
     DirEnd,
     /// A regular file (or stream) begins; its chunks follow, then `FileEnd`. `known`: the
-    /// parent snapshot has a file at this path (the file changed).
+    /// parent snapshot has a file at this path (the file changed); `prior`: that version, when
+    /// it can serve as delta bases.
     FileStart {
         name: OsString,
         meta: Meta,
         path: String,
         known: bool,
+        prior: Option<Prior>,
     },
-    /// A regular file the parent snapshot holds unchanged: its chunk list, not read again.
+    /// A regular file the parent snapshot holds unchanged: its chunk list and anchors, not
+    /// read again.
     Unchanged {
         name: OsString,
         meta: Meta,
         content: Vec<ContentRef>,
+        anchors: Vec<u64>,
     },
     /// A chunk of the current file.
     Chunk(Vec<u8>),
@@ -314,7 +318,8 @@ pub fn produce(sources: &[SourceSpec], w: &mut Walker<'_>, sink: &mut Sink<'_>) 
 
 fn emit_plan(name: &OsStr, node: PlanDir, w: &mut Walker<'_>, sink: &mut Sink<'_>) -> bool {
     if let Some(stream) = node.stream {
-        return emit_stream(name, &stream, w.chunker, sink);
+        let prior = w.parent.prior(name);
+        return emit_stream(name, &stream, w.chunker, prior, sink);
     }
     if let Some(real) = node.real {
         return walk_source(&real, name, w, sink);
@@ -603,17 +608,18 @@ fn entry(
             sink(Item::DirEnd)
         }
         FileType::RegularFile => {
-            let known = match w.parent.file(stored, &meta) {
-                Verdict::Unchanged(content, xattrs) => {
+            let (known, prior) = match w.parent.file(stored, &meta) {
+                Verdict::Unchanged(content, xattrs, anchors) => {
                     meta.xattrs = xattrs;
                     return sink(Item::Unchanged {
                         name: stored.to_os_string(),
                         meta,
                         content,
+                        anchors,
                     });
                 }
-                Verdict::Changed => true,
-                Verdict::New => false,
+                Verdict::Changed(prior) => (true, prior),
+                Verdict::New => (false, None),
             };
             match read_xattrs(&reachable(dir, abs, name), abs, sink) {
                 Some(x) => meta.xattrs = x,
@@ -629,6 +635,7 @@ fn entry(
                 meta,
                 path: abs.display().to_string(),
                 known,
+                prior,
             }) {
                 return false;
             }
@@ -716,6 +723,7 @@ fn emit_stream(
     name: &OsStr,
     spec: &SourceSpec,
     chunker: &ChunkerSpec,
+    prior: Option<Prior>,
     sink: &mut Sink<'_>,
 ) -> bool {
     let start = Item::FileStart {
@@ -723,6 +731,7 @@ fn emit_stream(
         meta: Meta::stream(),
         path: name.to_string_lossy().into_owned(),
         known: false,
+        prior,
     };
     match spec {
         SourceSpec::Stdin { .. } => {

@@ -109,6 +109,25 @@ pub struct Node {
     /// Extended attributes, sorted by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub xattrs: Vec<Xattr>,
+    /// Files (version 3): one anchor per `content` chunk, [`chunk_anchor`] of its first bytes.
+    /// The next backup of this file finds, for each changed chunk, the chunk of this version
+    /// that starts the same way and stores the change as a delta against it. Empty when unknown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub anchors: Vec<u64>,
+}
+
+/// How many leading bytes of a chunk its anchor covers.
+pub const ANCHOR_LEN: usize = 64;
+
+/// A chunk's anchor: the first 8 bytes (little-endian) of the keyed blob id of its first
+/// [`ANCHOR_LEN`] bytes (all of it when shorter). Chunk boundaries are content-defined, so a
+/// chunk of tomorrow's dump that starts at the same place as one of today's has the same anchor
+/// even when the rest of it changed.
+pub fn chunk_anchor(key: &crate::crypto::MasterKey, chunk: &[u8]) -> u64 {
+    let id = key.blob_id(&chunk[..chunk.len().min(ANCHOR_LEN)]);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&id.0[..8]);
+    u64::from_le_bytes(b)
 }
 
 /// Splits OS bytes into (lossy string, hex when not UTF-8).
@@ -168,6 +187,7 @@ impl Node {
             links: 0,
             rdev: 0,
             xattrs: Vec::new(),
+            anchors: Vec::new(),
         }
     }
 
@@ -178,12 +198,14 @@ impl Node {
     }
 
     /// Whether two nodes describe the same entry, ignoring where it lived on the source
-    /// (`ctime_ns`, `inode`, `device`): a tree restored elsewhere and backed up again is equal.
+    /// (`ctime_ns`, `inode`, `device`) and the chunk anchors (derived from the content, absent
+    /// in older trees): a tree restored elsewhere and backed up again is equal.
     pub fn same_as(&self, other: &Node) -> bool {
         let strip = |n: &Node| Node {
             ctime_ns: 0,
             inode: 0,
             device: 0,
+            anchors: Vec::new(),
             ..n.clone()
         };
         strip(self) == strip(other)
@@ -275,7 +297,10 @@ impl Tree {
             let ok = match n.kind {
                 NodeKind::Dir => n.subtree.is_some(),
                 NodeKind::Symlink => n.target.is_some() || n.target_hex.is_some(),
-                NodeKind::File => n.content.iter().map(|c| c.1 as u64).sum::<u64>() == n.size,
+                NodeKind::File => {
+                    n.content.iter().map(|c| c.1 as u64).sum::<u64>() == n.size
+                        && (n.anchors.is_empty() || n.anchors.len() == n.content.len())
+                }
                 NodeKind::Fifo | NodeKind::Chardev | NodeKind::Blockdev | NodeKind::Socket => {
                     t.version >= 2 && n.content.is_empty() && n.subtree.is_none()
                 }
@@ -350,7 +375,7 @@ mod version_tests {
         let t = Tree::from_bytes(&id, fifo_v2).unwrap();
         assert_eq!(t.nodes[0].kind, NodeKind::Fifo);
         assert_eq!(t.nodes[0].xattrs[0].value, "00ff");
-        let future = br#"{"version":3,"nodes":[]}"#;
+        let future = br#"{"version":4,"nodes":[]}"#;
         assert!(Tree::from_bytes(&id, future).is_err());
     }
 }

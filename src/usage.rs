@@ -25,7 +25,8 @@ pub fn mark(repo: &Repo, root: &BlobId, set: &DiskBlobSet) -> Result<()> {
 }
 
 /// Walks the trees below `root`: a tree for which `skip` says true is not entered; `visit`
-/// sees every entered tree and every file chunk in them.
+/// sees every entered tree, every file chunk in them and the base of every chunk stored as a
+/// delta (restoring the chunk needs it, so a prune must keep it).
 fn walk(
     repo: &Repo,
     root: &BlobId,
@@ -44,6 +45,9 @@ fn walk(
                 NodeKind::File => {
                     for c in &n.content {
                         visit(&c.0)?;
+                        if let Some(base) = repo.catalog().delta_base(&c.0)? {
+                            visit(&base)?;
+                        }
                     }
                 }
                 _ => {}
