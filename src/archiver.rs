@@ -291,13 +291,7 @@ impl<'r> BlobStore<'r> {
             return Ok(None);
         };
         Ok(match self.repo.catalog().locate(&c) {
-            Ok(Some(loc)) if loc.kind == BlobKind::Data => Some(DeltaBase {
-                id: c,
-                pack: loc.pack,
-                offset: loc.offset,
-                stored_len: loc.stored_len,
-                raw_len: loc.raw_len,
-            }),
+            Ok(Some(loc)) if loc.kind == BlobKind::Data => Some(DeltaBase::at(c, &loc)),
             Ok(Some(loc)) => loc.base,
             // A base that cannot be found is no reason to fail: store the chunk whole.
             Ok(None) | Err(Error::Corrupt { .. }) => None,

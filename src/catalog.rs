@@ -59,6 +59,19 @@ pub struct DeltaBase {
     pub raw_len: u32,
 }
 
+impl DeltaBase {
+    /// The base `id`, stored where `loc` says.
+    pub fn at(id: BlobId, loc: &BlobLocation) -> Self {
+        DeltaBase {
+            id,
+            pack: loc.pack,
+            offset: loc.offset,
+            stored_len: loc.stored_len,
+            raw_len: loc.raw_len,
+        }
+    }
+}
+
 /// Counts and sizes over the indexed blobs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlobTotals {
@@ -397,13 +410,7 @@ impl Catalog {
                     ));
                 }
             };
-            loc.base = Some(DeltaBase {
-                id: base_id,
-                pack: base.pack,
-                offset: base.offset,
-                stored_len: base.stored_len,
-                raw_len: base.raw_len,
-            });
+            loc.base = Some(DeltaBase::at(base_id, &base));
         }
         Ok(Some(loc))
     }

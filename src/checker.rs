@@ -488,19 +488,10 @@ fn delta_bases(repo: &Repo, entries: &[PackEntry]) -> Result<Bases> {
         if out.contains_key(&b) {
             continue;
         }
-        if let Some((loc, None)) = repo.catalog().blob_row(&b)? {
-            if loc.kind == BlobKind::Data {
-                out.insert(
-                    b,
-                    DeltaBase {
-                        id: b,
-                        pack: loc.pack,
-                        offset: loc.offset,
-                        stored_len: loc.stored_len,
-                        raw_len: loc.raw_len,
-                    },
-                );
-            }
+        if let Some((loc, None)) = repo.catalog().blob_row(&b)?
+            && loc.kind == BlobKind::Data
+        {
+            out.insert(b, DeltaBase::at(b, &loc));
         }
     }
     Ok(out)
