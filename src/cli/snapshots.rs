@@ -73,6 +73,7 @@ pub(super) fn create(g: &Global, a: CreateArgs) -> Result<u8> {
             "data_added": s.data_added,
             "blobs_added": s.blobs_added,
             "blobs_reused": s.blobs_reused,
+            "blobs_delta": s.blobs_delta,
             "duration_seconds": s.duration_seconds,
             "command_exit_status": s.command_exit_status,
             "incomplete": s.incomplete,
