@@ -13,6 +13,8 @@ mod backup;
 mod crash;
 #[path = "it/dedup.rs"]
 mod dedup;
+#[path = "it/delta.rs"]
+mod delta;
 #[path = "it/disk.rs"]
 mod disk;
 #[path = "it/errors.rs"]

@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 use crate::harness::{self, Env, Pg, Rng, exit};
 use crate::postgres::{SHOP_SQL, fingerprint};
 
-struct Mounted {
+pub(crate) struct Mounted {
     child: Option<Child>,
     point: PathBuf,
 }
 
 impl Mounted {
-    fn start(env: &Env, point: &Path) -> Mounted {
+    pub(crate) fn start(env: &Env, point: &Path) -> Mounted {
         fs::create_dir_all(point).unwrap();
         let mut cmd = env.command(&["mount", point.to_str().unwrap()]);
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
@@ -37,7 +37,7 @@ impl Mounted {
     }
 
     /// `fusermount3 -u`, then the process must end by itself with exit 0.
-    fn unmount(mut self) -> String {
+    pub(crate) fn unmount(mut self) -> String {
         let st = Command::new("fusermount3")
             .arg("-u")
             .arg(&self.point)
