@@ -753,4 +753,114 @@ mod tests {
         assert!(set.contains(&BlobId([7; 32])).unwrap());
         assert!(!set.contains(&BlobId([8; 32])).unwrap());
     }
+
+    #[test]
+    fn broken_deltas_are_found_and_locate_resolves_bases() {
+        let t = tempfile::tempdir().unwrap();
+        let key = MasterKey::from_secret([4; 32]);
+        let backend = MemBackend::new();
+        let blob = |kind, b: u8, offset, base: Option<u8>| PackEntry {
+            kind,
+            id: BlobId([b; 32]),
+            offset,
+            stored_len: 10,
+            raw_len: 20,
+            base: base.map(|x| BlobId([x; 32])),
+        };
+        let put = |pack: u8, entries: Vec<PackEntry>| {
+            let (name, bytes) = index::encode(
+                &key,
+                &[IndexedPack {
+                    id: ObjectId([pack; 32]),
+                    size: 100,
+                    entries,
+                }],
+            )
+            .unwrap();
+            backend
+                .put(ObjectKind::Index, &name.to_hex(), &bytes)
+                .unwrap();
+        };
+        // Pack 1: delta 10 on base 20 (not indexed yet), delta 11 on the tree 12, delta 13 on
+        // delta 10 (bases are never deltas).
+        put(
+            1,
+            vec![
+                blob(BlobKind::Delta, 10, 0, Some(20)),
+                blob(BlobKind::Delta, 11, 10, Some(12)),
+                blob(BlobKind::Tree, 12, 20, None),
+                blob(BlobKind::Delta, 13, 30, Some(10)),
+            ],
+        );
+        let mut c = Catalog::open(t.path(), "repo-d").unwrap();
+        c.sync(&backend, &key).unwrap();
+        let hex = |b: u8| BlobId([b; 32]).to_hex();
+        let broken = |c: &Catalog| -> Vec<(u8, u8, String)> {
+            c.broken_deltas()
+                .unwrap()
+                .into_iter()
+                .map(|(d, b, p)| (d.0[0], b.0[0], p))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        };
+        assert_eq!(
+            broken(&c),
+            [
+                (
+                    10,
+                    20,
+                    format!("its delta base {} is not in any index", hex(20))
+                ),
+                (
+                    11,
+                    12,
+                    format!("its delta base {} is not a data blob", hex(12))
+                ),
+                (
+                    13,
+                    10,
+                    format!("its delta base {} is not a data blob", hex(10))
+                ),
+            ]
+        );
+        for (d, b) in [(10, 20), (11, 12), (13, 10)] {
+            let err = c.locate(&BlobId([d; 32])).unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+            assert!(err.to_string().contains(&hex(b)), "{err}");
+            // The raw row still names the base, for check and prune.
+            assert_eq!(
+                c.delta_base(&BlobId([d; 32])).unwrap(),
+                Some(BlobId([b; 32]))
+            );
+        }
+        assert_eq!(c.delta_base(&BlobId([12; 32])).unwrap(), None);
+        assert_eq!(c.delta_base(&BlobId([99; 32])).unwrap(), None);
+
+        // Base 20 arrives with another index object, in pack 2: delta 10 is whole again and
+        // locate says where its base is.
+        put(2, vec![blob(BlobKind::Data, 20, 40, None)]);
+        c.sync(&backend, &key).unwrap();
+        assert_eq!(broken(&c).iter().map(|b| b.0).collect::<Vec<_>>(), [11, 13]);
+        let loc = c.locate(&BlobId([10; 32])).unwrap().unwrap();
+        assert_eq!(
+            (loc.kind, loc.pack, loc.offset),
+            (BlobKind::Delta, ObjectId([1; 32]), 0)
+        );
+        assert_eq!(
+            loc.base,
+            Some(DeltaBase {
+                id: BlobId([20; 32]),
+                pack: ObjectId([2; 32]),
+                offset: 40,
+                stored_len: 10,
+                raw_len: 20,
+            })
+        );
+        assert_eq!(c.locate(&BlobId([20; 32])).unwrap().unwrap().base, None);
+        // Pack entries keep the base, as the index object has it.
+        let entries = c.pack_entries(&ObjectId([1; 32])).unwrap();
+        assert_eq!(entries[0].base, Some(BlobId([20; 32])));
+        assert_eq!(entries[2].base, None);
+    }
 }

@@ -185,5 +185,18 @@ mod tests {
         bad[40] ^= 4;
         assert!(decode(&k, &name, &bad).is_err());
         assert!(decode(&k, &ObjectId::of_bytes(&bad), &bad).is_err());
+
+        // The last entry is the delta: cut into its base id, the object is refused (a reader
+        // that forgot the base would take the cut bytes for a next entry or trailing bytes).
+        let plain = k
+            .open(format::aad::INDEX, &bytes, &|| "index".into())
+            .unwrap();
+        for cut in [1, format::DELTA_BASE_LEN] {
+            let sealed = k
+                .seal(format::aad::INDEX, &plain[..plain.len() - cut])
+                .unwrap();
+            let err = decode(&k, &ObjectId::of_bytes(&sealed), &sealed).unwrap_err();
+            assert!(err.to_string().contains("ends early"), "cut {cut}: {err}");
+        }
     }
 }

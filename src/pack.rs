@@ -312,4 +312,89 @@ mod tests {
             .is_err()
         );
     }
+
+    /// Serializes entries as a header plaintext, the way [`PackWriter::finish`] does.
+    fn header_plain(entries: &[PackEntry]) -> Vec<u8> {
+        let mut h = Vec::new();
+        for e in entries {
+            h.push(e.kind as u8);
+            h.extend_from_slice(&e.id.0);
+            h.extend_from_slice(&e.stored_len.to_le_bytes());
+            h.extend_from_slice(&e.raw_len.to_le_bytes());
+            if let Some(b) = &e.base {
+                h.extend_from_slice(&b.0);
+            }
+        }
+        h
+    }
+
+    #[test]
+    fn delta_entries_carry_their_base_and_a_cut_base_is_refused() {
+        let k = MasterKey::from_secret([7; 32]);
+        let base = b"INSERT INTO t VALUES (17, 'some row text here');\n".repeat(3000);
+        let mut data = base.clone();
+        data[5000] = b'#';
+        let (bid, id) = (k.blob_id(&base), k.blob_id(&data));
+        let sb = codec::encode(&k, BlobKind::Data, &bid, &base, 3).unwrap();
+        let sd = codec::encode_delta(&k, &id, &data, &bid, &base)
+            .unwrap()
+            .unwrap();
+        let n = data.len() as u32;
+        let mut w = PackWriter::new();
+        w.add(BlobKind::Data, bid, &sb, base.len() as u32, None)
+            .unwrap();
+        // Only a delta has a base, and a delta must have one.
+        assert!(w.add(BlobKind::Delta, id, &sd, n, None).is_err());
+        assert!(w.add(BlobKind::Data, id, &sd, n, Some(bid)).is_err());
+        assert!(w.add(BlobKind::Tree, id, &sd, n, Some(bid)).is_err());
+        w.add(BlobKind::Delta, id, &sd, n, Some(bid)).unwrap();
+        let p = w.finish(&k).unwrap();
+        let entries = header_of(&k, &p.id, &p.bytes).unwrap();
+        assert_eq!(entries, p.entries);
+        assert_eq!((entries[0].base, entries[1].base), (None, Some(bid)));
+        assert_eq!(entries[1].kind, BlobKind::Delta);
+        assert_eq!(
+            entries[1].offset,
+            sb.len() as u32,
+            "offsets follow stored lengths"
+        );
+        assert_eq!(entries[0].header_len(), PACK_ENTRY_LEN);
+        assert_eq!(entries[1].header_len(), PACK_ENTRY_LEN + DELTA_BASE_LEN);
+        let e = &entries[1];
+        let s = &p.bytes[e.offset as usize..(e.offset + e.stored_len) as usize];
+        assert_eq!(
+            codec::decode_delta(&k, &id, s, e.raw_len, &bid, &base).unwrap(),
+            data
+        );
+
+        // The header as written; then the same header with the delta entry's base cut short.
+        let plain = header_plain(&entries);
+        let size = p.bytes.len() as u64;
+        let reseal = |h: &[u8]| k.seal(format::aad::PACK_HEADER, h).unwrap();
+        let whole = reseal(&plain);
+        // Resealed whole, it parses the same (same length, so the same pack size).
+        let parsed = parse_header(&k, &p.id, &whole, size).unwrap();
+        assert_eq!(parsed, entries);
+        for cut in [1, 16, DELTA_BASE_LEN] {
+            let err =
+                parse_header(&k, &p.id, &reseal(&plain[..plain.len() - cut]), size).unwrap_err();
+            assert!(
+                err.to_string().contains("lacks its base"),
+                "cut {cut}: {err}"
+            );
+        }
+        // Cut into the entry itself: not a whole number of entries.
+        let err = parse_header(
+            &k,
+            &p.id,
+            &reseal(&plain[..plain.len() - DELTA_BASE_LEN - 1]),
+            size,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("whole number"), "{err}");
+        // A data entry followed by a stray base is not read as a delta.
+        let mut stray = header_plain(&entries[..1]);
+        stray.extend_from_slice(&bid.0);
+        assert!(parse_header(&k, &p.id, &reseal(&stray), size).is_err());
+    }
 }
