@@ -210,14 +210,17 @@ impl Catalog {
                 )?;
             }
             (Some(v), Some(r)) if v == SCHEMA_VERSION.to_string() && r == repo_id => {}
-            // Version 2 lacked only the blobs-by-pack index, which SCHEMA just created.
-            (Some(v), Some(r)) if v == "2" && r == repo_id => {
+            // Version 2 lacked the blobs-by-pack index, which SCHEMA just created; versions 2
+            // and 3 lack the base column of delta blobs. Their rows need no base (those builds
+            // knew no delta blobs), so adding the column upgrades them and keeps the ledger.
+            (Some(v), Some(r)) if (v == "2" || v == "3") && r == repo_id => {
                 sql(
-                    "meta",
-                    conn.execute(
-                        "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
-                        [SCHEMA_VERSION.to_string()],
-                    ),
+                    "upgrade",
+                    conn.execute_batch(&format!(
+                        "BEGIN; ALTER TABLE blobs ADD COLUMN base BLOB;
+                         UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';
+                         COMMIT;"
+                    )),
                 )?;
             }
             _ => return Ok(None),
@@ -862,5 +865,58 @@ mod tests {
         let entries = c.pack_entries(&ObjectId([1; 32])).unwrap();
         assert_eq!(entries[0].base, Some(BlobId([20; 32])));
         assert_eq!(entries[2].base, None);
+    }
+
+    #[test]
+    fn schema_2_and_3_catalogs_are_upgraded_in_place() {
+        for version in ["2", "3"] {
+            let t = tempfile::tempdir().unwrap();
+            let key = MasterKey::from_secret([5; 32]);
+            let backend = MemBackend::new();
+            put_index(&backend, &key, 1, 10);
+            // A catalog as schema version 2 or 3 left it: blobs without the base column.
+            let dir = t.path().join("repo-s");
+            std::fs::create_dir_all(&dir).unwrap();
+            let conn = Connection::open(dir.join("catalog.sqlite")).unwrap();
+            conn.execute_batch(&format!(
+                "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 INSERT INTO meta VALUES ('schema_version', '{version}'), ('repo_id', 'repo-s');
+                 CREATE TABLE packs (
+                     rowid INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, size INTEGER NOT NULL);
+                 CREATE TABLE blobs (
+                     id BLOB PRIMARY KEY, kind INTEGER NOT NULL, pack INTEGER NOT NULL,
+                     offset INTEGER NOT NULL, stored_len INTEGER NOT NULL,
+                     raw_len INTEGER NOT NULL) WITHOUT ROWID;
+                 CREATE TABLE index_objects (name TEXT PRIMARY KEY);
+                 CREATE TABLE verified (
+                     pack BLOB PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;"
+            ))
+            .unwrap();
+            if version == "3" {
+                conn.execute_batch("CREATE INDEX blobs_by_pack ON blobs (pack)")
+                    .unwrap();
+            }
+            conn.execute("INSERT INTO verified VALUES (?1, 7)", [&[1u8; 32][..]])
+                .unwrap();
+            drop(conn);
+            let mut c = Catalog::open(t.path(), "repo-s").unwrap();
+            c.sync(&backend, &key).unwrap();
+            assert_eq!(c.counts().unwrap(), (1, 1), "schema {version}");
+            assert!(c.locate(&BlobId([10; 32])).unwrap().is_some());
+            assert!(c.broken_deltas().unwrap().is_empty());
+            // Upgraded, not discarded: the verification ledger is still there.
+            assert_eq!(
+                c.packs().unwrap()[0].verified_at,
+                Some(7),
+                "schema {version}"
+            );
+            drop(c);
+            let c = Catalog::open(t.path(), "repo-s").unwrap();
+            assert_eq!(
+                c.counts().unwrap(),
+                (1, 1),
+                "reopened at schema {SCHEMA_VERSION}"
+            );
+        }
     }
 }
