@@ -283,6 +283,20 @@ impl<'r> BlobStore<'r> {
         Ok(())
     }
 
+    /// Stores a directory listing. A version-1 repository gets a version-2 tree without
+    /// anchors, which builds that know only repository version 1 can read (see
+    /// [`crate::format::TREE_VERSION_REPO_V1`]).
+    fn store_tree(&mut self, nodes: Vec<Node>) -> Result<BlobId> {
+        let mut tree = Tree::new(nodes)?;
+        if self.repo.config().version < 2 {
+            tree.version = crate::format::TREE_VERSION_REPO_V1;
+            for n in &mut tree.nodes {
+                n.anchors.clear();
+            }
+        }
+        self.store_one(BlobKind::Tree, &tree.to_bytes()?)
+    }
+
     /// The data blob a delta against `candidate` (a chunk of the file's previous version)
     /// would use as its base: the candidate itself, or its base if it is a delta (bases are
     /// never deltas, so decoding is one step). `None` when deltas are off or it is not indexed.
@@ -618,8 +632,7 @@ pub fn create(
                     let frame = stack.pop().ok_or_else(|| {
                         Error::InvalidArgument("unbalanced directory stream".into())
                     })?;
-                    let tree_id =
-                        store.store_one(BlobKind::Tree, &Tree::new(frame.nodes)?.to_bytes()?)?;
+                    let tree_id = store.store_tree(frame.nodes)?;
                     let mut n = node(&frame.name, NodeKind::Dir, &frame.meta);
                     n.subtree = Some(tree_id);
                     summary.dirs += 1;
@@ -656,7 +669,7 @@ pub fn create(
         ));
     }
     let root_nodes = stack.pop().map(|f| f.nodes).unwrap_or_default();
-    let root = store.store_one(BlobKind::Tree, &Tree::new(root_nodes)?.to_bytes()?)?;
+    let root = store.store_tree(root_nodes)?;
     store.finish()?;
 
     summary.bytes_added = store.bytes_added;

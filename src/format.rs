@@ -5,7 +5,8 @@
 
 /// Version of the repository format written by this build (stored in the config). Version 2
 /// added delta blobs ([`BlobKind::Delta`]); version 1 repositories are read and written too,
-/// but never receive delta blobs, so builds that know only version 1 can still read them.
+/// but never receive delta blobs and get trees of at most [`TREE_VERSION_REPO_V1`], so builds
+/// that know only version 1 can still read them.
 pub const REPO_VERSION: u32 = 2;
 
 /// Oldest repository version this build opens.
@@ -21,6 +22,11 @@ pub const SNAPSHOT_VERSION: u32 = 1;
 /// version 2 added special files, hard-link, change-detection and xattr fields; version 3 added
 /// chunk anchors (`anchors`), which let the next backup pick delta bases.
 pub const TREE_VERSION: u32 = 3;
+
+/// Version of the trees written into a version-1 repository: builds that know only repository
+/// version 1 read trees up to version 2. Such trees carry no anchors, which only serve to pick
+/// delta bases, and a version-1 repository never receives delta blobs.
+pub const TREE_VERSION_REPO_V1: u32 = 2;
 
 /// Magic at the very end of every pack file.
 pub const PACK_MAGIC: [u8; 8] = *b"TRSRPK01";

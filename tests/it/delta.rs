@@ -601,6 +601,9 @@ fn mount_reads_deltas() {
 /// What it proves: a version-1 repository (made by rewriting a fresh repository's config with
 /// the library, as an older build would have written it) is still opened and backed up, gets
 /// no delta blobs even with a parent, keeps its version, restores exactly and checks clean.
+/// Its new trees are version 2 without anchors: builds that know only repository version 1
+/// refuse trees of version 3 ("unsupported tree version 3"), which would make them call every
+/// snapshot the new build wrote damaged.
 #[test]
 fn a_version_1_repository_gets_no_deltas() {
     use tresor::backend::local::LocalBackend;
@@ -644,6 +647,12 @@ fn a_version_1_repository_gets_no_deltas() {
         1,
         "a backup does not upgrade the repository"
     );
+    for s in [&s0, &s1] {
+        let (_, snap) = repo.find_snapshot(&id_of(s)).unwrap();
+        let tree = repo.load_tree(&snap.root).unwrap();
+        assert_eq!(tree.version, 2, "tree of a version-1 repository");
+        assert!(tree.nodes.iter().all(|n| n.anchors.is_empty()));
+    }
 }
 
 /// Flips one bit in the middle of a blob's stored bytes; returns the pack's name.
