@@ -334,10 +334,18 @@ impl Catalog {
                 "prepare",
                 tx.prepare_cached("SELECT rowid FROM packs WHERE id = ?1"),
             )?;
+            // A blob stored twice (two backups at once) keeps one row, chosen by what the
+            // copies are, never by the order index objects load in: a whole copy over a delta
+            // (it needs no base), among deltas the one with the smallest base id. Prune keeps
+            // the bases of the rows it sees; a later catalog must use the same copies.
             let mut ins_blob = sql(
                 "prepare",
                 tx.prepare_cached(
-                    "INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, pack = excluded.pack,
+                         offset = excluded.offset, stored_len = excluded.stored_len,
+                         raw_len = excluded.raw_len, base = excluded.base
+                     WHERE blobs.kind = 2 AND (excluded.kind != 2 OR excluded.base < blobs.base)",
                 ),
             )?;
             let mut rows = Vec::with_capacity(packs.len());
@@ -918,5 +926,56 @@ mod tests {
                 "reopened at schema {SCHEMA_VERSION}"
             );
         }
+    }
+
+    #[test]
+    fn a_blob_stored_twice_keeps_the_same_copy_whatever_the_load_order() {
+        let t = tempfile::tempdir().unwrap();
+        let copy = |kind, pack: u8, base: Option<u8>| IndexedPack {
+            id: ObjectId([pack; 32]),
+            size: 100,
+            entries: vec![PackEntry {
+                kind,
+                id: BlobId([10; 32]),
+                offset: 0,
+                stored_len: 10,
+                raw_len: 20,
+                base: base.map(|b| BlobId([b; 32])),
+            }],
+        };
+        let delta20 = copy(BlobKind::Delta, 1, Some(20));
+        let whole = copy(BlobKind::Data, 2, None);
+        let delta5 = copy(BlobKind::Delta, 3, Some(5));
+        let orders: [&[&IndexedPack]; 6] = [
+            &[&delta20, &whole],
+            &[&whole, &delta20],
+            &[&delta20, &delta5],
+            &[&delta5, &delta20],
+            &[&delta20, &delta5, &whole],
+            &[&delta5, &whole, &delta20],
+        ];
+        let mut chosen = Vec::new();
+        for (n, order) in orders.iter().enumerate() {
+            let mut c = Catalog::open(t.path(), &format!("repo-{n}")).unwrap();
+            for (i, p) in order.iter().enumerate() {
+                c.add_index(&format!("index-{i}"), std::slice::from_ref(*p))
+                    .unwrap();
+            }
+            let (loc, base) = c.blob_row(&BlobId([10; 32])).unwrap().unwrap();
+            chosen.push((loc.kind, loc.pack.0[0], base.map(|b| b.0[0])));
+        }
+        let whole_copy = (BlobKind::Data, 2, None);
+        let smaller_base = (BlobKind::Delta, 3, Some(5));
+        assert_eq!(
+            chosen,
+            [
+                whole_copy,
+                whole_copy,
+                smaller_base,
+                smaller_base,
+                whole_copy,
+                whole_copy
+            ]
+        );
     }
 }

@@ -411,6 +411,10 @@ struct PackRead {
     bytes: u64,
     pack_problems: Vec<String>,
     blob_problems: Vec<(BlobId, String)>,
+    /// Delta blobs whose base is not among those located for the pack's catalog entries (a
+    /// second copy of a blob the catalog places elsewhere), with their sealed bytes: verified
+    /// afterwards by [`verify_deferred`], which can ask the catalog.
+    deferred: Vec<(PackEntry, Vec<u8>)>,
 }
 
 /// Pass 2: reads the selected packs in parallel, stamping the ledger for clean ones.
@@ -450,7 +454,8 @@ fn read_packs(
             })
             .collect();
         let mut clean = Vec::new();
-        for r in results {
+        for mut r in results {
+            verify_deferred(repo, backend.as_ref(), key, &mut r, report)?;
             report.packs_read += 1;
             report.bytes_read += r.bytes;
             // Judged blob by blob now, whatever the structural pass thought of the whole.
@@ -497,6 +502,49 @@ fn delta_bases(repo: &Repo, entries: &[PackEntry]) -> Result<Bases> {
     Ok(out)
 }
 
+/// Verifies the deferred deltas of a pack read ([`PackRead::deferred`]) against their bases.
+/// A copy whose base is not indexed is damage when the catalog uses that copy (the structural
+/// pass names it too), and only a note otherwise: the catalog always prefers a copy that can
+/// be decoded (a whole one), and prune keeps only the bases of the copies the catalog uses.
+fn verify_deferred(
+    repo: &Repo,
+    backend: &dyn Backend,
+    key: &MasterKey,
+    r: &mut PackRead,
+    report: &mut CheckReport,
+) -> Result<()> {
+    for (e, sealed) in std::mem::take(&mut r.deferred) {
+        let Some(base_id) = e.base else { continue };
+        let mut bases = Bases::new();
+        if let Some((loc, None)) = repo.catalog().blob_row(&base_id)?
+            && loc.kind == BlobKind::Data
+        {
+            bases.insert(base_id, DeltaBase::at(base_id, &loc));
+        } else {
+            let used = repo
+                .catalog()
+                .blob_row(&e.id)?
+                .is_some_and(|(l, _)| l.pack == r.id && l.offset == e.offset);
+            if !used {
+                report.notes.push(format!(
+                    "pack {}: holds an unused second copy of blob {} as a delta whose base {} \
+                     is not indexed (the index uses another copy)",
+                    r.id.to_hex(),
+                    e.id.to_hex(),
+                    base_id.to_hex()
+                ));
+                continue;
+            }
+        }
+        match verify_blob(backend, key, &e, &sealed, &bases) {
+            Ok(()) => {}
+            Err(Error::Corrupt { reason, .. }) => r.blob_problems.push((e.id, reason)),
+            Err(err) => r.blob_problems.push((e.id, err.to_string())),
+        }
+    }
+    Ok(())
+}
+
 /// Verifies one blob of a pack: a delta is decoded against its base, read from its own pack.
 fn verify_blob(
     backend: &dyn Backend,
@@ -531,6 +579,7 @@ fn read_pack(
         bytes: 0,
         pack_problems: Vec::new(),
         blob_problems: Vec::new(),
+        deferred: Vec::new(),
     };
     let bytes = match backend.get(ObjectKind::Pack, &id.to_hex()) {
         Ok(b) => b,
@@ -566,9 +615,22 @@ fn read_pack(
         }
     };
     let entries = header.as_deref().unwrap_or(entries);
+    // Deltas whose base was not located (copies the catalog does not use) wait for the catalog.
+    let (entries, later): (Vec<&PackEntry>, Vec<&PackEntry>) = entries
+        .iter()
+        .partition(|e| e.base.is_none_or(|b| bases.contains_key(&b)));
+    for e in later {
+        let end = e.offset as usize + e.stored_len as usize;
+        match bytes.get(e.offset as usize..end) {
+            Some(s) => r.deferred.push((*e, s.to_vec())),
+            None => r
+                .blob_problems
+                .push((e.id, "lies past the end of its pack".into())),
+        }
+    }
     // Blobs in parallel too: packs differ a lot in how much they inflate to, and work-stealing
     // keeps both cores busy to the last pack.
-    r.blob_problems = entries
+    let mut problems: Vec<(BlobId, String)> = entries
         .par_iter()
         .filter_map(|e| {
             let end = e.offset as usize + e.stored_len as usize;
@@ -583,6 +645,7 @@ fn read_pack(
             }
         })
         .collect();
+    r.blob_problems.append(&mut problems);
     r
 }
 
