@@ -165,12 +165,19 @@ struct PackJob(crate::pack::FinishedPack);
 type Encoded = (BlobId, u32, Result<(Vec<u8>, Option<BlobId>)>);
 
 /// Picks, for each chunk of a file being read, the chunk of the file's previous version it
-/// most likely resembles: the one with the same anchor, else the one after the last pick
-/// (chunks of a changed dump mostly follow those of the previous one in order).
+/// most likely resembles: the one with the same anchor (it starts the same way), else the one
+/// it overlaps most when both versions are lined up at the last anchor match. A cut point
+/// that a change created splits a previous chunk: the second part has no anchor of its own,
+/// and its base is the rest of that chunk, not the chunk after it.
 struct BasePicker {
     prior: Prior,
     by_anchor: HashMap<u64, usize>,
-    next: usize,
+    /// Where each chunk of the previous version starts in it.
+    starts: Vec<u64>,
+    /// Where the next chunk starts in the file being read.
+    offset: u64,
+    /// Previous-version offset minus this version's offset, at the last anchor match.
+    shift: i64,
 }
 
 impl BasePicker {
@@ -179,18 +186,56 @@ impl BasePicker {
         for (i, a) in prior.anchors.iter().enumerate() {
             by_anchor.entry(*a).or_insert(i);
         }
+        let mut at = 0u64;
+        let starts = prior
+            .content
+            .iter()
+            .map(|c| {
+                let s = at;
+                at += c.1 as u64;
+                s
+            })
+            .collect();
         BasePicker {
             prior,
             by_anchor,
-            next: 0,
+            starts,
+            offset: 0,
+            shift: 0,
         }
     }
 
-    fn pick(&mut self, anchor: u64) -> Option<BlobId> {
-        let i = self.by_anchor.get(&anchor).copied().unwrap_or(self.next);
-        let c = self.prior.content.get(i)?;
-        self.next = i + 1;
-        Some(c.0)
+    /// The base candidate for the next chunk of the file, `len` bytes with this anchor.
+    fn pick(&mut self, anchor: u64, len: u32) -> Option<BlobId> {
+        let here = self.offset;
+        self.offset += len as u64;
+        let i = match self.by_anchor.get(&anchor) {
+            Some(&i) => {
+                self.shift = self.starts[i] as i64 - here as i64;
+                i
+            }
+            None => self.most_overlapped(here.saturating_add_signed(self.shift), len)?,
+        };
+        self.prior.content.get(i).map(|c| c.0)
+    }
+
+    /// The chunk of the previous version that shares the most bytes with `from..from + len`
+    /// (the last one when that lies past its end).
+    fn most_overlapped(&self, from: u64, len: u32) -> Option<usize> {
+        let to = from + len as u64;
+        let first = self
+            .starts
+            .partition_point(|&s| s <= from)
+            .saturating_sub(1);
+        (first..self.starts.len())
+            .take_while(|&i| i == first || self.starts[i] < to)
+            .max_by_key(|&i| {
+                let (s, e) = (
+                    self.starts[i],
+                    self.starts[i] + self.prior.content[i].1 as u64,
+                );
+                (e.min(to).saturating_sub(s.max(from)), std::cmp::Reverse(i))
+            })
     }
 }
 
@@ -572,7 +617,7 @@ pub fn create(
                     f.size += c.len() as u64;
                     summary.bytes_read += c.len() as u64;
                     progress.read(c.len() as u64);
-                    let candidate = picker.as_mut().and_then(|p| p.pick(anchor));
+                    let candidate = picker.as_mut().and_then(|p| p.pick(anchor, c.len() as u32));
                     if store.claim(&id)? {
                         let base = store.delta_base(candidate)?;
                         store.encode_async(id, c, base)?;
@@ -992,5 +1037,48 @@ pub(crate) mod tests {
         } else {
             eprintln!("this file system refuses user xattrs: xattr part not checked");
         }
+    }
+
+    #[test]
+    fn base_picker_follows_anchors_and_else_the_most_overlapped_chunk() {
+        // The previous version: chunks A, B, C, D of 100 bytes, anchors 1, 2, 3, 4.
+        let id = |b: u8| BlobId([b; 32]);
+        let prior = Prior {
+            content: (1..=4).map(|b| ContentRef(id(b), 100)).collect(),
+            anchors: vec![1, 2, 3, 4],
+        };
+        let picks = |chunks: &[(u64, u32)]| -> Vec<u8> {
+            let mut p = BasePicker::new(prior.clone());
+            chunks
+                .iter()
+                .map(|&(anchor, len)| p.pick(anchor, len).unwrap().0[0])
+                .collect()
+        };
+        // Unchanged boundaries: each chunk by its anchor.
+        assert_eq!(
+            picks(&[(1, 100), (2, 100), (3, 100), (4, 100)]),
+            [1, 2, 3, 4]
+        );
+        // A new cut point 30 bytes into B: the second part is the rest of B, not C.
+        assert_eq!(
+            picks(&[(1, 100), (2, 30), (0, 70), (3, 100), (4, 100)]),
+            [1, 2, 2, 3, 4]
+        );
+        // B's cut point moved 5 bytes earlier: the chunk starting there is mostly B.
+        assert_eq!(picks(&[(1, 95), (0, 105), (3, 100)]), [1, 2, 3]);
+        // 50 new bytes inserted after A (shifting everything after by 50): lined up at the
+        // last anchor match, the insertion lies over B; B and C are found by their anchors.
+        assert_eq!(
+            picks(&[(1, 100), (0, 50), (2, 100), (0, 20), (3, 80)]),
+            [1, 2, 2, 3, 3]
+        );
+        // No anchor at all (the start changed): position alone; past the end, the last chunk.
+        assert_eq!(
+            picks(&[(0, 100), (0, 100), (0, 150), (0, 100)]),
+            [1, 2, 3, 4]
+        );
+        assert_eq!(picks(&[(0, 450), (0, 100)]), [1, 4]);
+        // Anchors win over positions, also backwards (a moved block).
+        assert_eq!(picks(&[(4, 100), (1, 100), (0, 100)]), [4, 1, 2]);
     }
 }
