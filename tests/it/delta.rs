@@ -291,11 +291,11 @@ fn without_a_parent_nothing_is_stored_as_a_delta() {
     );
     let forced = out.ok("snapshot create --stdin --force").json();
     assert_eq!(forced["parent"], Value::Null, "--force uses no parent");
-    let fs_ = summary(&env, &id_of(&forced));
-    assert_eq!(num(&fs_, "blobs_delta"), 0, "{fs_}");
+    let forced_sum = summary(&env, &id_of(&forced));
+    assert_eq!(num(&forced_sum, "blobs_delta"), 0, "{forced_sum}");
     assert!(
-        num(&fs_, "bytes_added") * 2 > added0,
-        "without a parent the changed dump is stored whole: {fs_}"
+        num(&forced_sum, "bytes_added") * 2 > added0,
+        "without a parent the changed dump is stored whole: {forced_sum}"
     );
     assert_restores(&env, &id_of(&forced), &days[1], "forced day 1");
 
@@ -309,7 +309,8 @@ fn without_a_parent_nothing_is_stored_as_a_delta() {
     assert_eq!(num(&os, "blobs_delta"), 0, "{os}");
     assert!(num(&os, "bytes_added") * 2 > added0, "{os}");
 
-    // Control: day 2 as db.sql has the forced snapshot as parent and gets deltas.
+    // Control: day 3 (day 2 is stored already, whole) as db.sql has the forced snapshot as
+    // parent and gets deltas.
     let again = env.create_stdin("db.sql", &Table::day0().next(1).next(2).next(3).dump());
     assert_eq!(again["parent"].as_str(), Some(id_of(&forced).as_str()));
     assert!(
@@ -429,12 +430,7 @@ fn a_lost_base_is_reported_and_refused() {
     no_panic(&out.stderr);
     out.expect_code(exit::DAMAGED, "check with day 0's pack gone");
     let r = out.json();
-    let mut damaged: Vec<String> = r["damaged_packs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap().to_string())
-        .collect();
+    let mut damaged = strings(&r["damaged_packs"]);
     damaged.sort();
     assert_eq!(damaged, lost, "{r}");
     assert_eq!(affected_paths(&r, &s1), ["db.sql"], "{r}");
@@ -457,22 +453,11 @@ fn a_lost_base_is_reported_and_refused() {
     no_panic(&out.stderr);
     out.expect_code(exit::DAMAGED, "check with the bases unindexed");
     let r = out.json();
-    let problems: Vec<&str> = r["problems"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap())
-        .collect();
-    let damaged_blobs: Vec<&str> = r["damaged_blobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b.as_str().unwrap())
-        .collect();
+    let (problems, damaged_blobs) = (strings(&r["problems"]), strings(&r["damaged_blobs"]));
     for (delta, base) in &deltas {
         let line = format!("blob {delta}: its delta base {base} is not in any index");
-        assert!(problems.contains(&line.as_str()), "no {line:?} in {r}");
-        assert!(damaged_blobs.contains(&delta.as_str()), "{delta} in {r}");
+        assert!(problems.contains(&line), "no {line:?} in {r}");
+        assert!(damaged_blobs.contains(delta), "{delta} in {r}");
     }
     assert_eq!(affected_paths(&r, &s1), ["db.sql"], "{r}");
 
