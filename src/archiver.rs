@@ -314,7 +314,7 @@ impl<'r> BlobStore<'r> {
             // The delta is an optimisation: a base that cannot be read means a whole blob.
             let delta = base.and_then(|b| {
                 let base_plain = crate::repo::read_base(backend.as_ref(), &key, &b).ok()?;
-                codec::encode_delta(&key, &id, &data, &b.id, &base_plain)
+                codec::encode_delta(&key, &id, &data, &b.id, base_plain)
                     .ok()
                     .flatten()
                     .map(|sealed| (sealed, Some(b.id)))

@@ -321,15 +321,22 @@ pub fn decode_located(
         .map_err(|e| in_pack(e, &loc.pack))
 }
 
-/// Reads and decodes a delta's base (always a plain data blob).
+/// Reads and decodes a delta's base (always a plain data blob), authenticated but not hashed:
+/// the delta's own id check covers it (see [`codec::decode_unhashed`]).
 pub fn read_base(backend: &dyn Backend, key: &MasterKey, base: &DeltaBase) -> Result<Vec<u8>> {
-    let loc = BlobLocation {
-        kind: BlobKind::Data,
-        pack: base.pack,
-        offset: base.offset,
-        stored_len: base.stored_len,
-        raw_len: base.raw_len,
-        base: None,
-    };
-    read_located(backend, key, &base.id, &loc)
+    let stored = backend.get_range(
+        ObjectKind::Pack,
+        &base.pack.to_hex(),
+        base.offset as u64,
+        base.stored_len as u64,
+    )?;
+    codec::decode_unhashed(key, BlobKind::Data, &base.id, &stored, base.raw_len).map_err(
+        |e| match e {
+            Error::Corrupt { object, reason } => Error::corrupt(
+                format!("{object} (a delta base) in pack {}", base.pack.to_hex()),
+                reason,
+            ),
+            other => other,
+        },
+    )
 }
