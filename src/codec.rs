@@ -154,16 +154,16 @@ pub fn decode_unhashed(
 /// zstd level of delta frames: the fast strategy, with a hash table sized to the base (see
 /// [`delta_hash_log`]) so the base's positions are still there when the chunk's matches are
 /// looked up. On the dump corpus this makes frames as small as level 3 or long-distance
-/// matching (day 1 against day 0: 15 MB for 1 GB) at half the cost of either.
+/// matching (day 1 against day 0: 13 MB for 1 GB) at half the cost of either.
 const DELTA_LEVEL: i32 = 1;
 
 /// Hash table size (log2 entries) for a delta against a base of `len` bytes: one entry per
-/// 8 to 16 bytes of base (the fast strategy inserts every third position), 4 Ki to 1 Mi
-/// entries. Smaller tables lose the base's early positions (day 1 against day 0 grew from
-/// 15 MB to 37 MB with half this size); larger ones cost cache misses for nothing.
+/// 4 to 8 bytes of base (the fast strategy inserts every third position), 4 Ki to 1 Mi
+/// entries. Half this size loses the base's early positions (day 1 against day 0 grew from
+/// 13 MB to 33 MB); larger tables cost cache misses for nothing.
 fn delta_hash_log(len: usize) -> u32 {
     let bits = usize::BITS - len.max(1).leading_zeros();
-    bits.saturating_sub(4).clamp(12, 20)
+    bits.saturating_sub(3).clamp(12, 20)
 }
 
 /// A delta is kept only when its frame is at most this fraction of the chunk
