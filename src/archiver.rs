@@ -313,7 +313,8 @@ impl<'r> BlobStore<'r> {
         rayon::spawn(move || {
             // The delta is an optimisation: a base that cannot be read means a whole blob.
             let delta = base.and_then(|b| {
-                let base_plain = crate::repo::read_base(backend.as_ref(), &key, &b).ok()?;
+                let base_plain =
+                    crate::repo::read_base(backend.as_ref(), &key, &b, data.len()).ok()?;
                 codec::encode_delta(&key, &id, &data, &b.id, base_plain)
                     .ok()
                     .flatten()

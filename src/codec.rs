@@ -41,7 +41,14 @@ fn compress(data: &[u8], level: i32) -> Result<Vec<u8>> {
     })
 }
 
-fn decompress(data: &[u8], limit: usize, what: &dyn Fn() -> String) -> Result<Vec<u8>> {
+/// Inflates `data` into `out` (appending), at most `limit` bytes more than `out` can hold
+/// beyond that is never written: `out`'s capacity bounds the output.
+fn decompress(
+    data: &[u8],
+    limit: usize,
+    out: &mut Vec<u8>,
+    what: &dyn Fn() -> String,
+) -> Result<()> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
@@ -51,7 +58,7 @@ fn decompress(data: &[u8], limit: usize, what: &dyn Fn() -> String) -> Result<Ve
             );
         }
         match slot.as_mut() {
-            Some(d) => d.decompress(data, limit).map_err(|e| {
+            Some(d) => d.decompress_to_buffer(data, out).map(|_| ()).map_err(|e| {
                 Error::corrupt(
                     what(),
                     format!("zstd data does not inflate within {limit} bytes: {e}"),
@@ -104,7 +111,7 @@ pub fn decode(
     stored: &[u8],
     raw_len: u32,
 ) -> Result<Vec<u8>> {
-    let plain = decode_unhashed(key, kind, id, stored, raw_len)?;
+    let plain = decode_unhashed(key, kind, id, stored, raw_len, 0)?;
     if key.blob_id(&plain) != *id {
         return Err(Error::corrupt(
             format!("{kind:?} blob {}", id.to_hex()),
@@ -118,12 +125,14 @@ pub fn decode(
 /// kind with the repository key) but not hashed. For a delta's base only: what the base is
 /// used for is checked by the id of the chunk the delta decodes to, which covers the base's
 /// bytes too; a full BLAKE3 pass over every base would cost a delta backup or restore ~7%.
+/// The returned vector has room for `spare` more bytes (a chunk to append without a copy).
 pub fn decode_unhashed(
     key: &MasterKey,
     kind: BlobKind,
     id: &BlobId,
     stored: &[u8],
     raw_len: u32,
+    spare: usize,
 ) -> Result<Vec<u8>> {
     let what = || format!("{kind:?} blob {}", id.to_hex());
     let raw_len = raw_len as usize;
@@ -137,11 +146,16 @@ pub fn decode_unhashed(
     let (codec, payload) = body
         .split_first()
         .ok_or_else(|| Error::corrupt(what(), "empty body"))?;
-    let plain = match *codec {
-        format::codec::RAW => payload.to_vec(),
-        format::codec::ZSTD => decompress(payload, raw_len, &what)?,
+    let mut plain = Vec::with_capacity(raw_len + spare.min(format::MAX_BLOB_LEN));
+    match *codec {
+        format::codec::RAW => plain.extend_from_slice(payload),
+        format::codec::ZSTD => {
+            // The capacity may exceed raw_len by `spare`: the length check below refuses a
+            // frame that used it.
+            decompress(payload, raw_len, &mut plain, &what)?;
+        }
         other => return Err(Error::corrupt(what(), format!("unknown codec {other}"))),
-    };
+    }
     if plain.len() != raw_len {
         return Err(Error::corrupt(
             what(),
