@@ -56,6 +56,10 @@ const BATCH_ITEMS: usize = 4096;
 const PACKS_PER_INDEX: usize = 8;
 /// Errors kept in a snapshot summary.
 const MAX_ERRORS: usize = 1000;
+/// Chunks smaller than this are never stored as deltas: a delta must be at most 1/16 of the
+/// chunk, which zstd's frame overhead rarely allows below a few KiB, and each attempt reads
+/// the base from the repository.
+const MIN_DELTA_CHUNK: usize = 16 << 10;
 /// Plaintext bytes handed to the encoders and not yet packed; bounds memory.
 const MAX_ENCODING_BYTES: usize = 24 << 20;
 
@@ -561,6 +565,7 @@ pub fn create(
                     progress.read(c.len() as u64);
                     let candidate = picker.as_mut().and_then(|p| p.pick(anchor));
                     if store.claim(&id)? {
+                        let candidate = candidate.filter(|_| c.len() >= MIN_DELTA_CHUNK);
                         let base = store.delta_base(candidate)?;
                         store.encode_async(id, c, base)?;
                     }
