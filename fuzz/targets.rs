@@ -53,6 +53,7 @@ pub fn key() -> &'static MasterKey {
 pub const TARGETS: &[&str] = &[
     "codec_decode",
     "codec_decode_sealed",
+    "delta_decode_sealed",
     "pack_header",
     "pack_header_sealed",
     "index_object",
@@ -71,6 +72,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
     match name {
         "codec_decode" => codec_decode(data),
         "codec_decode_sealed" => codec_decode_sealed(data),
+        "delta_decode_sealed" => delta_decode_sealed(data),
         "pack_header" => pack_header(data),
         "pack_header_sealed" => pack_header_sealed(data),
         "index_object" => index_object(data),
@@ -189,6 +191,63 @@ pub fn codec_decode_sealed(data: &[u8]) -> bool {
         }
         Err(_) => false,
     }
+}
+
+/// Layout of a `delta_decode_sealed` input.
+pub const DELTA_SEALED_HEADER_LEN: usize = 1 + 2 + 2 + 32;
+
+/// `codec::decode_delta` behind the AEAD. Input: `flags (1) ‖ raw_len u16 LE (2) ‖ base_len u16
+/// LE (2) ‖ blob id (32) ‖ base (base_len bytes) ‖ frame`. The body `base id ‖ frame` is sealed
+/// as a delta blob with that id and decoded against `base`; with bit 0 of `flags` set the body
+/// names another base than the one given, which must be refused. This fuzzes the
+/// zstd-with-prefix inflate, its window and output bounds, and the base and id checks.
+///
+/// Round trip: the frame bytes as a chunk, encoded as a delta against the base when that pays,
+/// must decode to themselves.
+pub fn delta_decode_sealed(data: &[u8]) -> bool {
+    if data.len() < DELTA_SEALED_HEADER_LEN {
+        return false;
+    }
+    let k = key();
+    let flags = data[0];
+    let raw_len = u32::from(u16::from_le_bytes([data[1], data[2]]));
+    let base_len = usize::from(u16::from_le_bytes([data[3], data[4]]));
+    let id = blob_id_at(&data[5..37]);
+    let rest = &data[DELTA_SEALED_HEADER_LEN..];
+    let (base, frame) = rest.split_at(base_len.min(rest.len()));
+    let base_id = k.blob_id(base);
+    let named = if flags & 1 != 0 {
+        k.blob_id(b"another base")
+    } else {
+        base_id
+    };
+    let mut body = named.0.to_vec();
+    body.extend_from_slice(frame);
+    let stored = match k.seal(&blob_aad(BlobKind::Delta, &id), &body) {
+        Ok(s) => s,
+        Err(e) => panic!("sealing failed: {e}"),
+    };
+    let accepted = match codec::decode_delta(k, &id, &stored, raw_len, &base_id, base) {
+        Ok(plain) => {
+            assert!(flags & 1 == 0, "a delta naming another base was accepted");
+            check_decoded_blob(&plain, &id, raw_len);
+            true
+        }
+        Err(_) => false,
+    };
+    let chunk_id = k.blob_id(frame);
+    match codec::encode_delta(k, &chunk_id, frame, &base_id, base.to_vec()) {
+        Ok(Some(sealed)) => {
+            let n = frame.len() as u32;
+            match codec::decode_delta(k, &chunk_id, &sealed, n, &base_id, base) {
+                Ok(back) => assert!(back == frame, "delta round trip changed the chunk"),
+                Err(e) => panic!("a freshly encoded delta does not decode: {e}"),
+            }
+        }
+        Ok(None) => {}
+        Err(e) => panic!("delta encoding of {} bytes failed: {e}", frame.len()),
+    }
+    accepted
 }
 
 /// Reads a whole pack the way `tresor check --read-data` does: trailer, then sealed header.
@@ -572,6 +631,52 @@ pub fn seeds() -> Vec<Seed> {
         push("codec_decode_sealed", name, input, raw);
         sealed_blobs.push((kind, id, stored, plain.len() as u32));
     }
+
+    // Deltas: yesterday's rows against today's with a few changed, sealed the way a backup
+    // stores them (accepted), the same naming another base (refused), and unrelated bytes.
+    let base = sql_text(60);
+    let mut today = base.clone();
+    for i in (0..today.len()).step_by(997) {
+        today[i] = b'~';
+    }
+    let frame_of = |chunk: &[u8]| -> Vec<u8> {
+        let sealed = must(
+            codec::encode_delta(k, &k.blob_id(chunk), chunk, &k.blob_id(&base), base.clone()),
+            "delta",
+        );
+        let sealed = sealed.unwrap_or_else(|| panic!("the seed delta does not pay"));
+        let body = must(
+            k.open(
+                &blob_aad(BlobKind::Delta, &k.blob_id(chunk)),
+                &sealed,
+                &|| "delta".into(),
+            ),
+            "delta",
+        );
+        body[32..].to_vec()
+    };
+    let frame = frame_of(&today);
+    let wrong_id = k.blob_id(b"not today");
+    for (name, flags, id, accepted) in [
+        ("delta", 0u8, k.blob_id(&today), true),
+        ("delta-other-base", 1, k.blob_id(&today), false),
+        ("delta-wrong-id", 0, wrong_id, false),
+    ] {
+        let mut input = vec![flags];
+        input.extend_from_slice(&(today.len() as u16).to_le_bytes());
+        input.extend_from_slice(&(base.len() as u16).to_le_bytes());
+        input.extend_from_slice(&id.0);
+        input.extend_from_slice(&base);
+        input.extend_from_slice(&frame);
+        push("delta_decode_sealed", name, input, accepted);
+    }
+    let mut input = vec![0u8];
+    input.extend_from_slice(&100u16.to_le_bytes());
+    input.extend_from_slice(&16u16.to_le_bytes());
+    input.extend_from_slice(&[0u8; 32]);
+    input.extend_from_slice(&[7u8; 16]);
+    input.extend_from_slice(b"not a zstd frame at all");
+    push("delta_decode_sealed", "garbage", input, false);
 
     // A pack of those blobs, and its header plaintext behind a blob area of the same size.
     let mut w = PackWriter::new();

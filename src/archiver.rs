@@ -56,6 +56,10 @@ const BATCH_ITEMS: usize = 4096;
 const PACKS_PER_INDEX: usize = 8;
 /// Errors kept in a snapshot summary.
 const MAX_ERRORS: usize = 1000;
+/// Chunks smaller than this are never stored as deltas: a delta must be at most 1/16 of the
+/// chunk, which zstd's frame overhead rarely allows below a few KiB, and each attempt reads
+/// the base from the repository.
+const MIN_DELTA_CHUNK: usize = 16 << 10;
 /// Plaintext bytes handed to the encoders and not yet packed; bounds memory.
 const MAX_ENCODING_BYTES: usize = 24 << 20;
 
@@ -372,8 +376,9 @@ impl<'r> BlobStore<'r> {
         rayon::spawn(move || {
             // The delta is an optimisation: a base that cannot be read means a whole blob.
             let delta = base.and_then(|b| {
-                let base_plain = crate::repo::read_base(backend.as_ref(), &key, &b).ok()?;
-                codec::encode_delta(&key, &id, &data, &b.id, &base_plain)
+                let base_plain =
+                    crate::repo::read_base(backend.as_ref(), &key, &b, data.len()).ok()?;
+                codec::encode_delta(&key, &id, &data, &b.id, base_plain)
                     .ok()
                     .flatten()
                     .map(|sealed| (sealed, Some(b.id)))
@@ -619,6 +624,7 @@ pub fn create(
                     progress.read(c.len() as u64);
                     let candidate = picker.as_mut().and_then(|p| p.pick(anchor, c.len() as u32));
                     if store.claim(&id)? {
+                        let candidate = candidate.filter(|_| c.len() >= MIN_DELTA_CHUNK);
                         let base = store.delta_base(candidate)?;
                         store.encode_async(id, c, base)?;
                     }

@@ -112,6 +112,36 @@ impl ChunkerSpec {
     }
 }
 
+/// The chunks of a byte slice held in memory (e.g. a mapped file), borrowed, not copied. Cuts
+/// exactly where [`ChunkerSpec::chunker`] cuts the same bytes.
+pub struct Split<'a> {
+    spec: &'a ChunkerSpec,
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Split<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let n = self.spec.cut(self.rest).max(1).min(self.rest.len());
+        let (chunk, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        Some(chunk)
+    }
+}
+
+impl ChunkerSpec {
+    /// Cuts `data` into chunks without copying it.
+    pub fn split<'a>(&'a self, data: &'a [u8]) -> Split<'a> {
+        Split {
+            spec: self,
+            rest: data,
+        }
+    }
+}
+
 /// Iterates over the chunks of a reader. Each item is an owned chunk or the reader's error.
 pub struct Chunker<'a, R> {
     spec: &'a ChunkerSpec,
@@ -211,6 +241,18 @@ mod tests {
             assert!(c.len() >= 2048 && c.len() <= 32768, "{}", c.len());
         }
         assert!(chunks.len() > 40 && chunks.len() < 400, "{}", chunks.len());
+    }
+
+    #[test]
+    fn split_in_memory_cuts_where_the_stream_chunker_cuts() {
+        // A mapped stdin and a piped one must give the same chunks, or they would not dedup.
+        let s = spec(4);
+        for n in [0, 1, 2047, 100_000, 1 << 20] {
+            let d = data(n);
+            let split: Vec<&[u8]> = s.split(&d).collect();
+            let streamed: Vec<Vec<u8>> = s.chunker(&d[..]).map(|c| c.unwrap()).collect();
+            assert_eq!(split, streamed, "{n} bytes");
+        }
     }
 
     #[test]

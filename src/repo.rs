@@ -316,20 +316,33 @@ pub fn decode_located(
             "the index names no base",
         )
     })?;
-    let base_plain = read_base(backend, key, base)?;
+    let base_plain = read_base(backend, key, base, 0)?;
     codec::decode_delta(key, id, stored, loc.raw_len, &base.id, &base_plain)
         .map_err(|e| in_pack(e, &loc.pack))
 }
 
-/// Reads and decodes a delta's base (always a plain data blob).
-pub fn read_base(backend: &dyn Backend, key: &MasterKey, base: &DeltaBase) -> Result<Vec<u8>> {
-    let loc = BlobLocation {
-        kind: BlobKind::Data,
-        pack: base.pack,
-        offset: base.offset,
-        stored_len: base.stored_len,
-        raw_len: base.raw_len,
-        base: None,
-    };
-    read_located(backend, key, &base.id, &loc)
+/// Reads and decodes a delta's base (always a plain data blob), authenticated but not hashed:
+/// the delta's own id check covers it (see [`codec::decode_unhashed`]).
+/// The vector has room for `spare` more bytes.
+pub fn read_base(
+    backend: &dyn Backend,
+    key: &MasterKey,
+    base: &DeltaBase,
+    spare: usize,
+) -> Result<Vec<u8>> {
+    let stored = backend.get_range(
+        ObjectKind::Pack,
+        &base.pack.to_hex(),
+        base.offset as u64,
+        base.stored_len as u64,
+    )?;
+    codec::decode_unhashed(key, BlobKind::Data, &base.id, &stored, base.raw_len, spare).map_err(
+        |e| match e {
+            Error::Corrupt { object, reason } => Error::corrupt(
+                format!("{object} (a delta base) in pack {}", base.pack.to_hex()),
+                reason,
+            ),
+            other => other,
+        },
+    )
 }

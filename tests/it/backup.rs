@@ -674,3 +674,60 @@ fn a_file_that_changes_while_it_is_read_is_named_in_a_warning() {
     assert!(errors[0].contains("busy.log"), "{errors:?}");
     assert_eq!(n(&v, "files"), 2);
 }
+
+/// Standard input redirected from a regular file is chunked from a mapping of it (no `read`
+/// copy): it must give exactly the chunks a pipe gives (so the two dedup against each other),
+/// start at the file's current offset like `read` would, and restore byte-exact.
+#[test]
+fn stdin_from_a_file_chunks_like_a_pipe_and_starts_at_its_offset() {
+    use std::io::{Seek, SeekFrom};
+    use std::process::Stdio;
+
+    let env = Env::new();
+    env.init();
+    let data = Rng::new(7).text(3 << 20);
+    let file = env.path("dump.sql");
+    fs::write(&file, &data).unwrap();
+
+    let piped = env.create_stdin("db.sql", &data);
+    assert!(n(&piped, "bytes_added") > data.len() as u64 / 20);
+    let create = [
+        "snapshot",
+        "create",
+        "--json",
+        "--stdin",
+        "--stdin-name",
+        "db.sql",
+    ];
+    let mapped = env
+        .run_full(
+            &create,
+            crate::harness::Input::File(file.clone()),
+            Duration::from_secs(120),
+        )
+        .ok("snapshot create from a redirected file")
+        .json();
+    assert_eq!(n(&mapped, "bytes_read"), data.len() as u64);
+    // Same chunks as the pipe: only a tree and the snapshot's own bytes are new.
+    assert!(n(&mapped, "bytes_added") < 4096, "{mapped}");
+    assert_eq!(env.restore_stdout(&s(&mapped["id"]), Some("db.sql")), data);
+
+    // A file already read up to an offset: the rest is the stream.
+    let mut f = fs::File::open(&file).unwrap();
+    f.seek(SeekFrom::Start(1_000_001)).unwrap();
+    let mut cmd = env.command(&create);
+    cmd.stdin(Stdio::from(f))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = crate::harness::wait_with_timeout(
+        cmd.spawn().unwrap(),
+        Duration::from_secs(120),
+        "snapshot create from an offset",
+    );
+    let tail = out.ok("snapshot create from an offset").json();
+    assert_eq!(n(&tail, "bytes_read"), (data.len() - 1_000_001) as u64);
+    assert_eq!(
+        env.restore_stdout(&s(&tail["id"]), Some("db.sql")),
+        &data[1_000_001..]
+    );
+}
