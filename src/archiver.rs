@@ -378,7 +378,8 @@ impl<'r> BlobStore<'r> {
             let delta = base.and_then(|b| {
                 let base_plain =
                     crate::repo::read_base(backend.as_ref(), &key, &b, data.len()).ok()?;
-                codec::encode_delta(&key, &id, &data, &b.id, base_plain)
+                let limit = codec::delta_limit(data.len(), b.stored_len, b.raw_len);
+                codec::encode_delta_within(&key, &id, &data, &b.id, base_plain, limit)
                     .ok()
                     .flatten()
                     .map(|sealed| (sealed, Some(b.id)))

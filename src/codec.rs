@@ -180,10 +180,22 @@ fn delta_hash_log(len: usize) -> u32 {
     bits.saturating_sub(3).clamp(12, 20)
 }
 
-/// A delta is kept only when its frame is at most this fraction of the chunk
-/// (1/`DELTA_MAX_RATIO`); otherwise the chunk is stored whole and becomes a base itself, so a
-/// base drifting away from the data it serves is replaced by a fresh one.
+/// A delta is always kept when its frame is at most this fraction of the chunk
+/// (1/`DELTA_MAX_RATIO`); see [`delta_limit`] for when a larger one is kept. Otherwise the chunk
+/// is stored whole and becomes a base itself, so a base drifting away from the data it serves
+/// is replaced by a fresh one.
 pub const DELTA_MAX_RATIO: usize = 16;
+
+/// The largest delta frame worth keeping for a chunk of `chunk_len` bytes against a base stored
+/// in `base_stored` bytes for `base_raw` bytes of plaintext: 3/4 of what the chunk would likely
+/// take stored whole (the base's own compression ratio is the estimate; a chunk and its base
+/// are alike), and never less than 1/[`DELTA_MAX_RATIO`] of the chunk. A rejected delta costs a
+/// whole compression on top of it, so the bar is set by what storing whole would cost, not by
+/// a fixed ratio.
+pub fn delta_limit(chunk_len: usize, base_stored: u32, base_raw: u32) -> usize {
+    let whole = (chunk_len as u128 * base_stored as u128 / u128::from(base_raw.max(1))) as usize;
+    (whole.min(chunk_len) / 4 * 3).max(chunk_len / DELTA_MAX_RATIO)
+}
 
 fn window_log(len: usize) -> u32 {
     let bits = usize::BITS - len.max(1).leading_zeros();
@@ -198,17 +210,30 @@ fn zstd_err(what: &str, code: usize) -> Error {
 }
 
 /// Encodes `plaintext` (whose id is `id`) as a delta against `base_plain`, the plaintext of the
-/// data blob `base_id`. `None` when the delta is not worth it (see [`DELTA_MAX_RATIO`]).
-///
-/// `base_plain` is taken by value because the chunk is appended to it: zstd matches a
-/// reference prefix that lies right before the input in memory in its plain (not
-/// external-dictionary) mode, which is markedly faster.
+/// data blob `base_id`. `None` when the frame exceeds 1/[`DELTA_MAX_RATIO`] of the chunk.
 pub fn encode_delta(
     key: &MasterKey,
     id: &BlobId,
     plaintext: &[u8],
     base_id: &BlobId,
+    base_plain: Vec<u8>,
+) -> Result<Option<Vec<u8>>> {
+    let limit = plaintext.len() / DELTA_MAX_RATIO;
+    encode_delta_within(key, id, plaintext, base_id, base_plain, limit)
+}
+
+/// [`encode_delta`] keeping frames of up to `limit` bytes (see [`delta_limit`]).
+///
+/// `base_plain` is taken by value because the chunk is appended to it: zstd matches a
+/// reference prefix that lies right before the input in memory in its plain (not
+/// external-dictionary) mode, which is markedly faster.
+pub fn encode_delta_within(
+    key: &MasterKey,
+    id: &BlobId,
+    plaintext: &[u8],
+    base_id: &BlobId,
     mut base_plain: Vec<u8>,
+    limit: usize,
 ) -> Result<Option<Vec<u8>>> {
     use zstd::zstd_safe::{CCtx, CParameter};
     if plaintext.len() > format::MAX_BLOB_LEN || base_plain.len() > format::MAX_BLOB_LEN {
@@ -216,7 +241,6 @@ pub fn encode_delta(
             "delta input exceeds the blob limit".into(),
         ));
     }
-    let limit = plaintext.len() / DELTA_MAX_RATIO;
     let base_len = base_plain.len();
     base_plain.extend_from_slice(plaintext);
     let (prefix, input) = base_plain.split_at(base_len);
