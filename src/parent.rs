@@ -272,8 +272,13 @@ impl ParentCursor {
         }
     }
 
-    /// The parent's version of stream `name` (stdin or command output) at the current level.
-    pub fn prior(&self, name: &OsStr) -> Option<Prior> {
-        self.lookup(name).and_then(Prior::of)
+    /// What the parent holds of stream `name` (stdin or command output) at the current level:
+    /// whether it has a file of that name (the stream is then counted as changed, not new), and
+    /// that version when it can serve as delta bases.
+    pub fn stream(&self, name: &OsStr) -> (bool, Option<Prior>) {
+        match self.lookup(name) {
+            Some(n) if n.kind == NodeKind::File => (true, Prior::of(n)),
+            _ => (false, None),
+        }
     }
 }

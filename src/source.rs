@@ -318,8 +318,8 @@ pub fn produce(sources: &[SourceSpec], w: &mut Walker<'_>, sink: &mut Sink<'_>) 
 
 fn emit_plan(name: &OsStr, node: PlanDir, w: &mut Walker<'_>, sink: &mut Sink<'_>) -> bool {
     if let Some(stream) = node.stream {
-        let prior = w.parent.prior(name);
-        return emit_stream(name, &stream, w.chunker, prior, sink);
+        let (known, prior) = w.parent.stream(name);
+        return emit_stream(name, &stream, w.chunker, known, prior, sink);
     }
     if let Some(real) = node.real {
         return walk_source(&real, name, w, sink);
@@ -797,6 +797,7 @@ fn emit_stream(
     name: &OsStr,
     spec: &SourceSpec,
     chunker: &ChunkerSpec,
+    known: bool,
     prior: Option<Prior>,
     sink: &mut Sink<'_>,
 ) -> bool {
@@ -804,7 +805,7 @@ fn emit_stream(
         name: name.to_os_string(),
         meta: Meta::stream(),
         path: name.to_string_lossy().into_owned(),
-        known: false,
+        known,
         prior,
     };
     match spec {

@@ -708,6 +708,17 @@ fn stdin_from_a_file_chunks_like_a_pipe_and_starts_at_its_offset() {
         .ok("snapshot create from a redirected file")
         .json();
     assert_eq!(n(&mapped, "bytes_read"), data.len() as u64);
+    // The second backup of the stream has the first as parent: the stream changed, not new.
+    assert_eq!(
+        (n(&piped, "files_new"), n(&piped, "files_changed")),
+        (1, 0),
+        "{piped}"
+    );
+    assert_eq!(
+        (n(&mapped, "files_new"), n(&mapped, "files_changed")),
+        (0, 1),
+        "{mapped}"
+    );
     // Same chunks as the pipe: only a tree and the snapshot's own bytes are new.
     assert!(n(&mapped, "bytes_added") < 4096, "{mapped}");
     assert_eq!(env.restore_stdout(&s(&mapped["id"]), Some("db.sql")), data);
