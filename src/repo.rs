@@ -282,13 +282,24 @@ pub fn read_located(
     id: &BlobId,
     loc: &BlobLocation,
 ) -> Result<Vec<u8>> {
-    let stored = backend.get_range(
-        ObjectKind::Pack,
-        &loc.pack.to_hex(),
-        loc.offset as u64,
-        loc.stored_len as u64,
-    )?;
+    let stored = read_range(backend, &loc.pack, loc.offset, loc.stored_len)?;
     decode_located(backend, key, id, loc, &stored)
+}
+
+/// The sealed bytes of one blob of a pack.
+fn read_range(backend: &dyn Backend, pack: &ObjectId, offset: u32, len: u32) -> Result<Vec<u8>> {
+    backend.get_range(ObjectKind::Pack, &pack.to_hex(), offset as u64, len as u64)
+}
+
+/// Names the pack in a damage report about one of its blobs (`role` says what the blob was
+/// needed as, if not for itself).
+fn in_pack(e: Error, pack: &ObjectId, role: &str) -> Error {
+    match e {
+        Error::Corrupt { object, reason } => {
+            Error::corrupt(format!("{object}{role} in pack {}", pack.to_hex()), reason)
+        }
+        other => other,
+    }
 }
 
 /// Decodes the sealed bytes of a blob whose location is known; a delta's base is read from the
@@ -300,15 +311,9 @@ pub fn decode_located(
     loc: &BlobLocation,
     stored: &[u8],
 ) -> Result<Vec<u8>> {
-    let in_pack = |e: Error, pack: &ObjectId| match e {
-        Error::Corrupt { object, reason } => {
-            Error::corrupt(format!("{object} in pack {}", pack.to_hex()), reason)
-        }
-        other => other,
-    };
     if loc.kind != BlobKind::Delta {
         return codec::decode(key, loc.kind, id, stored, loc.raw_len)
-            .map_err(|e| in_pack(e, &loc.pack));
+            .map_err(|e| in_pack(e, &loc.pack, ""));
     }
     let base = loc.base.as_ref().ok_or_else(|| {
         Error::corrupt(
@@ -318,7 +323,7 @@ pub fn decode_located(
     })?;
     let base_plain = read_base(backend, key, base, 0)?;
     codec::decode_delta(key, id, stored, loc.raw_len, &base.id, &base_plain)
-        .map_err(|e| in_pack(e, &loc.pack))
+        .map_err(|e| in_pack(e, &loc.pack, ""))
 }
 
 /// Reads and decodes a delta's base (always a plain data blob), authenticated but not hashed:
@@ -330,19 +335,7 @@ pub fn read_base(
     base: &DeltaBase,
     spare: usize,
 ) -> Result<Vec<u8>> {
-    let stored = backend.get_range(
-        ObjectKind::Pack,
-        &base.pack.to_hex(),
-        base.offset as u64,
-        base.stored_len as u64,
-    )?;
-    codec::decode_unhashed(key, BlobKind::Data, &base.id, &stored, base.raw_len, spare).map_err(
-        |e| match e {
-            Error::Corrupt { object, reason } => Error::corrupt(
-                format!("{object} (a delta base) in pack {}", base.pack.to_hex()),
-                reason,
-            ),
-            other => other,
-        },
-    )
+    let stored = read_range(backend, &base.pack, base.offset, base.stored_len)?;
+    codec::decode_unhashed(key, BlobKind::Data, &base.id, &stored, base.raw_len, spare)
+        .map_err(|e| in_pack(e, &base.pack, " (a delta base)"))
 }
