@@ -199,8 +199,9 @@ pub const DELTA_SEALED_HEADER_LEN: usize = 1 + 2 + 2 + 32;
 /// `codec::decode_delta` behind the AEAD. Input: `flags (1) ‖ raw_len u16 LE (2) ‖ base_len u16
 /// LE (2) ‖ blob id (32) ‖ base (base_len bytes) ‖ frame`. The body `base id ‖ frame` is sealed
 /// as a delta blob with that id and decoded against `base`; with bit 0 of `flags` set the body
-/// names another base than the one given, which must be refused. This fuzzes the
-/// zstd-with-prefix inflate, its window and output bounds, and the base and id checks.
+/// names another base than the one given, which must be refused. This fuzzes both payload
+/// encodings (a zstd-compressed copy script, and the first one: a zstd frame with the base as
+/// prefix, with its window bound), the script's bounds, and the base and id checks.
 ///
 /// Round trip: the frame bytes as a chunk, encoded as a delta against the base when that pays,
 /// must decode to themselves.
@@ -236,7 +237,7 @@ pub fn delta_decode_sealed(data: &[u8]) -> bool {
         Err(_) => false,
     };
     let chunk_id = k.blob_id(frame);
-    match codec::encode_delta(k, &chunk_id, frame, &base_id, base.to_vec()) {
+    match codec::encode_delta(k, &chunk_id, frame, &base_id, base) {
         Ok(Some(sealed)) => {
             let n = frame.len() as u32;
             match codec::decode_delta(k, &chunk_id, &sealed, n, &base_id, base) {
@@ -641,7 +642,7 @@ pub fn seeds() -> Vec<Seed> {
     }
     let frame_of = |chunk: &[u8]| -> Vec<u8> {
         let sealed = must(
-            codec::encode_delta(k, &k.blob_id(chunk), chunk, &k.blob_id(&base), base.clone()),
+            codec::encode_delta(k, &k.blob_id(chunk), chunk, &k.blob_id(&base), &base),
             "delta",
         );
         let sealed = sealed.unwrap_or_else(|| panic!("the seed delta does not pay"));
@@ -670,6 +671,14 @@ pub fn seeds() -> Vec<Seed> {
         input.extend_from_slice(&frame);
         push("delta_decode_sealed", name, input, accepted);
     }
+    // The first delta encoding, as repositories written before copy scripts hold it.
+    let mut legacy = vec![0u8];
+    legacy.extend_from_slice(&(today.len() as u16).to_le_bytes());
+    legacy.extend_from_slice(&(base.len() as u16).to_le_bytes());
+    legacy.extend_from_slice(&k.blob_id(&today).0);
+    legacy.extend_from_slice(&base);
+    legacy.extend_from_slice(&must(codec::legacy_prefix_payload(&today, &base), "legacy"));
+    push("delta_decode_sealed", "delta-zstd-prefix", legacy, true);
     let mut input = vec![0u8];
     input.extend_from_slice(&100u16.to_le_bytes());
     input.extend_from_slice(&16u16.to_le_bytes());

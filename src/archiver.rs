@@ -173,6 +173,9 @@ type Encoded = (BlobId, u32, Result<(Vec<u8>, Option<BlobId>)>);
 /// it overlaps most when both versions are lined up at the last anchor match. A cut point
 /// that a change created splits a previous chunk: the second part has no anchor of its own,
 /// and its base is the rest of that chunk, not the chunk after it.
+/// Marks an anchor shared by several chunks of the previous version while the map is built.
+const AMBIGUOUS: usize = usize::MAX;
+
 struct BasePicker {
     prior: Prior,
     by_anchor: HashMap<u64, usize>,
@@ -186,10 +189,18 @@ struct BasePicker {
 
 impl BasePicker {
     fn new(prior: Prior) -> Self {
+        // An anchor that starts several chunks (low-entropy content such as padding: a table
+        // of space-filled rows cut inside its filler) names none of them: the first one would
+        // be an arbitrary base far from this chunk's data, and it would also throw the shift
+        // off for the chunks after it. Such chunks take the overlap rule instead.
         let mut by_anchor = HashMap::with_capacity(prior.anchors.len());
         for (i, a) in prior.anchors.iter().enumerate() {
-            by_anchor.entry(*a).or_insert(i);
+            by_anchor
+                .entry(*a)
+                .and_modify(|at: &mut usize| *at = AMBIGUOUS)
+                .or_insert(i);
         }
+        by_anchor.retain(|_, at| *at != AMBIGUOUS);
         let mut at = 0u64;
         let starts = prior
             .content
@@ -376,10 +387,9 @@ impl<'r> BlobStore<'r> {
         rayon::spawn(move || {
             // The delta is an optimisation: a base that cannot be read means a whole blob.
             let delta = base.and_then(|b| {
-                let base_plain =
-                    crate::repo::read_base(backend.as_ref(), &key, &b, data.len()).ok()?;
+                let base_plain = crate::repo::read_base(backend.as_ref(), &key, &b).ok()?;
                 let limit = codec::delta_limit(data.len(), b.stored_len, b.raw_len);
-                codec::encode_delta_within(&key, &id, &data, &b.id, base_plain, limit)
+                codec::encode_delta_within(&key, &id, &data, &b.id, &base_plain, limit)
                     .ok()
                     .flatten()
                     .map(|sealed| (sealed, Some(b.id)))

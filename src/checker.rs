@@ -562,7 +562,7 @@ fn verify_blob(
             format!("its delta base {} is not indexed", base_id.to_hex()),
         )
     })?;
-    let base_plain = crate::repo::read_base(backend, key, base, 0)
+    let base_plain = crate::repo::read_base(backend, key, base)
         .map_err(|e| Error::corrupt("blob", format!("its delta base cannot be read: {e}")))?;
     codec::decode_delta(key, &e.id, sealed, e.raw_len, &base_id, &base_plain).map(|_| ())
 }

@@ -111,7 +111,7 @@ pub fn decode(
     stored: &[u8],
     raw_len: u32,
 ) -> Result<Vec<u8>> {
-    let plain = decode_unhashed(key, kind, id, stored, raw_len, 0)?;
+    let plain = decode_unhashed(key, kind, id, stored, raw_len)?;
     if key.blob_id(&plain) != *id {
         return Err(Error::corrupt(
             format!("{kind:?} blob {}", id.to_hex()),
@@ -125,14 +125,12 @@ pub fn decode(
 /// kind with the repository key) but not hashed. For a delta's base only: what the base is
 /// used for is checked by the id of the chunk the delta decodes to, which covers the base's
 /// bytes too; a full BLAKE3 pass over every base would cost a delta backup or restore ~7%.
-/// The returned vector has room for `spare` more bytes (a chunk to append without a copy).
 pub fn decode_unhashed(
     key: &MasterKey,
     kind: BlobKind,
     id: &BlobId,
     stored: &[u8],
     raw_len: u32,
-    spare: usize,
 ) -> Result<Vec<u8>> {
     let what = || format!("{kind:?} blob {}", id.to_hex());
     let raw_len = raw_len as usize;
@@ -146,14 +144,10 @@ pub fn decode_unhashed(
     let (codec, payload) = body
         .split_first()
         .ok_or_else(|| Error::corrupt(what(), "empty body"))?;
-    let mut plain = Vec::with_capacity(raw_len + spare.min(format::MAX_BLOB_LEN));
+    let mut plain = Vec::with_capacity(raw_len);
     match *codec {
         format::codec::RAW => plain.extend_from_slice(payload),
-        format::codec::ZSTD => {
-            // The capacity may exceed raw_len by `spare`: the length check below refuses a
-            // frame that used it.
-            decompress(payload, raw_len, &mut plain, &what)?;
-        }
+        format::codec::ZSTD => decompress(payload, raw_len, &mut plain, &what)?,
         other => return Err(Error::corrupt(what(), format!("unknown codec {other}"))),
     }
     if plain.len() != raw_len {
@@ -165,28 +159,18 @@ pub fn decode_unhashed(
     Ok(plain)
 }
 
-/// zstd level of delta frames: the fast strategy, with a hash table sized to the base (see
-/// [`delta_hash_log`]) so the base's positions are still there when the chunk's matches are
-/// looked up. On the dump corpus this makes frames as small as level 3 or long-distance
-/// matching (day 1 against day 0: 13 MB for 1 GB) at half the cost of either.
+/// zstd level of the script of a delta (docs/design.md §4.1). A script is mostly the rows that
+/// changed, a few percent of the chunk; on day 1 of the dump corpus level 3 made it 0.7%
+/// smaller than level 1 at nearly twice the cost (0.15 against 0.08 s per GB).
 const DELTA_LEVEL: i32 = 1;
 
-/// Hash table size (log2 entries) for a delta against a base of `len` bytes: one entry per
-/// 4 to 8 bytes of base (the fast strategy inserts every third position), 4 Ki to 1 Mi
-/// entries. Half this size loses the base's early positions (day 1 against day 0 grew from
-/// 13 MB to 33 MB); larger tables cost cache misses for nothing.
-fn delta_hash_log(len: usize) -> u32 {
-    let bits = usize::BITS - len.max(1).leading_zeros();
-    bits.saturating_sub(3).clamp(12, 20)
-}
-
-/// A delta is always kept when its frame is at most this fraction of the chunk
+/// A delta is always kept when it is at most this fraction of the chunk
 /// (1/`DELTA_MAX_RATIO`); see [`delta_limit`] for when a larger one is kept. Otherwise the chunk
 /// is stored whole and becomes a base itself, so a base drifting away from the data it serves
 /// is replaced by a fresh one.
 pub const DELTA_MAX_RATIO: usize = 16;
 
-/// The largest delta frame worth keeping for a chunk of `chunk_len` bytes against a base stored
+/// The largest delta worth keeping for a chunk of `chunk_len` bytes against a base stored
 /// in `base_stored` bytes for `base_raw` bytes of plaintext: 3/4 of what the chunk would likely
 /// take stored whole (the base's own compression ratio is the estimate; a chunk and its base
 /// are alike), and never less than 1/[`DELTA_MAX_RATIO`] of the chunk. A rejected delta costs a
@@ -197,11 +181,6 @@ pub fn delta_limit(chunk_len: usize, base_stored: u32, base_raw: u32) -> usize {
     (whole.min(chunk_len) / 4 * 3).max(chunk_len / DELTA_MAX_RATIO)
 }
 
-fn window_log(len: usize) -> u32 {
-    let bits = usize::BITS - len.max(1).leading_zeros();
-    bits.clamp(10, format::DELTA_WINDOW_LOG_MAX)
-}
-
 fn zstd_err(what: &str, code: usize) -> Error {
     Error::io(
         what,
@@ -210,65 +189,45 @@ fn zstd_err(what: &str, code: usize) -> Error {
 }
 
 /// Encodes `plaintext` (whose id is `id`) as a delta against `base_plain`, the plaintext of the
-/// data blob `base_id`. `None` when the frame exceeds 1/[`DELTA_MAX_RATIO`] of the chunk.
+/// data blob `base_id`. `None` when the delta exceeds 1/[`DELTA_MAX_RATIO`] of the chunk.
 pub fn encode_delta(
     key: &MasterKey,
     id: &BlobId,
     plaintext: &[u8],
     base_id: &BlobId,
-    base_plain: Vec<u8>,
+    base_plain: &[u8],
 ) -> Result<Option<Vec<u8>>> {
     let limit = plaintext.len() / DELTA_MAX_RATIO;
     encode_delta_within(key, id, plaintext, base_id, base_plain, limit)
 }
 
-/// [`encode_delta`] keeping frames of up to `limit` bytes (see [`delta_limit`]).
-///
-/// `base_plain` is taken by value because the chunk is appended to it: zstd matches a
-/// reference prefix that lies right before the input in memory in its plain (not
-/// external-dictionary) mode, which is markedly faster.
+/// [`encode_delta`] keeping deltas whose payload is at most `limit` bytes (see
+/// [`delta_limit`]): a copy script ([`crate::delta`]) compressed with zstd.
 pub fn encode_delta_within(
     key: &MasterKey,
     id: &BlobId,
     plaintext: &[u8],
     base_id: &BlobId,
-    mut base_plain: Vec<u8>,
+    base_plain: &[u8],
     limit: usize,
 ) -> Result<Option<Vec<u8>>> {
-    use zstd::zstd_safe::{CCtx, CParameter};
     if plaintext.len() > format::MAX_BLOB_LEN || base_plain.len() > format::MAX_BLOB_LEN {
         return Err(Error::InvalidArgument(
             "delta input exceeds the blob limit".into(),
         ));
     }
-    let base_len = base_plain.len();
-    base_plain.extend_from_slice(plaintext);
-    let (prefix, input) = base_plain.split_at(base_len);
-    let mut body = Vec::with_capacity(32 + limit + 64);
-    body.extend_from_slice(&base_id.0);
-    let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(input.len()));
-    {
-        let mut c = CCtx::create();
-        let set = |c: &mut CCtx, p| {
-            c.set_parameter(p)
-                .map_err(|e| zstd_err("zstd delta setup", e))
-        };
-        set(&mut c, CParameter::CompressionLevel(DELTA_LEVEL))?;
-        set(&mut c, CParameter::HashLog(delta_hash_log(prefix.len())))?;
-        set(
-            &mut c,
-            CParameter::WindowLog(window_log(prefix.len() + input.len())),
-        )?;
-        c.set_pledged_src_size(Some(input.len() as u64))
-            .map_err(|e| zstd_err("zstd delta setup", e))?;
-        c.ref_prefix(prefix)
-            .map_err(|e| zstd_err("zstd delta setup", e))?;
-        c.compress2(&mut frame, input)
-            .map_err(|e| zstd_err("zstd delta compression", e))?;
-    }
-    if frame.len() > limit {
+    let script = crate::delta::encode(base_plain, plaintext);
+    // A script barely shorter than the chunk is no delta worth having: skip compressing it.
+    if script.len() / 4 > limit.saturating_add(64) {
         return Ok(None);
     }
+    let frame = compress(&script, DELTA_LEVEL)?;
+    if frame.len() + 1 > limit {
+        return Ok(None);
+    }
+    let mut body = Vec::with_capacity(32 + 1 + frame.len());
+    body.extend_from_slice(&base_id.0);
+    body.push(format::delta::SCRIPT);
     body.extend_from_slice(&frame);
     key.seal(&blob_aad(BlobKind::Delta, id), &body).map(Some)
 }
@@ -284,7 +243,6 @@ pub fn decode_delta(
     base_id: &BlobId,
     base_plain: &[u8],
 ) -> Result<Vec<u8>> {
-    use zstd::zstd_safe::{DCtx, DParameter};
     let what = || format!("delta blob {}", id.to_hex());
     let raw_len = raw_len as usize;
     if raw_len > format::MAX_BLOB_LEN {
@@ -297,31 +255,26 @@ pub fn decode_delta(
     if body.len() < 32 {
         return Err(Error::corrupt(what(), "body too short for a base id"));
     }
-    let (named, frame) = body.split_at(32);
+    let (named, payload) = body.split_at(32);
     if named != base_id.0 {
         return Err(Error::corrupt(
             what(),
             format!("names another base than the index ({})", base_id.to_hex()),
         ));
     }
-    let mut plain = Vec::with_capacity(raw_len);
-    {
-        let mut d = DCtx::create();
-        d.set_parameter(DParameter::WindowLogMax(format::DELTA_WINDOW_LOG_MAX))
-            .map_err(|e| zstd_err("zstd delta setup", e))?;
-        d.ref_prefix(base_plain)
-            .map_err(|e| zstd_err("zstd delta setup", e))?;
-        let n = d.decompress(&mut plain, frame).map_err(|e| {
-            Error::corrupt(
-                what(),
-                format!(
-                    "delta does not inflate within {raw_len} bytes: {}",
-                    zstd::zstd_safe::get_error_name(e)
-                ),
-            )
-        })?;
-        plain.truncate(n);
-    }
+    let plain = match payload.first() {
+        Some(&format::delta::SCRIPT) => {
+            let bound = crate::delta::max_script_len(raw_len);
+            let mut script = Vec::with_capacity(bound);
+            decompress(&payload[1..], bound, &mut script, &what)?;
+            crate::delta::apply(base_plain, &script, raw_len)
+                .map_err(|e| Error::corrupt(what(), format!("bad copy script: {e}")))?
+        }
+        Some(&format::delta::ZSTD_PREFIX_MAGIC) => {
+            decode_prefix_frame(payload, raw_len, base_plain, &what)?
+        }
+        _ => return Err(Error::corrupt(what(), "unknown delta encoding")),
+    };
     if plain.len() != raw_len {
         return Err(Error::corrupt(
             what(),
@@ -331,6 +284,56 @@ pub fn decode_delta(
     if key.blob_id(&plain) != *id {
         return Err(Error::corrupt(what(), "content does not match its id"));
     }
+    Ok(plain)
+}
+
+/// The payload of a delta in the first encoding ([`format::delta::ZSTD_PREFIX_MAGIC`]): a zstd
+/// frame of `plaintext` made with `base_plain` as reference prefix. Backups no longer write it;
+/// it exists so that the reading of repositories that hold such deltas stays tested (unit
+/// tests, fuzz seeds, integration tests).
+#[doc(hidden)]
+pub fn legacy_prefix_payload(plaintext: &[u8], base_plain: &[u8]) -> Result<Vec<u8>> {
+    use zstd::zstd_safe::{CCtx, CParameter};
+    let window = (usize::BITS - (base_plain.len() + plaintext.len()).max(1).leading_zeros())
+        .clamp(10, format::DELTA_WINDOW_LOG_MAX);
+    let mut frame = Vec::with_capacity(zstd::zstd_safe::compress_bound(plaintext.len()));
+    let mut c = CCtx::create();
+    c.set_parameter(CParameter::CompressionLevel(1))
+        .and_then(|_| c.set_parameter(CParameter::WindowLog(window)))
+        .map_err(|e| zstd_err("zstd delta setup", e))?;
+    c.ref_prefix(base_plain)
+        .map_err(|e| zstd_err("zstd delta setup", e))?;
+    c.compress2(&mut frame, plaintext)
+        .map_err(|e| zstd_err("zstd delta compression", e))?;
+    Ok(frame)
+}
+
+/// Inflates a delta payload written as a zstd frame with the base as reference prefix (the
+/// first delta encoding, see [`format::delta::ZSTD_PREFIX_MAGIC`]), within `raw_len` bytes and a
+/// window of at most 2^[`format::DELTA_WINDOW_LOG_MAX`].
+fn decode_prefix_frame(
+    frame: &[u8],
+    raw_len: usize,
+    base_plain: &[u8],
+    what: &dyn Fn() -> String,
+) -> Result<Vec<u8>> {
+    use zstd::zstd_safe::{DCtx, DParameter};
+    let mut plain = Vec::with_capacity(raw_len);
+    let mut d = DCtx::create();
+    d.set_parameter(DParameter::WindowLogMax(format::DELTA_WINDOW_LOG_MAX))
+        .map_err(|e| zstd_err("zstd delta setup", e))?;
+    d.ref_prefix(base_plain)
+        .map_err(|e| zstd_err("zstd delta setup", e))?;
+    let n = d.decompress(&mut plain, frame).map_err(|e| {
+        Error::corrupt(
+            what(),
+            format!(
+                "delta does not inflate within {raw_len} bytes: {}",
+                zstd::zstd_safe::get_error_name(e)
+            ),
+        )
+    })?;
+    plain.truncate(n);
     Ok(plain)
 }
 
@@ -396,9 +399,7 @@ mod tests {
             data[i] = b'#';
         }
         let (bid, id) = (k.blob_id(&base), k.blob_id(&data));
-        let s = encode_delta(&k, &id, &data, &bid, base.clone())
-            .unwrap()
-            .unwrap();
+        let s = encode_delta(&k, &id, &data, &bid, &base).unwrap().unwrap();
         assert!(s.len() < data.len() / DELTA_MAX_RATIO + 100, "{}", s.len());
         let n = data.len() as u32;
         assert_eq!(decode_delta(&k, &id, &s, n, &bid, &base).unwrap(), data);
@@ -411,11 +412,22 @@ mod tests {
         assert!(decode_delta(&k, &id, &t, n, &bid, &base).is_err());
         assert!(decode_delta(&k, &id, &s, n - 1, &bid, &base).is_err());
         assert!(decode(&k, BlobKind::Data, &id, &s, n).is_err());
+        // A delta in the first encoding (zstd frame with the base as prefix) still decodes.
+        let mut body = bid.0.to_vec();
+        body.extend_from_slice(&legacy_prefix_payload(&data, &base).unwrap());
+        let old = k.seal(&blob_aad(BlobKind::Delta, &id), &body).unwrap();
+        assert_eq!(decode_delta(&k, &id, &old, n, &bid, &base).unwrap(), data);
+        assert!(decode_delta(&k, &id, &old, n, &bid, &other).is_err());
+        // An unknown encoding byte.
+        let mut body = bid.0.to_vec();
+        body.push(7);
+        let unknown = k.seal(&blob_aad(BlobKind::Delta, &id), &body).unwrap();
+        assert!(decode_delta(&k, &id, &unknown, n, &bid, &base).is_err());
         // Unrelated content: not worth a delta.
         let mut noise = vec![0u8; 100_000];
         crate::crypto::random_bytes(&mut noise).unwrap();
         assert!(
-            encode_delta(&k, &k.blob_id(&noise), &noise, &bid, base.clone())
+            encode_delta(&k, &k.blob_id(&noise), &noise, &bid, &base)
                 .unwrap()
                 .is_none()
         );

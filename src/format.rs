@@ -50,9 +50,18 @@ pub const PACK_ENTRY_LEN: usize = 1 + 32 + 4 + 4;
 /// Extra bytes of a delta entry in pack headers and index objects: the base blob's id.
 pub const DELTA_BASE_LEN: usize = 32;
 
-/// Largest zstd window a delta frame may use (base plus chunk, both at most
+/// Largest zstd window a prefix-frame delta may use (base plus chunk, both at most
 /// [`MAX_BLOB_LEN`]): decoders refuse frames that ask for more.
 pub const DELTA_WINDOW_LOG_MAX: u32 = 25;
+
+/// How a delta blob's payload (after its base's id) is encoded, told by its first byte.
+pub mod delta {
+    /// `SCRIPT ‖ zstd frame of a copy script` (src/delta.rs), written since 2026-12-01.
+    pub const SCRIPT: u8 = 0x01;
+    /// The first byte of a zstd frame (magic `28 B5 2F FD`) made with the base's plaintext as
+    /// reference prefix: what the first delta writer stored. Still read, no longer written.
+    pub const ZSTD_PREFIX_MAGIC: u8 = 0x28;
+}
 
 /// Pack trailer: sealed header length (u32) + magic.
 pub const PACK_TRAILER_LEN: usize = 4 + PACK_MAGIC.len();

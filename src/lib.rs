@@ -31,6 +31,7 @@ pub mod chunker;
 pub mod codec;
 pub mod config;
 pub mod crypto;
+pub mod delta;
 pub mod error;
 pub mod exclude;
 pub mod forget;

@@ -336,7 +336,7 @@ mod tests {
         data[5000] = b'#';
         let (bid, id) = (k.blob_id(&base), k.blob_id(&data));
         let sb = codec::encode(&k, BlobKind::Data, &bid, &base, 3).unwrap();
-        let sd = codec::encode_delta(&k, &id, &data, &bid, base.clone())
+        let sd = codec::encode_delta(&k, &id, &data, &bid, &base)
             .unwrap()
             .unwrap();
         let n = data.len() as u32;

@@ -321,21 +321,15 @@ pub fn decode_located(
             "the index names no base",
         )
     })?;
-    let base_plain = read_base(backend, key, base, 0)?;
+    let base_plain = read_base(backend, key, base)?;
     codec::decode_delta(key, id, stored, loc.raw_len, &base.id, &base_plain)
         .map_err(|e| in_pack(e, &loc.pack, ""))
 }
 
 /// Reads and decodes a delta's base (always a plain data blob), authenticated but not hashed:
 /// the delta's own id check covers it (see [`codec::decode_unhashed`]).
-/// The vector has room for `spare` more bytes.
-pub fn read_base(
-    backend: &dyn Backend,
-    key: &MasterKey,
-    base: &DeltaBase,
-    spare: usize,
-) -> Result<Vec<u8>> {
+pub fn read_base(backend: &dyn Backend, key: &MasterKey, base: &DeltaBase) -> Result<Vec<u8>> {
     let stored = read_range(backend, &base.pack, base.offset, base.stored_len)?;
-    codec::decode_unhashed(key, BlobKind::Data, &base.id, &stored, base.raw_len, spare)
+    codec::decode_unhashed(key, BlobKind::Data, &base.id, &stored, base.raw_len)
         .map_err(|e| in_pack(e, &base.pack, " (a delta base)"))
 }
