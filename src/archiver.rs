@@ -185,14 +185,14 @@ struct BasePicker {
     offset: u64,
     /// Previous-version offset minus this version's offset, at the last anchor match.
     shift: i64,
+    /// The chunk of the previous version picked last.
+    last: Option<usize>,
 }
 
 impl BasePicker {
     fn new(prior: Prior) -> Self {
         // An anchor that starts several chunks (low-entropy content such as padding: a table
-        // of space-filled rows cut inside its filler) names none of them: the first one would
-        // be an arbitrary base far from this chunk's data, and it would also throw the shift
-        // off for the chunks after it. Such chunks take the overlap rule instead.
+        // of space-filled rows cut inside its filler) is marked AMBIGUOUS: see `pick`.
         let mut by_anchor = HashMap::with_capacity(prior.anchors.len());
         for (i, a) in prior.anchors.iter().enumerate() {
             by_anchor
@@ -200,7 +200,6 @@ impl BasePicker {
                 .and_modify(|at: &mut usize| *at = AMBIGUOUS)
                 .or_insert(i);
         }
-        by_anchor.retain(|_, at| *at != AMBIGUOUS);
         let mut at = 0u64;
         let starts = prior
             .content
@@ -217,20 +216,33 @@ impl BasePicker {
             starts,
             offset: 0,
             shift: 0,
+            last: None,
         }
     }
 
     /// The base candidate for the next chunk of the file, `len` bytes with this anchor.
+    ///
+    /// An anchor that starts several chunks of the previous version names the one right after
+    /// the last pick when that one has it (runs of space-padded rows: each chunk follows the
+    /// previous one in both versions), and none otherwise: the first of them would be an
+    /// arbitrary base far from this chunk's data and would throw the shift off.
     fn pick(&mut self, anchor: u64, len: u32) -> Option<BlobId> {
         let here = self.offset;
         self.offset += len as u64;
-        let i = match self.by_anchor.get(&anchor) {
-            Some(&i) => {
+        let next = self.last.map_or(0, |l| l + 1);
+        let matched = match self.by_anchor.get(&anchor) {
+            Some(&AMBIGUOUS) => (self.prior.anchors.get(next) == Some(&anchor)).then_some(next),
+            Some(&i) => Some(i),
+            None => None,
+        };
+        let i = match matched {
+            Some(i) => {
                 self.shift = self.starts[i] as i64 - here as i64;
                 i
             }
             None => self.most_overlapped(here.saturating_add_signed(self.shift), len)?,
         };
+        self.last = Some(i);
         self.prior.content.get(i).map(|c| c.0)
     }
 
@@ -807,6 +819,32 @@ fn record(s: &SourceSpec) -> Result<SourceRecord> {
 pub(crate) mod tests {
     use super::*;
     use crate::backend::mem::MemBackend;
+
+    #[test]
+    fn picker_follows_anchors_and_takes_the_next_chunk_for_shared_ones() {
+        let id = |i: u8| BlobId([i; 32]);
+        // Previous version: chunks 0..6; chunks 2, 3 and 4 start alike (anchor 9).
+        let anchors = vec![1, 2, 9, 9, 9, 6];
+        let prior = Prior {
+            content: (0..6).map(|i| ContentRef(id(i), 100)).collect(),
+            anchors,
+        };
+        let mut p = BasePicker::new(prior);
+        // Today 50 bytes were removed from chunk 0, the rest lines up chunk for chunk.
+        assert_eq!(p.pick(1, 50), Some(id(0)));
+        assert_eq!(p.pick(2, 100), Some(id(1)));
+        // A shared anchor right after chunk 1: chunk 2, then 3 and 4 in turn (not the first
+        // of them, and not by offset: today's chunk 2 grew by 200 bytes).
+        assert_eq!(p.pick(9, 300), Some(id(2)));
+        assert_eq!(p.pick(9, 100), Some(id(3)));
+        assert_eq!(p.pick(9, 100), Some(id(4)));
+        // A new anchor: the chunk it overlaps most once lined up at the last match (chunk 4
+        // started at 400 in the previous version and at 550 today), so chunk 5.
+        assert_eq!(p.pick(77, 100), Some(id(5)));
+        // A shared anchor that does not follow the last pick names none of its chunks: the
+        // overlap rule gives the last chunk (past the end).
+        assert_eq!(p.pick(9, 100), Some(id(5)));
+    }
     use crate::checker::Silent;
     use crate::keys::KdfParams;
     use crate::repo::InitOptions;
