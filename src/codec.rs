@@ -7,10 +7,12 @@
 //! [`format::MAX_BLOB_LEN`]), then recompute the id and compare. Bytes that pass decode are
 //! exactly the bytes that were stored under that id.
 //!
-//! Delta blobs ([`BlobKind::Delta`]) hold a chunk as a zstd frame made with a base chunk's
-//! plaintext as the reference prefix (like `zstd --patch-from`): the sealed body is the base's id
-//! followed by that frame. [`encode_delta`] makes one when it is worth it; [`decode_delta`] needs
-//! the base's plaintext and checks everything [`decode`] checks, plus the base's id.
+//! Delta blobs ([`BlobKind::Delta`]) hold a chunk as a patch against a base chunk: the sealed
+//! body is the base's id followed by a payload, a zstd-compressed copy script
+//! ([`crate::delta`]) — or, in deltas written before scripts, a zstd frame made with the base's
+//! plaintext as reference prefix (like `zstd --patch-from`), still read. [`encode_delta`] makes
+//! one when it is worth it; [`decode_delta`] needs the base's plaintext and checks everything
+//! [`decode`] checks, plus the base's id.
 
 use std::cell::RefCell;
 
