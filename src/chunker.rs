@@ -140,7 +140,96 @@ impl ChunkerSpec {
             rest: data,
         }
     }
+
+    /// Hands each chunk of `data` to `each`, in order, cut exactly where [`ChunkerSpec::split`]
+    /// cuts, with a helper thread cutting the second half ahead while this thread cuts the
+    /// first. Stops early, returning false, when `each` does. Inputs under
+    /// [`TWO_THREAD_MIN`] are cut on this thread alone.
+    ///
+    /// A cut depends only on the bytes after the previous cut, so once this thread's chain of
+    /// cuts lands on one of the helper's (which started at the middle as if a cut were there),
+    /// every later cut is the helper's too; until then this thread keeps cutting itself, to the
+    /// end if need be. `release(offset, len)` is called by the helper for bytes it has cut past,
+    /// so a mapped input's pages need not stay mapped for it.
+    pub fn split_two_threads<'a>(
+        &self,
+        data: &'a [u8],
+        release: &(dyn Fn(usize, usize) + Sync),
+        each: &mut dyn FnMut(&'a [u8]) -> bool,
+    ) -> bool {
+        let mid = if data.len() < TWO_THREAD_MIN {
+            data.len()
+        } else {
+            data.len() / 2
+        };
+        self.split_two_threads_at(data, mid, release, each)
+    }
+
+    fn split_two_threads_at<'a>(
+        &self,
+        data: &'a [u8],
+        mid: usize,
+        release: &(dyn Fn(usize, usize) + Sync),
+        each: &mut dyn FnMut(&'a [u8]) -> bool,
+    ) -> bool {
+        std::thread::scope(|scope| {
+            let helper = (mid < data.len()).then(|| {
+                std::thread::Builder::new()
+                    .name("tresor-cut".into())
+                    .spawn_scoped(scope, || {
+                        let (mut at, mut released) = (mid, mid);
+                        let mut ends = Vec::new();
+                        for c in self.split(&data[mid..]) {
+                            at += c.len();
+                            ends.push(at);
+                            if at - released >= HELPER_RELEASE_BYTES {
+                                release(released, at - released);
+                                released = at;
+                            }
+                        }
+                        ends
+                    })
+            });
+            let mut helper = helper.and_then(|h| h.ok());
+            let mut ends: Option<Vec<usize>> = None;
+            let mut at = 0;
+            while at < data.len() {
+                let n = self.cut(&data[at..]).max(1).min(data.len() - at);
+                if !each(&data[at..at + n]) {
+                    return false;
+                }
+                at += n;
+                if at < mid {
+                    continue;
+                }
+                // A helper that could not start or that panicked leaves this thread to cut alone.
+                let ends = ends.get_or_insert_with(|| {
+                    helper
+                        .take()
+                        .and_then(|h| h.join().ok())
+                        .unwrap_or_default()
+                });
+                if let Ok(k) = ends.binary_search(&at) {
+                    for &end in &ends[k + 1..] {
+                        if !each(&data[at..end]) {
+                            return false;
+                        }
+                        at = end;
+                    }
+                    return true;
+                }
+            }
+            true
+        })
+    }
 }
+
+/// Inputs at least this long are cut on two threads ([`ChunkerSpec::split_two_threads`]).
+pub const TWO_THREAD_MIN: usize = 64 << 20;
+
+/// The helper of [`ChunkerSpec::split_two_threads`] releases what it has cut past in steps of
+/// this many bytes.
+const HELPER_RELEASE_BYTES: usize = 32 << 20;
 
 /// Iterates over the chunks of a reader. Each item is an owned chunk or the reader's error.
 pub struct Chunker<'a, R> {
@@ -252,6 +341,44 @@ mod tests {
             let split: Vec<&[u8]> = s.split(&d).collect();
             let streamed: Vec<Vec<u8>> = s.chunker(&d[..]).map(|c| c.unwrap()).collect();
             assert_eq!(split, streamed, "{n} bytes");
+        }
+    }
+
+    #[test]
+    fn two_threads_cut_where_one_cuts() {
+        // Random bytes and repetitive text (whose cuts fall on few candidates), split at
+        // several middles: the chunks must be the very same as one thread's.
+        let s = spec(5);
+        let text: Vec<u8> = (0..60_000)
+            .flat_map(|i| format!("{i}\t1\t0\t{:40}\n", "").into_bytes())
+            .collect();
+        for d in [data(3 << 20), text] {
+            let one: Vec<&[u8]> = s.split(&d).collect();
+            for mid in [1, 4096, d.len() / 3, d.len() / 2, d.len() - 1] {
+                let mut two: Vec<&[u8]> = Vec::new();
+                let released = std::sync::Mutex::new(0usize);
+                let release = |_: usize, n: usize| {
+                    if let Ok(mut r) = released.lock() {
+                        *r += n;
+                    }
+                };
+                let done = s.split_two_threads_at(&d, mid, &release, &mut |c| {
+                    two.push(c);
+                    true
+                });
+                assert!(done);
+                assert_eq!(two.len(), one.len(), "mid {mid}");
+                assert!(two == one, "mid {mid}");
+            }
+            // Stopping early stops.
+            let mut n = 0;
+            assert!(
+                !s.split_two_threads_at(&d, d.len() / 2, &|_, _| {}, &mut |_| {
+                    n += 1;
+                    n < 3
+                })
+            );
+            assert_eq!(n, 3);
         }
     }
 

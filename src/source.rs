@@ -814,8 +814,11 @@ fn emit_stream(
                 return false;
             }
             if let Some(map) = map_stdin() {
+                // Cut on two threads: in a delta backup the rest of the pipeline is cheap enough
+                // that one thread cutting every byte would hold it back.
                 let (mut consumed, mut released) = (0, 0);
-                for c in chunker.split(&map) {
+                let release = |offset: usize, len: usize| release_mapped(&map, offset, len);
+                let all = chunker.split_two_threads(&map, &release, &mut |c| {
                     consumed += c.len();
                     if !sink(Item::Chunk(c.to_vec())) {
                         return false;
@@ -824,8 +827,9 @@ fn emit_stream(
                         release_mapped(&map, released, consumed - released);
                         released = consumed;
                     }
-                }
-                return sink(Item::FileEnd { error: None });
+                    true
+                });
+                return all && sink(Item::FileEnd { error: None });
             }
             match emit_chunks(std::io::stdin().lock(), chunker, sink) {
                 Ok(true) => sink(Item::FileEnd { error: None }),
