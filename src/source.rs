@@ -756,7 +756,7 @@ fn map_stdin() -> Option<memmap2::Mmap> {
 
 /// Mapped bytes already chunked are unmapped (not evicted) after this many, so a mapped input
 /// adds at most this much to the resident set.
-const RELEASE_BYTES: usize = 32 << 20;
+const RELEASE_BYTES: usize = 16 << 20;
 
 /// Drops the page mappings of `len` bytes at `offset` of a mapped input that is done with. The
 /// page cache keeps the data; nothing borrowed from that range is alive (chunks are copies).
