@@ -16,6 +16,7 @@ use std::thread;
 use serde_json::Value;
 
 use crate::harness::{self, Env, Rng, exit};
+use crate::integrity::affected_paths;
 
 /// Rows of the first day's table.
 const ROWS: u64 = 80_000;
@@ -472,23 +473,6 @@ fn a_lost_base_is_reported_and_refused() {
         "the message names the missing base: {}",
         out.stderr
     );
-}
-
-fn affected_paths(report: &Value, snap: &str) -> Vec<String> {
-    report["affected_snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == snap)
-        .map(|s| {
-            s["paths"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p.as_str().unwrap().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// What it proves: a path backup stores a changed file as deltas against the parent's version

@@ -114,7 +114,8 @@ fn affected_ids(report: &Value) -> Vec<String> {
         .collect()
 }
 
-fn affected_paths(report: &Value, snap: &str) -> Vec<String> {
+/// The paths `check --json` lists as affected in snapshot `snap` (none when it is not listed).
+pub(crate) fn affected_paths(report: &Value, snap: &str) -> Vec<String> {
     report["affected_snapshots"]
         .as_array()
         .unwrap()
