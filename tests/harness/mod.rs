@@ -241,7 +241,22 @@ impl Env {
             None => Command::new(BIN),
         };
         cmd.args(args);
-        scrub_env(&mut cmd);
+        self.apply_env(&mut cmd);
+        cmd
+    }
+
+    /// The binary run by `prefix` (`unshare -p -f --mount-proc`, `setpriv …`: the binary's
+    /// path and `args` follow it), with the test environment; `user` is not applied.
+    pub fn command_under<S: AsRef<OsStr>>(&self, prefix: &[&str], args: &[S]) -> Command {
+        let mut cmd = Command::new(prefix[0]);
+        cmd.args(&prefix[1..]).arg(BIN).args(args);
+        self.apply_env(&mut cmd);
+        cmd
+    }
+
+    /// Sets the test's `TRESOR_*` environment on a command, and nothing inherited.
+    fn apply_env(&self, cmd: &mut Command) {
+        scrub_env(cmd);
         cmd.env("TRESOR_REPO", &self.repo)
             .env("TRESOR_CACHE_DIR", &self.cache);
         match &self.pass {
@@ -254,7 +269,6 @@ impl Env {
             Password::None => {}
         }
         cmd.current_dir(self.root());
-        cmd
     }
 
     /// Runs the binary with `input` on stdin and a deadline.
@@ -549,6 +563,64 @@ impl Rng {
         v.truncate(n);
         v
     }
+}
+
+/// Whether a test may go on: `ok` says its precondition holds (a file system feature, root).
+/// When it does not, the test fails loudly — CI (root, ext4) has every precondition, and a test
+/// that passes without testing anything lies — unless `TRESOR_TEST_ALLOW_SKIP=1` says this
+/// machine may skip it: then it says so and returns false.
+#[track_caller]
+pub fn precondition(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if std::env::var_os("TRESOR_TEST_ALLOW_SKIP").is_some_and(|v| v == "1") {
+        eprintln!("skipped (TRESOR_TEST_ALLOW_SKIP=1): {what}");
+        return false;
+    }
+    panic!(
+        "precondition missing: {what}. CI has it; on a machine that cannot provide it, \
+         TRESOR_TEST_ALLOW_SKIP=1 skips this test"
+    );
+}
+
+/// Runs a command (not tresor) and says whether it succeeded.
+pub fn succeeds(program: &str, args: &[&OsStr]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Unmounts a path when dropped (lazily, so a test failing with files open still cleans up).
+pub struct Unmount(pub PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Every temporary file (`.tmp-…`) under a directory.
+pub fn temporaries(dir: &Path) -> Vec<PathBuf> {
+    all_files(dir)
+        .into_iter()
+        .filter(|f| {
+            f.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".tmp-")
+        })
+        .collect()
 }
 
 /// True when this process runs as root.

@@ -5,12 +5,12 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{Env, Rng};
+use crate::harness::{self, Env, Rng};
 
 fn s(v: &Value) -> String {
     v.as_str()
@@ -469,13 +469,6 @@ fn exclude_if_present_and_caches() {
     assert_eq!(got, want);
 }
 
-struct Unmount(PathBuf);
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn one_file_system_stores_mount_points_empty() {
     let env = Env::new();
@@ -489,11 +482,10 @@ fn one_file_system_stores_mount_points_empty() {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    if !ok {
-        eprintln!("cannot mount a tmpfs here (needs root): --one-file-system not tested");
+    if !harness::precondition(ok, "mounting a tmpfs (root) for the --one-file-system test") {
         return;
     }
-    let _guard = Unmount(mnt.clone());
+    let _guard = harness::Unmount(mnt.clone());
     fs::create_dir_all(mnt.join("inner")).unwrap();
     fs::write(mnt.join("inner/there.txt"), b"there").unwrap();
     let root_dev = fs::metadata(&src).unwrap().dev();
@@ -544,9 +536,10 @@ fn reading_a_file_leaves_its_access_time_alone() {
     // Control: a plain read does update it here, so the check above can fail.
     fs::read(&f).unwrap();
     let after_read = filetime::FileTime::from_last_access_time(&fs::metadata(&f).unwrap());
-    if after_read == old {
-        eprintln!("this file system does not update atime on read (noatime?): check is vacuous");
-    }
+    harness::precondition(
+        after_read != old,
+        "a file system that updates atime on read (not noatime): without it this check is vacuous",
+    );
 }
 
 /// Opens directory `name` relative to `at` (reaches paths longer than PATH_MAX step by step).

@@ -4,6 +4,8 @@
 use std::collections::HashSet;
 use std::fs;
 use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -174,6 +176,14 @@ fn backup_killed_midway_leaves_a_healthy_repository() {
 /// (`TRESOR_CRASH_TRIALS`, default 8; scripts/crash-trials.sh runs 60). After every kill: all
 /// objects whole, `check` finds no damage (unindexed packs allowed), every committed snapshot
 /// restores byte-exact, and the next backup succeeds.
+///
+/// A trial counts as *interrupted mid-write* only when the process did not exit on its own and
+/// the kill caught it between its first write and its commit: a create that had stored packs
+/// (or had a temporary file open) but no snapshot; a repair that had written new index objects
+/// while old ones were still there. Each kind is aimed at its own running time, and trials go
+/// on (up to four times the number asked for) until at least a quarter of the creates and an
+/// eighth of the repairs asked for (at least one each) were interrupted mid-write; the test
+/// fails otherwise, so it cannot pass without exercising what it claims.
 #[test]
 fn random_kills_never_lose_a_committed_snapshot() {
     let (trials, seed) = harness::trials_and_seed("crash", "TRESOR_CRASH_TRIALS", 8);
@@ -195,7 +205,7 @@ fn random_kills_never_lose_a_committed_snapshot() {
         &mut committed,
     );
 
-    // Calibrate: how long an uninterrupted run of the trial size takes here.
+    // Calibrate: how long an uninterrupted run of each kind takes here.
     const DOOMED: usize = 24 << 20;
     let started = Instant::now();
     commit(
@@ -204,13 +214,27 @@ fn random_kills_never_lose_a_committed_snapshot() {
         &Rng::new(seed ^ 2).text(DOOMED),
         &mut committed,
     );
-    let span = started.elapsed().as_millis() as u64 * 6 / 5 + 20;
+    let create_span = started.elapsed().as_millis() as u64 * 6 / 5 + 20;
+    let started = Instant::now();
+    env.run(&["repair", "index"]).ok("calibrating repair index");
+    let repair_span = started.elapsed().as_millis() as u64 * 6 / 5 + 20;
 
-    let mut outcomes = [0u32; 3]; // killed create, completed create, killed repair
-    for t in 0..trials {
-        let repair = rng.next_u64().is_multiple_of(4);
+    let need_creates = (trials / 4).max(1);
+    let need_repairs = (trials / 8).max(1);
+    // [interrupted mid-write, killed before its first write, finished before the kill]
+    let mut creates = [0u32; 3];
+    let mut repairs = [0u32; 3];
+    let mut t = 0u64;
+    while t < trials
+        || (t < trials * 4
+            && (u64::from(creates[0]) < need_creates || u64::from(repairs[0]) < need_repairs))
+    {
+        // One trial in three is a repair.
+        let repair = t % 3 == 2;
         let data = Arc::new(Rng::new(seed.wrapping_add(100 + t)).text(DOOMED));
         let before: HashSet<String> = committed.iter().map(|c| c.0.clone()).collect();
+        let packs_before: HashSet<PathBuf> = env.packs().into_iter().collect();
+        let index_before = names(&env.repo.join("index"));
         let (mut guard, feeder) = if repair {
             let mut cmd = env.command(&["repair", "index"]);
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
@@ -218,17 +242,32 @@ fn random_kills_never_lose_a_committed_snapshot() {
         } else {
             env.spawn_stdin_create("doomed.txt", Arc::clone(&data))
         };
+        let span = if repair { repair_span } else { create_span };
         let st = guard.kill_after(Duration::from_millis(rng.next_u64() % span));
         feeder.join().unwrap();
+        let killed = st.signal() == Some(9);
+        let temporaries = !harness::temporaries(&env.repo).is_empty();
         let what = format!(
             "trial {t} ({}, {st})",
             if repair { "repair index" } else { "create" }
         );
-        outcomes[match (repair, st.success()) {
-            (true, _) => 2,
-            (false, true) => 1,
-            (false, false) => 0,
-        }] += 1;
+        let outcome = if !killed {
+            2
+        } else if repair {
+            let index_now = names(&env.repo.join("index"));
+            let wrote = index_now.difference(&index_before).next().is_some() || temporaries;
+            let old_left = index_before.intersection(&index_now).next().is_some();
+            if wrote && old_left { 0 } else { 1 }
+        } else {
+            let stored = env.packs().iter().any(|p| !packs_before.contains(p)) || temporaries;
+            let snapshot = env.list().len() > before.len();
+            if stored && !snapshot { 0 } else { 1 }
+        };
+        if repair {
+            repairs[outcome] += 1;
+        } else {
+            creates[outcome] += 1;
+        }
 
         env.assert_objects_whole(&what);
         let out = env.run(&["check", "--json"]);
@@ -274,10 +313,18 @@ fn random_kills_never_lose_a_committed_snapshot() {
             &Rng::new(seed.wrapping_add(10_000 + t)).text(256 << 10),
             &mut committed,
         );
+        t += 1;
     }
     eprintln!(
-        "crash trials: {} creates killed, {} completed before the kill, {} repairs killed",
-        outcomes[0], outcomes[1], outcomes[2]
+        "crash trials: {t} trials; creates: {} interrupted mid-write, {} killed before writing, \
+         {} finished before the kill; repairs: {} interrupted mid-write, {} killed before \
+         writing, {} finished before the kill",
+        creates[0], creates[1], creates[2], repairs[0], repairs[1], repairs[2]
+    );
+    assert!(
+        u64::from(creates[0]) >= need_creates && u64::from(repairs[0]) >= need_repairs,
+        "too few trials interrupted mid-write after {t} trials: creates {creates:?}, repairs \
+         {repairs:?} (need {need_creates} and {need_repairs})"
     );
     let out = env.run(&["check", "--read-data", "--json"]);
     assert_eq!(out.code, harness::exit::OK, "final check: {}", out.json());
@@ -288,6 +335,16 @@ fn random_kills_never_lose_a_committed_snapshot() {
             "final restore of {id}"
         );
     }
+}
+
+/// Names of the objects (not temporaries) in one repository directory.
+pub(crate) fn names(dir: &Path) -> HashSet<String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect()
 }
 
 /// Resume: a backup killed half-way, run again, stores only what the killed run had not made

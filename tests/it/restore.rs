@@ -297,10 +297,10 @@ fn sparse_file_restores_sparse() {
     }
     drop(f);
     let src_alloc = fs::metadata(&p).unwrap().blocks() * 512;
-    if src_alloc > 8 << 20 {
-        eprintln!(
-            "skipped: the test file system does not keep holes ({src_alloc} bytes allocated)"
-        );
+    if !harness::precondition(
+        src_alloc <= 8 << 20,
+        &format!("a file system that keeps holes (the source took {src_alloc} bytes)"),
+    ) {
         return;
     }
     let id = id_of(&env.create(&[&src]));
@@ -401,8 +401,7 @@ fn fifo_and_socket_are_recreated() {
 
 #[test]
 fn device_nodes_as_root() {
-    if !harness::is_root() {
-        eprintln!("skipped: creating device nodes needs root");
+    if !harness::precondition(harness::is_root(), "root, to create device nodes") {
         return;
     }
     let env = Env::new();
@@ -444,8 +443,11 @@ fn user_xattrs_round_trip() {
     let env = Env::new();
     let probe = env.path("probe");
     fs::write(&probe, b"").unwrap();
-    if let Err(e) = xattr::set(&probe, "user.probe", b"1") {
-        eprintln!("skipped: the test file system refuses user xattrs ({e})");
+    let probed = xattr::set(&probe, "user.probe", b"1");
+    if !harness::precondition(
+        probed.is_ok(),
+        &format!("a file system that takes user xattrs ({probed:?})"),
+    ) {
         return;
     }
     env.init();
@@ -595,8 +597,10 @@ fn re_restore_of_2000_files_writes_nothing() {
 
 #[test]
 fn device_nodes_without_root_are_warnings_not_failures() {
-    if !harness::is_root() {
-        eprintln!("skipped: needs root to create the device node and to run as nobody");
+    if !harness::precondition(
+        harness::is_root(),
+        "root, to create the device node and to run as nobody",
+    ) {
         return;
     }
     let mut env = Env::new();

@@ -356,6 +356,12 @@ fn snapshot_costs_and_stats_add_up() {
 
 /// Crash injection during prune (`TRESOR_PRUNE_TRIALS`, default 4; scripts/crash-trials.sh
 /// runs 30): kill -9 at a random moment; every kept snapshot restores and check passes.
+///
+/// A trial counts as *interrupted mid-write* only when prune did not exit on its own, had
+/// already changed the repository (new packs or index objects, deleted ones, a temporary file)
+/// and had not finished (its plan still has work, or packs it unindexed are still there). The
+/// kill window follows prune's own running time, and trials go on (up to four times the number
+/// asked for) until a quarter of them (at least one) were interrupted mid-write.
 #[test]
 fn prune_killed_at_random_moments_keeps_every_kept_snapshot() {
     let (trials, seed) = harness::trials_and_seed("prune", "TRESOR_PRUNE_TRIALS", 4);
@@ -366,7 +372,11 @@ fn prune_killed_at_random_moments_keeps_every_kept_snapshot() {
     fs::create_dir(&src).unwrap();
     let mut kept: Vec<(String, Vec<u8>)> = Vec::new();
     let mut span = 500u64;
-    for t in 0..trials {
+    let need = (trials / 4).max(1);
+    // [interrupted mid-write, killed before its first write or after its last, finished]
+    let mut outcomes = [0u32; 3];
+    let mut t = 0u64;
+    while t < trials || (t < trials * 4 && u64::from(outcomes[0]) < need) {
         // New data: a stream to keep, a tree whose second half is forgotten (repack work),
         // and a stream to forget (delete work).
         let keep = Rng::new(seed ^ (t * 3 + 1)).text(4 << 20);
@@ -391,6 +401,8 @@ fn prune_killed_at_random_moments_keeps_every_kept_snapshot() {
         env.run(&["snapshot", "forget", &doomed, &doomed_tree])
             .ok("forget");
 
+        let packs_before: std::collections::HashSet<_> = env.packs().into_iter().collect();
+        let index_before = crate::crash::names(&env.repo.join("index"));
         let mut cmd = env.command(&["prune", "--max-unused", "0%"]);
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         let started = Instant::now();
@@ -403,7 +415,29 @@ fn prune_killed_at_random_moments_keeps_every_kept_snapshot() {
         let what = format!("prune trial {t} ({st})");
         env.assert_objects_whole(&what);
         let out = env.run(&["check", "--json"]);
-        assert_eq!(out.code, exit::OK, "{what}: {}", out.json());
+        let report = out.json();
+        assert_eq!(out.code, exit::OK, "{what}: {report}");
+        let killed = std::os::unix::process::ExitStatusExt::signal(&st) == Some(9);
+        let changed = env
+            .packs()
+            .into_iter()
+            .collect::<std::collections::HashSet<_>>()
+            != packs_before
+            || crate::crash::names(&env.repo.join("index")) != index_before
+            || !harness::temporaries(&env.repo).is_empty();
+        let plan = env
+            .run(&["prune", "--max-unused", "0%", "--dry-run", "--json"])
+            .ok(&format!("{what}: prune --dry-run"))
+            .json();
+        let work_left = plan["delete_packs"].as_u64().unwrap() > 0
+            || plan["repack_packs"].as_u64().unwrap() > 0
+            || plan["missing_packs"].as_u64().unwrap() > 0
+            || !report["unindexed_packs"].as_array().unwrap().is_empty();
+        outcomes[match (killed, changed && work_left) {
+            (true, true) => 0,
+            (true, false) => 1,
+            (false, _) => 2,
+        }] += 1;
         for (id, data) in &kept {
             assert!(
                 env.restore_stdout(id, None) == *data,
@@ -420,6 +454,17 @@ fn prune_killed_at_random_moments_keeps_every_kept_snapshot() {
         // A stale lock of the killed prune must not block the next run; it finishes the job.
         env.run(&["prune"])
             .ok(&format!("{what}: prune after the kill"));
+        t += 1;
     }
+    eprintln!(
+        "prune trials: {t} trials: {} interrupted mid-write, {} killed before their first \
+         write or after their last, {} finished before the kill",
+        outcomes[0], outcomes[1], outcomes[2]
+    );
+    assert!(
+        u64::from(outcomes[0]) >= need,
+        "only {} of {t} prunes were interrupted mid-write (need {need}): {outcomes:?}",
+        outcomes[0]
+    );
     env.run(&["check", "--read-data"]).ok("final check");
 }
