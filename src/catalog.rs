@@ -7,6 +7,18 @@
 //! index object it absorbed has disappeared (a prune), when its schema version differs, or when
 //! the file is unreadable.
 //!
+//! **Packs the storage no longer holds.** An index object may name a pack that is gone: one
+//! deleted outside tresor, or a stale index object put back after a prune (a replay). Such
+//! entries must never serve dedup — a backup would reference data that does not exist. Each
+//! complete listing of the packs, taken after the catalog was synced, goes to
+//! [`Catalog::observe_packs`]: an indexed pack missing from it is recorded as *absent*, and the
+//! catalog is rebuilt without the entries of absent packs (a pack that reappears is taken back).
+//! `check` reports such index objects; `prune` and `repair index` rewrite them.
+//!
+//! **Snapshots seen.** The ids of every snapshot this machine has listed stay in the catalog
+//! (they survive rebuilds, like the verification ledger), so that a snapshot that later
+//! disappears without a forget record is noticed (see [`crate::history`]).
+//!
 //! Pragmas: WAL journal (readers do not block the writer; a crash rolls back whole
 //! transactions), `synchronous=NORMAL` (a lost last transaction is re-synced from index objects),
 //! a busy timeout (two tresor processes may share a cache).
@@ -25,7 +37,7 @@ use crate::index::{self, IndexedPack};
 use crate::pack::PackEntry;
 
 /// Bump when the tables change; an older catalog is then rebuilt.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Where a blob is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,7 +114,25 @@ CREATE TABLE IF NOT EXISTS blobs (
 CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs (pack);
 CREATE TABLE IF NOT EXISTS index_objects (name TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS verified (pack BLOB PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS absent_packs (
+    id BLOB PRIMARY KEY, named INTEGER NOT NULL DEFAULT 1) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS absent_blobs (id BLOB NOT NULL, pack BLOB NOT NULL,
+    PRIMARY KEY (id, pack)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS seen_snapshots (id BLOB PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
 ";
+
+/// What a listing of the packs changed in the catalog ([`Catalog::observe_packs`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PackObservation {
+    /// Indexed packs the listing did not show, found absent by this listing.
+    pub newly_absent: Vec<ObjectId>,
+    /// Packs recorded absent that the listing shows again.
+    pub returned: Vec<ObjectId>,
+    /// Every pack recorded absent after this listing.
+    pub absent: Vec<ObjectId>,
+    /// Index objects skipped by the rebuild this caused (damaged), as [`Catalog::sync`] says.
+    pub warnings: Vec<String>,
+}
 
 /// A pack the catalog knows, with the time `check --read-data` last verified it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,6 +171,17 @@ fn base_id(kind: BlobKind, base: Option<Vec<u8>>) -> Result<Option<BlobId>> {
     }
 }
 
+/// Creates a directory and its missing parents readable by the owner only: the cache names
+/// every blob and pack of the repositories it serves.
+pub fn private_dir_all(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .ctx(|| format!("creating cache directory {}", dir.display()))
+}
+
 fn sql<T>(ctx: &str, r: rusqlite::Result<T>) -> Result<T> {
     r.map_err(|e| Error::catalog(ctx.to_string(), e))
 }
@@ -150,8 +191,7 @@ impl Catalog {
     /// another schema version or repository.
     pub fn open(cache_dir: &Path, repo_id: &str) -> Result<Catalog> {
         let dir = cache_dir.join(repo_id);
-        std::fs::create_dir_all(&dir)
-            .ctx(|| format!("creating cache directory {}", dir.display()))?;
+        private_dir_all(&dir)?;
         let path = dir.join("catalog.sqlite");
         match Self::open_checked(&path, repo_id) {
             Ok(Some(c)) => Ok(c),
@@ -213,11 +253,18 @@ impl Catalog {
             // Version 2 lacked the blobs-by-pack index, which SCHEMA just created; versions 2
             // and 3 lack the base column of delta blobs. Their rows need no base (those builds
             // knew no delta blobs), so adding the column upgrades them and keeps the ledger.
-            (Some(v), Some(r)) if (v == "2" || v == "3") && r == repo_id => {
+            // Version 4 lacked the absent-pack and seen-snapshot tables, which SCHEMA just
+            // created empty (nothing recorded absent yet: the next listing of packs does it).
+            (Some(v), Some(r)) if (v == "2" || v == "3" || v == "4") && r == repo_id => {
+                let add_base = if v == "4" {
+                    ""
+                } else {
+                    "ALTER TABLE blobs ADD COLUMN base BLOB;"
+                };
                 sql(
                     "upgrade",
                     conn.execute_batch(&format!(
-                        "BEGIN; ALTER TABLE blobs ADD COLUMN base BLOB;
+                        "BEGIN; {add_base}
                          UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';
                          COMMIT;"
                     )),
@@ -307,8 +354,9 @@ impl Catalog {
         Ok(skipped)
     }
 
-    /// Forgets every index object and syncs from scratch. The verification ledger is kept:
-    /// it records facts about packs, not about index objects.
+    /// Forgets every index object and syncs from scratch. The verification ledger, the absent
+    /// packs and the snapshots seen are kept: they record facts about the repository, not about
+    /// index objects.
     pub fn rebuild(&mut self, backend: &dyn Backend, key: &MasterKey) -> Result<Vec<String>> {
         self.clear()?;
         self.sync(backend, key)
@@ -317,8 +365,12 @@ impl Catalog {
     fn clear(&mut self) -> Result<()> {
         sql(
             "clear",
-            self.conn
-                .execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_objects;"),
+            // An absent pack stays recorded, but counts as named only by the index objects the
+            // next sync loads again.
+            self.conn.execute_batch(
+                "DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_objects;
+                 DELETE FROM absent_blobs; UPDATE absent_packs SET named = 0;",
+            ),
         )
     }
 
@@ -348,17 +400,38 @@ impl Catalog {
                      WHERE blobs.kind = 2 AND (excluded.kind != 2 OR excluded.base < blobs.base)",
                 ),
             )?;
+            let mut absent = sql(
+                "prepare",
+                tx.prepare_cached("UPDATE absent_packs SET named = 1 WHERE id = ?1"),
+            )?;
+            let mut absent_blob = sql(
+                "prepare",
+                tx.prepare_cached("INSERT OR IGNORE INTO absent_blobs VALUES (?1, ?2)"),
+            )?;
+            // Entries of packs the storage does not hold never reach the catalog.
+            let mut present = Vec::with_capacity(packs.len());
             let mut rows = Vec::with_capacity(packs.len());
             for p in packs {
+                if sql("absent pack", absent.execute([&p.id.0[..]]))? > 0 {
+                    // Remembered only to name the lost pack when such a blob is asked for.
+                    for e in &p.entries {
+                        sql(
+                            "absent blob",
+                            absent_blob.execute(params![&e.id.0[..], &p.id.0[..]]),
+                        )?;
+                    }
+                    continue;
+                }
                 sql(
                     "insert pack",
                     ins_pack.execute(params![&p.id.0[..], p.size as i64]),
                 )?;
                 let row: i64 = sql("pack row", pack_row.query_row([&p.id.0[..]], |r| r.get(0)))?;
                 rows.push(row);
+                present.push(p);
             }
             // Inserting in id order touches each B-tree page once per transaction.
-            let mut all: Vec<(&PackEntry, i64)> = packs
+            let mut all: Vec<(&PackEntry, i64)> = present
                 .iter()
                 .zip(&rows)
                 .flat_map(|(p, row)| p.entries.iter().map(move |e| (e, *row)))
@@ -388,6 +461,153 @@ impl Catalog {
         sql("commit", tx.commit())
     }
 
+    /// Takes a complete listing of the packs the storage holds, made after this catalog was
+    /// last synced (so every pack an absorbed index object names was durable before the
+    /// listing began): indexed packs it lacks are recorded absent, recorded ones it shows are
+    /// taken back, and if either happened the catalog is rebuilt from the index objects without
+    /// the entries of absent packs.
+    pub fn observe_packs(
+        &mut self,
+        stored: &HashSet<ObjectId>,
+        backend: &dyn Backend,
+        key: &MasterKey,
+    ) -> Result<PackObservation> {
+        let mut out = PackObservation::default();
+        for p in self.packs()? {
+            if !stored.contains(&p.id) {
+                out.newly_absent.push(p.id);
+            }
+        }
+        let mut rebuild = !out.newly_absent.is_empty();
+        {
+            let mut st = sql(
+                "prepare",
+                self.conn.prepare("SELECT id, named FROM absent_packs"),
+            )?;
+            let rows = sql(
+                "absent packs",
+                st.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))),
+            )?;
+            for row in rows {
+                let (id, named) = sql("absent packs", row)?;
+                let id = ObjectId::from_slice(&id)?;
+                if stored.contains(&id) {
+                    out.returned.push(id);
+                    // Its entries come back only with a rebuild.
+                    rebuild |= named != 0;
+                }
+            }
+        }
+        if !out.newly_absent.is_empty() || !out.returned.is_empty() {
+            let tx = sql("begin", self.conn.transaction())?;
+            {
+                let mut add = sql(
+                    "prepare",
+                    tx.prepare_cached(
+                        "INSERT OR REPLACE INTO absent_packs (id, named) VALUES (?1, 1)",
+                    ),
+                )?;
+                for id in &out.newly_absent {
+                    sql("absent pack", add.execute([&id.0[..]]))?;
+                }
+                let mut del = sql(
+                    "prepare",
+                    tx.prepare_cached("DELETE FROM absent_packs WHERE id = ?1"),
+                )?;
+                for id in &out.returned {
+                    sql("absent pack", del.execute([&id.0[..]]))?;
+                }
+            }
+            sql("commit", tx.commit())?;
+            if rebuild {
+                out.warnings = self.rebuild(backend, key)?;
+            }
+        }
+        out.absent = self.absent_packs()?;
+        Ok(out)
+    }
+
+    /// A pack the storage lost that index objects say holds `id` (for messages: such blobs
+    /// are not in the catalog).
+    pub fn lost_pack_of(&self, id: &BlobId) -> Result<Option<ObjectId>> {
+        let mut st = sql(
+            "prepare",
+            self.conn
+                .prepare_cached("SELECT pack FROM absent_blobs WHERE id = ?1 LIMIT 1"),
+        )?;
+        let pack: Option<Vec<u8>> =
+            sql("lookup", st.query_row([&id.0[..]], |r| r.get(0)).optional())?;
+        pack.map(|p| ObjectId::from_slice(&p)).transpose()
+    }
+
+    /// The error for a blob the catalog does not place: the missing pack that held it, if an
+    /// index object names one, else "not in any index object". `role` says what it is needed
+    /// as (e.g. " (the base of delta blob …)").
+    pub fn missing_blob(&self, id: &BlobId, role: &str) -> Error {
+        match self.lost_pack_of(id) {
+            Ok(Some(pack)) => Error::Missing {
+                object: format!(
+                    "pack {} (it holds blob {}{role}; an index object lists the pack, but the storage does not have it)",
+                    pack.to_hex(),
+                    id.to_hex()
+                ),
+            },
+            _ => Error::Missing {
+                object: format!("blob {}{role} (not in any index object)", id.to_hex()),
+            },
+        }
+    }
+
+    /// Packs recorded absent that some absorbed index object names: missing from the last
+    /// listing of packs.
+    pub fn absent_packs(&self) -> Result<Vec<ObjectId>> {
+        let mut st = sql(
+            "prepare",
+            self.conn
+                .prepare("SELECT id FROM absent_packs WHERE named = 1 ORDER BY id"),
+        )?;
+        let rows = sql("absent packs", st.query_map([], |r| r.get::<_, Vec<u8>>(0)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(ObjectId::from_slice(&sql("absent packs", row)?)?);
+        }
+        Ok(out)
+    }
+
+    /// Remembers that these snapshots existed at `at` (unix seconds); the first sighting stays.
+    pub fn remember_snapshots(&self, ids: &[ObjectId], at: i64) -> Result<()> {
+        let tx = sql("begin", self.conn.unchecked_transaction())?;
+        {
+            let mut st = sql(
+                "prepare",
+                tx.prepare_cached("INSERT OR IGNORE INTO seen_snapshots VALUES (?1, ?2)"),
+            )?;
+            for id in ids {
+                sql("seen snapshot", st.execute(params![&id.0[..], at]))?;
+            }
+        }
+        sql("commit", tx.commit())
+    }
+
+    /// Every snapshot this machine has seen in the repository, with when it first saw it.
+    pub fn seen_snapshots(&self) -> Result<Vec<(ObjectId, i64)>> {
+        let mut st = sql(
+            "prepare",
+            self.conn
+                .prepare("SELECT id, at FROM seen_snapshots ORDER BY at, id"),
+        )?;
+        let rows = sql(
+            "seen snapshots",
+            st.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))),
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, at) = sql("seen snapshots", row)?;
+            out.push((ObjectId::from_slice(&id)?, at));
+        }
+        Ok(out)
+    }
+
     /// Whether the repository has this blob.
     pub fn contains(&self, id: &BlobId) -> Result<bool> {
         let mut st = sql(
@@ -412,6 +632,12 @@ impl Catalog {
                     return Err(Error::corrupt(
                         what(),
                         format!("its base {} is not a data blob", base_id.to_hex()),
+                    ));
+                }
+                None if self.lost_pack_of(&base_id)?.is_some() => {
+                    return Err(self.missing_blob(
+                        &base_id,
+                        &format!(", the base of delta blob {}", id.to_hex()),
                     ));
                 }
                 None => {
@@ -647,6 +873,21 @@ impl DiskBlobSet {
                 .prepare_cached("INSERT OR IGNORE INTO s VALUES (?1)"),
         )?;
         Ok(sql("temp set", st.execute([&id.0[..]]))? == 1)
+    }
+
+    /// How many ids the set holds.
+    pub fn len(&self) -> Result<u64> {
+        let n: i64 = sql(
+            "temp set",
+            self.conn
+                .query_row("SELECT count(*) FROM s", [], |r| r.get(0)),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
     }
 
     /// Whether `id` is in the set.
@@ -976,6 +1217,62 @@ mod tests {
                 whole_copy,
                 whole_copy
             ]
+        );
+    }
+
+    /// A pack an index object names but the storage lacks (a stale index object put back
+    /// after a prune) serves no lookup; it is taken back when it reappears, and an index object
+    /// naming it that arrives later is filtered too.
+    #[test]
+    fn entries_of_absent_packs_serve_no_lookup() {
+        let t = tempfile::tempdir().unwrap();
+        let key = MasterKey::from_secret([8; 32]);
+        let backend = MemBackend::new();
+        put_index(&backend, &key, 1, 10);
+        put_index(&backend, &key, 2, 20);
+        let mut c = Catalog::open(t.path(), "repo-x").unwrap();
+        c.sync(&backend, &key).unwrap();
+        assert!(c.contains(&BlobId([20; 32])).unwrap());
+        let only_1: HashSet<ObjectId> = [ObjectId([1; 32])].into();
+        let seen = c.observe_packs(&only_1, &backend, &key).unwrap();
+        assert_eq!(seen.newly_absent, [ObjectId([2; 32])]);
+        assert_eq!(seen.absent, [ObjectId([2; 32])]);
+        assert!(!c.contains(&BlobId([20; 32])).unwrap());
+        assert!(c.locate(&BlobId([20; 32])).unwrap().is_none());
+        assert!(c.contains(&BlobId([10; 32])).unwrap());
+        // Another index object naming the absent pack: still nothing.
+        put_index(&backend, &key, 2, 21);
+        c.sync(&backend, &key).unwrap();
+        assert!(!c.contains(&BlobId([21; 32])).unwrap());
+        // The same listing again changes nothing; the pack's return brings its entries back.
+        assert!(
+            c.observe_packs(&only_1, &backend, &key)
+                .unwrap()
+                .newly_absent
+                .is_empty()
+        );
+        let both: HashSet<ObjectId> = [ObjectId([1; 32]), ObjectId([2; 32])].into();
+        let seen = c.observe_packs(&both, &backend, &key).unwrap();
+        assert_eq!(seen.returned, [ObjectId([2; 32])]);
+        assert!(seen.absent.is_empty());
+        assert!(c.contains(&BlobId([20; 32])).unwrap());
+        assert!(c.contains(&BlobId([21; 32])).unwrap());
+    }
+
+    #[test]
+    fn snapshots_seen_survive_a_rebuild() {
+        let t = tempfile::tempdir().unwrap();
+        let key = MasterKey::from_secret([9; 32]);
+        let backend = MemBackend::new();
+        let mut c = Catalog::open(t.path(), "repo-s5").unwrap();
+        c.remember_snapshots(&[ObjectId([3; 32]), ObjectId([4; 32])], 100)
+            .unwrap();
+        c.remember_snapshots(&[ObjectId([3; 32])], 200).unwrap();
+        c.rebuild(&backend, &key).unwrap();
+        assert_eq!(
+            c.seen_snapshots().unwrap(),
+            [(ObjectId([3; 32]), 100), (ObjectId([4; 32]), 100)],
+            "the first sighting stays, and a rebuild keeps them"
         );
     }
 }

@@ -10,9 +10,14 @@
 //!    must hash to its name, its header must match the catalog, and every blob must authenticate,
 //!    inflate and hash to its id. Packs that read clean are stamped in the catalog's
 //!    verification ledger, which `--max-age` uses to re-read the least recently verified first.
+//!    Packs that the structural pass found damaged but present (a bad header, a wrong size)
+//!    are always read this way, even without `--read-data`: their blobs are judged one by one,
+//!    so an intact blob in a pack with a damaged header does not condemn the files that need it.
 //! 3. **Snapshots.** Every snapshot opens and its trees are walked; each file that needs a blob
 //!    that is missing, in a missing or damaged pack, or damaged itself is named, per snapshot.
 //!    Trees already walked are remembered in a temporary disk set, so memory stays flat.
+//! 4. **History.** A snapshot that disappeared without a forget record (see [`crate::history`])
+//!    is damage; one present although a forget record names it is a note.
 //!
 //! Memory: one index object, one pack per reading thread, the pack listing (about 60 bytes per
 //! pack, i.e. ~4 MiB per TiB stored) and the damage found. Blobs and trees are never collected.
@@ -152,6 +157,10 @@ pub struct CheckReport {
     pub damaged_blobs: Vec<String>,
     /// Snapshots that need damaged or missing data.
     pub affected_snapshots: Vec<AffectedSnapshot>,
+    /// Snapshots known to have existed that disappeared without a forget record.
+    pub missing_snapshots: Vec<crate::history::MissingSnapshot>,
+    /// Packs that index objects name but the storage does not hold.
+    pub absent_packs: Vec<String>,
     /// Every problem, one line each, naming the object.
     pub problems: Vec<String>,
     /// Things worth knowing that are not damage.
@@ -210,7 +219,10 @@ pub fn check(
     let mut damage = Damage::default();
 
     let mut stored: HashMap<ObjectId, u64> = HashMap::new();
-    for (name, size) in backend.list(ObjectKind::Pack)? {
+    // The listing also tells the catalog which indexed packs are gone.
+    let (listing, observed) = repo.observe_packs()?;
+    report.absent_packs = observed.absent.iter().map(|p| p.to_hex()).collect();
+    for (name, size) in listing {
         match ObjectId::from_hex(&name) {
             Ok(id) => {
                 stored.insert(id, size);
@@ -230,19 +242,45 @@ pub fn check(
     }
     report.blobs = repo.catalog().counts()?.0;
 
-    if opts.reads_data() {
+    // Damaged but present: judge their blobs one by one.
+    let mut suspects: Vec<ObjectId> = damage
+        .packs
+        .keys()
+        .filter(|p| stored.contains_key(p))
+        .copied()
+        .collect();
+    suspects.sort();
+    if opts.reads_data() || !suspects.is_empty() {
         read_packs(
             repo,
             &backend,
             &key,
             &stored,
             opts,
+            &suspects,
             &mut damage,
             &mut report,
             progress,
         )?;
     }
     check_snapshots(repo, &mut damage, &mut report, progress)?;
+    let history = crate::history::audit(repo)?;
+    for m in &history.missing {
+        report.problems.push(format!(
+            "snapshot {} is missing: {}, and no forget record names it (deleted or rolled back outside tresor; if that was meant, `tresor prune --allow-missing-snapshots` records it as forgotten)",
+            m.id, m.evidence
+        ));
+    }
+    for d in &history.damaged_records {
+        report.problems.push(d.clone());
+    }
+    for r in &history.resurrected {
+        report.notes.push(format!(
+            "snapshot {r} is present although a forget record names it (a forget interrupted before its deletion, or an old object put back); `tresor snapshot forget {}` removes it",
+            &r[..8]
+        ));
+    }
+    report.missing_snapshots = history.missing;
 
     report.damaged_packs = damage.named.iter().map(|p| p.to_hex()).collect();
     report.damaged_blobs = damage.blobs.keys().map(|b| b.to_hex()).collect();
@@ -291,7 +329,9 @@ fn check_index_objects(
             match stored.get(&p.id) {
                 None => damage.pack(
                     p.id,
-                    format!("is missing (listed by index object {})", &name[..8]),
+                    format!(
+                        "is missing, yet index object {name} lists it (a pack deleted outside tresor, or a stale index object put back; backups do not reuse its blobs, and `tresor repair index` rewrites the index from the packs)"
+                    ),
                 ),
                 Some(&size) if size != p.size => damage.pack(
                     p.id,
@@ -303,7 +343,8 @@ fn check_index_objects(
                 ),
                 Some(_) => present.push(p),
             }
-            if !stale {
+            // The catalog leaves out the entries of packs that are gone.
+            if !stale && stored.contains_key(&p.id) {
                 stale = !catalog_agrees(repo, &p.id, &p.entries)?;
             }
         }
@@ -322,7 +363,11 @@ fn check_index_objects(
             }
         }
     }
-    if !stale && repo.catalog().counts()?.1 != indexed_packs.len() as u64 {
+    let indexed_present = indexed_packs
+        .iter()
+        .filter(|p| stored.contains_key(p))
+        .count();
+    if !stale && repo.catalog().counts()?.1 != indexed_present as u64 {
         stale = true;
     }
     if stale {
@@ -425,6 +470,7 @@ fn read_packs(
     key: &Arc<MasterKey>,
     stored: &HashMap<ObjectId, u64>,
     opts: &CheckOptions,
+    suspects: &[ObjectId],
     damage: &mut Damage,
     report: &mut CheckReport,
     progress: &dyn CheckProgress,
@@ -432,11 +478,23 @@ fn read_packs(
     let now = chrono::Utc::now().timestamp();
     let all = repo.catalog().packs()?;
     let total = all.len() as u64;
-    let chosen = select_packs(all, stored, opts, now);
-    report.packs_not_read = total - chosen.len() as u64;
+    let mut chosen = if opts.reads_data() {
+        select_packs(all.clone(), stored, opts, now)
+    } else {
+        Vec::new()
+    };
+    if opts.reads_data() {
+        report.packs_not_read = total - chosen.len() as u64;
+    }
+    let picked: HashSet<ObjectId> = chosen.iter().map(|p| p.id).collect();
+    chosen.extend(
+        all.into_iter()
+            .filter(|p| suspects.contains(&p.id) && !picked.contains(&p.id)),
+    );
     progress.phase("read", chosen.iter().map(|p| p.size).sum());
     let group = rayon::current_num_threads().max(1) * 2;
     for batch in chosen.chunks(group) {
+        crate::interrupt::check()?;
         let work: Vec<(&PackRecord, Vec<PackEntry>, Bases)> = batch
             .iter()
             .map(|p| {
@@ -703,10 +761,14 @@ fn blob_is_bad(repo: &Repo, id: &BlobId, damage: &mut Damage) -> Result<bool> {
     }
     match repo.catalog().blob_row(id)? {
         None => {
-            damage.blob(
-                *id,
-                "is needed by a snapshot but is not in any index".into(),
-            );
+            let why = match repo.catalog().lost_pack_of(id)? {
+                Some(p) => format!(
+                    "is needed by a snapshot, but its pack {} is missing",
+                    p.to_hex()
+                ),
+                None => "is needed by a snapshot but is not in any index".into(),
+            };
+            damage.blob(*id, why);
             Ok(true)
         }
         Some((loc, base)) => Ok(damage.packs.contains_key(&loc.pack)

@@ -33,9 +33,10 @@ pub enum Error {
     #[error("{0} already exists and is not empty; refusing to initialise a repository over it")]
     RepoExists(String),
 
-    /// No key file could be opened with the given password.
-    #[error("wrong password: no key in the repository opens with it")]
-    WrongPassword,
+    /// No key file could be opened with the given password; `detail` says which key files were
+    /// not tried (stray files, or over the cost budget), if any.
+    #[error("wrong password: no key in the repository opens with it{detail}")]
+    WrongPassword { detail: String },
 
     /// An object failed authentication, a length check, an id check or parsing.
     #[error("corrupt {object}: {reason}")]
@@ -77,6 +78,18 @@ pub enum Error {
     #[error("the repository is locked: {0}")]
     Locked(String),
 
+    /// The lock this operation held was removed by another process (judged stale, or
+    /// `repo unlock --remove-all`): the operation stopped before committing more work.
+    #[error(
+        "the repository lock of this operation was lost: {0}; stopped without committing more (no snapshot was written)"
+    )]
+    LockLost(String),
+
+    /// A signal (SIGINT, SIGTERM, SIGHUP) asked the operation to stop; it stopped at a safe
+    /// point, removed its temporary files and its lock, and committed nothing more.
+    #[error("interrupted by {}: stopped cleanly, nothing more was committed", signal_name(*signal))]
+    Interrupted { signal: i32 },
+
     /// A restored file differs from the snapshot (`snapshot restore --verify`).
     #[error("restored file {path} does not match the snapshot: {reason}")]
     Mismatch { path: PathBuf, reason: String },
@@ -94,7 +107,30 @@ pub enum Error {
     },
 }
 
+/// The usual name of a signal number.
+pub fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        libc::SIGQUIT => "SIGQUIT".into(),
+        n => format!("signal {n}"),
+    }
+}
+
 impl Error {
+    /// Whether this is a refusal to write by the storage: a read-only file system or missing
+    /// write permission (a mounted backup disk, a read-only snapshot of a volume).
+    pub fn is_read_only(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM)
+            ),
+            _ => false,
+        }
+    }
+
     /// Wraps an I/O error with what was being done, turning ENOSPC into [`Error::NoSpace`].
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         let context = context.into();

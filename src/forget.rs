@@ -4,7 +4,6 @@
 
 use std::str::FromStr;
 
-use crate::backend::ObjectKind;
 use crate::error::{Error, Result};
 use crate::id::ObjectId;
 use crate::policy::{self, Candidate, Policy};
@@ -181,12 +180,13 @@ fn verdict(id: &ObjectId, s: &Snapshot, by: GroupBy, keep: bool, reasons: Vec<St
     }
 }
 
-/// Removes the snapshot objects of the verdicts that do not keep.
+/// Removes the snapshot objects of the verdicts that do not keep, after a forget record naming
+/// them is durable (see [`crate::history`]).
 pub fn remove(repo: &Repo, verdicts: &[Verdict]) -> Result<u64> {
-    let mut n = 0;
-    for v in verdicts.iter().filter(|v| !v.keep) {
-        repo.backend().delete(ObjectKind::Snapshot, &v.id)?;
-        n += 1;
-    }
-    Ok(n)
+    let ids = verdicts
+        .iter()
+        .filter(|v| !v.keep)
+        .map(|v| ObjectId::from_hex(&v.id))
+        .collect::<Result<Vec<_>>>()?;
+    repo.forget_snapshots(&ids, "snapshot forget")
 }

@@ -15,6 +15,9 @@ pub const MIN_REPO_VERSION: u32 = 1;
 /// Version of key files.
 pub const KEY_FILE_VERSION: u32 = 1;
 
+/// Version of forget records.
+pub const FORGET_RECORD_VERSION: u32 = 1;
+
 /// Version of snapshot objects.
 pub const SNAPSHOT_VERSION: u32 = 1;
 
@@ -131,6 +134,8 @@ pub mod aad {
     pub const LOCK: &[u8] = b"tresor/v1/lock";
     /// The master key inside a key file.
     pub const KEY: &[u8] = b"tresor/v1/key";
+    /// A forget record (which snapshots were removed, by whom, why).
+    pub const FORGOTTEN: &[u8] = b"tresor/v1/forgotten";
 }
 
 /// Key-derivation contexts for the subkeys derived from the master secret (BLAKE3 derive_key).

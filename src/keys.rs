@@ -5,12 +5,19 @@
 //!
 //! ```json
 //! {"version":1,"kdf":"argon2id","memory_kib":65536,"iterations":3,"parallelism":1,
-//!  "salt":"<32 hex>","created":"…","host":"…","master":"<hex of sealed 32-byte secret>"}
+//!  "salt":"<32 hex>","created":"…","host":"…","user":"…",
+//!  "master":"<hex of sealed 32-byte secret>"}
 //! ```
 //!
 //! The wrapping key is argon2id(password, salt) → 32 bytes; `master` is an XChaCha20-Poly1305
 //! envelope of the master secret with associated data `tresor/v1/key`. A repository may hold
-//! several key files; opening tries each one. The file is named by the BLAKE3 hash of its bytes.
+//! several key files (one per password: `tresor key add`); each wraps the same master secret.
+//! The file is named by the BLAKE3 hash of its bytes. `user` is absent in key files written
+//! before key management existed.
+//!
+//! Anyone who can write to `keys/` can plant files there, so a reader checks each file cheaply
+//! ([`inspect`]: size, name, JSON, KDF limits) before spending a KDF on it, and the repository
+//! bounds the total KDF cost of one open (see `repo::Repo::open_with`).
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -42,6 +49,48 @@ impl Default for KdfParams {
     }
 }
 
+impl KdfParams {
+    /// The argon2 work this costs: memory (KiB) × passes.
+    pub fn cost(&self) -> u64 {
+        self.memory_kib as u64 * self.iterations as u64
+    }
+
+    /// Refuses parameters a reader would refuse (so `repo init` and `key add` can never write
+    /// a key file that cannot be opened) and those argon2 itself rejects.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |why: String| Err(Error::InvalidArgument(format!("KDF parameters: {why}")));
+        if self.parallelism == 0 || self.parallelism > MAX_PARALLELISM {
+            return bad(format!("parallelism must be 1 to {MAX_PARALLELISM}"));
+        }
+        if self.iterations == 0 || self.iterations > MAX_ITERATIONS {
+            return bad(format!(
+                "iterations must be 1 to {MAX_ITERATIONS} (got {})",
+                self.iterations
+            ));
+        }
+        let min_memory = 8 * self.parallelism;
+        if self.memory_kib < min_memory || self.memory_kib > MAX_MEMORY_KIB {
+            return bad(format!(
+                "memory must be {min_memory} KiB to {MAX_MEMORY_KIB} KiB (got {})",
+                self.memory_kib
+            ));
+        }
+        if self.cost() > MAX_WORK_KIB {
+            return bad(format!(
+                "memory × iterations must be at most {MAX_WORK_KIB} KiB (got {})",
+                self.cost()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Most argon2 lanes a key file may ask for.
+pub const MAX_PARALLELISM: u32 = 64;
+
+/// Largest key file a reader looks at: real ones are about 400 bytes.
+pub const MAX_KEY_FILE_LEN: u64 = 64 * 1024;
+
 /// Largest argon2 memory a key file may ask for: 2 GiB.
 pub const MAX_MEMORY_KIB: u32 = 2 * 1024 * 1024;
 /// Most argon2 passes a key file may ask for.
@@ -61,7 +110,84 @@ pub struct KeyFile {
     salt: String,
     created: String,
     host: String,
+    #[serde(default)]
+    user: String,
     master: String,
+}
+
+/// What a key file says about itself (readable without the password).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct KeyInfo {
+    /// The key file's name: the BLAKE3 hash of its bytes.
+    pub id: String,
+    /// Host it was made on.
+    pub host: String,
+    /// User who made it (empty for key files older than key management).
+    pub user: String,
+    /// When it was made (RFC 3339).
+    pub created: String,
+    /// Its argon2id parameters.
+    pub memory_kib: u32,
+    /// Passes.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+}
+
+impl KeyInfo {
+    /// Its KDF parameters.
+    pub fn params(&self) -> KdfParams {
+        KdfParams {
+            memory_kib: self.memory_kib,
+            iterations: self.iterations,
+            parallelism: self.parallelism,
+        }
+    }
+}
+
+/// Parses and checks a key file without the password (no KDF): its name matches its bytes,
+/// it is a key file of a known version, and its KDF parameters are within the limits.
+pub fn inspect(name: &str, bytes: &[u8]) -> Result<KeyInfo> {
+    Ok(parse(name, bytes)?.0)
+}
+
+fn parse(name: &str, bytes: &[u8]) -> Result<(KeyInfo, KeyFile)> {
+    let what = || format!("key file {name}");
+    if bytes.len() as u64 > MAX_KEY_FILE_LEN {
+        return Err(Error::corrupt(
+            what(),
+            format!("{} bytes is too large for a key file", bytes.len()),
+        ));
+    }
+    if ObjectId::of_bytes(bytes).to_hex() != name {
+        return Err(Error::corrupt(what(), "content does not match its name"));
+    }
+    let kf: KeyFile =
+        serde_json::from_slice(bytes).map_err(|e| Error::corrupt(what(), e.to_string()))?;
+    if kf.version != format::KEY_FILE_VERSION {
+        return Err(Error::UnsupportedVersion {
+            what: "key file",
+            found: kf.version,
+            supported: format::KEY_FILE_VERSION,
+        });
+    }
+    if kf.kdf != "argon2id" {
+        return Err(Error::corrupt(what(), format!("unknown kdf {:?}", kf.kdf)));
+    }
+    let info = KeyInfo {
+        id: name.to_string(),
+        host: kf.host.clone(),
+        user: kf.user.clone(),
+        created: kf.created.clone(),
+        memory_kib: kf.memory_kib,
+        iterations: kf.iterations,
+        parallelism: kf.parallelism,
+    };
+    // Refuse parameters that would take absurd time or memory (a hostile key file).
+    info.params()
+        .validate()
+        .map_err(|e| Error::corrupt(what(), format!("unreasonable KDF parameters ({e})")))?;
+    Ok((info, kf))
 }
 
 fn derive(password: &[u8], salt: &[u8], p: KdfParams) -> Result<Zeroizing<[u8; 32]>> {
@@ -80,7 +206,9 @@ pub fn create(
     password: &[u8],
     params: KdfParams,
     host: &str,
+    user: &str,
 ) -> Result<(ObjectId, Vec<u8>)> {
+    params.validate()?;
     let mut salt = [0u8; 16];
     crypto::random_bytes(&mut salt)?;
     let kek = derive(password, &salt, params)?;
@@ -94,6 +222,7 @@ pub fn create(
         salt: hex::encode(salt),
         created: chrono::Utc::now().to_rfc3339(),
         host: host.into(),
+        user: user.into(),
         master: hex::encode(sealed),
     };
     let bytes =
@@ -104,36 +233,12 @@ pub fn create(
 /// Tries to unwrap the master key from one key file. `Ok(None)`: the password does not fit.
 pub fn open(name: &str, bytes: &[u8], password: &[u8]) -> Result<Option<MasterKey>> {
     let what = || format!("key file {name}");
-    let kf: KeyFile =
-        serde_json::from_slice(bytes).map_err(|e| Error::corrupt(what(), e.to_string()))?;
-    if kf.version != format::KEY_FILE_VERSION {
-        return Err(Error::UnsupportedVersion {
-            what: "key file",
-            found: kf.version,
-            supported: format::KEY_FILE_VERSION,
-        });
-    }
-    if kf.kdf != "argon2id" {
-        return Err(Error::corrupt(what(), format!("unknown kdf {:?}", kf.kdf)));
-    }
-    // Refuse parameters that would take absurd time or memory (a hostile key file).
-    if kf.memory_kib > MAX_MEMORY_KIB
-        || kf.iterations > MAX_ITERATIONS
-        || (kf.memory_kib as u64) * (kf.iterations as u64) > MAX_WORK_KIB
-        || kf.parallelism == 0
-        || kf.parallelism > 64
-    {
-        return Err(Error::corrupt(what(), "unreasonable KDF parameters"));
-    }
+    let (info, kf) = parse(name, bytes)?;
     let salt = hex::decode(&kf.salt).map_err(|_| Error::corrupt(what(), "salt is not hex"))?;
     let sealed =
         hex::decode(&kf.master).map_err(|_| Error::corrupt(what(), "master is not hex"))?;
-    let params = KdfParams {
-        memory_kib: kf.memory_kib,
-        iterations: kf.iterations,
-        parallelism: kf.parallelism,
-    };
-    let kek = derive(password, &salt, params).map_err(|e| Error::corrupt(what(), e.to_string()))?;
+    let kek = derive(password, &salt, info.params())
+        .map_err(|e| Error::corrupt(what(), e.to_string()))?;
     match crypto::open_with(&crypto::cipher_from(&kek), format::aad::KEY, &sealed, &what) {
         Ok(secret) => {
             let secret = Zeroizing::new(secret);
@@ -159,10 +264,66 @@ mod tests {
             iterations: 1,
             parallelism: 1,
         };
-        let (_, bytes) = create(&k, b"secret", p, "h").unwrap();
-        let back = open("k", &bytes, b"secret").unwrap().unwrap();
+        let (id, bytes) = create(&k, b"secret", p, "h", "u").unwrap();
+        let name = id.to_hex();
+        let back = open(&name, &bytes, b"secret").unwrap().unwrap();
         assert_eq!(back.secret(), k.secret());
-        assert!(open("k", &bytes, b"wrong").unwrap().is_none());
-        assert!(open("k", b"{not json", b"secret").is_err());
+        assert!(open(&name, &bytes, b"wrong").unwrap().is_none());
+        let info = inspect(&name, &bytes).unwrap();
+        assert_eq!((info.host.as_str(), info.user.as_str()), ("h", "u"));
+        assert_eq!(info.params(), p);
+        // Under another name (a copy renamed): refused before any KDF.
+        assert!(open("k", &bytes, b"secret").is_err());
+        let junk = b"{not json";
+        assert!(open(&ObjectId::of_bytes(junk).to_hex(), junk, b"secret").is_err());
+    }
+
+    /// Whatever a reader refuses, a writer refuses first (`repo init --kdf-iterations 25`
+    /// once made a repository nobody could open).
+    #[test]
+    fn parameters_a_reader_refuses_are_refused_at_creation() {
+        let k = MasterKey::generate().unwrap();
+        let ok = KdfParams {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+        };
+        for bad in [
+            KdfParams {
+                iterations: 25,
+                ..ok
+            },
+            KdfParams {
+                iterations: 0,
+                ..ok
+            },
+            KdfParams {
+                memory_kib: 4,
+                ..ok
+            },
+            KdfParams {
+                memory_kib: MAX_MEMORY_KIB + 1,
+                ..ok
+            },
+            KdfParams {
+                memory_kib: MAX_MEMORY_KIB,
+                iterations: 3,
+                ..ok
+            },
+            KdfParams {
+                parallelism: 0,
+                ..ok
+            },
+            KdfParams {
+                parallelism: 65,
+                memory_kib: 1024,
+                ..ok
+            },
+        ] {
+            let err = create(&k, b"pw", bad, "h", "u").unwrap_err();
+            assert!(matches!(err, Error::InvalidArgument(_)), "{bad:?}: {err}");
+        }
+        assert!(create(&k, b"pw", ok, "h", "u").is_ok());
+        assert!(KdfParams::default().validate().is_ok());
     }
 }

@@ -13,6 +13,9 @@
 //! 3. the removed packs are deleted;
 //! 4. the catalog is rebuilt.
 //!
+//! Before each step the lock is checked (still ours) and a signal to stop is honoured; the
+//! steps' order makes stopping between any two of them safe.
+//!
 //! Killed after 1: the new packs duplicate blobs that are still indexed elsewhere (harmless).
 //! Killed during 2: some blobs are listed twice (harmless). Killed during 3: some removed packs
 //! remain unindexed; the next backup adopts them, the next prune deletes them again. Prune runs
@@ -27,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::format::PACK_TRAILER_LEN;
 use crate::id::{BlobId, ObjectId};
 use crate::index::{self, IndexedPack};
-use crate::pack::{self, PackWriter};
+use crate::pack::PackWriter;
 use crate::repair::IndexWriter;
 use crate::repo::Repo;
 use crate::usage;
@@ -83,9 +86,10 @@ pub struct Plan {
 pub fn all_roots(repo: &Repo) -> Result<Vec<BlobId>> {
     let (snaps, damaged) = repo.snapshots()?;
     if let Some(d) = damaged.first() {
-        return Err(Error::InvalidArgument(format!(
-            "refusing to prune: {d}; what it needs is unknown (remove it with `tresor repair snapshots --forget`)"
-        )));
+        return Err(Error::corrupt(
+            d.clone(),
+            "refusing to prune: what this snapshot needs is unknown (remove it with `tresor repair snapshots --forget`)",
+        ));
     }
     Ok(snaps.into_iter().map(|(_, s)| s.root).collect())
 }
@@ -93,9 +97,12 @@ pub fn all_roots(repo: &Repo) -> Result<Vec<BlobId>> {
 /// Plans a prune that keeps exactly what `keep_roots` (root trees) reach.
 pub fn plan(repo: &Repo, keep_roots: &[BlobId], max_unused: f64) -> Result<Plan> {
     if let Some(w) = repo.warnings().first() {
-        return Err(Error::InvalidArgument(format!(
-            "refusing to prune while an index object is damaged ({w}); run `tresor repair index` first"
-        )));
+        return Err(Error::corrupt(
+            "index",
+            format!(
+                "refusing to prune while an index object is damaged ({w}); run `tresor repair index` first"
+            ),
+        ));
     }
     let used = usage::mark_all(repo, keep_roots)?;
     let stored: HashMap<ObjectId, u64> = repo
@@ -110,6 +117,11 @@ pub fn plan(repo: &Repo, keep_roots: &[BlobId], max_unused: f64) -> Result<Plan>
     };
     let mut delete = HashSet::new();
     let mut repack = Vec::new();
+    // Packs index objects name but the storage lost: their entries go from the index objects.
+    for id in repo.catalog().absent_packs()? {
+        s.missing_packs += 1;
+        delete.insert(id);
+    }
     for p in repo.catalog().packs()? {
         s.packs += 1;
         s.pack_bytes += p.size;
@@ -150,6 +162,17 @@ pub fn plan(repo: &Repo, keep_roots: &[BlobId], max_unused: f64) -> Result<Plan>
             s.unused_bytes_kept += unused;
         }
     }
+    // Every blob a kept snapshot needs must be indexed in a pack that exists: otherwise the
+    // repository is damaged, and judging what is unused could only guess.
+    let needed = used.len()?;
+    if s.used_blobs < needed {
+        return Err(Error::Missing {
+            object: format!(
+                "{} blobs kept snapshots need (no index lists them in a pack that exists; refusing to prune: run `tresor check`, then `tresor repair index` or `tresor repair snapshots --forget`)",
+                needed - s.used_blobs
+            ),
+        });
+    }
     let pack_size = repo.config().pack_size as u64;
     let new_packs = s.repack_copy_bytes.div_ceil(pack_size.max(1));
     s.bytes_freed = (s.delete_bytes + s.repack_bytes)
@@ -177,6 +200,8 @@ pub struct PruneReport {
     pub index_objects_removed: u64,
     /// Bytes of packs and index objects before minus after.
     pub bytes_freed: u64,
+    /// Forget records merged into one.
+    pub forget_records_merged: u64,
 }
 
 /// Carries out a plan (see the module documentation for the order).
@@ -205,8 +230,11 @@ pub fn execute(repo: &mut Repo, plan: Plan) -> Result<PruneReport> {
         Ok(())
     };
     for id in &plan.repack {
+        crate::interrupt::check()?;
         let bytes = backend.get(ObjectKind::Pack, &id.to_hex())?;
-        for e in pack::header_of(&key, id, &bytes)? {
+        // The catalog's entries, not the header: a pack whose header is damaged (its entries
+        // salvaged by `repair index`) is repacked like any other.
+        for e in repo.catalog().pack_entries(id)? {
             let Some(loc) = repo
                 .catalog()
                 .locate(&e.id)?
@@ -244,6 +272,8 @@ pub fn execute(repo: &mut Repo, plan: Plan) -> Result<PruneReport> {
     report.index_objects_written += iw.written.len() as u64;
 
     // 2. Rewrite every index object that names a pack being removed.
+    crate::interrupt::check()?;
+    repo.ensure_lock_held()?;
     let removed: HashSet<ObjectId> = plan
         .delete
         .iter()
@@ -274,6 +304,8 @@ pub fn execute(repo: &mut Repo, plan: Plan) -> Result<PruneReport> {
     }
 
     // 3. Only now delete the packs.
+    crate::interrupt::check()?;
+    repo.ensure_lock_held()?;
     for id in &removed {
         backend.delete(ObjectKind::Pack, &id.to_hex())?;
         report.packs_deleted += 1;
@@ -285,5 +317,6 @@ pub fn execute(repo: &mut Repo, plan: Plan) -> Result<PruneReport> {
         return Err(Error::corrupt("index after prune", w.clone()));
     }
     report.bytes_freed = before.saturating_sub(usage::repository_bytes(repo)?);
+    report.forget_records_merged = crate::history::compact(repo)?;
     Ok(report)
 }

@@ -4,6 +4,13 @@
 //! Every repair only adds before it removes: new index objects are durable before an old one
 //! is deleted, so a repair killed at any instant leaves a repository at least as complete as
 //! before (at worst with duplicate index entries, which are harmless).
+//!
+//! `repair index` never drops an entry it cannot replace. A pack whose header cannot be read
+//! (truncated, damaged) keeps the entries the old index objects give it, each *salvaged* by
+//! its blob's own authentication: a blob that still opens under its id (a delta, against its
+//! base) keeps its entry; one that lies past the pack's end or fails authentication is dropped
+//! (it is damage either way, and without its entry the next backup that meets the chunk stores
+//! it again); one that cannot be judged (its delta base unreadable) is kept. The pack is named.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -33,8 +40,23 @@ pub struct IndexRepair {
     pub index_objects_written: u64,
     /// Old index objects removed after the new ones were durable.
     pub index_objects_removed: u64,
-    /// Packs whose header could not be read: left in place, their blobs unindexed.
+    /// Packs whose header could not be read and that no old index object lists: left in
+    /// place, their blobs unindexed.
     pub unreadable_packs: Vec<String>,
+    /// Packs whose header could not be read, indexed from the old index objects' entries
+    /// (one line each: what was kept and dropped).
+    pub salvaged_packs: Vec<String>,
+    /// Entries kept for those packs.
+    pub blobs_salvaged: u64,
+    /// Entries dropped because their blob is damaged or cut off.
+    pub blobs_dropped: u64,
+}
+
+impl IndexRepair {
+    /// Whether the repair met damage (unreadable or salvaged packs).
+    pub fn found_damage(&self) -> bool {
+        !self.unreadable_packs.is_empty() || !self.salvaged_packs.is_empty()
+    }
 }
 
 /// What adopting unindexed packs did.
@@ -46,6 +68,8 @@ pub struct Adoption {
     pub blobs: u64,
     /// Packs that could not be adopted (header unreadable), with the reason.
     pub skipped: Vec<String>,
+    /// Packs index objects name that the storage does not hold (their blobs serve no dedup).
+    pub absent: Vec<String>,
 }
 
 /// Reads headers of `packs` in parallel; good ones become index entries.
@@ -113,6 +137,110 @@ impl<'a> IndexWriter<'a> {
     }
 }
 
+/// Every entry the readable index objects `names` give each pack (damaged objects skipped).
+fn old_entries(
+    repo: &Repo,
+    names: &[String],
+) -> Result<std::collections::HashMap<ObjectId, Vec<crate::pack::PackEntry>>> {
+    let mut out: std::collections::HashMap<ObjectId, Vec<crate::pack::PackEntry>> =
+        std::collections::HashMap::new();
+    for name in names {
+        let Ok(id) = ObjectId::from_hex(name) else {
+            continue;
+        };
+        let bytes = match repo.backend().get(ObjectKind::Index, name) {
+            Ok(b) => b,
+            Err(crate::error::Error::Missing { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let Ok(packs) = index::decode(repo.key(), &id, &bytes) else {
+            continue;
+        };
+        for p in packs {
+            let v = out.entry(p.id).or_default();
+            for e in p.entries {
+                if !v.contains(&e) {
+                    v.push(e);
+                }
+            }
+        }
+    }
+    for v in out.values_mut() {
+        v.sort_by_key(|e| e.offset);
+    }
+    Ok(out)
+}
+
+/// Keeps the entries of a pack with an unreadable header whose blobs still authenticate
+/// (see the module documentation): (kept, dropped, why the first was dropped).
+fn salvage(
+    repo: &Repo,
+    pack: &ObjectId,
+    entries: &[crate::pack::PackEntry],
+) -> Result<(Vec<crate::pack::PackEntry>, u64, Option<String>)> {
+    use crate::error::Error;
+    let bytes = match repo.backend().get(ObjectKind::Pack, &pack.to_hex()) {
+        Ok(b) => b,
+        // Cannot read it at all: keep everything, judge nothing.
+        Err(Error::Corrupt { .. }) | Err(Error::Missing { .. }) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let (mut kept, mut dropped, mut first) = (Vec::new(), 0u64, None);
+    for e in entries {
+        let end = e.offset as usize + e.stored_len as usize;
+        let verdict = match bytes.get(e.offset as usize..end) {
+            None => Err(format!(
+                "blob {} lies past the pack's end ({} bytes)",
+                e.id.short(),
+                bytes.len()
+            )),
+            Some(sealed) => {
+                let base = match e.base {
+                    None => None,
+                    Some(b) => match repo.catalog().locate(&b) {
+                        Ok(Some(loc)) => Some(crate::catalog::DeltaBase::at(b, &loc)),
+                        _ => None,
+                    },
+                };
+                let r = match (e.base, base) {
+                    (None, _) => crate::codec::decode(repo.key(), e.kind, &e.id, sealed, e.raw_len)
+                        .map(|_| ()),
+                    (Some(_), Some(base)) => {
+                        match crate::repo::read_base(repo.backend().as_ref(), repo.key(), &base) {
+                            Ok(plain) => crate::codec::decode_delta(
+                                repo.key(),
+                                &e.id,
+                                sealed,
+                                e.raw_len,
+                                &base.id,
+                                &plain,
+                            )
+                            .map(|_| ()),
+                            // The base cannot be read: this blob cannot be judged, keep it.
+                            Err(_) => Ok(()),
+                        }
+                    }
+                    (Some(_), None) => Ok(()),
+                };
+                r.map_err(|err| format!("blob {}: {err}", e.id.short()))
+            }
+        };
+        match verdict {
+            Ok(()) => kept.push(*e),
+            Err(why) if bytes.is_empty() => {
+                // The pack could not be read: keep the entry, it may be a passing fault.
+                let _ = why;
+                kept.push(*e);
+            }
+            Err(why) => {
+                dropped += 1;
+                first.get_or_insert(why);
+            }
+        }
+    }
+    Ok((kept, dropped, first))
+}
+
 fn parse_listing(listing: Vec<(String, u64)>, skipped: &mut Vec<String>) -> Vec<(ObjectId, u64)> {
     let mut out = Vec::new();
     for (name, size) in listing {
@@ -124,11 +252,13 @@ fn parse_listing(listing: Vec<(String, u64)>, skipped: &mut Vec<String>) -> Vec<
     out
 }
 
-/// Rebuilds every index object from the pack headers alone, then the catalog.
+/// Rebuilds every index object from the pack headers (and, for packs whose header cannot be
+/// read, from the old entries their blobs confirm), then the catalog.
 ///
 /// Order: list the old index objects; read every pack header and write new index objects
 /// (durable); only then delete the old ones; then rebuild the catalog. Index objects that
-/// appear while this runs (a concurrent backup) are not in the old list and are kept.
+/// appear while this runs (a concurrent backup) are not in the old list and are kept. Entries
+/// of packs that are gone (a stale index object put back) are not carried over.
 pub fn repair_index(repo: &mut Repo, progress: &dyn CheckProgress) -> Result<IndexRepair> {
     let backend = Arc::clone(repo.backend());
     let key = Arc::clone(repo.key());
@@ -138,10 +268,13 @@ pub fn repair_index(repo: &mut Repo, progress: &dyn CheckProgress) -> Result<Ind
         .map(|(n, _)| n)
         .collect();
     let mut out = IndexRepair::default();
-    let packs = parse_listing(backend.list(ObjectKind::Pack)?, &mut out.unreadable_packs);
+    let (listing, _) = repo.observe_packs()?;
+    let packs = parse_listing(listing, &mut out.unreadable_packs);
+    let mut previous = None;
     progress.phase("headers", packs.len() as u64);
     let mut writer = IndexWriter::new(backend.as_ref(), &key);
     for group in packs.chunks(64) {
+        crate::interrupt::check()?;
         for (r, (id, _)) in read_headers(backend.as_ref(), &key, group)
             .into_iter()
             .zip(group)
@@ -153,15 +286,54 @@ pub fn repair_index(repo: &mut Repo, progress: &dyn CheckProgress) -> Result<Ind
                     out.blobs += p.entries.len() as u64;
                     writer.push(p)?;
                 }
-                Err(e) => out
-                    .unreadable_packs
-                    .push(format!("pack {}: {e}", id.to_hex())),
+                Err(e) => {
+                    // Never drop what cannot be replaced: the old entries, confirmed blob by
+                    // blob.
+                    if previous.is_none() {
+                        previous = Some(old_entries(repo, &old)?);
+                    }
+                    let Some(entries) = previous.as_ref().and_then(|m| m.get(id)) else {
+                        out.unreadable_packs.push(format!(
+                            "pack {}: {e} (no index object lists it: nothing to salvage)",
+                            id.to_hex()
+                        ));
+                        continue;
+                    };
+                    let (kept, dropped, why) = salvage(repo, id, entries)?;
+                    out.blobs_salvaged += kept.len() as u64;
+                    out.blobs_dropped += dropped;
+                    out.salvaged_packs.push(format!(
+                        "pack {}: {e}; kept {} of its {} entries from the old index (their blobs authenticate){}",
+                        id.to_hex(),
+                        kept.len(),
+                        entries.len(),
+                        match why {
+                            Some(w) => format!(", dropped {dropped} whose blobs are damaged ({w})"),
+                            None => String::new(),
+                        }
+                    ));
+                    if !kept.is_empty() {
+                        let size = group
+                            .iter()
+                            .find(|(p, _)| p == id)
+                            .map(|(_, s)| *s)
+                            .unwrap_or_default();
+                        writer.push(IndexedPack {
+                            id: *id,
+                            size,
+                            entries: kept,
+                        })?;
+                    }
+                }
             }
         }
     }
     writer.flush()?;
     let new: HashSet<String> = writer.written.iter().map(|(n, _)| n.clone()).collect();
     out.index_objects_written = new.len() as u64;
+    // The old objects go only once the new ones are durable, and only while the lock is ours.
+    crate::interrupt::check()?;
+    repo.ensure_lock_held()?;
     for name in old.iter().filter(|n| !new.contains(*n)) {
         backend.delete(ObjectKind::Index, name)?;
         out.index_objects_removed += 1;
@@ -183,7 +355,11 @@ pub fn adopt_unindexed(repo: &mut Repo) -> Result<Adoption> {
     let key = Arc::clone(repo.key());
     let mut out = Adoption::default();
     let mut orphans = Vec::new();
-    for (id, size) in parse_listing(backend.list(ObjectKind::Pack)?, &mut out.skipped) {
+    // The same listing tells the catalog which indexed packs are gone: their entries must not
+    // serve dedup (a stale index object put back after a prune names blobs that do not exist).
+    let (listing, observed) = repo.observe_packs()?;
+    out.absent = observed.absent.iter().map(|p| p.to_hex()).collect();
+    for (id, size) in parse_listing(listing, &mut out.skipped) {
         if !repo.catalog().has_pack(&id)? {
             orphans.push((id, size));
         }
@@ -240,10 +416,13 @@ pub fn repair_snapshots(
         problems: report.problems,
     };
     if forget && !dry_run {
-        for s in &out.damaged {
-            repo.backend().delete(ObjectKind::Snapshot, &s.id)?;
-            out.forgotten.push(s.id.clone());
-        }
+        let ids = out
+            .damaged
+            .iter()
+            .map(|s| ObjectId::from_hex(&s.id))
+            .collect::<Result<Vec<_>>>()?;
+        repo.forget_snapshots(&ids, "repair snapshots --forget (needs data that is gone)")?;
+        out.forgotten = out.damaged.iter().map(|s| s.id.clone()).collect();
     }
     Ok(out)
 }

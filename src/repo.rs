@@ -1,14 +1,25 @@
-//! An open repository: backend, master key, config, chunker and catalog wired together.
+//! An open repository: backend, master key, config, chunker, catalog and lock wired together.
 //!
 //! Operations (archiver, restorer, …) share a `Repo` and never call each other. `Repo::init`
 //! writes key file, then config (the config's presence is what makes a repository exist).
-//! `Repo::open` unwraps the key, reads the config and syncs the catalog.
+//! `Repo::open` unwraps the key, reads the config and syncs the catalog. [`Repo::lock`] takes
+//! the repository lock and syncs the catalog again, so that what an operation decides from
+//! (dedup, what is unused) is what the repository held once the lock was granted.
+//!
+//! **Opening with a password** tries the key files in a bounded way, because anyone who can
+//! write to `keys/` can plant files there: each file is inspected before any KDF (size, name,
+//! JSON, parameter limits: stray files are skipped with a note); the key file that opened the
+//! repository last time on this machine (remembered in the cache per location) or the one
+//! named by `--key-hint` goes first, then the cheapest KDF first and the newest first; and the
+//! total argon2 work of one open is capped at [`MAX_OPEN_WORK_KIB`]. Key files left untried are
+//! named in the error.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::backend::{Backend, ObjectKind};
-use crate::catalog::{BlobLocation, Catalog, DeltaBase};
+use crate::catalog::{BlobLocation, Catalog, DeltaBase, PackObservation};
 use crate::chunker::{ChunkerParams, ChunkerSpec};
 use crate::codec;
 use crate::config::{self, Config};
@@ -16,7 +27,8 @@ use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::format::BlobKind;
 use crate::id::{BlobId, ObjectId};
-use crate::keys::{self, KdfParams};
+use crate::keys::{self, KdfParams, KeyInfo};
+use crate::lock::{LockGuard, LockTiming};
 use crate::snapshot::Snapshot;
 use crate::tree::Tree;
 
@@ -44,6 +56,20 @@ impl Default for InitOptions {
     }
 }
 
+/// Total argon2 work (KiB × passes) one open may spend on key files: twice the largest a single
+/// key file may ask for, and over a hundred default key files.
+pub const MAX_OPEN_WORK_KIB: u64 = 2 * keys::MAX_WORK_KIB;
+
+/// Key files read at most per open (a planted directory of millions must not stall it).
+pub const MAX_KEY_FILES_READ: usize = 256;
+
+/// How to open a repository.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    /// Try this key file first (a full id or a unique prefix), e.g. when many key files exist.
+    pub key_hint: Option<String>,
+}
+
 /// Snapshots with their ids, oldest first.
 pub type SnapshotList = Vec<(ObjectId, Snapshot)>;
 
@@ -55,6 +81,25 @@ pub struct Repo {
     chunker: ChunkerSpec,
     catalog: Catalog,
     warnings: Vec<String>,
+    /// The key file that opened it.
+    key_id: String,
+    /// The repository lock, once taken.
+    lock: Option<LockGuard>,
+}
+
+/// A key file as `key list` shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KeyListing {
+    /// What the file says, or `None` when it is not a readable key file.
+    #[serde(flatten)]
+    pub info: Option<KeyInfo>,
+    /// Its name.
+    pub name: String,
+    /// Whether this open used it.
+    pub in_use: bool,
+    /// Why it cannot be used, if it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// The cache directory: `$TRESOR_CACHE_DIR`, else `$XDG_CACHE_HOME/tresor`, else `~/.cache/tresor`.
@@ -78,6 +123,18 @@ pub fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// The user running tresor: `$USER`, else `$LOGNAME` (cron sets one), else the uid.
+pub fn username() -> String {
+    use std::os::unix::fs::MetadataExt;
+    ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| match std::fs::metadata("/proc/self") {
+            Ok(m) => format!("uid {}", m.uid()),
+            Err(_) => String::new(),
+        })
+}
+
 impl Repo {
     /// Creates a repository and returns its config.
     pub fn init(backend: &dyn Backend, password: &[u8], opts: &InitOptions) -> Result<Config> {
@@ -85,9 +142,10 @@ impl Repo {
             return Err(Error::RepoExists(backend.location()));
         }
         let config = Config::new(opts.chunker, opts.pack_size, opts.compression_level)?;
+        opts.kdf.validate()?;
         let key = MasterKey::generate()?;
         backend.create()?;
-        let (name, bytes) = keys::create(&key, password, opts.kdf, &hostname())?;
+        let (name, bytes) = keys::create(&key, password, opts.kdf, &hostname(), &username())?;
         backend.put(ObjectKind::Key, &name.to_hex(), &bytes)?;
         backend.put(ObjectKind::Config, "config", &config.encode(&key)?)?;
         Ok(config)
@@ -95,14 +153,40 @@ impl Repo {
 
     /// Opens a repository with a password, syncing the catalog under `cache_dir`.
     pub fn open(backend: Arc<dyn Backend>, password: &[u8], cache_dir: &Path) -> Result<Repo> {
+        Self::open_with(backend, password, cache_dir, &OpenOptions::default())
+    }
+
+    /// [`Repo::open`] with options.
+    pub fn open_with(
+        backend: Arc<dyn Backend>,
+        password: &[u8],
+        cache_dir: &Path,
+        opts: &OpenOptions,
+    ) -> Result<Repo> {
         if !backend.exists(ObjectKind::Config, "config")? {
             return Err(Error::RepoNotFound(backend.location()));
         }
-        let key = Arc::new(Self::unlock(backend.as_ref(), password)?);
+        let hint_file = key_hint_file(cache_dir, &backend.location());
+        let remembered = std::fs::read_to_string(&hint_file)
+            .ok()
+            .map(|s| s.trim().to_string());
+        let hints: Vec<&str> = opts
+            .key_hint
+            .as_deref()
+            .into_iter()
+            .chain(remembered.as_deref())
+            .collect();
+        let (key, key_id, mut warnings) = unlock_key(backend.as_ref(), password, &hints)?;
+        let key = Arc::new(key);
         let config = Config::decode(&key, &backend.get(ObjectKind::Config, "config")?)?;
         let chunker = ChunkerSpec::new(config.chunker, key.gear_table())?;
         let mut catalog = Catalog::open(cache_dir, &config.id)?;
-        let warnings = catalog.sync(backend.as_ref(), &key)?;
+        warnings.extend(catalog.sync(backend.as_ref(), &key)?);
+        if remembered.as_deref() != Some(key_id.as_str()) {
+            // Only a hint: a cache that cannot be written costs the next open some KDF time.
+            let _ = crate::catalog::private_dir_all(&cache_dir.join("key-hints"))
+                .and_then(|()| crate::backend::local::write_atomic(&hint_file, key_id.as_bytes()));
+        }
         Ok(Repo {
             backend,
             key,
@@ -110,34 +194,256 @@ impl Repo {
             chunker,
             catalog,
             warnings,
+            key_id,
+            lock: None,
         })
     }
 
-    fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<MasterKey> {
-        let mut corrupt = None;
-        let names = backend.list(ObjectKind::Key)?;
-        for (name, _) in &names {
-            let bytes = backend.get(ObjectKind::Key, name)?;
-            if ObjectId::of_bytes(&bytes).to_hex() != *name {
-                corrupt = Some(Error::corrupt(
-                    format!("key file {name}"),
-                    "content does not match its name",
-                ));
-                continue;
-            }
-            match keys::open(name, &bytes, password) {
-                Ok(Some(k)) => return Ok(k),
-                Ok(None) => {}
-                Err(e) => corrupt = Some(e),
-            }
+    /// Takes the repository lock for `operation` (see [`crate::lock`]), then brings the
+    /// catalog up to date and removes temporary files that interrupted runs left (see
+    /// [`Repo::remove_stale_temporaries`]). Returns one message per stale lock or temporary file
+    /// removed. The lock is held until [`Repo::release_lock`] or the `Repo` is dropped.
+    pub fn lock(
+        &mut self,
+        operation: &str,
+        exclusive: bool,
+        retry: std::time::Duration,
+        timing: LockTiming,
+    ) -> Result<Vec<String>> {
+        let guard = crate::lock::acquire(
+            Arc::clone(&self.backend),
+            Arc::clone(&self.key),
+            operation,
+            exclusive,
+            retry,
+            timing,
+        )?;
+        let mut notes = guard.removed_stale.clone();
+        let alone = exclusive || guard.others_at_start == 0;
+        self.lock = Some(guard);
+        self.warnings = self.catalog.sync(self.backend.as_ref(), &self.key)?;
+        notes.extend(self.remove_stale_temporaries(alone)?);
+        Ok(notes)
+    }
+
+    /// Removes temporary files of interrupted writes: those older than a minute when no other
+    /// operation holds a lock (`alone`: nobody else can be writing one), else only those older
+    /// than a day. One message per file.
+    pub fn remove_stale_temporaries(&self, alone: bool) -> Result<Vec<String>> {
+        let min_age = std::time::Duration::from_secs(if alone { 60 } else { 86_400 });
+        Ok(self
+            .backend
+            .remove_stale_temporaries(min_age)?
+            .into_iter()
+            .map(|(name, size)| {
+                format!("removed {name} ({size} bytes), a temporary file an interrupted run left")
+            })
+            .collect())
+    }
+
+    /// Fails unless the lock taken by [`Repo::lock`] is still held (see
+    /// [`LockGuard::ensure_held`]); without a lock (library use, `--no-lock`) there is nothing
+    /// to lose.
+    pub fn ensure_lock_held(&self) -> Result<()> {
+        match &self.lock {
+            Some(g) => g.ensure_held(),
+            None => Ok(()),
         }
-        match corrupt {
-            Some(e) => Err(e),
-            None if names.is_empty() => Err(Error::Missing {
-                object: "key files (keys/ is empty)".into(),
-            }),
-            None => Err(Error::WrongPassword),
+    }
+
+    /// The lock object this repository holds, if any.
+    pub fn lock_name(&self) -> Option<String> {
+        self.lock.as_ref().map(LockGuard::name)
+    }
+
+    /// Drops the lock now.
+    pub fn release_lock(&mut self) {
+        self.lock = None;
+    }
+
+    /// Lists the packs the storage holds and tells the catalog (see
+    /// [`Catalog::observe_packs`]): index entries of packs that are gone stop serving dedup
+    /// and reads. Returns every listed name with its size (names that are not pack ids too)
+    /// and what changed. The listing comes after the catalog's last sync ([`Repo::lock`],
+    /// [`Repo::open`]), as `observe_packs` requires.
+    pub fn observe_packs(&mut self) -> Result<(Vec<(String, u64)>, PackObservation)> {
+        let listing = self.backend.list(ObjectKind::Pack)?;
+        let ids: HashSet<ObjectId> = listing
+            .iter()
+            .filter_map(|(n, _)| ObjectId::from_hex(n).ok())
+            .collect();
+        let seen = self
+            .catalog
+            .observe_packs(&ids, self.backend.as_ref(), &self.key)?;
+        self.warnings.extend(seen.warnings.iter().cloned());
+        Ok((listing, seen))
+    }
+
+    /// The id of the key file that opened this repository.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// Every file in `keys/`: what it says (read without any KDF), and which one is in use.
+    pub fn keys(&self) -> Result<Vec<KeyListing>> {
+        let mut out = Vec::new();
+        for (name, size) in self.backend.list(ObjectKind::Key)? {
+            let parsed = if size > keys::MAX_KEY_FILE_LEN {
+                Err(format!("{size} bytes is too large for a key file"))
+            } else {
+                match self.backend.get(ObjectKind::Key, &name) {
+                    Ok(bytes) => keys::inspect(&name, &bytes).map_err(|e| e.to_string()),
+                    Err(Error::Missing { .. }) => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            out.push(KeyListing {
+                in_use: name == self.key_id,
+                name,
+                problem: parsed.as_ref().err().cloned(),
+                info: parsed.ok(),
+            });
         }
+        out.sort_by(|a, b| {
+            let created = |k: &KeyListing| k.info.as_ref().map(|i| i.created.clone());
+            created(a).cmp(&created(b)).then(a.name.cmp(&b.name))
+        });
+        Ok(out)
+    }
+
+    /// Adds a key file wrapping this repository's master key under another password.
+    pub fn add_key(
+        &self,
+        password: &[u8],
+        params: KdfParams,
+        host: &str,
+        user: &str,
+    ) -> Result<KeyInfo> {
+        let (id, bytes) = keys::create(&self.key, password, params, host, user)?;
+        self.backend.put(ObjectKind::Key, &id.to_hex(), &bytes)?;
+        keys::inspect(&id.to_hex(), &bytes)
+    }
+
+    /// Resolves a key id or unique prefix among the files in `keys/`.
+    fn find_key(&self, reference: &str) -> Result<KeyListing> {
+        let r = reference.to_ascii_lowercase();
+        let mut found: Vec<KeyListing> = self
+            .keys()?
+            .into_iter()
+            .filter(|k| !r.is_empty() && k.name.starts_with(&r))
+            .collect();
+        match found.len() {
+            1 => Ok(found.remove(0)),
+            0 => Err(Error::InvalidArgument(format!(
+                "no key file matches {reference:?} (see `tresor key list`)"
+            ))),
+            n => Err(Error::InvalidArgument(format!(
+                "key prefix {reference:?} is ambiguous: it matches {n} key files"
+            ))),
+        }
+    }
+
+    /// Removes a key file: never the last usable one, and the one in use only with `force`
+    /// (another key file must then still open the repository).
+    pub fn remove_key(&self, reference: &str, force: bool) -> Result<KeyListing> {
+        let k = self.find_key(reference)?;
+        let usable = self.keys()?.iter().filter(|k| k.info.is_some()).count();
+        if k.info.is_some() && usable <= 1 {
+            return Err(Error::InvalidArgument(format!(
+                "key file {} is the repository's only key: removing it would make every byte unreadable (add another with `tresor key add` first)",
+                k.name
+            )));
+        }
+        if k.in_use && !force {
+            return Err(Error::InvalidArgument(format!(
+                "key file {} is the one in use (it opened the repository just now); give --force to remove it anyway, or use `tresor key passwd` to replace it",
+                k.name
+            )));
+        }
+        self.backend.delete(ObjectKind::Key, &k.name)?;
+        Ok(k)
+    }
+
+    /// Replaces the key file in use by one for `new_password`: the new file is durable before
+    /// the old one is deleted, so a crash in between leaves both (each opens the repository).
+    /// Returns the new key and the old one's id.
+    pub fn change_password(
+        &mut self,
+        new_password: &[u8],
+        params: Option<KdfParams>,
+    ) -> Result<(KeyInfo, String)> {
+        let old = self.find_key(&self.key_id.clone())?;
+        let params = params
+            .or(old.info.as_ref().map(KeyInfo::params))
+            .unwrap_or_default();
+        let new = self.add_key(new_password, params, &hostname(), &username())?;
+        self.backend.delete(ObjectKind::Key, &old.name)?;
+        self.key_id = new.id.clone();
+        Ok((new, old.name))
+    }
+
+    /// Names and sizes of the stored objects of one kind.
+    pub(crate) fn list_objects(&self, kind: ObjectKind) -> Result<Vec<(String, u64)>> {
+        self.backend.list(kind)
+    }
+
+    /// One stored object's bytes.
+    pub(crate) fn get_object(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
+        self.backend.get(kind, name)
+    }
+
+    /// Writes a forget record durably; returns its name.
+    pub(crate) fn put_forget_record(
+        &self,
+        record: &crate::history::ForgetRecord,
+    ) -> Result<ObjectId> {
+        self.ensure_lock_held()?;
+        let (name, bytes) = record.encode(&self.key)?;
+        self.backend
+            .put(ObjectKind::Forgotten, &name.to_hex(), &bytes)?;
+        Ok(name)
+    }
+
+    /// Deletes a forget record (only [`crate::history::compact`], after merging it).
+    pub(crate) fn delete_forget_record(&self, name: &ObjectId) -> Result<()> {
+        self.backend.delete(ObjectKind::Forgotten, &name.to_hex())
+    }
+
+    /// Removes snapshot objects the way every removal must: a forget record naming them
+    /// (`reason` says why) is durable first, then the objects go. Returns how many went.
+    pub fn forget_snapshots(&self, ids: &[ObjectId], reason: &str) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.put_forget_record(&crate::history::ForgetRecord::new(ids, reason))?;
+        for id in ids {
+            crate::interrupt::check()?;
+            self.backend.delete(ObjectKind::Snapshot, &id.to_hex())?;
+        }
+        Ok(ids.len() as u64)
+    }
+
+    /// Writes a snapshot object, last of a backup: after checking that the lock is still ours
+    /// and no signal asked to stop, with the ids of every snapshot present now as its known
+    /// snapshots. Returns its id and the snapshot as stored.
+    pub fn save_snapshot(&self, mut snapshot: Snapshot) -> Result<(ObjectId, Snapshot)> {
+        crate::interrupt::check()?;
+        self.ensure_lock_held()?;
+        let mut known: Vec<String> = self
+            .backend
+            .list(ObjectKind::Snapshot)?
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| ObjectId::from_hex(n).is_ok())
+            .collect();
+        known.sort();
+        snapshot.known_snapshots = known;
+        let (id, bytes) = snapshot.encode(&self.key)?;
+        self.backend
+            .put(ObjectKind::Snapshot, &id.to_hex(), &bytes)?;
+        self.catalog
+            .remember_snapshots(&[id], chrono::Utc::now().timestamp())?;
+        Ok((id, snapshot))
     }
 
     /// Problems met while opening that did not stop it (damaged index objects skipped).
@@ -172,9 +478,9 @@ impl Repo {
 
     /// Finds a blob in the catalog, or says it is missing from the index.
     pub fn locate(&self, id: &BlobId) -> Result<BlobLocation> {
-        self.catalog.locate(id)?.ok_or_else(|| Error::Missing {
-            object: format!("blob {} (not in any index object)", id.to_hex()),
-        })
+        self.catalog
+            .locate(id)?
+            .ok_or_else(|| self.catalog.missing_blob(id, ""))
     }
 
     /// Reads and decodes one blob.
@@ -210,6 +516,10 @@ impl Repo {
             }
         }
         out.sort_by(|a, b| a.1.timestamp().cmp(&b.1.timestamp()).then(a.0.cmp(&b.0)));
+        // What this machine has seen, it will notice missing (see `history`).
+        let ids: Vec<ObjectId> = out.iter().map(|(id, _)| *id).collect();
+        self.catalog
+            .remember_snapshots(&ids, chrono::Utc::now().timestamp())?;
         Ok((out, damaged))
     }
 
@@ -256,6 +566,116 @@ impl Repo {
             }),
         }
     }
+}
+
+/// Where the cache remembers which key file opened the repository at `location`.
+fn key_hint_file(cache_dir: &Path, location: &str) -> PathBuf {
+    let h = blake3::hash(location.as_bytes()).to_hex();
+    cache_dir.join("key-hints").join(&h.as_str()[..32])
+}
+
+/// Opens the master key with `password`, trying key files in the bounded way the module
+/// documentation describes; `hints` (full ids or prefixes) go first. Returns the key, the id of
+/// the key file that opened it, and one warning per file in `keys/` that is not a key file.
+fn unlock_key(
+    backend: &dyn Backend,
+    password: &[u8],
+    hints: &[&str],
+) -> Result<(MasterKey, String, Vec<String>)> {
+    let mut names = backend.list(ObjectKind::Key)?;
+    if names.is_empty() {
+        return Err(Error::Missing {
+            object: "key files (keys/ is empty)".into(),
+        });
+    }
+    let rank = |name: &str| {
+        hints
+            .iter()
+            .position(|h| !h.is_empty() && name.starts_with(&h.to_ascii_lowercase()))
+            .unwrap_or(usize::MAX)
+    };
+    names.sort_by_key(|(n, _)| rank(n));
+    let unread = names.len().saturating_sub(MAX_KEY_FILES_READ);
+    names.truncate(MAX_KEY_FILES_READ);
+    let mut strays = Vec::new();
+    let mut candidates = Vec::new();
+    for (name, size) in names {
+        if size > keys::MAX_KEY_FILE_LEN {
+            strays.push(format!("{name} ({size} bytes, too large for a key file)"));
+            continue;
+        }
+        let bytes = match backend.get(ObjectKind::Key, &name) {
+            Ok(b) => b,
+            // Deleted between list and get (a concurrent `key remove`).
+            Err(Error::Missing { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        match keys::inspect(&name, &bytes) {
+            Ok(info) => candidates.push((rank(&name), info, bytes)),
+            Err(e) => strays.push(format!("{name} ({e})")),
+        }
+    }
+    // Hinted first; then the cheapest KDF (a planted file asking for much costs nothing until
+    // the cheap ones failed), the newest first.
+    candidates.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then(a.1.params().cost().cmp(&b.1.params().cost()))
+            .then(b.1.created.cmp(&a.1.created))
+    });
+    let warnings: Vec<String> = strays
+        .iter()
+        .map(|s| format!("keys/{s} is not a usable key file: ignored"))
+        .collect();
+    if candidates.is_empty() {
+        return Err(Error::corrupt(
+            "key files",
+            format!("keys/ holds no usable key file: {}", strays.join("; ")),
+        ));
+    }
+    let mut spent = 0u64;
+    let mut skipped = Vec::new();
+    for (hinted, info, bytes) in &candidates {
+        let cost = info.params().cost();
+        if *hinted == usize::MAX && spent.saturating_add(cost) > MAX_OPEN_WORK_KIB {
+            skipped.push(format!(
+                "{} ({} KiB × {} passes)",
+                &info.id[..12],
+                info.memory_kib,
+                info.iterations
+            ));
+            continue;
+        }
+        spent = spent.saturating_add(cost);
+        if let Some(k) = keys::open(&info.id, bytes, password)? {
+            return Ok((k, info.id.clone(), warnings));
+        }
+    }
+    let mut detail = String::new();
+    if !skipped.is_empty() || unread > 0 {
+        detail.push_str(&format!(
+            " ({} key files not tried: the KDF work of one open is capped at {} KiB·passes{}{}; name yours with --key-hint ID)",
+            skipped.len() + unread,
+            MAX_OPEN_WORK_KIB,
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", skipped.join(", "))
+            },
+            if unread > 0 {
+                format!(", and only {MAX_KEY_FILES_READ} key files are read")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    if !strays.is_empty() {
+        detail.push_str(&format!(
+            " ({} files in keys/ are not key files and were ignored: {})",
+            strays.len(),
+            strays.join("; ")
+        ));
+    }
+    Err(Error::WrongPassword { detail })
 }
 
 /// Reads, decodes and parses the tree blob `id` found at `loc`; refuses a data blob.

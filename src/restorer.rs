@@ -209,6 +209,10 @@ pub fn write_content<W: Write + Send>(
         let mut produced: Result<()> = Ok(());
         let mut i = 0;
         while i < content.len() {
+            if let Err(e) = crate::interrupt::check() {
+                produced = Err(e);
+                break;
+            }
             let mut j = i;
             let mut bytes = 0u64;
             while j < content.len() && (j == i || bytes + content[j].1 as u64 <= BATCH_BYTES) {
@@ -711,6 +715,7 @@ fn walk(
     v: &mut dyn Visitor,
 ) -> Result<()> {
     for node in nodes {
+        crate::interrupt::check()?;
         let name = node.os_name()?;
         let crel = rel.join(&name);
         if sel.excluded(&crel, &name) {
@@ -905,6 +910,7 @@ impl DirRestorer<'_> {
 
     /// Checks, decodes and writes the queued small files in parallel.
     fn flush(&mut self) -> Result<()> {
+        crate::interrupt::check()?;
         let jobs = std::mem::take(&mut self.group);
         self.group_bytes = 0;
         if jobs.is_empty() {

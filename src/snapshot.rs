@@ -132,6 +132,11 @@ pub struct Snapshot {
     pub excludes: Option<ExcludeRecord>,
     /// What happened.
     pub summary: Summary,
+    /// Every other snapshot the repository held when this one was written, so that one of
+    /// them that later disappears without a forget record is noticed (see
+    /// [`crate::history`]). Absent in snapshots written before that check existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub known_snapshots: Vec<String>,
 }
 
 impl Snapshot {

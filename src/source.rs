@@ -22,6 +22,7 @@ use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -298,6 +299,8 @@ pub struct Walker<'a> {
     pub parent: ParentCursor,
     /// What to leave out.
     pub excludes: &'a Excludes,
+    /// The `--command` children running now (shared with whoever may have to stop them).
+    pub commands: std::sync::Arc<RunningCommands>,
 }
 
 /// Produces the item stream for `sources` into `sink`, ending at the root's contents.
@@ -319,7 +322,7 @@ pub fn produce(sources: &[SourceSpec], w: &mut Walker<'_>, sink: &mut Sink<'_>) 
 fn emit_plan(name: &OsStr, node: PlanDir, w: &mut Walker<'_>, sink: &mut Sink<'_>) -> bool {
     if let Some(stream) = node.stream {
         let (known, prior) = w.parent.stream(name);
-        return emit_stream(name, &stream, w.chunker, known, prior, sink);
+        return emit_stream(name, &stream, w.chunker, &w.commands, known, prior, sink);
     }
     if let Some(real) = node.real {
         return walk_source(&real, name, w, sink);
@@ -793,10 +796,67 @@ fn guard_sigbus() {
     });
 }
 
+/// The `--command` children of one backup that are running now, so that a backup that stops
+/// early (a signal, an error elsewhere) ends them instead of leaving a dump running with nobody
+/// reading it. Once [`RunningCommands::stop`] was called, a command started later is ended at
+/// once.
+#[derive(Default)]
+pub struct RunningCommands {
+    state: std::sync::Mutex<(bool, Vec<u32>)>,
+}
+
+impl RunningCommands {
+    /// Records a started command (its process group is its pid); ends it at once if the
+    /// backup already stopped.
+    fn started(&self, pid: u32) {
+        let stopped = match self.state.lock() {
+            Ok(mut s) => {
+                s.1.push(pid);
+                s.0
+            }
+            Err(_) => false,
+        };
+        if stopped {
+            terminate_group(pid);
+        }
+    }
+
+    fn ended(&self, pid: u32) {
+        if let Ok(mut s) = self.state.lock() {
+            s.1.retain(|p| *p != pid);
+        }
+    }
+
+    /// Sends SIGTERM to the process group of every command still running, and to any started
+    /// from now on.
+    pub fn stop(&self) {
+        let pids = match self.state.lock() {
+            Ok(mut s) => {
+                s.0 = true;
+                s.1.clone()
+            }
+            Err(_) => Vec::new(),
+        };
+        for pid in pids {
+            terminate_group(pid);
+        }
+    }
+}
+
+fn terminate_group(pid: u32) {
+    if let Some(p) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process_group(p, rustix::process::Signal::TERM);
+    }
+}
+
 fn emit_stream(
     name: &OsStr,
     spec: &SourceSpec,
     chunker: &ChunkerSpec,
+    commands: &RunningCommands,
     known: bool,
     prior: Option<Prior>,
     sink: &mut Sink<'_>,
@@ -838,11 +898,14 @@ fn emit_stream(
             }
         }
         SourceSpec::Command { command, .. } => {
+            // Its own process group: when the backup stops early, the whole pipeline the
+            // command runs (`pg_dump | gzip`, a `sleep`) is ended with it.
             let child = Command::new("sh")
                 .arg("-c")
                 .arg(command)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
+                .process_group(0)
                 .spawn();
             let mut child = match child {
                 Ok(c) => c,
@@ -853,6 +916,7 @@ fn emit_stream(
                     }));
                 }
             };
+            commands.started(child.id());
             let Some(stdout) = child.stdout.take() else {
                 let _ = child.kill();
                 return sink(Item::Fatal(Error::CommandFailed {
@@ -863,6 +927,7 @@ fn emit_stream(
             if !sink(start) {
                 let _ = child.kill();
                 let _ = child.wait();
+                commands.ended(child.id());
                 return false;
             }
             let read = emit_chunks(stdout, chunker, sink);
@@ -870,6 +935,7 @@ fn emit_stream(
                 let _ = child.kill();
             }
             let status = child.wait();
+            commands.ended(child.id());
             match (read, status) {
                 (Ok(false), _) => false,
                 (Err(e), _) => sink(Item::Fatal(Error::CommandFailed {

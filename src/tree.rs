@@ -219,6 +219,22 @@ impl Node {
     }
 }
 
+/// A name's bytes as text a terminal shows unambiguously: printable ASCII as is (`"` and `\`
+/// escaped), everything else as `\xNN` (so `a\x00b`, `x/y` and a name that is not UTF-8 all
+/// show what is really there).
+pub fn escape_bytes(b: &[u8]) -> String {
+    let mut out = String::with_capacity(b.len());
+    for &c in b {
+        match c {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(c as char),
+            _ => out.push_str(&format!("\\x{c:02x}")),
+        }
+    }
+    out
+}
+
 /// A directory listing.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tree {
@@ -291,7 +307,7 @@ impl Tree {
             if nb.is_empty() || nb == b"." || nb == b".." || nb.contains(&b'/') || nb.contains(&0) {
                 return Err(Error::corrupt(
                     what(),
-                    format!("unsafe entry name {:?}", n.name),
+                    format!("unsafe entry name \"{}\"", escape_bytes(nb)),
                 ));
             }
             let ok = match n.kind {
@@ -347,6 +363,38 @@ mod tests {
             nodes: vec![lying],
         };
         assert!(Tree::from_bytes(&id, &t.to_bytes().unwrap()).is_err());
+    }
+
+    /// A hostile tree's unsafe name is shown as its real bytes: the old message printed the
+    /// lossy UTF-8 field, which hid a NUL, a `/` in a hex-encoded name, or the bytes of `..`.
+    #[test]
+    fn unsafe_names_are_refused_showing_their_real_bytes() {
+        let id = BlobId([3; 32]);
+        for (raw, shown) in [
+            (b"a\x00b".to_vec(), "a\\x00b"),
+            (b"x/y".to_vec(), "x/y"),
+            (b"..".to_vec(), ".."),
+            (vec![0xff, b'/', b'"'], "\\xff/\\\""),
+        ] {
+            let node = Node::new(
+                &OsString::from_vec(raw.clone()),
+                NodeKind::File,
+                0o644,
+                0,
+                0,
+                1,
+            );
+            let t = Tree {
+                version: format::TREE_VERSION,
+                nodes: vec![node],
+            };
+            let bytes = serde_json::to_vec(&t).unwrap();
+            let err = Tree::from_bytes(&id, &bytes).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("unsafe entry name \"{shown}\"")),
+                "{raw:?}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -20,6 +20,8 @@ mod disk;
 #[path = "it/errors.rs"]
 mod errors;
 mod fuzz_seeds;
+#[path = "it/hardening.rs"]
+mod hardening;
 #[path = "it/integrity.rs"]
 mod integrity;
 #[path = "it/json.rs"]

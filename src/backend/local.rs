@@ -5,7 +5,14 @@
 //!
 //! Durability of `put`: write to `.tmp-…` in the target directory, fsync the file, rename it
 //! over the final name, fsync the directory. A crash leaves at worst a `.tmp-` file, which
-//! `list` never reports. Reads use positional I/O, so one open file serves concurrent readers.
+//! `list` never reports and `remove_stale_temporaries` removes. Reads use positional I/O, so
+//! one open file serves concurrent readers.
+//!
+//! Permissions: files are created `0600` and directories `0700` whatever the umask (a key file
+//! readable by others would let any local user guess the password offline). A repository whose
+//! top directory gives its group access (`repo init --group-readable` makes it `0750`; `chmod
+//! g+rwx` on it makes it writable too) gets files and directories with the same group bits, so
+//! a backup group can share it. Other users never get any bit.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -18,12 +25,50 @@ use crate::error::{Error, IoContext, Result};
 /// A backend rooted at a directory.
 pub struct LocalBackend {
     root: PathBuf,
+    /// Group bits new files and directories get (`0o040`, `0o060` or none), and `create` gives
+    /// the top directory.
+    group: u32,
+}
+
+/// Mode of new files with the given group bits.
+fn file_mode(group: u32) -> u32 {
+    0o600 | (group & 0o060)
+}
+
+/// Mode of new directories with the given group bits (read implies search).
+fn dir_mode(group: u32) -> u32 {
+    0o700 | (group & 0o060) | if group & 0o040 != 0 { 0o010 } else { 0 }
+}
+
+/// Creates one directory with `mode`, whatever the umask.
+fn make_dir(d: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .mode(mode)
+        .create(d)
+        .ctx(|| format!("creating {}", d.display()))?;
+    // The umask may have taken group bits away.
+    fs::set_permissions(d, fs::Permissions::from_mode(mode))
+        .ctx(|| format!("setting the mode of {}", d.display()))
 }
 
 impl LocalBackend {
-    /// A backend at `root` (not touched until used).
+    /// A backend at `root` (not touched until used, except that the group bits of an existing
+    /// top directory are read: they decide the group bits of new files).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalBackend { root: root.into() }
+        use std::os::unix::fs::PermissionsExt;
+        let root = root.into();
+        let group = fs::metadata(&root)
+            .map(|m| m.permissions().mode() & 0o060)
+            .unwrap_or(0);
+        LocalBackend { root, group }
+    }
+
+    /// For `repo init`: the repository's group may read it (top directory `0750`, files
+    /// `0640`).
+    pub fn group_readable(mut self) -> Self {
+        self.group |= 0o040;
+        self
     }
 
     /// The directory holding objects of `kind` named `name`.
@@ -61,8 +106,15 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
         .ctx(|| format!("syncing directory {}", dir.display()))
 }
 
-/// Writes `data` to `path` crash-safely: temp file, fsync, rename, fsync the directory.
+/// Writes `data` to `path` crash-safely (temp file, fsync, rename, fsync the directory),
+/// readable by its owner only.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    write_atomic_mode(path, data, 0o600)
+}
+
+/// [`write_atomic`] with the file created with `mode` (the umask cannot widen it).
+pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path
         .file_name()
@@ -75,8 +127,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(mode)
             .open(&tmp)
             .ctx(|| format!("creating {}", tmp.display()))?;
+        if mode & 0o077 != 0 {
+            // The umask may have taken group bits away.
+            f.set_permissions(fs::Permissions::from_mode(mode))
+                .ctx(|| format!("setting the mode of {}", tmp.display()))?;
+        }
         f.write_all(data)
             .ctx(|| format!("writing {}", tmp.display()))?;
         f.sync_all().ctx(|| format!("syncing {}", tmp.display()))?;
@@ -104,21 +162,27 @@ impl Backend for LocalBackend {
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(&self.root)
-                    .ctx(|| format!("creating {}", self.root.display()))?;
+                if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    fs::create_dir_all(parent).ctx(|| format!("creating {}", parent.display()))?;
+                }
+                make_dir(&self.root, dir_mode(self.group))?;
             }
             Err(e) => return Err(Error::io(format!("reading {}", self.root.display()), e)),
         }
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&self.root, fs::Permissions::from_mode(dir_mode(self.group)))
+                .ctx(|| format!("setting the mode of {}", self.root.display()))?;
+        }
         for kind in ObjectKind::DIRS {
-            let d = self.root.join(kind.dir());
-            fs::create_dir(&d).ctx(|| format!("creating {}", d.display()))?;
+            make_dir(&self.root.join(kind.dir()), dir_mode(self.group))?;
         }
         for i in 0..=255u8 {
             let d = self
                 .root
                 .join(ObjectKind::Pack.dir())
                 .join(hex::encode([i]));
-            fs::create_dir(&d).ctx(|| format!("creating {}", d.display()))?;
+            make_dir(&d, dir_mode(self.group))?;
         }
         fsync_dir(&self.root.join(ObjectKind::Pack.dir()))?;
         fsync_dir(&self.root)?;
@@ -141,10 +205,24 @@ impl Backend for LocalBackend {
 
     fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
         let dir = self.dir_of(kind, name);
-        if kind == ObjectKind::Pack && !dir.exists() {
-            fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+        if matches!(kind, ObjectKind::Pack | ObjectKind::Forgotten) && !dir.exists() {
+            // A pack's fan-out directory, or a kind newer than the repository.
+            if let Some(parent) = dir.parent()
+                && !parent.exists()
+            {
+                make_dir(parent, dir_mode(self.group))?;
+            }
+            match make_dir(&dir, dir_mode(self.group)) {
+                Ok(()) => {}
+                // Made by a concurrent writer meanwhile.
+                Err(_) if dir.is_dir() => {}
+                Err(e) => return Err(e),
+            }
+            if let Some(parent) = dir.parent() {
+                fsync_dir(parent)?;
+            }
         }
-        write_atomic(&dir.join(name), data)
+        write_atomic_mode(&dir.join(name), data, file_mode(self.group))
     }
 
     fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
@@ -167,6 +245,9 @@ impl Backend for LocalBackend {
 
     fn list(&self, kind: ObjectKind) -> Result<Vec<(String, u64)>> {
         let base = self.root.join(kind.dir());
+        if kind == ObjectKind::Forgotten && !base.exists() {
+            return Ok(Vec::new());
+        }
         let mut dirs = vec![base.clone()];
         if kind == ObjectKind::Pack {
             dirs = Vec::new();
@@ -201,6 +282,49 @@ impl Backend for LocalBackend {
         Ok(out)
     }
 
+    fn remove_stale_temporaries(&self, min_age: std::time::Duration) -> Result<Vec<(String, u64)>> {
+        let mut dirs = vec![self.root.clone()];
+        for kind in ObjectKind::DIRS {
+            dirs.push(self.root.join(kind.dir()));
+        }
+        if let Ok(rd) = fs::read_dir(self.root.join(ObjectKind::Pack.dir())) {
+            dirs.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+        let now = std::time::SystemTime::now();
+        let mut out = Vec::new();
+        for d in dirs {
+            let Ok(rd) = fs::read_dir(&d) else { continue };
+            for e in rd.flatten() {
+                if !e.file_name().to_string_lossy().starts_with(".tmp-") {
+                    continue;
+                }
+                let Ok(md) = e.metadata() else { continue };
+                let age = md
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .unwrap_or_default();
+                if !md.is_file() || age < min_age {
+                    continue;
+                }
+                match fs::remove_file(e.path()) {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                    Err(err) => {
+                        return Err(Error::io(format!("removing {}", e.path().display()), err));
+                    }
+                }
+                let rel = e
+                    .path()
+                    .strip_prefix(&self.root)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| e.path().display().to_string());
+                out.push((rel, md.len()));
+            }
+        }
+        Ok(out)
+    }
+
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<()> {
         match fs::remove_file(self.path_of(kind, name)) {
             Ok(()) => fsync_dir(&self.dir_of(kind, name)),
@@ -221,6 +345,56 @@ mod tests {
     fn conforms() {
         let t = tempfile::tempdir().unwrap();
         super::super::conformance::run(&LocalBackend::new(t.path().join("repo")));
+    }
+
+    #[test]
+    fn files_are_private_whatever_the_umask_unless_the_group_is_given_access() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let t = tempfile::tempdir().unwrap();
+        // A permissive umask must not widen anything.
+        let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0));
+        let b = LocalBackend::new(t.path().join("repo"));
+        b.create().unwrap();
+        b.put(ObjectKind::Key, "k1", b"key").unwrap();
+        b.put(ObjectKind::Pack, "ab12", b"pack").unwrap();
+        b.put(ObjectKind::Forgotten, "f1", b"record").unwrap();
+        assert_eq!(mode(&t.path().join("repo")), 0o700);
+        assert_eq!(mode(&t.path().join("repo/keys")), 0o700);
+        assert_eq!(mode(&t.path().join("repo/data/ab")), 0o700);
+        assert_eq!(mode(&t.path().join("repo/keys/k1")), 0o600);
+        assert_eq!(mode(&t.path().join("repo/data/ab/ab12")), 0o600);
+        assert_eq!(mode(&t.path().join("repo/forgotten/f1")), 0o600);
+        // Group-readable on request; a backend opened later follows the top directory.
+        let g = LocalBackend::new(t.path().join("shared")).group_readable();
+        g.create().unwrap();
+        let g = LocalBackend::new(t.path().join("shared"));
+        g.put(ObjectKind::Index, "i1", b"index").unwrap();
+        assert_eq!(mode(&t.path().join("shared")), 0o750);
+        assert_eq!(mode(&t.path().join("shared/index")), 0o750);
+        assert_eq!(mode(&t.path().join("shared/index/i1")), 0o640);
+        rustix::process::umask(old);
+    }
+
+    #[test]
+    fn stale_temporaries_are_removed_by_age() {
+        let t = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(t.path().join("repo"));
+        b.create().unwrap();
+        let old = t.path().join("repo/data/ab/.tmp-ab12-000000");
+        fs::write(&old, vec![0u8; 1000]).unwrap();
+        let past = filetime::FileTime::from_unix_time(chrono::Utc::now().timestamp() - 3600, 0);
+        filetime::set_file_mtime(&old, past).unwrap();
+        let fresh = t.path().join("repo/index/.tmp-cd34-111111");
+        fs::write(&fresh, b"in flight").unwrap();
+        let removed = b
+            .remove_stale_temporaries(std::time::Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(
+            removed,
+            vec![("data/ab/.tmp-ab12-000000".to_string(), 1000)]
+        );
+        assert!(!old.exists() && fresh.exists());
     }
 
     #[test]

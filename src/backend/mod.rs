@@ -14,6 +14,11 @@
 //! - **list** returns every complete object of a kind with its size, and nothing else (no
 //!   temporary files).
 //! - **delete** of a missing object is not an error.
+//! - **list** of a kind whose directory does not exist yet (a kind added after the repository
+//!   was created, such as [`ObjectKind::Forgotten`]) is empty; **put** creates it.
+//! - **remove_stale_temporaries** removes what interrupted puts left behind (a local
+//!   backend's `.tmp-` files, an object store's incomplete multipart uploads) that is at
+//!   least the given age, and names each; backends that leave nothing behind do nothing.
 //! - A missing object is reported as [`Error::Missing`], so callers can tell it from I/O errors.
 //!
 //! Backends know nothing of encryption, compression or the format: they move bytes. That keeps
@@ -39,6 +44,9 @@ pub enum ObjectKind {
     Snapshot,
     /// Lock objects.
     Lock,
+    /// Forget records: which snapshots `snapshot forget` (or `repair snapshots --forget`, or
+    /// `prune --allow-missing-snapshots`) removed (see [`crate::history`]).
+    Forgotten,
 }
 
 impl ObjectKind {
@@ -51,16 +59,18 @@ impl ObjectKind {
             ObjectKind::Index => "index",
             ObjectKind::Snapshot => "snapshots",
             ObjectKind::Lock => "locks",
+            ObjectKind::Forgotten => "forgotten",
         }
     }
 
     /// All kinds that live in directories.
-    pub const DIRS: [ObjectKind; 5] = [
+    pub const DIRS: [ObjectKind; 6] = [
         ObjectKind::Key,
         ObjectKind::Pack,
         ObjectKind::Index,
         ObjectKind::Snapshot,
         ObjectKind::Lock,
+        ObjectKind::Forgotten,
     ];
 }
 
@@ -82,6 +92,14 @@ pub trait Backend: Send + Sync {
     fn list(&self, kind: ObjectKind) -> Result<Vec<(String, u64)>>;
     /// Deletes an object; a missing object is not an error.
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<()>;
+    /// Removes leftovers of interrupted puts that are at least `min_age` old; returns each
+    /// one's name and size. The caller makes sure no put of that age can still be running.
+    fn remove_stale_temporaries(
+        &self,
+        _min_age: std::time::Duration,
+    ) -> Result<Vec<(String, u64)>> {
+        Ok(Vec::new())
+    }
 }
 
 #[cfg(test)]
@@ -122,5 +140,8 @@ pub(crate) mod conformance {
         b.delete(ObjectKind::Pack, "aa11").unwrap();
         b.delete(ObjectKind::Pack, "aa11").unwrap();
         assert_eq!(b.list(ObjectKind::Pack).unwrap().len(), 1);
+        assert!(b.list(ObjectKind::Forgotten).unwrap().is_empty());
+        b.put(ObjectKind::Forgotten, "cc33", b"f").unwrap();
+        assert_eq!(b.get(ObjectKind::Forgotten, "cc33").unwrap(), b"f");
     }
 }

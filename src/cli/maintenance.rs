@@ -111,7 +111,7 @@ pub(super) fn check(g: &Global, a: CheckArgs) -> Result<u8> {
         budget_bytes: a.budget.as_deref().map(parse_size).transpose()?,
     };
     let mut repo = open(g)?;
-    let _lock = lock(g, &repo, "check", false)?;
+    lock_for_reading(g, &mut repo, "check")?;
     let progress = CheckBar::new(g);
     let report = checker::check(&mut repo, &opts, &progress);
     progress.finish();
@@ -127,10 +127,27 @@ pub(super) fn check(g: &Global, a: CheckArgs) -> Result<u8> {
         }
         print_affected(&report.affected_snapshots);
         if !report.unindexed_packs.is_empty() && !g.quiet {
-            println!(
-                "{} packs are not indexed (left by an interrupted backup; the next `snapshot create` or `repair index` adopts them)",
-                report.unindexed_packs.len()
-            );
+            // A running backup indexes its packs in batches: they are not leftovers.
+            let ours = repo.lock_name();
+            let running: Vec<String> = tresor::lock::list(repo.backend().as_ref(), repo.key())?
+                .into_iter()
+                .filter(|(n, _)| Some(n) != ours.as_ref())
+                .filter_map(|(_, i)| i.ok())
+                .filter(|i| i.operation == "snapshot create")
+                .map(|i| i.describe())
+                .collect();
+            if running.is_empty() {
+                println!(
+                    "{} packs are not indexed (left by an interrupted backup; the next `snapshot create` or `repair index` adopts them)",
+                    report.unindexed_packs.len()
+                );
+            } else {
+                println!(
+                    "{} packs are not indexed yet: they belong to a backup that is running now ({}); it indexes them as it goes",
+                    report.unindexed_packs.len(),
+                    running.join("; ")
+                );
+            }
         }
         if !g.quiet {
             println!(
@@ -196,7 +213,7 @@ pub(super) fn print_affected(affected: &[checker::AffectedSnapshot]) {
 
 pub(super) fn repair_index(g: &Global, a: JsonArg) -> Result<u8> {
     let mut repo = open(g)?;
-    let _lock = lock(g, &repo, "repair index", true)?;
+    lock(g, &mut repo, "repair index", true)?;
     let progress = CheckBar::new(g);
     let r = repair::repair_index(&mut repo, &progress);
     progress.finish();
@@ -207,6 +224,9 @@ pub(super) fn repair_index(g: &Global, a: JsonArg) -> Result<u8> {
         for p in &r.unreadable_packs {
             println!("damage: {p} (left in place, not indexed)");
         }
+        for p in &r.salvaged_packs {
+            println!("damage: {p}");
+        }
         if !g.quiet {
             println!(
                 "rebuilt the index from {} packs ({} blobs): {} index objects written, {} old ones removed",
@@ -214,16 +234,16 @@ pub(super) fn repair_index(g: &Global, a: JsonArg) -> Result<u8> {
             );
         }
     }
-    Ok(if r.unreadable_packs.is_empty() {
-        exit::OK
-    } else {
+    Ok(if r.found_damage() {
         exit::DAMAGED
+    } else {
+        exit::OK
     })
 }
 
 pub(super) fn repair_snapshots(g: &Global, a: RepairSnapshotsArgs) -> Result<u8> {
     let mut repo = open(g)?;
-    let _lock = lock(g, &repo, "repair snapshots", a.forget && !a.dry_run)?;
+    lock(g, &mut repo, "repair snapshots", a.forget && !a.dry_run)?;
     let progress = CheckBar::new(g);
     let opts = CheckOptions {
         read_data: a.read_data,
@@ -336,8 +356,15 @@ pub(super) fn print_plan(p: &tresor::prune::PrunePlan, verb: &str) {
 pub(super) fn prune(g: &Global, a: PruneArgs) -> Result<u8> {
     let max_unused = parse_share(&a.max_unused)?;
     let mut repo = open(g)?;
-    let _lock = lock(g, &repo, "prune", true)?;
-    run_prune(g, &mut repo, max_unused, a.dry_run, a.json)
+    lock(g, &mut repo, "prune", true)?;
+    run_prune(
+        g,
+        &mut repo,
+        max_unused,
+        a.dry_run,
+        a.allow_missing_snapshots,
+        a.json,
+    )
 }
 
 pub(super) fn run_prune(
@@ -345,8 +372,45 @@ pub(super) fn run_prune(
     repo: &mut Repo,
     max_unused: f64,
     dry_run: bool,
+    allow_missing: bool,
     json: bool,
 ) -> Result<u8> {
+    // A snapshot that vanished without `forget` may be an attack or an accident: its data
+    // must not be freed until the user says so.
+    let history = tresor::history::audit(repo)?;
+    if !history.missing.is_empty() {
+        let list: Vec<String> = history
+            .missing
+            .iter()
+            .map(|m| format!("{} ({})", &m.id[..8], m.evidence))
+            .collect();
+        if !allow_missing {
+            return Err(Error::Missing {
+                object: format!(
+                    "snapshots: {} disappeared without `snapshot forget`: {}; refusing to prune, which would free their data (restore them from a copy of the repository, or, if they were removed on purpose, run `tresor prune --allow-missing-snapshots`)",
+                    history.missing.len(),
+                    list.join("; ")
+                ),
+            }
+            .into());
+        }
+        if !dry_run {
+            let ids = history
+                .missing
+                .iter()
+                .map(|m| ObjectId::from_hex(&m.id))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            repo.forget_snapshots(
+                &ids,
+                "prune --allow-missing-snapshots (disappeared without forget)",
+            )?;
+            eprintln!(
+                "tresor: warning: recorded {} snapshots that disappeared without `snapshot forget` as forgotten: {}",
+                ids.len(),
+                list.join("; ")
+            );
+        }
+    }
     if !dry_run {
         // Packs of interrupted backups are judged like the others.
         let adopted = repair::adopt_unindexed(repo)?;
@@ -402,7 +466,7 @@ pub(super) fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
     let by: tresor::forget::GroupBy = a.group_by.parse()?;
     let max_unused = parse_share(&a.max_unused)?;
     let mut repo = open(g)?;
-    let _lock = lock(g, &repo, "snapshot forget", !a.dry_run)?;
+    lock(g, &mut repo, "snapshot forget", !a.dry_run)?;
     let verdicts = tresor::forget::decide(&repo, &policy, by, &a.ids)?;
     let removed = verdicts.iter().filter(|v| !v.keep).count();
     // What a prune right after would free: plan it with only the kept snapshots.
@@ -465,20 +529,33 @@ pub(super) fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
     }
     tresor::forget::remove(&repo, &verdicts)?;
     if a.prune {
-        return run_prune(g, &mut repo, max_unused, false, a.json);
+        return run_prune(
+            g,
+            &mut repo,
+            max_unused,
+            false,
+            a.allow_missing_snapshots,
+            a.json,
+        );
     }
     Ok(exit::OK)
 }
 
 pub(super) fn mount(g: &Global, a: MountArgs) -> Result<u8> {
     tresor::mount::preflight(&a.mountpoint)?;
-    let repo = open(g)?;
-    let lock = lock(g, &repo, "mount", false)?;
+    let mut repo = open(g)?;
+    lock_for_reading(g, &mut repo, "mount")?;
+    // The first Ctrl-C (or SIGTERM) unmounts: a watcher turns the signal into the stop message.
     let (tx, rx) = crossbeam_channel::bounded::<()>(1);
-    ctrlc::set_handler(move || {
-        let _ = tx.try_send(());
-    })
-    .context("installing the Ctrl-C handler")?;
+    std::thread::Builder::new()
+        .name("tresor-unmount".into())
+        .spawn(move || {
+            while tresor::interrupt::received().is_none() {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            let _ = tx.try_send(());
+        })
+        .context("starting the signal watcher")?;
     let vfs = tresor::vfs::Vfs::new(repo, a.cache_mib << 20)?;
     if !g.quiet {
         eprintln!(
@@ -488,7 +565,6 @@ pub(super) fn mount(g: &Global, a: MountArgs) -> Result<u8> {
         );
     }
     tresor::mount::serve(vfs, &a.mountpoint, rx)?;
-    drop(lock);
     if !g.quiet {
         eprintln!("tresor: unmounted {}", a.mountpoint.display());
     }

@@ -3,11 +3,14 @@
 //!
 //! This module holds the clap argument tree, dispatch, exit-code mapping, the password sources
 //! and opening/locking the repository; the commands live in `snapshots` (create, list, show,
-//! restore, ls, diff, stats) and `maintenance` (check, repair, unlock, prune, forget, mount).
+//! restore, ls, diff, stats), `maintenance` (check, repair, unlock, prune, forget, mount) and
+//! `keys` (key list, add, remove, passwd).
 
+mod keys;
 mod maintenance;
 mod snapshots;
 
+use keys::*;
 use maintenance::*;
 use snapshots::*;
 
@@ -29,7 +32,7 @@ use tresor::chunker::ChunkerParams;
 use tresor::error::Error;
 use tresor::id::ObjectId;
 use tresor::keys::KdfParams;
-use tresor::lock::{LockGuard, LockTiming};
+use tresor::lock::LockTiming;
 use tresor::repair;
 use tresor::repo::{self, InitOptions, Repo};
 use tresor::restorer;
@@ -94,6 +97,13 @@ struct Global {
         value_name = "DURATION"
     )]
     retry_lock: Option<String>,
+    /// Take no lock (reading commands only: restore, check, mount, …): for a repository on
+    /// read-only media. A read-only repository is detected and read without a lock anyway.
+    #[arg(long, global = true)]
+    no_lock: bool,
+    /// Try this key file first (an id or unique prefix from `tresor key list`).
+    #[arg(long, env = "TRESOR_KEY_HINT", global = true, value_name = "ID")]
+    key_hint: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -115,6 +125,71 @@ enum Command {
     Stats(JsonArg),
     /// Show every snapshot read-only under MOUNTPOINT (FUSE) until Ctrl-C or `fusermount3 -u`.
     Mount(MountArgs),
+    /// Key files: list them, add a password, remove one, change the password in use.
+    #[command(subcommand)]
+    Key(KeyCmd),
+}
+
+#[derive(Subcommand)]
+enum KeyCmd {
+    /// Every key file: id, host, user, created, KDF parameters, and which one is in use.
+    List(JsonArg),
+    /// Add another password (a new key file for the same repository).
+    Add(KeyAddArgs),
+    /// Remove a key file (never the last one; the one in use only with --force).
+    Remove(KeyRemoveArgs),
+    /// Change the password in use: a new key file, then the old one removed.
+    Passwd(KeyPasswdArgs),
+}
+
+#[derive(Args)]
+struct NewPasswordArgs {
+    /// Read the new password from the first line of this file [default: $TRESOR_NEW_PASSWORD,
+    /// else a prompt, twice].
+    #[arg(long, value_name = "FILE")]
+    new_password_file: Option<PathBuf>,
+    /// argon2id memory in KiB for the new key file [default: 65536].
+    #[arg(long, hide = true)]
+    kdf_memory_kib: Option<u32>,
+    /// argon2id passes for the new key file [default: 3].
+    #[arg(long, hide = true)]
+    kdf_iterations: Option<u32>,
+}
+
+#[derive(Args)]
+struct KeyAddArgs {
+    #[command(flatten)]
+    new: NewPasswordArgs,
+    /// Host name recorded in the key file [default: this machine's].
+    #[arg(long)]
+    host: Option<String>,
+    /// User name recorded in the key file [default: the current user].
+    #[arg(long)]
+    user: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct KeyRemoveArgs {
+    /// The key file's id or a unique prefix (see `tresor key list`).
+    id: String,
+    /// Also remove the key file in use (another must still open the repository).
+    #[arg(long)]
+    force: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct KeyPasswdArgs {
+    #[command(flatten)]
+    new: NewPasswordArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -135,6 +210,10 @@ struct PruneArgs {
     /// Show what would be deleted and freed; change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Prune even though snapshots disappeared without `snapshot forget` (their data is freed;
+    /// they are recorded as forgotten, so later checks stop reporting them).
+    #[arg(long)]
+    allow_missing_snapshots: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -180,6 +259,9 @@ struct ForgetArgs {
     /// For --prune: see `prune --max-unused`.
     #[arg(long, default_value = "10%", value_name = "PERCENT")]
     max_unused: String,
+    /// For --prune: see `prune --allow-missing-snapshots`.
+    #[arg(long)]
+    allow_missing_snapshots: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -247,6 +329,10 @@ struct InitArgs {
     /// argon2id passes.
     #[arg(long, default_value_t = KdfParams::default().iterations, hide = true)]
     kdf_iterations: u32,
+    /// Let the repository directory's group read it (directories 0750, files 0640) instead of
+    /// the owner alone (0700, 0600).
+    #[arg(long)]
+    group_readable: bool,
 }
 
 #[derive(Subcommand)]
@@ -445,6 +531,9 @@ struct CheckArgs {
 
 /// Entry point: runs the CLI and maps errors to exit codes.
 pub fn main() -> ExitCode {
+    if let Err(e) = tresor::interrupt::install() {
+        eprintln!("tresor: warning: {e} (Ctrl-C will not stop cleanly)");
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -463,7 +552,7 @@ pub fn main() -> ExitCode {
             if is_broken_pipe(&e) {
                 return ExitCode::from(exit::OK);
             }
-            eprintln!("tresor: error: {e:#}");
+            eprintln!("tresor: error: {}", render_error(&e));
             ExitCode::from(code_for(&e))
         }
     }
@@ -476,16 +565,33 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// The error and its causes on one line, each said once: a library error already names its
+/// cause (`reading X: Permission denied`), which the chain would repeat.
+fn render_error(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for c in e.chain() {
+        let t = c.to_string();
+        if out.is_empty() {
+            out = t;
+        } else if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+    }
+    out
+}
+
 fn code_for(e: &anyhow::Error) -> u8 {
     for c in e.chain() {
         if let Some(err) = c.downcast_ref::<Error>() {
             return match err {
                 Error::RepoNotFound(_) => exit::NO_REPO,
-                Error::WrongPassword => exit::WRONG_PASSWORD,
+                Error::WrongPassword { .. } => exit::WRONG_PASSWORD,
                 Error::Locked(_) => exit::LOCKED,
                 Error::Corrupt { .. } | Error::Missing { .. } | Error::Mismatch { .. } => {
                     exit::DAMAGED
                 }
+                Error::Interrupted { signal } => u8::try_from(128 + signal).unwrap_or(exit::FATAL),
                 _ => exit::FATAL,
             };
         }
@@ -511,6 +617,10 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Prune(a) => prune(g, a),
         Command::Stats(a) => stats(g, a),
         Command::Mount(a) => mount(g, a),
+        Command::Key(KeyCmd::List(a)) => key_list(g, a),
+        Command::Key(KeyCmd::Add(a)) => key_add(g, a),
+        Command::Key(KeyCmd::Remove(a)) => key_remove(g, a),
+        Command::Key(KeyCmd::Passwd(a)) => key_passwd(g, a),
     }
 }
 
@@ -590,36 +700,71 @@ fn open(g: &Global) -> Result<Repo> {
     let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(&path));
     let pw = password(g, false)?;
     let cache = g.cache_dir.clone().unwrap_or_else(repo::default_cache_dir);
-    let repo = Repo::open(backend, &pw, &cache)?;
+    let opts = repo::OpenOptions {
+        key_hint: g.key_hint.clone(),
+    };
+    let repo = Repo::open_with(backend, &pw, &cache, &opts)?;
     for w in repo.warnings() {
         eprintln!("tresor: warning: {w} (run `tresor check`)");
     }
     Ok(repo)
 }
 
-/// Takes the repository lock for `operation`, printing any stale locks it removed.
-fn lock(g: &Global, repo: &Repo, operation: &str, exclusive: bool) -> Result<LockGuard> {
+/// Takes the repository lock for `operation` (the repository holds it until it is dropped),
+/// printing any stale locks and temporary files it removed. An operation that takes the lock
+/// stops cleanly at its safe points on the first Ctrl-C.
+fn lock(g: &Global, repo: &mut Repo, operation: &str, exclusive: bool) -> Result<()> {
+    if g.no_lock {
+        bail!("--no-lock is for reading commands only; `{operation}` changes the repository");
+    }
     let retry = match &g.retry_lock {
         Some(r) => std::time::Duration::from_secs(parse_age(r)?),
         None => std::time::Duration::ZERO,
     };
-    let guard = tresor::lock::acquire(
-        Arc::clone(repo.backend()),
-        Arc::clone(repo.key()),
-        operation,
-        exclusive,
-        retry,
-        LockTiming::default(),
-    )?;
-    for m in &guard.removed_stale {
+    tresor::interrupt::set_cooperative(true);
+    for m in repo.lock(operation, exclusive, retry, LockTiming::default())? {
         eprintln!("tresor: {m}");
     }
-    Ok(guard)
+    Ok(())
+}
+
+/// The shared lock of a reading command, unless `--no-lock`, or the repository refuses writes
+/// (read-only media): then it is read without a lock, with a note.
+fn lock_for_reading(g: &Global, repo: &mut Repo, operation: &str) -> Result<()> {
+    tresor::interrupt::set_cooperative(true);
+    if g.no_lock {
+        return Ok(());
+    }
+    let retry = match &g.retry_lock {
+        Some(r) => std::time::Duration::from_secs(parse_age(r)?),
+        None => std::time::Duration::ZERO,
+    };
+    match repo.lock(operation, false, retry, LockTiming::default()) {
+        Ok(notes) => {
+            for m in notes {
+                eprintln!("tresor: {m}");
+            }
+            Ok(())
+        }
+        Err(e) if e.is_read_only() => {
+            if !g.quiet {
+                eprintln!(
+                    "tresor: note: the repository does not accept writes ({e}); reading it without a lock"
+                );
+            }
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn init(g: &Global, a: InitArgs) -> Result<u8> {
     let path = repo_path(g)?;
-    let backend = LocalBackend::new(&path);
+    let backend = if a.group_readable {
+        LocalBackend::new(&path).group_readable()
+    } else {
+        LocalBackend::new(&path)
+    };
     let pw = password(g, true)?;
     let opts = InitOptions {
         chunker: ChunkerParams {

@@ -31,7 +31,7 @@ pub(super) fn create(g: &Global, a: CreateArgs) -> Result<u8> {
         bail!("nothing to back up: give paths, --stdin or --command");
     }
     let mut repo = open(g)?;
-    let _lock = lock(g, &repo, "snapshot create", false)?;
+    lock(g, &mut repo, "snapshot create", false)?;
     let progress = Bar(bar(g, "read"));
     let mut patterns = a.exclude.clone();
     for f in &a.exclude_file {
@@ -308,8 +308,8 @@ pub(super) fn show(g: &Global, a: ShowArgs) -> Result<u8> {
 }
 
 pub(super) fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
-    let repo = open(g)?;
-    let _lock = lock(g, &repo, "snapshot restore", false)?;
+    let mut repo = open(g)?;
+    lock_for_reading(g, &mut repo, "snapshot restore")?;
     let (id, s) = repo.find_snapshot(&a.snapshot)?;
     if a.stdout {
         let mut out = std::io::stdout();
