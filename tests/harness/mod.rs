@@ -463,10 +463,22 @@ impl Env {
 impl KillOnDrop {
     /// Waits `delay`, then SIGKILLs the process (unless it already ended) and reaps it.
     pub fn kill_after(&mut self, delay: Duration) -> ExitStatus {
-        thread::sleep(delay);
+        self.kill_after_timed(delay).0
+    }
+
+    /// [`KillOnDrop::kill_after`], also saying how long the process ran when it ended on its
+    /// own before the delay (`None` when it was killed).
+    pub fn kill_after_timed(&mut self, delay: Duration) -> (ExitStatus, Option<Duration>) {
+        let started = Instant::now();
         let mut child = self.0.take().unwrap();
+        while started.elapsed() < delay {
+            if let Some(st) = child.try_wait().unwrap() {
+                return (st, Some(started.elapsed()));
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
         let _ = child.kill();
-        child.wait().unwrap()
+        (child.wait().unwrap(), None)
     }
 }
 

@@ -214,10 +214,10 @@ fn random_kills_never_lose_a_committed_snapshot() {
         &Rng::new(seed ^ 2).text(DOOMED),
         &mut committed,
     );
-    let create_span = started.elapsed().as_millis() as u64 * 6 / 5 + 20;
+    let mut create_span = started.elapsed().as_millis() as u64 * 6 / 5 + 20;
     let started = Instant::now();
     env.run(&["repair", "index"]).ok("calibrating repair index");
-    let repair_span = started.elapsed().as_millis() as u64 * 6 / 5 + 20;
+    let mut repair_span = started.elapsed().as_millis() as u64 * 6 / 5 + 20;
 
     let need_creates = (trials / 4).max(1);
     let need_repairs = (trials / 8).max(1);
@@ -243,8 +243,18 @@ fn random_kills_never_lose_a_committed_snapshot() {
             env.spawn_stdin_create("doomed.txt", Arc::clone(&data))
         };
         let span = if repair { repair_span } else { create_span };
-        let st = guard.kill_after(Duration::from_millis(rng.next_u64() % span));
+        let (st, ran) = guard.kill_after_timed(Duration::from_millis(rng.next_u64() % span));
         feeder.join().unwrap();
+        if let Some(ran) = ran.filter(|_| st.success()) {
+            // It finished first (runs get longer as the repository grows, or shorter once
+            // warm): aim the next kills of its kind inside the time it took.
+            let took = ran.as_millis() as u64 * 6 / 5 + 20;
+            if repair {
+                repair_span = took;
+            } else {
+                create_span = took;
+            }
+        }
         let killed = st.signal() == Some(9);
         let temporaries = !harness::temporaries(&env.repo).is_empty();
         let what = format!(

@@ -405,12 +405,11 @@ fn prune_killed_at_random_moments_keeps_every_kept_snapshot() {
         let index_before = crate::crash::names(&env.repo.join("index"));
         let mut cmd = env.command(&["prune", "--max-unused", "0%"]);
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        let started = Instant::now();
         let mut guard = KillOnDrop(Some(cmd.spawn().unwrap()));
-        let st = guard.kill_after(Duration::from_millis(rng.next_u64() % span));
-        if st.success() {
+        let (st, ran) = guard.kill_after_timed(Duration::from_millis(rng.next_u64() % span));
+        if let Some(ran) = ran.filter(|_| st.success()) {
             // It finished first: aim the next kills inside its running time.
-            span = (started.elapsed().as_millis() as u64 * 6 / 5).max(50);
+            span = (ran.as_millis() as u64 * 6 / 5).max(50);
         }
         let what = format!("prune trial {t} ({st})");
         env.assert_objects_whole(&what);
