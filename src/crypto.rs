@@ -16,7 +16,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::{Error, Result};
 use crate::format::{self, NONCE_LEN, SEAL_OVERHEAD};
-use crate::id::BlobId;
+use crate::id::{BlobId, ObjectId};
 
 /// 32 secret bytes that are wiped when dropped.
 #[derive(Zeroize, ZeroizeOnDrop)]
@@ -90,6 +90,34 @@ impl MasterKey {
     /// Opens an envelope made by [`MasterKey::seal`]; `what` names the object in errors.
     pub fn open(&self, aad: &[u8], sealed: &[u8], what: &dyn Fn() -> String) -> Result<Vec<u8>> {
         open_with(&self.cipher, aad, sealed, what)
+    }
+
+    /// Serializes `value` as JSON and seals it: the stored bytes of a named object, and its
+    /// name (the BLAKE3 hash of those bytes).
+    pub fn seal_json<T: serde::Serialize>(
+        &self,
+        aad: &[u8],
+        value: &T,
+    ) -> Result<(ObjectId, Vec<u8>)> {
+        let json = serde_json::to_vec(value).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let sealed = self.seal(aad, &json)?;
+        Ok((ObjectId::of_bytes(&sealed), sealed))
+    }
+
+    /// The reverse of [`MasterKey::seal_json`]: checks that `stored` hashes to `name`, opens
+    /// it and parses the JSON; `what` names the object in errors.
+    pub fn open_named_json<T: serde::de::DeserializeOwned>(
+        &self,
+        aad: &[u8],
+        name: &ObjectId,
+        stored: &[u8],
+        what: &dyn Fn() -> String,
+    ) -> Result<T> {
+        if ObjectId::of_bytes(stored) != *name {
+            return Err(Error::corrupt(what(), "content does not match its name"));
+        }
+        let plain = self.open(aad, stored, what)?;
+        serde_json::from_slice(&plain).map_err(|e| Error::corrupt(what(), e.to_string()))
     }
 }
 

@@ -80,20 +80,13 @@ impl ForgetRecord {
 
     /// Seals the record; returns (name, stored bytes).
     pub fn encode(&self, key: &MasterKey) -> Result<(ObjectId, Vec<u8>)> {
-        let json = serde_json::to_vec(self).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        let sealed = key.seal(format::aad::FORGOTTEN, &json)?;
-        Ok((ObjectId::of_bytes(&sealed), sealed))
+        key.seal_json(format::aad::FORGOTTEN, self)
     }
 
     /// Checks the name, opens and parses a record.
     pub fn decode(key: &MasterKey, name: &ObjectId, stored: &[u8]) -> Result<ForgetRecord> {
         let what = || format!("forget record {}", name.to_hex());
-        if ObjectId::of_bytes(stored) != *name {
-            return Err(Error::corrupt(what(), "content does not match its name"));
-        }
-        let plain = key.open(format::aad::FORGOTTEN, stored, &what)?;
-        let r: ForgetRecord =
-            serde_json::from_slice(&plain).map_err(|e| Error::corrupt(what(), e.to_string()))?;
+        let r: ForgetRecord = key.open_named_json(format::aad::FORGOTTEN, name, stored, &what)?;
         if r.version != format::FORGET_RECORD_VERSION {
             return Err(Error::UnsupportedVersion {
                 what: "forget record",

@@ -142,20 +142,13 @@ pub struct Snapshot {
 impl Snapshot {
     /// Seals the snapshot; returns (name, stored bytes).
     pub fn encode(&self, key: &MasterKey) -> Result<(ObjectId, Vec<u8>)> {
-        let json = serde_json::to_vec(self).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        let sealed = key.seal(format::aad::SNAPSHOT, &json)?;
-        Ok((ObjectId::of_bytes(&sealed), sealed))
+        key.seal_json(format::aad::SNAPSHOT, self)
     }
 
     /// Checks the name, opens and parses a snapshot.
     pub fn decode(key: &MasterKey, name: &ObjectId, stored: &[u8]) -> Result<Self> {
         let what = || format!("snapshot {}", name.to_hex());
-        if ObjectId::of_bytes(stored) != *name {
-            return Err(Error::corrupt(what(), "content does not match its name"));
-        }
-        let plain = key.open(format::aad::SNAPSHOT, stored, &what)?;
-        let s: Snapshot =
-            serde_json::from_slice(&plain).map_err(|e| Error::corrupt(what(), e.to_string()))?;
+        let s: Snapshot = key.open_named_json(format::aad::SNAPSHOT, name, stored, &what)?;
         if s.version != format::SNAPSHOT_VERSION {
             return Err(Error::UnsupportedVersion {
                 what: "snapshot",

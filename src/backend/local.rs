@@ -10,9 +10,9 @@
 //!
 //! Permissions: files are created `0600` and directories `0700` whatever the umask (a key file
 //! readable by others would let any local user guess the password offline). A repository whose
-//! top directory gives its group access (`repo init --group-readable` makes it `0750`; `chmod
-//! g+rwx` on it makes it writable too) gets files and directories with the same group bits, so
-//! a backup group can share it. Other users never get any bit.
+//! top directory gives its group access and others none (`repo init --group-readable` makes it
+//! `0750`; `chmod 0770` makes it group-writable) gets files and directories with the same group
+//! bits, so a backup group can share it. Other users never get any bit.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -58,8 +58,12 @@ impl LocalBackend {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         use std::os::unix::fs::PermissionsExt;
         let root = root.into();
+        // Only a top directory closed to others says "share with the group" on purpose: a
+        // plain `mkdir` (0755 under the usual umask), or a repository made by a build that
+        // followed the umask, is kept private.
         let group = fs::metadata(&root)
-            .map(|m| m.permissions().mode() & 0o060)
+            .map(|m| m.permissions().mode())
+            .map(|mode| if mode & 0o007 == 0 { mode & 0o060 } else { 0 })
             .unwrap_or(0);
         LocalBackend { root, group }
     }
@@ -365,6 +369,14 @@ mod tests {
         assert_eq!(mode(&t.path().join("repo/keys/k1")), 0o600);
         assert_eq!(mode(&t.path().join("repo/data/ab/ab12")), 0o600);
         assert_eq!(mode(&t.path().join("repo/forgotten/f1")), 0o600);
+        // A directory made by a plain mkdir (0755) stays private: no group bits leak in.
+        fs::create_dir(t.path().join("mkdir")).unwrap();
+        fs::set_permissions(t.path().join("mkdir"), fs::Permissions::from_mode(0o755)).unwrap();
+        let m = LocalBackend::new(t.path().join("mkdir"));
+        m.create().unwrap();
+        m.put(ObjectKind::Key, "k1", b"key").unwrap();
+        assert_eq!(mode(&t.path().join("mkdir")), 0o700);
+        assert_eq!(mode(&t.path().join("mkdir/keys/k1")), 0o600);
         // Group-readable on request; a backend opened later follows the top directory.
         let g = LocalBackend::new(t.path().join("shared")).group_readable();
         g.create().unwrap();

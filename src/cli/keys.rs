@@ -12,32 +12,13 @@ use tresor::repo::KeyListing;
 /// The new password: `--new-password-file`, else `$TRESOR_NEW_PASSWORD`, else asked twice on a
 /// terminal.
 fn new_password(a: &NewPasswordArgs) -> Result<Zeroizing<Vec<u8>>> {
-    if let Some(f) = &a.new_password_file {
-        let bytes = Zeroizing::new(
-            std::fs::read(f)
-                .with_context(|| format!("reading new password file {}", f.display()))?,
-        );
-        return non_empty(first_line(&bytes));
-    }
-    if let Some(p) = std::env::var_os("TRESOR_NEW_PASSWORD") {
-        use std::os::unix::ffi::OsStrExt;
-        return non_empty(Zeroizing::new(p.as_bytes().to_vec()));
-    }
-    if !std::io::stdin().is_terminal() {
-        bail!(
-            "no new password given: use --new-password-file or TRESOR_NEW_PASSWORD (no prompt: standard input is not a terminal)"
-        );
-    }
-    let p = Zeroizing::new(
-        rpassword::prompt_password("new password: ").context("reading the password")?,
-    );
-    let again = Zeroizing::new(
-        rpassword::prompt_password("repeat new password: ").context("reading the password")?,
-    );
-    if *again != *p {
-        bail!("the passwords do not match");
-    }
-    non_empty(Zeroizing::new(p.as_bytes().to_vec()))
+    password_from(
+        a.new_password_file.as_deref(),
+        "TRESOR_NEW_PASSWORD",
+        "new password",
+        true,
+        "use --new-password-file or TRESOR_NEW_PASSWORD",
+    )
 }
 
 /// KDF parameters for a new key file: the flags over `base`.

@@ -659,27 +659,45 @@ fn password(g: &Global, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
         drop(Zeroizing::new(out.stdout));
         return non_empty(p);
     }
-    if let Some(f) = &g.password_file {
+    password_from(
+        g.password_file.as_deref(),
+        "TRESOR_PASSWORD",
+        "repository password",
+        confirm,
+        "set TRESOR_PASSWORD_FILE, TRESOR_PASSWORD_COMMAND or TRESOR_PASSWORD",
+    )
+}
+
+/// A password from the first line of `file`, else the environment variable `var`, else a
+/// prompt for `what` (only on a terminal, so cron never hangs; asked twice with `confirm`).
+/// `how` tells, when none is given, how to give one.
+fn password_from(
+    file: Option<&std::path::Path>,
+    var: &str,
+    what: &str,
+    confirm: bool,
+    how: &str,
+) -> Result<Zeroizing<Vec<u8>>> {
+    if let Some(f) = file {
         let bytes = Zeroizing::new(
-            std::fs::read(f).with_context(|| format!("reading password file {}", f.display()))?,
+            std::fs::read(f).with_context(|| format!("reading {what} file {}", f.display()))?,
         );
         return non_empty(first_line(&bytes));
     }
-    if let Some(p) = std::env::var_os("TRESOR_PASSWORD") {
+    if let Some(p) = std::env::var_os(var) {
         use std::os::unix::ffi::OsStrExt;
         return non_empty(Zeroizing::new(p.as_bytes().to_vec()));
     }
     if !std::io::stdin().is_terminal() {
-        bail!(
-            "no password given: set TRESOR_PASSWORD_FILE, TRESOR_PASSWORD_COMMAND or TRESOR_PASSWORD (no prompt: standard input is not a terminal)"
-        );
+        bail!("no {what} given: {how} (no prompt: standard input is not a terminal)");
     }
     let p = Zeroizing::new(
-        rpassword::prompt_password("repository password: ").context("reading the password")?,
+        rpassword::prompt_password(format!("{what}: ")).context("reading the password")?,
     );
     if confirm {
         let again = Zeroizing::new(
-            rpassword::prompt_password("repeat password: ").context("reading the password")?,
+            rpassword::prompt_password(format!("repeat {what}: "))
+                .context("reading the password")?,
         );
         if *again != *p {
             bail!("the passwords do not match");

@@ -44,6 +44,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(240);
 pub struct Out {
     /// Exit code; 128 + signal number when killed by a signal.
     pub code: i32,
+    /// The signal that killed it, if one did (so an exit with 130 and a death by SIGINT differ).
+    pub signal: Option<i32>,
     pub stdout: Vec<u8>,
     pub stderr: String,
 }
@@ -152,9 +154,19 @@ pub fn wait_with_timeout(mut child: Child, timeout: Duration, what: &str) -> Out
     let stderr = String::from_utf8_lossy(&t_err.join().unwrap()).into_owned();
     Out {
         code: code_of(&status),
+        signal: std::os::unix::process::ExitStatusExt::signal(&status),
         stdout,
         stderr,
     }
+}
+
+/// Runs a prepared command with standard input closed, collecting its output, within the
+/// default deadline.
+pub fn run_command(mut cmd: Command, what: &str) -> Out {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    wait_with_timeout(cmd.spawn().unwrap(), DEFAULT_TIMEOUT, what)
 }
 
 /// How the password reaches the binary.
@@ -307,6 +319,15 @@ impl Env {
 
     pub fn run<S: AsRef<OsStr>>(&self, args: &[S]) -> Out {
         self.run_full(args, Input::Null, DEFAULT_TIMEOUT)
+    }
+
+    /// [`Env::run`] with some of the test's variables replaced (`TRESOR_REPO`, a password…).
+    pub fn run_with<S: AsRef<OsStr>>(&self, args: &[S], vars: &[(&str, &OsStr)]) -> Out {
+        let mut cmd = self.command(args);
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        run_command(cmd, &format!("tresor with {vars:?}"))
     }
 
     pub fn run_stdin<S: AsRef<OsStr>>(&self, args: &[S], input: &[u8]) -> Out {

@@ -8,7 +8,6 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::thread;
@@ -84,7 +83,7 @@ fn finish(mut guard: KillOnDrop, what: &str) -> harness::Out {
 fn prune_must_wait_for_a_backup_it_cannot_see(
     env: &Env,
     backup: std::process::Command,
-    mut prune: std::process::Command,
+    prune: std::process::Command,
     precondition: impl FnOnce(u32),
     run: &dyn Fn(&[&str]) -> harness::Out,
 ) {
@@ -93,15 +92,7 @@ fn prune_must_wait_for_a_backup_it_cannot_see(
     let pid = child.id();
     wait_for_backup(env, child, 1);
     precondition(pid);
-    prune
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let out = harness::wait_with_timeout(
-        prune.spawn().unwrap(),
-        harness::DEFAULT_TIMEOUT,
-        "prune beside the backup",
-    );
+    let out = harness::run_command(prune, "prune beside the backup");
     out.expect_code(
         exit::LOCKED,
         "prune while a backup runs where its pid means nothing",
@@ -179,13 +170,7 @@ fn a_backup_hidden_by_hidepid_keeps_its_lock() {
         c.env("TRESOR_CACHE_DIR", &caches[0]);
         c
     };
-    let run = |args: &[&str]| {
-        let mut c = as_backup_user(args);
-        c.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        harness::wait_with_timeout(c.spawn().unwrap(), harness::DEFAULT_TIMEOUT, "as the user")
-    };
+    let run = |args: &[&str]| harness::run_command(as_backup_user(args), "as the user");
     let mut init = harness::init_args();
     init.extend(["--pack-size-mib", "1"]);
     run(&init).ok("init as the backup user");
@@ -399,15 +384,10 @@ fn a_snapshot_deleted_behind_tresors_back_is_reported_and_stops_prune() {
     let r = out.json();
     assert_eq!(r["missing_snapshots"][0]["id"], victim.as_str(), "{r}");
     // A fresh cache knows it too: later snapshots list it.
-    let mut fresh = env.command(&["check", "--json"]);
-    fresh.env("TRESOR_CACHE_DIR", env.path("fresh-cache"));
-    let out = harness::wait_with_timeout(
-        {
-            fresh.stdout(Stdio::piped()).stderr(Stdio::piped());
-            fresh.spawn().unwrap()
-        },
-        harness::DEFAULT_TIMEOUT,
-        "check from a fresh cache",
+    let fresh_cache = env.path("fresh-cache");
+    let out = env.run_with(
+        &["check", "--json"],
+        &[("TRESOR_CACHE_DIR", fresh_cache.as_os_str())],
     );
     out.expect_code(exit::DAMAGED, "check from a fresh cache");
     assert!(out.json()["problems"].to_string().contains(&victim));
@@ -462,12 +442,15 @@ fn planted_key_files_are_bounded_and_stray_files_do_not_hide_a_wrong_password() 
     env.create_stdin("x", b"some data");
     let keys = env.repo.join("keys");
     fs::write(keys.join("README"), b"not a key file\n").unwrap();
+    let other_cache = env.path("other-cache");
     let wrong = |env: &Env| {
-        let mut c = env.command(&["snapshot", "list"]);
-        c.env("TRESOR_PASSWORD", "not the password")
-            .env("TRESOR_CACHE_DIR", env.path("other-cache"));
-        c.stdout(Stdio::piped()).stderr(Stdio::piped());
-        harness::wait_with_timeout(c.spawn().unwrap(), harness::DEFAULT_TIMEOUT, "wrong pw")
+        env.run_with(
+            &["snapshot", "list"],
+            &[
+                ("TRESOR_PASSWORD", OsStr::new("not the password")),
+                ("TRESOR_CACHE_DIR", other_cache.as_os_str()),
+            ],
+        )
     };
     wrong(&env)
         .expect_code(exit::WRONG_PASSWORD, "wrong password beside a stray file")
@@ -484,10 +467,11 @@ fn planted_key_files_are_bounded_and_stray_files_do_not_hide_a_wrong_password() 
         fs::write(keys.join(&name), bytes).unwrap();
         planted.push(name);
     }
-    let mut fresh = env.command(&["snapshot", "list", "--json"]);
-    fresh.env("TRESOR_CACHE_DIR", env.path("fresh-cache"));
-    fresh.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let out = harness::wait_with_timeout(fresh.spawn().unwrap(), harness::DEFAULT_TIMEOUT, "open");
+    let fresh_cache = env.path("fresh-cache");
+    let out = env.run_with(
+        &["snapshot", "list", "--json"],
+        &[("TRESOR_CACHE_DIR", fresh_cache.as_os_str())],
+    );
     out.ok("the right password beside planted key files, from a fresh cache");
     let out = wrong(&env);
     out.expect_code(
@@ -594,14 +578,7 @@ fn a_read_only_repository_is_read_without_a_lock() {
         ),
         "remount read-only"
     );
-    let run_ro = |args: &[&str]| {
-        let mut c = env.command(args);
-        c.env("TRESOR_REPO", &ro);
-        c.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        harness::wait_with_timeout(c.spawn().unwrap(), harness::DEFAULT_TIMEOUT, "read-only")
-    };
+    let run_ro = |args: &[&str]| env.run_with(args, &[("TRESOR_REPO", ro.as_os_str())]);
     let out = run_ro(&["snapshot", "restore", "latest", "--stdout"]);
     out.ok("restore --stdout from a read-only repository")
         .stderr_has("without a lock");
@@ -658,13 +635,13 @@ fn a_signal_stops_a_backup_cleanly() {
             rustix::process::Signal::from_named_raw(signal).unwrap(),
         )
         .unwrap();
-        let child = guard.0.take().unwrap();
-        let status = wait_status(child);
+        let out = finish(guard, name);
         assert_eq!(
-            (status.code(), status.signal()),
-            (Some(code), None),
-            "{name}: tresor should exit {code}, it ended with {status}"
+            (out.code, out.signal),
+            (code, None),
+            "{name}: tresor should exit {code} (not die of the signal): {out:?}"
         );
+        assert!(out.stderr.contains("interrupted by"), "{}", out.stderr);
         assert_eq!(env.snapshot_count(), 0, "{name}: a snapshot was written");
         assert_eq!(locks(&env), 0, "{name}: the lock was left behind");
         assert!(
@@ -676,25 +653,6 @@ fn a_signal_stops_a_backup_cleanly() {
         assert!(!marker.exists(), "{name}: the dump command kept running");
         env.run(&["check"]).ok("check after the interrupted backup");
     }
-}
-
-/// Waits for a child without reading its output (it was piped: drain it so it cannot block).
-fn wait_status(mut child: Child) -> std::process::ExitStatus {
-    let mut so = child.stdout.take();
-    let mut se = child.stderr.take();
-    let t = thread::spawn(move || {
-        use std::io::Read;
-        let mut sink = Vec::new();
-        if let Some(s) = so.as_mut() {
-            let _ = s.read_to_end(&mut sink);
-        }
-        if let Some(s) = se.as_mut() {
-            let _ = s.read_to_end(&mut sink);
-        }
-    });
-    let st = child.wait().unwrap();
-    t.join().unwrap();
-    st
 }
 
 /// What a kill -9 leaves (a `.tmp-` file of up to a pack) is removed by the next backup and
@@ -750,10 +708,11 @@ fn messages_and_exit_codes_say_what_happened() {
     // The parent of the repository is a file: "Not a directory", said once.
     let file = env.path("plain-file");
     fs::write(&file, b"").unwrap();
-    let mut c = env.command(&harness::init_args());
-    c.env("TRESOR_REPO", file.join("repo"));
-    c.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let out = harness::wait_with_timeout(c.spawn().unwrap(), harness::DEFAULT_TIMEOUT, "init");
+    let below_a_file = file.join("repo");
+    let out = env.run_with(
+        &harness::init_args(),
+        &[("TRESOR_REPO", below_a_file.as_os_str())],
+    );
     assert_ne!(out.code, exit::OK);
     assert_eq!(
         out.stderr.matches("Not a directory").count(),
@@ -804,6 +763,7 @@ fn key_management() {
         .stderr_has("only key");
 
     let other_pw = env.path("other.txt");
+    let new_pw = env.path("new.txt");
     fs::write(&other_pw, "second password\n").unwrap();
     let added = key_json(
         &env,
@@ -821,12 +781,10 @@ fn key_management() {
     );
     assert_eq!(added["host"], "offsite-admin");
     let second = added["id"].as_str().unwrap().to_string();
-    let as_other = |args: &[&str]| {
-        let mut c = env.command(args);
-        c.env("TRESOR_PASSWORD_FILE", &other_pw);
-        c.stdout(Stdio::piped()).stderr(Stdio::piped());
-        harness::wait_with_timeout(c.spawn().unwrap(), harness::DEFAULT_TIMEOUT, "other pw")
-    };
+    let as_other =
+        |args: &[&str]| env.run_with(args, &[("TRESOR_PASSWORD_FILE", other_pw.as_os_str())]);
+    let as_new =
+        |args: &[&str]| env.run_with(args, &[("TRESOR_PASSWORD_FILE", new_pw.as_os_str())]);
     let out = as_other(&["snapshot", "restore", "latest", "--stdout"]);
     out.ok("restore with the second password");
     assert!(out.stdout == data);
@@ -846,7 +804,6 @@ fn key_management() {
         .stderr_has("--force");
 
     // passwd: the new password works, the old one no longer does.
-    let new_pw = env.path("new.txt");
     fs::write(&new_pw, "third password\n").unwrap();
     let changed = key_json(
         &env,
@@ -855,18 +812,11 @@ fn key_management() {
     assert_eq!(changed["removed"], first.as_str(), "{changed}");
     env.run(&["snapshot", "list"])
         .expect_code(exit::WRONG_PASSWORD, "the old password after passwd");
-    let mut c = env.command(&["snapshot", "restore", "latest", "--stdout"]);
-    c.env("TRESOR_PASSWORD_FILE", &new_pw);
-    c.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let out = harness::wait_with_timeout(c.spawn().unwrap(), harness::DEFAULT_TIMEOUT, "new pw");
+    let out = as_new(&["snapshot", "restore", "latest", "--stdout"]);
     out.ok("restore with the new password");
     assert!(out.stdout == data);
     // Remove the second key with the new password: one key left, which opens.
-    let mut c = env.command(&["key", "remove", &second]);
-    c.env("TRESOR_PASSWORD_FILE", &new_pw);
-    c.stdout(Stdio::piped()).stderr(Stdio::piped());
-    harness::wait_with_timeout(c.spawn().unwrap(), harness::DEFAULT_TIMEOUT, "remove")
-        .ok("remove the second key");
+    as_new(&["key", "remove", &second]).ok("remove the second key");
     as_other(&["snapshot", "list"]).expect_code(exit::WRONG_PASSWORD, "the removed password");
     assert_eq!(harness::all_files(&env.repo.join("keys")).len(), 1);
 }
