@@ -15,7 +15,7 @@ fn new_password(a: &NewPasswordArgs) -> Result<Zeroizing<Vec<u8>>> {
     password_from(
         a.new_password_file.as_deref(),
         "TRESOR_NEW_PASSWORD",
-        "new password",
+        ("new password", "new password"),
         true,
         "use --new-password-file or TRESOR_NEW_PASSWORD",
     )

@@ -662,22 +662,24 @@ fn password(g: &Global, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
     password_from(
         g.password_file.as_deref(),
         "TRESOR_PASSWORD",
-        "repository password",
+        ("password", "repository password"),
         confirm,
         "set TRESOR_PASSWORD_FILE, TRESOR_PASSWORD_COMMAND or TRESOR_PASSWORD",
     )
 }
 
 /// A password from the first line of `file`, else the environment variable `var`, else a
-/// prompt for `what` (only on a terminal, so cron never hangs; asked twice with `confirm`).
-/// `how` tells, when none is given, how to give one.
+/// prompt (only on a terminal, so cron never hangs; asked twice with `confirm`). `names` is
+/// (what messages call it, what the prompt asks for); `how` tells, when none is given, how to
+/// give one.
 fn password_from(
     file: Option<&std::path::Path>,
     var: &str,
-    what: &str,
+    names: (&str, &str),
     confirm: bool,
     how: &str,
 ) -> Result<Zeroizing<Vec<u8>>> {
+    let (what, prompt) = names;
     if let Some(f) = file {
         let bytes = Zeroizing::new(
             std::fs::read(f).with_context(|| format!("reading {what} file {}", f.display()))?,
@@ -692,11 +694,11 @@ fn password_from(
         bail!("no {what} given: {how} (no prompt: standard input is not a terminal)");
     }
     let p = Zeroizing::new(
-        rpassword::prompt_password(format!("{what}: ")).context("reading the password")?,
+        rpassword::prompt_password(format!("{prompt}: ")).context("reading the password")?,
     );
     if confirm {
         let again = Zeroizing::new(
-            rpassword::prompt_password(format!("repeat {what}: "))
+            rpassword::prompt_password(format!("repeat {prompt}: "))
                 .context("reading the password")?,
         );
         if *again != *p {
