@@ -227,11 +227,8 @@ fn salvage(
         };
         match verdict {
             Ok(()) => kept.push(*e),
-            Err(why) if bytes.is_empty() => {
-                // The pack could not be read: keep the entry, it may be a passing fault.
-                let _ = why;
-                kept.push(*e);
-            }
+            // The pack could not be read at all: keep the entry, it may be a passing fault.
+            Err(_) if bytes.is_empty() => kept.push(*e),
             Err(why) => {
                 dropped += 1;
                 first.get_or_insert(why);
