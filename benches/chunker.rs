@@ -9,8 +9,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tresor::chunker::ChunkerSpec;
-use tresor::config::DEFAULT_CHUNKER;
+use tresor::format::chunker::ChunkerSpec;
+use tresor::repo::config::DEFAULT_CHUNKER;
 
 const LEN: usize = 64 * common::MIB;
 

@@ -11,9 +11,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tresor::codec;
-use tresor::config::DEFAULT_ZSTD_LEVEL;
 use tresor::format::BlobKind;
+use tresor::format::codec;
+use tresor::repo::config::DEFAULT_ZSTD_LEVEL;
 
 fn codec(c: &mut Criterion) {
     let key = common::key();
@@ -71,7 +71,7 @@ fn delta(c: &mut Criterion) {
     let mut g = c.benchmark_group("delta");
     g.throughput(Throughput::Bytes(chunk.len() as u64));
     g.bench_function("script_2MiB", |b| {
-        b.iter(|| tresor::delta::encode(black_box(&base), black_box(&chunk)))
+        b.iter(|| tresor::format::delta::encode(black_box(&base), black_box(&chunk)))
     });
     g.bench_function("encode_2MiB", |b| {
         b.iter(|| codec::encode_delta(&key, &id, black_box(&chunk), &base_id, &base).unwrap())

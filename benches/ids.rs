@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tresor::id::ObjectId;
+use tresor::format::id::ObjectId;
 
 fn ids(c: &mut Criterion) {
     let key = common::key();

@@ -9,9 +9,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use tresor::codec;
 use tresor::format::BlobKind;
-use tresor::pack::PackWriter;
+use tresor::format::codec;
+use tresor::format::pack::PackWriter;
 
 fn pack(c: &mut Criterion) {
     let key = common::key();

@@ -1,6 +1,6 @@
-//! End to end: `archiver::create` of a 256 MiB dump-like file into a fresh repository on a
+//! End to end: `backup::create` of a 256 MiB dump-like file into a fresh repository on a
 //! `LocalBackend` (a new one for every iteration, so every chunk is new: chunk, hash, compress,
-//! seal, pack, fsync), and `restorer::restore_to_writer` of that file into `io::sink()`
+//! seal, pack, fsync), and `restore::restore_to_writer` of that file into `io::sink()`
 //! (locate, read, open, inflate, id check). Default repository settings, cheap argon2.
 //!
 //! Files live under the system temporary directory; set TMPDIR to measure another disk.
@@ -16,11 +16,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use tresor::archiver::{self, CreateOptions, NoProgress};
 use tresor::backend::local::LocalBackend;
-use tresor::keys::KdfParams;
+use tresor::backup::{self, CreateOptions, NoProgress};
+use tresor::repo::keys::KdfParams;
 use tresor::repo::{InitOptions, Repo};
-use tresor::restorer;
+use tresor::restore;
 use tresor::source::SourceSpec;
 
 /// 256 MiB under `cargo bench`; 16 MiB when `cargo test --all-targets` runs the bench once as a
@@ -76,7 +76,7 @@ fn pipeline(c: &mut Criterion) {
                 let dir = tempfile::tempdir().unwrap();
                 let mut repo = init_open(dir.path());
                 let started = Instant::now();
-                let r = archiver::create(&mut repo, &options(&source), &NoProgress).unwrap();
+                let r = backup::create(&mut repo, &options(&source), &NoProgress).unwrap();
                 total += started.elapsed();
                 assert_eq!(r.snapshot.summary.bytes_read, len as u64);
             }
@@ -86,12 +86,12 @@ fn pipeline(c: &mut Criterion) {
 
     let dir = tempfile::tempdir().unwrap();
     let mut repo = init_open(dir.path());
-    let snap = archiver::create(&mut repo, &options(&source), &NoProgress)
+    let snap = backup::create(&mut repo, &options(&source), &NoProgress)
         .unwrap()
         .snapshot;
     g.bench_function("restore_256MiB_dump_to_sink", |b| {
         b.iter(|| {
-            let n = restorer::restore_to_writer(&repo, &snap, None, &mut std::io::sink()).unwrap();
+            let n = restore::restore_to_writer(&repo, &snap, None, &mut std::io::sink()).unwrap();
             assert_eq!(n, len as u64);
         })
     });

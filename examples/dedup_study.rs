@@ -13,10 +13,10 @@ use std::fs::File;
 use std::io::BufReader;
 
 use rayon::prelude::*;
-use tresor::chunker::{ChunkerParams, ChunkerSpec};
-use tresor::codec;
-use tresor::crypto::MasterKey;
 use tresor::format::BlobKind;
+use tresor::format::chunker::{ChunkerParams, ChunkerSpec};
+use tresor::format::codec;
+use tresor::format::crypto::MasterKey;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();

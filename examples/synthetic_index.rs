@@ -15,9 +15,9 @@ use std::time::Instant;
 use tresor::backend::local::LocalBackend;
 use tresor::backend::{Backend, ObjectKind};
 use tresor::format::BlobKind;
-use tresor::id::{BlobId, ObjectId};
-use tresor::index::{self, IndexedPack};
-use tresor::pack::PackEntry;
+use tresor::format::id::{BlobId, ObjectId};
+use tresor::format::index::{self, IndexedPack};
+use tresor::format::pack::PackEntry;
 use tresor::repo::Repo;
 
 fn main() {

@@ -19,16 +19,16 @@
 
 use std::sync::OnceLock;
 
-use tresor::codec;
-use tresor::config::Config;
-use tresor::crypto::{MasterKey, blob_aad};
+use tresor::format::codec;
+use tresor::format::crypto::{MasterKey, blob_aad};
+use tresor::format::id::{BlobId, ObjectId};
+use tresor::format::index;
+use tresor::format::pack;
+use tresor::format::snapshot::Snapshot;
+use tresor::format::tree::Tree;
 use tresor::format::{self, BlobKind, PACK_MAGIC, PACK_TRAILER_LEN};
-use tresor::id::{BlobId, ObjectId};
-use tresor::index;
-use tresor::keys;
-use tresor::pack;
-use tresor::snapshot::Snapshot;
-use tresor::tree::Tree;
+use tresor::repo::config::Config;
+use tresor::repo::keys;
 
 /// The master secret of the test key. Seeds are sealed with it.
 pub const SECRET: [u8; 32] = [0x42; 32];
@@ -480,7 +480,7 @@ pub fn key_file(data: &[u8]) -> bool {
     }
     // Key files are named by the hash of their bytes, and `keys::open` checks that first: name
     // the input so the fuzzer reaches the parser and the KDF limits behind that check.
-    let name = tresor::id::ObjectId::of_bytes(data).to_hex();
+    let name = tresor::format::id::ObjectId::of_bytes(data).to_hex();
     match keys::open(&name, data, PASSWORD) {
         Ok(Some(k)) => {
             assert!(
@@ -590,11 +590,11 @@ fn must<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> T {
 /// Real objects made with the library and the test key, a few KB each: the seed corpus. Sealed
 /// ones carry a fresh random nonce, so two calls give different bytes of the same meaning.
 pub fn seeds() -> Vec<Seed> {
-    use tresor::chunker::ChunkerParams;
-    use tresor::keys::KdfParams;
-    use tresor::pack::PackWriter;
-    use tresor::snapshot::{SourceRecord, Summary};
-    use tresor::tree::{ContentRef, Node, NodeKind, encode_os};
+    use tresor::format::chunker::ChunkerParams;
+    use tresor::format::pack::PackWriter;
+    use tresor::format::snapshot::{SourceRecord, Summary};
+    use tresor::format::tree::{ContentRef, Node, NodeKind, encode_os};
+    use tresor::repo::keys::KdfParams;
 
     let k = key();
     let mut out = Vec::new();
@@ -627,7 +627,7 @@ pub fn seeds() -> Vec<Seed> {
         push("codec_decode", name, input, true);
 
         let body = must(k.open(&blob_aad(kind, &id), &stored, &|| name.into()), name);
-        let raw = body.first() == Some(&format::codec::RAW);
+        let raw = body.first() == Some(&format::magic::codec::RAW);
         let mut input = vec![kind as u8 | 2];
         input.extend_from_slice(&(plain.len() as u16).to_le_bytes());
         input.extend_from_slice(&body);
@@ -749,7 +749,7 @@ pub fn seeds() -> Vec<Seed> {
     ];
     file.size = (text.len() + rand.len()) as u64;
     (file.inode, file.device, file.links, file.ctime_ns) = (77, 2049, 2, 1_700_000_001_000_000_000);
-    file.xattrs = vec![tresor::tree::Xattr {
+    file.xattrs = vec![tresor::format::tree::Xattr {
         name: "user.origin".into(),
         value: "00ff".into(),
     }];
@@ -792,7 +792,7 @@ pub fn seeds() -> Vec<Seed> {
         ],
         root: k.blob_id(&must(t.to_bytes(), "tree")),
         parent: Some("5f".repeat(32)),
-        excludes: Some(tresor::snapshot::ExcludeRecord {
+        excludes: Some(tresor::format::snapshot::ExcludeRecord {
             patterns: vec!["*.tmp".into(), "/var/cache/**".into()],
             if_present: vec![".nobackup".into()],
             caches: true,
@@ -843,8 +843,8 @@ pub fn seeds() -> Vec<Seed> {
     let params = [
         (
             "default",
-            tresor::config::DEFAULT_CHUNKER,
-            tresor::config::DEFAULT_PACK_SIZE,
+            tresor::repo::config::DEFAULT_CHUNKER,
+            tresor::repo::config::DEFAULT_PACK_SIZE,
             3,
         ),
         (

@@ -68,7 +68,7 @@ pub fn install() -> Result<()> {
                     );
                     continue;
                 }
-                crate::lock::release_all_for_exit();
+                crate::repo::lock::release_all_for_exit();
                 std::process::exit(128 + sig);
             }
         })

@@ -2,60 +2,47 @@
 //!
 //! # The pipeline
 //!
-//! Backup: sources ([`source`]) → content-defined chunks ([`chunker`], FastCDC with a keyed gear
-//! table) → keyed BLAKE3 ids ([`crypto`]) → dedup against the catalog ([`catalog`], SQLite) →
-//! zstd + XChaCha20-Poly1305 ([`codec`]) → packs ([`pack`]) on a [`backend`] → index objects
-//! ([`index`]) → trees ([`tree`]) → snapshot ([`snapshot`]), written last. [`archiver`] runs it.
+//! Backup: sources ([`source`]) → content-defined chunks ([`format::chunker`], FastCDC with a
+//! keyed gear table) → keyed BLAKE3 ids ([`format::crypto`]) → dedup against the catalog
+//! ([`repo::catalog`], SQLite) → zstd + XChaCha20-Poly1305 ([`format::codec`]) → packs
+//! ([`format::pack`]) on a [`backend`] → index objects ([`format::index`]) → trees
+//! ([`format::tree`]) → snapshot ([`format::snapshot`]), written last. [`backup`] runs it.
 //!
 //! Restore: snapshot → trees → catalog locations → ranged pack reads → decode (authenticate,
-//! bounded inflate, id check) → files. [`restorer`] runs it.
+//! bounded inflate, id check) → files. [`restore`] runs it.
 //!
 //! # Tiers
 //!
-//! T0 (no I/O): `error`, `id`, `format`, `crypto`, `chunker`, `codec`, `tree`,
-//! `selection`.
-//! T1 (repository objects): `backend`, `pack`, `index`, `catalog`, `keys`, `config`, `snapshot`,
-//! `repo`. T2 (operations): `source` (with its helpers `parent`, change detection, and `exclude`),
-//! `archiver`, `restorer`. The CLI (T3) lives in the binary.
-//! A module uses only lower tiers; operations never call each other, they share [`repo::Repo`].
+//! The folders are the tiers; a module uses only its own tier and lower ones.
 //!
-//! docs/design.md is the on-disk format specification.
+//! - T0, [`format`]: pure encodings, no I/O. [`error`] and [`interrupt`] (the process-wide stop
+//!   flag) are shared by every tier.
+//! - T1, storage: [`backend`] (bytes under names) and [`repo`] (the only door to them: keys,
+//!   config, catalog, locks, snapshots, blob reading and pack writing).
+//! - T2, operations: [`source`] (what a backup reads, with change detection and excludes),
+//!   [`backup`], [`restore`], [`check`], [`prune`], [`forget`], [`repair`], [`listing`],
+//!   [`usage`], [`vfs`] and [`mount`]. Operations never call each other; they share
+//!   [`repo::Repo`].
+//! - T3, the CLI, lives in the binary (`src/cli/`).
+//!
+//! docs/design.md is the on-disk format specification and has the module map.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod archiver;
 pub mod backend;
-pub mod catalog;
-pub mod checker;
-pub mod chunker;
-pub mod codec;
-pub mod config;
-pub mod crypto;
-pub mod delta;
+pub mod backup;
+pub mod check;
 pub mod error;
-pub mod exclude;
 pub mod forget;
 pub mod format;
-pub mod glob;
-pub mod history;
-pub mod id;
-pub mod index;
 pub mod interrupt;
-pub mod keys;
 pub mod listing;
-pub mod lock;
 pub mod mount;
-pub mod pack;
-pub mod parent;
-pub mod policy;
 pub mod prune;
 pub mod repair;
 pub mod repo;
-pub mod restorer;
-pub mod selection;
-pub mod snapshot;
+pub mod restore;
 pub mod source;
-pub mod tree;
 pub mod usage;
 pub mod vfs;
 

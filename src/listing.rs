@@ -7,11 +7,11 @@
 use std::collections::BTreeMap;
 
 use crate::error::Result;
-use crate::id::BlobId;
+use crate::format::id::BlobId;
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{Node, NodeKind};
 use crate::repo::Repo;
-use crate::restorer::{self, Entry};
-use crate::snapshot::Snapshot;
-use crate::tree::{Node, NodeKind};
+use crate::restore::{self, Entry};
 
 /// One entry as `snapshot ls` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -74,9 +74,9 @@ pub fn ls(
     path: Option<&str>,
     recursive: bool,
 ) -> Result<Vec<ListEntry>> {
-    let prefix = restorer::split_path(path.unwrap_or(""))?.join("/");
+    let prefix = restore::split_path(path.unwrap_or(""))?.join("/");
     let mut out = Vec::new();
-    let start = match restorer::resolve(repo, snap, path)? {
+    let start = match restore::resolve(repo, snap, path)? {
         Entry::Root(_) => Some(snap.root),
         Entry::Node(n) if n.kind == NodeKind::Dir => n.subtree,
         Entry::Node(n) => {

@@ -25,14 +25,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::backend::ObjectKind;
-use crate::catalog::DiskBlobSet;
 use crate::error::{Error, Result};
 use crate::format::PACK_TRAILER_LEN;
-use crate::id::{BlobId, ObjectId};
-use crate::index::{self, IndexedPack};
-use crate::pack::PackWriter;
+use crate::format::id::{BlobId, ObjectId};
+use crate::format::index::{self, IndexedPack};
+use crate::format::pack::PackWriter;
 use crate::repair::IndexWriter;
 use crate::repo::Repo;
+use crate::repo::catalog::DiskBlobSet;
 use crate::usage;
 
 /// Default for `--max-unused`: a pack is repacked when more than this share of it is unused.
@@ -317,6 +317,6 @@ pub fn execute(repo: &mut Repo, plan: Plan) -> Result<PruneReport> {
         return Err(Error::corrupt("index after prune", w.clone()));
     }
     report.bytes_freed = before.saturating_sub(usage::repository_bytes(repo)?);
-    report.forget_records_merged = crate::history::compact(repo)?;
+    report.forget_records_merged = crate::repo::history::compact(repo)?;
     Ok(report)
 }

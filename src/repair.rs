@@ -18,12 +18,12 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::backend::{Backend, ObjectKind};
-use crate::checker::{self, AffectedSnapshot, CheckOptions, CheckProgress};
-use crate::crypto::MasterKey;
+use crate::check::{self, AffectedSnapshot, CheckOptions, CheckProgress};
 use crate::error::Result;
-use crate::id::ObjectId;
-use crate::index::{self, IndexedPack};
-use crate::pack;
+use crate::format::crypto::MasterKey;
+use crate::format::id::ObjectId;
+use crate::format::index::{self, IndexedPack};
+use crate::format::pack;
 use crate::repo::Repo;
 
 /// Index objects are cut at about this many entries (~2 MiB sealed).
@@ -141,8 +141,8 @@ impl<'a> IndexWriter<'a> {
 fn old_entries(
     repo: &Repo,
     names: &[String],
-) -> Result<std::collections::HashMap<ObjectId, Vec<crate::pack::PackEntry>>> {
-    let mut out: std::collections::HashMap<ObjectId, Vec<crate::pack::PackEntry>> =
+) -> Result<std::collections::HashMap<ObjectId, Vec<crate::format::pack::PackEntry>>> {
+    let mut out: std::collections::HashMap<ObjectId, Vec<crate::format::pack::PackEntry>> =
         std::collections::HashMap::new();
     for name in names {
         let Ok(id) = ObjectId::from_hex(name) else {
@@ -176,8 +176,8 @@ fn old_entries(
 fn salvage(
     repo: &Repo,
     pack: &ObjectId,
-    entries: &[crate::pack::PackEntry],
-) -> Result<(Vec<crate::pack::PackEntry>, u64, Option<String>)> {
+    entries: &[crate::format::pack::PackEntry],
+) -> Result<(Vec<crate::format::pack::PackEntry>, u64, Option<String>)> {
     use crate::error::Error;
     let bytes = match repo.backend().get(ObjectKind::Pack, &pack.to_hex()) {
         Ok(b) => b,
@@ -198,16 +198,18 @@ fn salvage(
                 let base = match e.base {
                     None => None,
                     Some(b) => match repo.catalog().locate(&b) {
-                        Ok(Some(loc)) => Some(crate::catalog::DeltaBase::at(b, &loc)),
+                        Ok(Some(loc)) => Some(crate::repo::catalog::DeltaBase::at(b, &loc)),
                         _ => None,
                     },
                 };
                 let r = match (e.base, base) {
-                    (None, _) => crate::codec::decode(repo.key(), e.kind, &e.id, sealed, e.raw_len)
-                        .map(|_| ()),
+                    (None, _) => {
+                        crate::format::codec::decode(repo.key(), e.kind, &e.id, sealed, e.raw_len)
+                            .map(|_| ())
+                    }
                     (Some(_), Some(base)) => {
                         match crate::repo::read_base(repo.backend().as_ref(), repo.key(), &base) {
-                            Ok(plain) => crate::codec::decode_delta(
+                            Ok(plain) => crate::format::codec::decode_delta(
                                 repo.key(),
                                 &e.id,
                                 sealed,
@@ -406,7 +408,7 @@ pub fn repair_snapshots(
     dry_run: bool,
     progress: &dyn CheckProgress,
 ) -> Result<SnapshotRepair> {
-    let report = checker::check(repo, check, progress)?;
+    let report = check::check(repo, check, progress)?;
     let mut out = SnapshotRepair {
         damaged: report.affected_snapshots,
         forgotten: Vec::new(),

@@ -6,11 +6,11 @@
 //! frees), and what it needs beyond a base snapshot. Bytes are stored (sealed) blob bytes as the
 //! index records them; raw bytes are the plaintext lengths.
 
-use crate::catalog::DiskBlobSet;
 use crate::error::Result;
-use crate::id::BlobId;
+use crate::format::id::BlobId;
+use crate::format::tree::NodeKind;
 use crate::repo::Repo;
-use crate::tree::NodeKind;
+use crate::repo::catalog::DiskBlobSet;
 
 /// Marks every blob reachable from `root` (its trees and file chunks) in `set`. A tree already
 /// in the set is not walked again: everything below it is already marked. Fails if a tree
@@ -133,7 +133,7 @@ pub struct SnapshotCost {
 /// Computes a snapshot's cost facts; `others` are the roots of every other snapshot.
 pub fn snapshot_cost(
     repo: &Repo,
-    snap: &crate::snapshot::Snapshot,
+    snap: &crate::format::snapshot::Snapshot,
     others: &[BlobId],
     base: Option<&BlobId>,
 ) -> Result<SnapshotCost> {

@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::id::BlobId;
+use crate::format::id::BlobId;
+use crate::format::tree::{ContentRef, Node, NodeKind};
 use crate::repo::Repo;
-use crate::tree::{ContentRef, Node, NodeKind};
 
 /// Chunks decoded at once on a cache miss (the one asked for and the ones after it).
 const PREFETCH: usize = 6;
@@ -536,7 +536,7 @@ impl Vfs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archiver::{self, CreateOptions, NoProgress};
+    use crate::backup::{self, CreateOptions, NoProgress};
     use crate::source::SourceSpec;
 
     fn rnd(n: usize, seed: u64) -> Vec<u8> {
@@ -571,7 +571,7 @@ mod tests {
         std::fs::write(src.join("d/big.bin"), &big).unwrap();
         std::fs::write(src.join("small.txt"), b"hello").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", src.join("link")).unwrap();
-        let (_b, mut repo) = archiver::tests::repo(t.path());
+        let (_b, mut repo) = backup::tests::repo(t.path());
         let mk = |tags: Vec<String>, host: &str| CreateOptions {
             sources: vec![SourceSpec::Path(src.clone())],
             tags,
@@ -579,7 +579,7 @@ mod tests {
             ..Default::default()
         };
         let first =
-            archiver::create(&mut repo, &mk(vec!["db".into()], "alpha"), &NoProgress).unwrap();
+            backup::create(&mut repo, &mk(vec!["db".into()], "alpha"), &NoProgress).unwrap();
         let mut v = Vfs::new(repo, 1 << 20).unwrap();
 
         let names = |v: &mut Vfs, ino| -> Vec<String> {
@@ -652,7 +652,7 @@ mod tests {
         assert!(v.read(ROOT, 0, 1).is_err());
 
         // A new snapshot appears once the list is older than REFRESH; latest follows it.
-        let second = archiver::create(&mut v.repo, &mk(vec![], "beta"), &NoProgress).unwrap();
+        let second = backup::create(&mut v.repo, &mk(vec![], "beta"), &NoProgress).unwrap();
         v.listed_at = None; // as if REFRESH had passed
         let listed = names(&mut v, snaps.ino);
         assert_eq!(listed.len(), 3, "{listed:?}");

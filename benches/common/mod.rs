@@ -9,7 +9,7 @@
 
 use std::io::Write;
 
-use tresor::crypto::MasterKey;
+use tresor::format::crypto::MasterKey;
 
 /// The key every bench uses.
 pub fn key() -> MasterKey {

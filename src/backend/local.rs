@@ -125,7 +125,7 @@ pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut suffix = [0u8; 6];
-    crate::crypto::random_bytes(&mut suffix)?;
+    crate::format::crypto::random_bytes(&mut suffix)?;
     let tmp = dir.join(format!(".tmp-{file_name}-{}", hex::encode(suffix)));
     let result = (|| {
         let mut f = OpenOptions::new()

@@ -45,7 +45,7 @@ pub enum ObjectKind {
     /// Lock objects.
     Lock,
     /// Forget records: which snapshots `snapshot forget` (or `repair snapshots --forget`, or
-    /// `prune --allow-missing-snapshots`) removed (see [`crate::history`]).
+    /// `prune --allow-missing-snapshots`) removed (see [`crate::repo::history`]).
     Forgotten,
 }
 

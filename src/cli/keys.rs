@@ -30,7 +30,7 @@ fn new_params(a: &NewPasswordArgs, base: KdfParams) -> KdfParams {
     }
 }
 
-fn print_key(k: &tresor::keys::KeyInfo, what: &str) {
+fn print_key(k: &tresor::repo::keys::KeyInfo, what: &str) {
     println!(
         "{what} key file {} (host {}, user {}, argon2id {} KiB × {} passes)",
         &k.id[..12],

@@ -113,7 +113,7 @@ pub(super) fn check(g: &Global, a: CheckArgs) -> Result<u8> {
     let mut repo = open(g)?;
     lock_for_reading(g, &mut repo, "check")?;
     let progress = CheckBar::new(g);
-    let report = checker::check(&mut repo, &opts, &progress);
+    let report = check::check(&mut repo, &opts, &progress);
     progress.finish();
     let report = report?;
     if a.json {
@@ -129,13 +129,14 @@ pub(super) fn check(g: &Global, a: CheckArgs) -> Result<u8> {
         if !report.unindexed_packs.is_empty() && !g.quiet {
             // A running backup indexes its packs in batches: they are not leftovers.
             let ours = repo.lock_name();
-            let running: Vec<String> = tresor::lock::list(repo.backend().as_ref(), repo.key())?
-                .into_iter()
-                .filter(|(n, _)| Some(n) != ours.as_ref())
-                .filter_map(|(_, i)| i.ok())
-                .filter(|i| i.operation == "snapshot create")
-                .map(|i| i.describe())
-                .collect();
+            let running: Vec<String> =
+                tresor::repo::lock::list(repo.backend().as_ref(), repo.key())?
+                    .into_iter()
+                    .filter(|(n, _)| Some(n) != ours.as_ref())
+                    .filter_map(|(_, i)| i.ok())
+                    .filter(|i| i.operation == "snapshot create")
+                    .map(|i| i.describe())
+                    .collect();
             if running.is_empty() {
                 println!(
                     "{} packs are not indexed (left by an interrupted backup; the next `snapshot create` or `repair index` adopts them)",
@@ -190,7 +191,7 @@ pub(super) fn check(g: &Global, a: CheckArgs) -> Result<u8> {
 }
 
 /// Names each affected snapshot and (up to 20 of) its affected paths.
-pub(super) fn print_affected(affected: &[checker::AffectedSnapshot]) {
+pub(super) fn print_affected(affected: &[check::AffectedSnapshot]) {
     for s in affected {
         let short = &s.id[..s.id.len().min(8)];
         if s.time.is_empty() {
@@ -287,7 +288,7 @@ pub(super) fn unlock(g: &Global, a: UnlockArgs) -> Result<u8> {
             "tresor: warning: removing every lock, including those of operations that may still run; a running prune or backup may now be disturbed"
         );
     }
-    let removed = tresor::lock::unlock(
+    let removed = tresor::repo::lock::unlock(
         repo.backend().as_ref(),
         repo.key(),
         a.remove_all,
@@ -297,7 +298,7 @@ pub(super) fn unlock(g: &Global, a: UnlockArgs) -> Result<u8> {
         println!("{m}");
     }
     if !g.quiet {
-        let left = tresor::lock::list(repo.backend().as_ref(), repo.key())?;
+        let left = tresor::repo::lock::list(repo.backend().as_ref(), repo.key())?;
         println!(
             "{} locks removed, {} held by running operations",
             removed.len(),
@@ -377,7 +378,7 @@ pub(super) fn run_prune(
 ) -> Result<u8> {
     // A snapshot that vanished without `forget` may be an attack or an accident: its data
     // must not be freed until the user says so.
-    let history = tresor::history::audit(repo)?;
+    let history = tresor::repo::history::audit(repo)?;
     if !history.missing.is_empty() {
         let list: Vec<String> = history
             .missing
@@ -448,7 +449,7 @@ pub(super) fn run_prune(
 }
 
 pub(super) fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
-    let policy = tresor::policy::Policy {
+    let policy = tresor::forget::policy::Policy {
         keep_last: a.keep_last,
         keep_hourly: a.keep_hourly,
         keep_daily: a.keep_daily,
@@ -458,7 +459,7 @@ pub(super) fn forget(g: &Global, a: ForgetArgs) -> Result<u8> {
         keep_within_secs: a
             .keep_within
             .as_deref()
-            .map(tresor::policy::parse_duration)
+            .map(tresor::forget::policy::parse_duration)
             .transpose()
             .map_err(|e| anyhow!("--keep-within: {e}"))?,
         keep_tags: a.keep_tag.clone(),

@@ -24,19 +24,19 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use zeroize::Zeroizing;
 
-use tresor::archiver::{self, CreateOptions, Progress};
 use tresor::backend::Backend;
 use tresor::backend::local::LocalBackend;
-use tresor::checker::{self, CheckOptions, CheckProgress, Subset};
-use tresor::chunker::ChunkerParams;
+use tresor::backup::{self, CreateOptions, Progress};
+use tresor::check::{self, CheckOptions, CheckProgress, Subset};
 use tresor::error::Error;
-use tresor::id::ObjectId;
-use tresor::keys::KdfParams;
-use tresor::lock::LockTiming;
+use tresor::format::chunker::ChunkerParams;
+use tresor::format::id::ObjectId;
+use tresor::format::snapshot::{Snapshot, SourceRecord};
 use tresor::repair;
+use tresor::repo::keys::KdfParams;
+use tresor::repo::lock::LockTiming;
 use tresor::repo::{self, InitOptions, Repo};
-use tresor::restorer;
-use tresor::snapshot::{Snapshot, SourceRecord};
+use tresor::restore;
 use tresor::source::SourceSpec;
 
 /// Exit codes (also in README.md).
@@ -309,19 +309,19 @@ enum RepoCmd {
 #[derive(Args)]
 struct InitArgs {
     /// zstd level for new data (0 turns compression off).
-    #[arg(long, default_value_t = tresor::config::DEFAULT_ZSTD_LEVEL)]
+    #[arg(long, default_value_t = tresor::repo::config::DEFAULT_ZSTD_LEVEL)]
     compression_level: i32,
     /// Pack target size in MiB.
-    #[arg(long, default_value_t = tresor::config::DEFAULT_PACK_SIZE / (1024 * 1024))]
+    #[arg(long, default_value_t = tresor::repo::config::DEFAULT_PACK_SIZE / (1024 * 1024))]
     pack_size_mib: u32,
     /// Smallest chunk in bytes.
-    #[arg(long, default_value_t = tresor::config::DEFAULT_CHUNKER.min_size)]
+    #[arg(long, default_value_t = tresor::repo::config::DEFAULT_CHUNKER.min_size)]
     chunk_min: u32,
     /// Average chunk in bytes.
-    #[arg(long, default_value_t = tresor::config::DEFAULT_CHUNKER.avg_size)]
+    #[arg(long, default_value_t = tresor::repo::config::DEFAULT_CHUNKER.avg_size)]
     chunk_avg: u32,
     /// Largest chunk in bytes.
-    #[arg(long, default_value_t = tresor::config::DEFAULT_CHUNKER.max_size)]
+    #[arg(long, default_value_t = tresor::repo::config::DEFAULT_CHUNKER.max_size)]
     chunk_max: u32,
     /// argon2id memory in KiB (lower only for tests).
     #[arg(long, default_value_t = KdfParams::default().memory_kib, hide = true)]

@@ -35,7 +35,7 @@ pub(super) fn create(g: &Global, a: CreateArgs) -> Result<u8> {
     let progress = Bar(bar(g, "read"));
     let mut patterns = a.exclude.clone();
     for f in &a.exclude_file {
-        patterns.extend(tresor::exclude::read_patterns(f)?);
+        patterns.extend(tresor::source::exclude::read_patterns(f)?);
     }
     let opts = CreateOptions {
         sources,
@@ -43,14 +43,14 @@ pub(super) fn create(g: &Global, a: CreateArgs) -> Result<u8> {
         host: a.host,
         parent: a.parent,
         force: a.force,
-        excludes: tresor::snapshot::ExcludeRecord {
+        excludes: tresor::format::snapshot::ExcludeRecord {
             patterns,
             if_present: a.exclude_if_present,
             caches: a.exclude_caches,
             one_file_system: a.one_file_system,
         },
     };
-    let result = archiver::create(&mut repo, &opts, &progress);
+    let result = backup::create(&mut repo, &opts, &progress);
     if let Some(b) = &progress.0 {
         b.finish_and_clear();
     }
@@ -313,23 +313,23 @@ pub(super) fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
     let (id, s) = repo.find_snapshot(&a.snapshot)?;
     if a.stdout {
         let mut out = std::io::stdout();
-        restorer::restore_to_writer(&repo, &s, a.path.as_deref(), &mut out)?;
+        restore::restore_to_writer(&repo, &s, a.path.as_deref(), &mut out)?;
         return Ok(exit::OK);
     }
     let target = a
         .target
         .ok_or_else(|| anyhow!("give --target DIR or --stdout"))?;
-    let opts = restorer::RestoreOptions {
+    let opts = restore::RestoreOptions {
         include: a.include,
         exclude: a.exclude,
         overwrite: match a.overwrite {
-            OverwriteArg::Always => restorer::Overwrite::Always,
-            OverwriteArg::IfChanged => restorer::Overwrite::IfChanged,
-            OverwriteArg::Never => restorer::Overwrite::Never,
+            OverwriteArg::Always => restore::Overwrite::Always,
+            OverwriteArg::IfChanged => restore::Overwrite::IfChanged,
+            OverwriteArg::Never => restore::Overwrite::Never,
         },
     };
     let started = std::time::Instant::now();
-    let sum = restorer::restore_to_dir(&repo, &s, a.path.as_deref(), &target, &opts)?;
+    let sum = restore::restore_to_dir(&repo, &s, a.path.as_deref(), &target, &opts)?;
     let seconds = started.elapsed().as_secs_f64();
     for w in &sum.warnings {
         eprintln!("tresor: warning: {w}");
@@ -338,7 +338,7 @@ pub(super) fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
         eprintln!("tresor: not restored: {f}");
     }
     let verified = if a.verify {
-        let report = restorer::verify_restore(&repo, &s, a.path.as_deref(), &target, &opts)?;
+        let report = restore::verify_restore(&repo, &s, a.path.as_deref(), &target, &opts)?;
         for m in &report.mismatches {
             eprintln!("tresor: mismatch: {}: {}", m.path.display(), m.reason);
         }

@@ -108,8 +108,8 @@ fn hostile_key_file_parameters_are_refused_or_skipped() {
     let too_much =
         br#"{"version":1,"kdf":"argon2id","memory_kib":4194305,"iterations":1,"parallelism":1,
         "salt":"00112233445566778899aabbccddeeff","created":"","host":"","master":"00"}"#;
-    let name = tresor::id::ObjectId::of_bytes(too_much).to_hex();
-    let Err(err) = tresor::keys::open(&name, too_much, b"pw") else {
+    let name = tresor::format::id::ObjectId::of_bytes(too_much).to_hex();
+    let Err(err) = tresor::repo::keys::open(&name, too_much, b"pw") else {
         panic!("a key file asking for more than the limit was opened");
     };
     assert!(err.to_string().contains("unreasonable KDF"), "{err}");

@@ -678,7 +678,7 @@ fn stdin_from_a_file_chunks_like_a_pipe_and_starts_at_its_offset() {
 
     let env = Env::new();
     env.init();
-    // Over tresor::chunker::TWO_THREAD_MIN, so a mapped input is cut on two threads.
+    // Over tresor::format::chunker::TWO_THREAD_MIN, so a mapped input is cut on two threads.
     let data = Rng::new(7).text(72 << 20);
     let file = env.path("dump.sql");
     fs::write(&file, &data).unwrap();

@@ -33,14 +33,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use crate::backend::Backend;
-use crate::catalog::Catalog;
-use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
-use crate::id::{BlobId, ObjectId};
+use crate::format::crypto::MasterKey;
+use crate::format::id::{BlobId, ObjectId};
+use crate::format::snapshot::{Snapshot, SourceRecord};
+use crate::format::tree::{ContentRef, Node, NodeKind, Tree, Xattr};
+use crate::repo::catalog::Catalog;
 use crate::repo::{Repo, load_located_tree};
-use crate::snapshot::{Snapshot, SourceRecord};
 use crate::source::Meta;
-use crate::tree::{ContentRef, Node, NodeKind, Tree, Xattr};
 
 /// Picks the parent snapshot: `reference` if given, else the latest snapshot of `host` with
 /// the same set of path sources as `sources`. `None` when there is none.
@@ -152,7 +152,7 @@ impl ParentTrees {
 pub struct Prior {
     /// The chunk list.
     pub content: Vec<ContentRef>,
-    /// One anchor per chunk ([`crate::tree::chunk_anchor`]).
+    /// One anchor per chunk ([`crate::format::tree::chunk_anchor`]).
     pub anchors: Vec<u64>,
 }
 

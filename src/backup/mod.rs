@@ -33,20 +33,20 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use rayon::prelude::*;
 
 use crate::backend::{Backend, ObjectKind};
-use crate::catalog::DeltaBase;
-use crate::codec;
-use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
-use crate::exclude::Excludes;
 use crate::format::BlobKind;
-use crate::id::{BlobId, ObjectId};
-use crate::index::{self, IndexedPack};
-use crate::pack::PackWriter;
-use crate::parent::{self, ParentCursor, ParentTrees, Prior};
+use crate::format::codec;
+use crate::format::crypto::MasterKey;
+use crate::format::id::{BlobId, ObjectId};
+use crate::format::index::{self, IndexedPack};
+use crate::format::pack::PackWriter;
+use crate::format::snapshot::{ExcludeRecord, Snapshot, SourceRecord, Summary};
+use crate::format::tree::{ContentRef, Node, NodeKind, Tree, chunk_anchor, encode_os};
+use crate::repo::catalog::DeltaBase;
 use crate::repo::{Repo, hostname};
-use crate::snapshot::{ExcludeRecord, Snapshot, SourceRecord, Summary};
+use crate::source::exclude::Excludes;
+use crate::source::parent::{self, ParentCursor, ParentTrees, Prior};
 use crate::source::{self, Item, Meta, SourceSpec, Walker};
-use crate::tree::{ContentRef, Node, NodeKind, Tree, chunk_anchor, encode_os};
 
 /// Chunk bytes per batch handed from the reader to the workers.
 const BATCH_BYTES: usize = 8 << 20;
@@ -163,7 +163,7 @@ struct BlobStore<'r> {
     blobs_delta: u64,
 }
 
-struct PackJob(crate::pack::FinishedPack);
+struct PackJob(crate::format::pack::FinishedPack);
 
 /// A chunk back from an encoder: id, plaintext length, sealed bytes and, for a delta, its base.
 type Encoded = (BlobId, u32, Result<(Vec<u8>, Option<BlobId>)>);
@@ -858,10 +858,10 @@ pub(crate) mod tests {
         // overlap rule gives the last chunk (past the end).
         assert_eq!(p.pick(9, 100), Some(id(5)));
     }
-    use crate::checker::Silent;
-    use crate::keys::KdfParams;
+    use crate::check::Silent;
     use crate::repo::InitOptions;
-    use crate::restorer;
+    use crate::repo::keys::KdfParams;
+    use crate::restore;
 
     pub(crate) fn repo(dir: &std::path::Path) -> (Arc<MemBackend>, Repo) {
         let backend = Arc::new(MemBackend::new());
@@ -872,7 +872,7 @@ pub(crate) mod tests {
                 parallelism: 1,
             },
             pack_size: 1 << 20,
-            chunker: crate::chunker::ChunkerParams {
+            chunker: crate::format::chunker::ChunkerParams {
                 min_size: 16 << 10,
                 avg_size: 64 << 10,
                 max_size: 256 << 10,
@@ -951,14 +951,14 @@ pub(crate) mod tests {
 
         let stored = src.strip_prefix("/").unwrap().join("d/big.txt");
         let mut out = Vec::new();
-        restorer::restore_to_writer(&r, &second.snapshot, stored.to_str(), &mut out).unwrap();
+        restore::restore_to_writer(&r, &second.snapshot, stored.to_str(), &mut out).unwrap();
         assert_eq!(out, big);
 
         // A fresh cache directory rebuilds the catalog from index objects alone.
         drop(r);
         let r2 = Repo::open(backend.clone(), b"pw", &t.path().join("other-cache")).unwrap();
         let mut out = Vec::new();
-        restorer::restore_to_writer(&r2, &first.snapshot, stored.to_str(), &mut out).unwrap();
+        restore::restore_to_writer(&r2, &first.snapshot, stored.to_str(), &mut out).unwrap();
         assert_eq!(out, big);
         assert!(r2.catalog().counts().unwrap().0 >= first.snapshot.summary.blobs_added);
     }
@@ -988,12 +988,12 @@ pub(crate) mod tests {
         let err = create(&mut r, &killed, &NoProgress).unwrap_err();
         assert!(err.to_string().contains("killed by signal 9"), "{err}");
         assert!(backend.list(ObjectKind::Snapshot).unwrap().is_empty());
-        let report = crate::checker::check(&mut r, &read_all(), &Silent).unwrap();
+        let report = crate::check::check(&mut r, &read_all(), &Silent).unwrap();
         assert!(report.is_clean(), "{report:?}");
     }
 
-    fn read_all() -> crate::checker::CheckOptions {
-        crate::checker::CheckOptions {
+    fn read_all() -> crate::check::CheckOptions {
+        crate::check::CheckOptions {
             read_data: true,
             ..Default::default()
         }
@@ -1030,10 +1030,10 @@ pub(crate) mod tests {
         let stored = f.strip_prefix("/").unwrap();
         let mut out = Vec::new();
         let err =
-            restorer::restore_to_writer(&r, &res.snapshot, stored.to_str(), &mut out).unwrap_err();
+            restore::restore_to_writer(&r, &res.snapshot, stored.to_str(), &mut out).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("pack "), "{err}");
-        let report = crate::checker::check(&mut r, &read_all(), &Silent).unwrap();
+        let report = crate::check::check(&mut r, &read_all(), &Silent).unwrap();
         assert_eq!(report.damaged_blobs, [victim.id.to_hex()], "{report:?}");
         // The report names the snapshot and the file that needs the damaged blob.
         assert_eq!(report.affected_snapshots.len(), 1, "{report:?}");

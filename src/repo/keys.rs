@@ -22,10 +22,10 @@
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::crypto::{self, MasterKey};
 use crate::error::{Error, Result};
 use crate::format;
-use crate::id::ObjectId;
+use crate::format::crypto::{self, MasterKey};
+use crate::format::id::ObjectId;
 
 /// argon2id cost parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

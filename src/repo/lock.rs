@@ -45,10 +45,10 @@ use crossbeam_channel::{Sender, bounded};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, ObjectKind};
-use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::format;
-use crate::id::ObjectId;
+use crate::format::crypto::MasterKey;
+use crate::format::id::ObjectId;
 
 /// What a lock object says.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

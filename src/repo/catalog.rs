@@ -17,7 +17,7 @@
 //!
 //! **Snapshots seen.** The ids of every snapshot this machine has listed stay in the catalog
 //! (they survive rebuilds, like the verification ledger), so that a snapshot that later
-//! disappears without a forget record is noticed (see [`crate::history`]).
+//! disappears without a forget record is noticed (see [`crate::repo::history`]).
 //!
 //! Pragmas: WAL journal (readers do not block the writer; a crash rolls back whole
 //! transactions), `synchronous=NORMAL` (a lost last transaction is re-synced from index objects),
@@ -29,12 +29,12 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::backend::{Backend, ObjectKind};
-use crate::crypto::MasterKey;
 use crate::error::{Error, IoContext, Result};
 use crate::format::BlobKind;
-use crate::id::{BlobId, ObjectId};
-use crate::index::{self, IndexedPack};
-use crate::pack::PackEntry;
+use crate::format::crypto::MasterKey;
+use crate::format::id::{BlobId, ObjectId};
+use crate::format::index::{self, IndexedPack};
+use crate::format::pack::PackEntry;
 
 /// Bump when the tables change; an older catalog is then rebuilt.
 pub const SCHEMA_VERSION: i64 = 5;

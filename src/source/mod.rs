@@ -5,8 +5,8 @@
 //! directory, so absolute paths longer than PATH_MAX are backed up too (one descriptor is open
 //! per directory level). Files are opened with `O_NOFOLLOW` and, where the kernel permits,
 //! `O_NOATIME`, so reading them does not touch their access time. Regular files the parent
-//! snapshot holds unchanged are not opened ([`crate::parent`]); excluded entries are not
-//! visited ([`crate::exclude`]);
+//! snapshot holds unchanged are not opened ([`crate::source::parent`]); excluded entries are not
+//! visited ([`crate::source::exclude`]);
 //! standard input and `--command` output become single files at the snapshot root. File
 //! content arrives already chunked. A command's exit status is checked when its output ends:
 //! a non-zero exit or death by a signal yields [`Item::Fatal`], and the archiver then writes no
@@ -14,6 +14,9 @@
 //!
 //! Stored paths: an absolute source `/var/www` is stored as `var/www`; its parent directories are
 //! stored with their own metadata, so several sources share one root.
+
+pub mod exclude;
+pub mod parent;
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
@@ -28,11 +31,11 @@ use std::process::{Command, Stdio};
 
 use rustix::fs::{AtFlags, CWD, Dir, FileType, Mode, OFlags, Stat, openat, readlinkat, statat};
 
-use crate::chunker::ChunkerSpec;
 use crate::error::{Error, Result};
-use crate::exclude::{CACHE_TAG_NAME, CACHE_TAG_SIGNATURE, Excludes};
-use crate::parent::{ParentCursor, Prior, Verdict};
-use crate::tree::{ContentRef, NodeKind, Xattr};
+use crate::format::chunker::ChunkerSpec;
+use crate::format::tree::{ContentRef, NodeKind, Xattr};
+use crate::source::exclude::{CACHE_TAG_NAME, CACHE_TAG_SIGNATURE, Excludes};
+use crate::source::parent::{ParentCursor, Prior, Verdict};
 
 /// A source as given on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -291,7 +294,7 @@ pub fn check(sources: &[SourceSpec]) -> Result<()> {
 }
 
 /// What the walk consults besides the file system: the chunker, the parent snapshot's trees
-/// (change detection, see [`crate::parent`]) and the exclude rules.
+/// (change detection, see [`crate::source::parent`]) and the exclude rules.
 pub struct Walker<'a> {
     /// Splits file content.
     pub chunker: &'a ChunkerSpec,

@@ -16,7 +16,7 @@
 //! 3. **Snapshots.** Every snapshot opens and its trees are walked; each file that needs a blob
 //!    that is missing, in a missing or damaged pack, or damaged itself is named, per snapshot.
 //!    Trees already walked are remembered in a temporary disk set, so memory stays flat.
-//! 4. **History.** A snapshot that disappeared without a forget record (see [`crate::history`])
+//! 4. **History.** A snapshot that disappeared without a forget record (see [`crate::repo::history`])
 //!    is damage; one present although a forget record names it is a note.
 //!
 //! Memory: one index object, one pack per reading thread, the pack listing (about 60 bytes per
@@ -29,17 +29,17 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::backend::{Backend, ObjectKind};
-use crate::catalog::{DeltaBase, DiskBlobSet, PackRecord};
-use crate::codec;
-use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::format::BlobKind;
-use crate::id::{BlobId, ObjectId};
-use crate::index;
-use crate::pack::{self, PackEntry};
+use crate::format::codec;
+use crate::format::crypto::MasterKey;
+use crate::format::id::{BlobId, ObjectId};
+use crate::format::index;
+use crate::format::pack::{self, PackEntry};
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::NodeKind;
 use crate::repo::Repo;
-use crate::snapshot::Snapshot;
-use crate::tree::NodeKind;
+use crate::repo::catalog::{DeltaBase, DiskBlobSet, PackRecord};
 
 /// Which packs `--read-data-subset` reads.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -158,7 +158,7 @@ pub struct CheckReport {
     /// Snapshots that need damaged or missing data.
     pub affected_snapshots: Vec<AffectedSnapshot>,
     /// Snapshots known to have existed that disappeared without a forget record.
-    pub missing_snapshots: Vec<crate::history::MissingSnapshot>,
+    pub missing_snapshots: Vec<crate::repo::history::MissingSnapshot>,
     /// Packs that index objects name but the storage does not hold.
     pub absent_packs: Vec<String>,
     /// Every problem, one line each, naming the object.
@@ -264,7 +264,7 @@ pub fn check(
         )?;
     }
     check_snapshots(repo, &mut damage, &mut report, progress)?;
-    let history = crate::history::audit(repo)?;
+    let history = crate::repo::history::audit(repo)?;
     for m in &history.missing {
         report.problems.push(format!(
             "snapshot {} is missing: {}, and no forget record names it (deleted or rolled back outside tresor; if that was meant, `tresor prune --allow-missing-snapshots` records it as forgotten)",

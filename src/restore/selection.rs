@@ -16,7 +16,7 @@ use std::ffi::OsStr;
 use std::path::Path;
 
 use crate::error::Result;
-use crate::glob::PathGlobs;
+use crate::format::glob::PathGlobs;
 
 /// Trims the leading and trailing `/` a user may write around a stored path.
 fn stored_path_globs(patterns: &[String], what: &str) -> Result<PathGlobs> {

@@ -15,8 +15,8 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::{Error, Result};
+use crate::format::id::{BlobId, ObjectId};
 use crate::format::{self, NONCE_LEN, SEAL_OVERHEAD};
-use crate::id::{BlobId, ObjectId};
 
 /// 32 secret bytes that are wiped when dropped.
 #[derive(Zeroize, ZeroizeOnDrop)]

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::format;
-use crate::id::BlobId;
+use crate::format::id::BlobId;
 
 /// What a node is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,7 +123,7 @@ pub const ANCHOR_LEN: usize = 64;
 /// [`ANCHOR_LEN`] bytes (all of it when shorter). Chunk boundaries are content-defined, so a
 /// chunk of tomorrow's dump that starts at the same place as one of today's has the same anchor
 /// even when the rest of it changed.
-pub fn chunk_anchor(key: &crate::crypto::MasterKey, chunk: &[u8]) -> u64 {
+pub fn chunk_anchor(key: &crate::format::crypto::MasterKey, chunk: &[u8]) -> u64 {
     let id = key.blob_id(&chunk[..chunk.len().min(ANCHOR_LEN)]);
     let mut b = [0u8; 8];
     b.copy_from_slice(&id.0[..8]);

@@ -18,6 +18,8 @@
 //! warnings; an entry that could not be restored at all is a failure and the walk goes on;
 //! damage in the repository or a full disk stops the restore.
 
+pub mod selection;
+
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
@@ -29,14 +31,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rayon::prelude::*;
 
 use crate::backend::Backend;
-use crate::catalog::BlobLocation;
-use crate::crypto::MasterKey;
 use crate::error::{Error, IoContext, Result};
-use crate::id::BlobId;
+use crate::format::crypto::MasterKey;
+use crate::format::id::BlobId;
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{ContentRef, Node, NodeKind, Tree};
+use crate::repo::catalog::BlobLocation;
 use crate::repo::{Repo, read_located};
-use crate::selection::Selection;
-use crate::snapshot::Snapshot;
-use crate::tree::{ContentRef, Node, NodeKind, Tree};
+use crate::restore::selection::Selection;
 
 /// Plaintext bytes decoded per batch.
 const BATCH_BYTES: u64 = 32 << 20;
@@ -64,7 +66,7 @@ pub enum Overwrite {
 /// How to restore.
 #[derive(Clone, Debug, Default)]
 pub struct RestoreOptions {
-    /// `--include` globs (see [`crate::selection`]).
+    /// `--include` globs (see [`crate::restore::selection`]).
     pub include: Vec<String>,
     /// `--exclude` globs.
     pub exclude: Vec<String>,
@@ -1345,8 +1347,8 @@ pub fn verify_restore(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archiver::tests::repo;
-    use crate::archiver::{CreateOptions, NoProgress, create};
+    use crate::backup::tests::repo;
+    use crate::backup::{CreateOptions, NoProgress, create};
     use crate::source::SourceSpec;
 
     fn node_for(key: &MasterKey, data: &[u8], chunk: usize) -> Node {

@@ -1,14 +1,16 @@
-//! `tresor snapshot forget`: applies a retention policy (see [`crate::policy`]) to the
+//! `tresor snapshot forget`: applies a retention policy (see [`crate::forget::policy`]) to the
 //! repository's snapshots, group by group, and removes the snapshot objects it does not keep.
 //! Data goes only with a prune afterwards.
+
+pub mod policy;
 
 use std::str::FromStr;
 
 use crate::error::{Error, Result};
-use crate::id::ObjectId;
-use crate::policy::{self, Candidate, Policy};
+use crate::format::id::ObjectId;
+use crate::format::snapshot::{Snapshot, SourceRecord};
 use crate::repo::Repo;
-use crate::snapshot::{Snapshot, SourceRecord};
+use policy::{Candidate, Policy};
 
 /// Which snapshot fields form a group (the policy applies per group).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,7 +109,7 @@ pub struct Verdict {
     pub reasons: Vec<String>,
     /// Its root tree (for planning a prune).
     #[serde(skip)]
-    pub root: crate::id::BlobId,
+    pub root: crate::format::id::BlobId,
 }
 
 /// Decides, without changing anything. With `named` snapshots, exactly those are removed and
@@ -181,7 +183,7 @@ fn verdict(id: &ObjectId, s: &Snapshot, by: GroupBy, keep: bool, reasons: Vec<St
 }
 
 /// Removes the snapshot objects of the verdicts that do not keep, after a forget record naming
-/// them is durable (see [`crate::history`]).
+/// them is durable (see [`crate::repo::history`]).
 pub fn remove(repo: &Repo, verdicts: &[Verdict]) -> Result<u64> {
     let ids = verdicts
         .iter()

@@ -14,23 +14,29 @@
 //! total argon2 work of one open is capped at [`MAX_OPEN_WORK_KIB`]. Key files left untried are
 //! named in the error.
 
+pub mod catalog;
+pub mod config;
+pub mod history;
+pub mod keys;
+pub mod lock;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::backend::{Backend, ObjectKind};
-use crate::catalog::{BlobLocation, Catalog, DeltaBase, PackObservation};
-use crate::chunker::{ChunkerParams, ChunkerSpec};
-use crate::codec;
-use crate::config::{self, Config};
-use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::format::BlobKind;
-use crate::id::{BlobId, ObjectId};
-use crate::keys::{self, KdfParams, KeyInfo};
-use crate::lock::{LockGuard, LockTiming};
-use crate::snapshot::Snapshot;
-use crate::tree::Tree;
+use crate::format::chunker::{ChunkerParams, ChunkerSpec};
+use crate::format::codec;
+use crate::format::crypto::MasterKey;
+use crate::format::id::{BlobId, ObjectId};
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::Tree;
+use crate::repo::catalog::{BlobLocation, Catalog, DeltaBase, PackObservation};
+use crate::repo::lock::{LockGuard, LockTiming};
+use config::Config;
+use keys::{KdfParams, KeyInfo};
 
 /// Settings for a new repository.
 #[derive(Clone, Debug)]
@@ -184,7 +190,7 @@ impl Repo {
         warnings.extend(catalog.sync(backend.as_ref(), &key)?);
         if remembered.as_deref() != Some(key_id.as_str()) {
             // Only a hint: a cache that cannot be written costs the next open some KDF time.
-            let _ = crate::catalog::private_dir_all(&cache_dir.join("key-hints"))
+            let _ = crate::repo::catalog::private_dir_all(&cache_dir.join("key-hints"))
                 .and_then(|()| crate::backend::local::write_atomic(&hint_file, key_id.as_bytes()));
         }
         Ok(Repo {
@@ -199,7 +205,7 @@ impl Repo {
         })
     }
 
-    /// Takes the repository lock for `operation` (see [`crate::lock`]), then brings the
+    /// Takes the repository lock for `operation` (see [`crate::repo::lock`]), then brings the
     /// catalog up to date and removes temporary files that interrupted runs left (see
     /// [`Repo::remove_stale_temporaries`]). Returns one message per stale lock or temporary file
     /// removed. The lock is held until [`Repo::release_lock`] or the `Repo` is dropped.
@@ -210,7 +216,7 @@ impl Repo {
         retry: std::time::Duration,
         timing: LockTiming,
     ) -> Result<Vec<String>> {
-        let guard = crate::lock::acquire(
+        let guard = crate::repo::lock::acquire(
             Arc::clone(&self.backend),
             Arc::clone(&self.key),
             operation,
@@ -395,7 +401,7 @@ impl Repo {
     /// Writes a forget record durably; returns its name.
     pub(crate) fn put_forget_record(
         &self,
-        record: &crate::history::ForgetRecord,
+        record: &crate::repo::history::ForgetRecord,
     ) -> Result<ObjectId> {
         self.ensure_lock_held()?;
         let (name, bytes) = record.encode(&self.key)?;
@@ -404,7 +410,7 @@ impl Repo {
         Ok(name)
     }
 
-    /// Deletes a forget record (only [`crate::history::compact`], after merging it).
+    /// Deletes a forget record (only [`crate::repo::history::compact`], after merging it).
     pub(crate) fn delete_forget_record(&self, name: &ObjectId) -> Result<()> {
         self.backend.delete(ObjectKind::Forgotten, &name.to_hex())
     }
@@ -415,7 +421,7 @@ impl Repo {
         if ids.is_empty() {
             return Ok(0);
         }
-        self.put_forget_record(&crate::history::ForgetRecord::new(ids, reason))?;
+        self.put_forget_record(&crate::repo::history::ForgetRecord::new(ids, reason))?;
         for id in ids {
             crate::interrupt::check()?;
             self.backend.delete(ObjectKind::Snapshot, &id.to_hex())?;

@@ -351,7 +351,7 @@ mod tests {
     fn unrelated_short_and_empty_inputs() {
         let base = rows(1000, 0);
         let mut noise = vec![0u8; 5000];
-        crate::crypto::random_bytes(&mut noise).unwrap();
+        crate::format::crypto::random_bytes(&mut noise).unwrap();
         assert!(round_trip(&base, &noise) > noise.len());
         for t in [&b""[..], b"abc", &base[..7], &base[..100]] {
             round_trip(&base, t);

@@ -12,11 +12,11 @@
 //!
 //! The object's name is the BLAKE3 hash of its stored (sealed) bytes.
 
-use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
+use crate::format::crypto::MasterKey;
+use crate::format::id::{BlobId, ObjectId};
+use crate::format::pack::PackEntry;
 use crate::format::{self, BlobKind, INDEX_MAGIC};
-use crate::id::{BlobId, ObjectId};
-use crate::pack::PackEntry;
 
 /// One pack's entries in an index object.
 #[derive(Clone, Debug, PartialEq, Eq)]

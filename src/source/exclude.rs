@@ -25,8 +25,8 @@ use std::ffi::OsStr;
 use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
-use crate::glob::PathGlobs;
-use crate::snapshot::ExcludeRecord;
+use crate::format::glob::PathGlobs;
+use crate::format::snapshot::ExcludeRecord;
 
 /// The file name of a cache directory tag.
 pub const CACHE_TAG_NAME: &str = "CACHEDIR.TAG";

@@ -7,10 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::format;
-use crate::id::{BlobId, ObjectId};
+use crate::format::crypto::MasterKey;
+use crate::format::id::{BlobId, ObjectId};
 
 /// Where a snapshot's data came from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,7 +134,7 @@ pub struct Snapshot {
     pub summary: Summary,
     /// Every other snapshot the repository held when this one was written, so that one of
     /// them that later disappears without a forget record is noticed (see
-    /// [`crate::history`]). Absent in snapshots written before that check existed.
+    /// [`crate::repo::history`]). Absent in snapshots written before that check existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub known_snapshots: Vec<String>,
 }

@@ -28,10 +28,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::ObjectKind;
-use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::format;
-use crate::id::ObjectId;
+use crate::format::crypto::MasterKey;
+use crate::format::id::ObjectId;
 use crate::repo::Repo;
 
 /// One snapshot removed by tresor.

@@ -6,10 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::chunker::ChunkerParams;
-use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 use crate::format;
+use crate::format::chunker::ChunkerParams;
+use crate::format::crypto::MasterKey;
 
 /// Default chunker parameters; docs/design.md records the measurement behind them.
 pub const DEFAULT_CHUNKER: ChunkerParams = ChunkerParams {
@@ -54,7 +54,7 @@ impl Config {
             ));
         }
         let mut id = [0u8; 32];
-        crate::crypto::random_bytes(&mut id)?;
+        crate::format::crypto::random_bytes(&mut id)?;
         Ok(Config {
             version: format::REPO_VERSION,
             id: hex::encode(id),

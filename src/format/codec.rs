@@ -9,17 +9,17 @@
 //!
 //! Delta blobs ([`BlobKind::Delta`]) hold a chunk as a patch against a base chunk: the sealed
 //! body is the base's id followed by a payload, a zstd-compressed copy script
-//! ([`crate::delta`]) — or, in deltas written before scripts, a zstd frame made with the base's
+//! ([`crate::format::delta`]) — or, in deltas written before scripts, a zstd frame made with the base's
 //! plaintext as reference prefix (like `zstd --patch-from`), still read. [`encode_delta`] makes
 //! one when it is worth it; [`decode_delta`] needs the base's plaintext and checks everything
 //! [`decode`] checks, plus the base's id.
 
 use std::cell::RefCell;
 
-use crate::crypto::{MasterKey, blob_aad};
 use crate::error::{Error, Result};
+use crate::format::crypto::{MasterKey, blob_aad};
+use crate::format::id::BlobId;
 use crate::format::{self, BlobKind};
-use crate::id::BlobId;
 
 thread_local! {
     static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
@@ -94,11 +94,11 @@ pub fn encode(
     };
     match compressed {
         Some(c) if c.len() < plaintext.len() => {
-            body.push(format::codec::ZSTD);
+            body.push(format::magic::codec::ZSTD);
             body.extend_from_slice(&c);
         }
         _ => {
-            body.push(format::codec::RAW);
+            body.push(format::magic::codec::RAW);
             body.extend_from_slice(plaintext);
         }
     }
@@ -148,8 +148,8 @@ pub fn decode_unhashed(
         .ok_or_else(|| Error::corrupt(what(), "empty body"))?;
     let mut plain = Vec::with_capacity(raw_len);
     match *codec {
-        format::codec::RAW => plain.extend_from_slice(payload),
-        format::codec::ZSTD => decompress(payload, raw_len, &mut plain, &what)?,
+        format::magic::codec::RAW => plain.extend_from_slice(payload),
+        format::magic::codec::ZSTD => decompress(payload, raw_len, &mut plain, &what)?,
         other => return Err(Error::corrupt(what(), format!("unknown codec {other}"))),
     }
     if plain.len() != raw_len {
@@ -204,7 +204,7 @@ pub fn encode_delta(
 }
 
 /// [`encode_delta`] keeping deltas whose payload is at most `limit` bytes (see
-/// [`delta_limit`]): a copy script ([`crate::delta`]) compressed with zstd.
+/// [`delta_limit`]): a copy script ([`crate::format::delta`]) compressed with zstd.
 pub fn encode_delta_within(
     key: &MasterKey,
     id: &BlobId,
@@ -218,7 +218,7 @@ pub fn encode_delta_within(
             "delta input exceeds the blob limit".into(),
         ));
     }
-    let script = crate::delta::encode(base_plain, plaintext);
+    let script = crate::format::delta::encode(base_plain, plaintext);
     // A script barely shorter than the chunk is no delta worth having: skip compressing it.
     if script.len() / 4 > limit.saturating_add(64) {
         return Ok(None);
@@ -229,7 +229,7 @@ pub fn encode_delta_within(
     }
     let mut body = Vec::with_capacity(32 + 1 + frame.len());
     body.extend_from_slice(&base_id.0);
-    body.push(format::delta::SCRIPT);
+    body.push(format::magic::delta::SCRIPT);
     body.extend_from_slice(&frame);
     key.seal(&blob_aad(BlobKind::Delta, id), &body).map(Some)
 }
@@ -265,14 +265,14 @@ pub fn decode_delta(
         ));
     }
     let plain = match payload.first() {
-        Some(&format::delta::SCRIPT) => {
-            let bound = crate::delta::max_script_len(raw_len);
+        Some(&format::magic::delta::SCRIPT) => {
+            let bound = crate::format::delta::max_script_len(raw_len);
             let mut script = Vec::with_capacity(bound);
             decompress(&payload[1..], bound, &mut script, &what)?;
-            crate::delta::apply(base_plain, &script, raw_len)
+            crate::format::delta::apply(base_plain, &script, raw_len)
                 .map_err(|e| Error::corrupt(what(), format!("bad copy script: {e}")))?
         }
-        Some(&format::delta::ZSTD_PREFIX_MAGIC) => {
+        Some(&format::magic::delta::ZSTD_PREFIX_MAGIC) => {
             decode_prefix_frame(payload, raw_len, base_plain, &what)?
         }
         _ => return Err(Error::corrupt(what(), "unknown delta encoding")),
@@ -289,7 +289,7 @@ pub fn decode_delta(
     Ok(plain)
 }
 
-/// The payload of a delta in the first encoding ([`format::delta::ZSTD_PREFIX_MAGIC`]): a zstd
+/// The payload of a delta in the first encoding ([`format::magic::delta::ZSTD_PREFIX_MAGIC`]): a zstd
 /// frame of `plaintext` made with `base_plain` as reference prefix. Backups no longer write it;
 /// it exists so that the reading of repositories that hold such deltas stays tested (unit
 /// tests, fuzz seeds, integration tests).
@@ -311,7 +311,7 @@ pub fn legacy_prefix_payload(plaintext: &[u8], base_plain: &[u8]) -> Result<Vec<
 }
 
 /// Inflates a delta payload written as a zstd frame with the base as reference prefix (the
-/// first delta encoding, see [`format::delta::ZSTD_PREFIX_MAGIC`]), within `raw_len` bytes and a
+/// first delta encoding, see [`format::magic::delta::ZSTD_PREFIX_MAGIC`]), within `raw_len` bytes and a
 /// window of at most 2^[`format::DELTA_WINDOW_LOG_MAX`].
 fn decode_prefix_frame(
     frame: &[u8],
@@ -352,7 +352,7 @@ mod tests {
         let k = key();
         let text = b"INSERT INTO t VALUES (1, 'abc');\n".repeat(1000);
         let mut noise = vec![0u8; 10_000];
-        crate::crypto::random_bytes(&mut noise).unwrap();
+        crate::format::crypto::random_bytes(&mut noise).unwrap();
         for data in [&text[..], &noise[..], &[][..]] {
             let id = k.blob_id(data);
             let s = encode(&k, BlobKind::Data, &id, data, 3).unwrap();
@@ -427,7 +427,7 @@ mod tests {
         assert!(decode_delta(&k, &id, &unknown, n, &bid, &base).is_err());
         // Unrelated content: not worth a delta.
         let mut noise = vec![0u8; 100_000];
-        crate::crypto::random_bytes(&mut noise).unwrap();
+        crate::format::crypto::random_bytes(&mut noise).unwrap();
         assert!(
             encode_delta(&k, &k.blob_id(&noise), &noise, &bid, &base)
                 .unwrap()

@@ -295,7 +295,7 @@ mod tests {
     use super::*;
 
     fn spec(seed: u8) -> ChunkerSpec {
-        let key = crate::crypto::MasterKey::from_secret([seed; 32]);
+        let key = crate::format::crypto::MasterKey::from_secret([seed; 32]);
         let p = ChunkerParams {
             min_size: 2048,
             avg_size: 8192,

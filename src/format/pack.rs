@@ -11,10 +11,10 @@
 //! alone. A pack is named by the BLAKE3 hash of all its bytes.
 
 use crate::backend::{Backend, ObjectKind};
-use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
+use crate::format::crypto::MasterKey;
+use crate::format::id::{BlobId, ObjectId};
 use crate::format::{self, BlobKind, DELTA_BASE_LEN, PACK_ENTRY_LEN, PACK_MAGIC, PACK_TRAILER_LEN};
-use crate::id::{BlobId, ObjectId};
 
 /// One blob's place in a pack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -270,7 +270,7 @@ pub fn header_of(key: &MasterKey, pack: &ObjectId, bytes: &[u8]) -> Result<Vec<P
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec;
+    use crate::format::codec;
 
     #[test]
     fn header_round_trip_and_damage() {
