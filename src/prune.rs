@@ -7,9 +7,11 @@
 //!
 //! Execute, in crash-safe order — nothing is deleted before what replaces it is durable:
 //!
-//! 1. new packs (durable), then index objects for them (durable);
+//! 1. new packs (durable), then index objects for them (durable), by the repository's
+//!    [`crate::repo::Packer`];
 //! 2. every index object that lists a pack being removed is rewritten without those packs
-//!    (new object durable, then the old one deleted);
+//!    (the packs it keeps listed again in new index objects, durable, then the old one
+//!    deleted);
 //! 3. the removed packs are deleted;
 //! 4. the catalog is rebuilt.
 //!
@@ -22,15 +24,10 @@
 //! under the exclusive lock, so no backup can be relying on a pack it deletes.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
-use crate::backend::ObjectKind;
 use crate::error::{Error, Result};
 use crate::format::PACK_TRAILER_LEN;
 use crate::format::id::{BlobId, ObjectId};
-use crate::format::index::{self, IndexedPack};
-use crate::format::pack::PackWriter;
-use crate::repair::IndexWriter;
 use crate::repo::Repo;
 use crate::repo::catalog::DiskBlobSet;
 use crate::usage;
@@ -105,12 +102,7 @@ pub fn plan(repo: &Repo, keep_roots: &[BlobId], max_unused: f64) -> Result<Plan>
         ));
     }
     let used = usage::mark_all(repo, keep_roots)?;
-    let stored: HashMap<ObjectId, u64> = repo
-        .backend()
-        .list(ObjectKind::Pack)?
-        .into_iter()
-        .filter_map(|(n, s)| ObjectId::from_hex(&n).ok().map(|id| (id, s)))
-        .collect();
+    let stored: HashMap<ObjectId, u64> = repo.stored_packs()?.into_iter().collect();
     let mut s = PrunePlan {
         snapshots_kept: keep_roots.len() as u64,
         ..Default::default()
@@ -206,36 +198,24 @@ pub struct PruneReport {
 
 /// Carries out a plan (see the module documentation for the order).
 pub fn execute(repo: &mut Repo, plan: Plan) -> Result<PruneReport> {
-    let before = usage::repository_bytes(repo)?;
-    let backend = Arc::clone(repo.backend());
-    let key = Arc::clone(repo.key());
+    let before = repo.stored_bytes()?;
     let mut report = PruneReport {
         plan: plan.summary.clone(),
         ..Default::default()
     };
 
-    // 1. Copy the used blobs of packs being repacked; index the new packs.
-    let pack_size = repo.config().pack_size as usize;
-    let mut new_packs: Vec<IndexedPack> = Vec::new();
+    // 1. Copy the used blobs of packs being repacked into new packs (indexed as they become
+    //    durable).
     let copied = DiskBlobSet::new()?;
-    let mut writer = PackWriter::with_capacity(pack_size + (pack_size >> 2));
-    let ship = |w: PackWriter, new_packs: &mut Vec<IndexedPack>| -> Result<()> {
-        let f = w.finish(&key)?;
-        backend.put(ObjectKind::Pack, &f.id.to_hex(), &f.bytes)?;
-        new_packs.push(IndexedPack {
-            id: f.id,
-            size: f.bytes.len() as u64,
-            entries: f.entries,
-        });
-        Ok(())
-    };
+    let mut packer = repo.packer()?;
     for id in &plan.repack {
         crate::interrupt::check()?;
-        let bytes = backend.get(ObjectKind::Pack, &id.to_hex())?;
+        let bytes = packer.repo().reader().pack_bytes(id)?;
         // The catalog's entries, not the header: a pack whose header is damaged (its entries
         // salvaged by `repair index`) is repacked like any other.
-        for e in repo.catalog().pack_entries(id)? {
-            let Some(loc) = repo
+        for e in packer.repo().catalog().pack_entries(id)? {
+            let Some(loc) = packer
+                .repo()
                 .catalog()
                 .locate(&e.id)?
                 .filter(|l| l.pack == *id && l.offset == e.offset)
@@ -252,26 +232,16 @@ pub fn execute(repo: &mut Repo, plan: Plan) -> Result<PruneReport> {
                 })?;
             // Never copy damage forward: the blob must authenticate and decode to its id (a
             // delta against its base, which stays where it is or is copied on its own).
-            crate::repo::decode_located(backend.as_ref(), &key, &e.id, &loc, sealed)?;
-            writer.add(e.kind, e.id, sealed, e.raw_len, e.base)?;
-            if writer.len() >= pack_size {
-                let full = std::mem::replace(&mut writer, PackWriter::with_capacity(pack_size));
-                ship(full, &mut new_packs)?;
-            }
+            packer.repo().reader().decode(&e.id, &loc, sealed)?;
+            packer.add(e.kind, e.id, sealed, e.raw_len, e.base)?;
         }
     }
-    if !writer.is_empty() {
-        ship(writer, &mut new_packs)?;
-    }
-    report.packs_written = new_packs.len() as u64;
-    let mut iw = IndexWriter::new(backend.as_ref(), &key);
-    for p in new_packs {
-        iw.push(p)?;
-    }
-    iw.flush()?;
-    report.index_objects_written += iw.written.len() as u64;
+    let written = packer.finish()?;
+    report.packs_written = written.packs_written;
+    report.index_objects_written += written.index_objects.len() as u64;
 
-    // 2. Rewrite every index object that names a pack being removed.
+    // 2. Rewrite every index object that names a pack being removed: the packs it still
+    //    names are listed again in new index objects, durable before the old one goes.
     crate::interrupt::check()?;
     repo.ensure_lock_held()?;
     let removed: HashSet<ObjectId> = plan
@@ -280,26 +250,28 @@ pub fn execute(repo: &mut Repo, plan: Plan) -> Result<PruneReport> {
         .chain(plan.repack.iter())
         .copied()
         .collect();
-    let fresh: HashSet<String> = iw.written.iter().map(|(n, _)| n.clone()).collect();
-    for (name, _) in backend.list(ObjectKind::Index)? {
+    let fresh: HashSet<String> = written.index_objects.into_iter().collect();
+    let mut replaced = Vec::new();
+    let mut packer = repo.packer()?;
+    for name in packer.repo().index_names()? {
         if fresh.contains(&name) {
             continue;
         }
-        let oid = ObjectId::from_hex(&name)?;
-        let packs = index::decode(&key, &oid, &backend.get(ObjectKind::Index, &name)?)?;
+        let packs = packer.repo().load_index(&name)?;
         if !packs.iter().any(|p| removed.contains(&p.id)) {
             continue;
         }
-        let keep: Vec<IndexedPack> = packs
-            .into_iter()
-            .filter(|p| !removed.contains(&p.id))
-            .collect();
-        if !keep.is_empty() {
-            let (new, bytes) = index::encode(&key, &keep)?;
-            backend.put(ObjectKind::Index, &new.to_hex(), &bytes)?;
-            report.index_objects_written += 1;
+        for p in packs.into_iter().filter(|p| !removed.contains(&p.id)) {
+            packer.index_stored(p)?;
         }
-        backend.delete(ObjectKind::Index, &name)?;
+        replaced.push(name);
+    }
+    let rewritten = packer.finish()?;
+    report.index_objects_written += rewritten.index_objects.len() as u64;
+    crate::interrupt::check()?;
+    repo.ensure_lock_held()?;
+    for name in &replaced {
+        repo.delete_index(name)?;
         report.index_objects_removed += 1;
     }
 
@@ -307,16 +279,16 @@ pub fn execute(repo: &mut Repo, plan: Plan) -> Result<PruneReport> {
     crate::interrupt::check()?;
     repo.ensure_lock_held()?;
     for id in &removed {
-        backend.delete(ObjectKind::Pack, &id.to_hex())?;
+        repo.delete_pack(id)?;
         report.packs_deleted += 1;
     }
 
     // 4. The catalog follows the index objects.
-    let warnings = repo.catalog_mut().rebuild(backend.as_ref(), &key)?;
+    let warnings = repo.rebuild_catalog()?;
     if let Some(w) = warnings.first() {
         return Err(Error::corrupt("index after prune", w.clone()));
     }
-    report.bytes_freed = before.saturating_sub(usage::repository_bytes(repo)?);
+    report.bytes_freed = before.saturating_sub(repo.stored_bytes()?);
     report.forget_records_merged = crate::repo::history::compact(repo)?;
     Ok(report)
 }

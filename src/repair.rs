@@ -13,21 +13,13 @@
 //! it again); one that cannot be judged (its delta base unreadable) is kept. The pack is named.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
-use rayon::prelude::*;
-
-use crate::backend::{Backend, ObjectKind};
 use crate::check::{self, AffectedSnapshot, CheckOptions, CheckProgress};
 use crate::error::Result;
-use crate::format::crypto::MasterKey;
 use crate::format::id::ObjectId;
-use crate::format::index::{self, IndexedPack};
-use crate::format::pack;
+use crate::format::index::IndexedPack;
 use crate::repo::Repo;
-
-/// Index objects are cut at about this many entries (~2 MiB sealed).
-const ENTRIES_PER_INDEX: usize = 50_000;
+use crate::repo::adopt::{parse_listing, read_headers};
 
 /// What `repair index` did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -59,84 +51,6 @@ impl IndexRepair {
     }
 }
 
-/// What adopting unindexed packs did.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct Adoption {
-    /// Packs adopted into a new index object.
-    pub packs: u64,
-    /// Blobs in them, now reusable by dedup.
-    pub blobs: u64,
-    /// Packs that could not be adopted (header unreadable), with the reason.
-    pub skipped: Vec<String>,
-    /// Packs index objects name that the storage does not hold (their blobs serve no dedup).
-    pub absent: Vec<String>,
-}
-
-/// Reads headers of `packs` in parallel; good ones become index entries.
-fn read_headers(
-    backend: &dyn Backend,
-    key: &MasterKey,
-    packs: &[(ObjectId, u64)],
-) -> Vec<std::result::Result<IndexedPack, String>> {
-    packs
-        .par_iter()
-        .map(|(id, size)| {
-            pack::read_header(backend, key, id, *size)
-                .map(|entries| IndexedPack {
-                    id: *id,
-                    size: *size,
-                    entries,
-                })
-                .map_err(|e| e.to_string())
-        })
-        .collect()
-}
-
-/// Collects indexed packs and writes them out as index objects of bounded size.
-pub(crate) struct IndexWriter<'a> {
-    backend: &'a dyn Backend,
-    key: &'a MasterKey,
-    pending: Vec<IndexedPack>,
-    entries: usize,
-    /// Index objects written so far, with what they list.
-    pub(crate) written: Vec<(String, Vec<IndexedPack>)>,
-}
-
-impl<'a> IndexWriter<'a> {
-    pub(crate) fn new(backend: &'a dyn Backend, key: &'a MasterKey) -> Self {
-        IndexWriter {
-            backend,
-            key,
-            pending: Vec::new(),
-            entries: 0,
-            written: Vec::new(),
-        }
-    }
-
-    pub(crate) fn push(&mut self, p: IndexedPack) -> Result<()> {
-        self.entries += p.entries.len();
-        self.pending.push(p);
-        if self.entries >= ENTRIES_PER_INDEX {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    /// Writes pending packs as one index object (durable when this returns).
-    pub(crate) fn flush(&mut self) -> Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let packs = std::mem::take(&mut self.pending);
-        self.entries = 0;
-        let (name, bytes) = index::encode(self.key, &packs)?;
-        self.backend
-            .put(ObjectKind::Index, &name.to_hex(), &bytes)?;
-        self.written.push((name.to_hex(), packs));
-        Ok(())
-    }
-}
-
 /// Every entry the readable index objects `names` give each pack (damaged objects skipped).
 fn old_entries(
     repo: &Repo,
@@ -145,16 +59,16 @@ fn old_entries(
     let mut out: std::collections::HashMap<ObjectId, Vec<crate::format::pack::PackEntry>> =
         std::collections::HashMap::new();
     for name in names {
-        let Ok(id) = ObjectId::from_hex(name) else {
-            continue;
-        };
-        let bytes = match repo.backend().get(ObjectKind::Index, name) {
-            Ok(b) => b,
-            Err(crate::error::Error::Missing { .. }) => continue,
+        use crate::error::Error;
+        // Damaged or vanished objects are skipped; only a failing storage stops the repair.
+        let packs = match repo.load_index(name) {
+            Ok(p) => p,
+            Err(
+                Error::Missing { .. } | Error::Corrupt { .. } | Error::UnsupportedVersion { .. },
+            ) => {
+                continue;
+            }
             Err(e) => return Err(e),
-        };
-        let Ok(packs) = index::decode(repo.key(), &id, &bytes) else {
-            continue;
         };
         for p in packs {
             let v = out.entry(p.id).or_default();
@@ -179,7 +93,7 @@ fn salvage(
     entries: &[crate::format::pack::PackEntry],
 ) -> Result<(Vec<crate::format::pack::PackEntry>, u64, Option<String>)> {
     use crate::error::Error;
-    let bytes = match repo.backend().get(ObjectKind::Pack, &pack.to_hex()) {
+    let bytes = match repo.reader().pack_bytes(pack) {
         Ok(b) => b,
         // Cannot read it at all: keep everything, judge nothing.
         Err(Error::Corrupt { .. }) | Err(Error::Missing { .. }) => Vec::new(),
@@ -208,7 +122,7 @@ fn salvage(
                             .map(|_| ())
                     }
                     (Some(_), Some(base)) => {
-                        match crate::repo::read_base(repo.backend().as_ref(), repo.key(), &base) {
+                        match repo.reader().read_base(&base) {
                             Ok(plain) => crate::format::codec::decode_delta(
                                 repo.key(),
                                 &e.id,
@@ -240,17 +154,6 @@ fn salvage(
     Ok((kept, dropped, first))
 }
 
-fn parse_listing(listing: Vec<(String, u64)>, skipped: &mut Vec<String>) -> Vec<(ObjectId, u64)> {
-    let mut out = Vec::new();
-    for (name, size) in listing {
-        match ObjectId::from_hex(&name) {
-            Ok(id) => out.push((id, size)),
-            Err(_) => skipped.push(format!("data/{name}: not a pack name")),
-        }
-    }
-    out
-}
-
 /// Rebuilds every index object from the pack headers (and, for packs whose header cannot be
 /// read, from the old entries their blobs confirm), then the catalog.
 ///
@@ -259,22 +162,16 @@ fn parse_listing(listing: Vec<(String, u64)>, skipped: &mut Vec<String>) -> Vec<
 /// appear while this runs (a concurrent backup) are not in the old list and are kept. Entries
 /// of packs that are gone (a stale index object put back) are not carried over.
 pub fn repair_index(repo: &mut Repo, progress: &dyn CheckProgress) -> Result<IndexRepair> {
-    let backend = Arc::clone(repo.backend());
-    let key = Arc::clone(repo.key());
-    let old: Vec<String> = backend
-        .list(ObjectKind::Index)?
-        .into_iter()
-        .map(|(n, _)| n)
-        .collect();
+    let old = repo.index_names()?;
     let mut out = IndexRepair::default();
     let (listing, _) = repo.observe_packs()?;
     let packs = parse_listing(listing, &mut out.unreadable_packs);
     let mut previous = None;
     progress.phase("headers", packs.len() as u64);
-    let mut writer = IndexWriter::new(backend.as_ref(), &key);
+    let mut packer = repo.packer()?;
     for group in packs.chunks(64) {
         crate::interrupt::check()?;
-        for (r, (id, _)) in read_headers(backend.as_ref(), &key, group)
+        for (r, (id, _)) in read_headers(packer.repo().reader(), group)
             .into_iter()
             .zip(group)
         {
@@ -283,13 +180,13 @@ pub fn repair_index(repo: &mut Repo, progress: &dyn CheckProgress) -> Result<Ind
                 Ok(p) => {
                     out.packs += 1;
                     out.blobs += p.entries.len() as u64;
-                    writer.push(p)?;
+                    packer.index_stored(p)?;
                 }
                 Err(e) => {
                     // Never drop what cannot be replaced: the old entries, confirmed blob by
                     // blob.
                     if previous.is_none() {
-                        previous = Some(old_entries(repo, &old)?);
+                        previous = Some(old_entries(packer.repo(), &old)?);
                     }
                     let Some(entries) = previous.as_ref().and_then(|m| m.get(id)) else {
                         out.unreadable_packs.push(format!(
@@ -298,7 +195,7 @@ pub fn repair_index(repo: &mut Repo, progress: &dyn CheckProgress) -> Result<Ind
                         ));
                         continue;
                     };
-                    let (kept, dropped, why) = salvage(repo, id, entries)?;
+                    let (kept, dropped, why) = salvage(packer.repo(), id, entries)?;
                     out.blobs_salvaged += kept.len() as u64;
                     out.blobs_dropped += dropped;
                     out.salvaged_packs.push(format!(
@@ -317,7 +214,7 @@ pub fn repair_index(repo: &mut Repo, progress: &dyn CheckProgress) -> Result<Ind
                             .find(|(p, _)| p == id)
                             .map(|(_, s)| *s)
                             .unwrap_or_default();
-                        writer.push(IndexedPack {
+                        packer.index_stored(IndexedPack {
                             id: *id,
                             size,
                             entries: kept,
@@ -327,63 +224,19 @@ pub fn repair_index(repo: &mut Repo, progress: &dyn CheckProgress) -> Result<Ind
             }
         }
     }
-    writer.flush()?;
-    let new: HashSet<String> = writer.written.iter().map(|(n, _)| n.clone()).collect();
+    let written = packer.finish()?;
+    let new: HashSet<String> = written.index_objects.into_iter().collect();
     out.index_objects_written = new.len() as u64;
     // The old objects go only once the new ones are durable, and only while the lock is ours.
     crate::interrupt::check()?;
     repo.ensure_lock_held()?;
     for name in old.iter().filter(|n| !new.contains(*n)) {
-        backend.delete(ObjectKind::Index, name)?;
+        repo.delete_index(name)?;
         out.index_objects_removed += 1;
     }
-    let skipped = repo.catalog_mut().rebuild(backend.as_ref(), &key)?;
+    let skipped = repo.rebuild_catalog()?;
     out.unreadable_packs.extend(skipped);
     out.unreadable_packs.sort();
-    Ok(out)
-}
-
-/// Indexes packs that exist but that no index object lists — what a backup killed between
-/// writing a pack and writing its index object leaves — so their blobs dedup again. Run at the
-/// start of every `snapshot create`; cheap when there is nothing to adopt (one listing).
-///
-/// A concurrent backup's pack, durable but not yet indexed, may be adopted too: it is then
-/// listed by two index objects, which is harmless.
-pub fn adopt_unindexed(repo: &mut Repo) -> Result<Adoption> {
-    let backend = Arc::clone(repo.backend());
-    let key = Arc::clone(repo.key());
-    let mut out = Adoption::default();
-    let mut orphans = Vec::new();
-    // The same listing tells the catalog which indexed packs are gone: their entries must not
-    // serve dedup (a stale index object put back after a prune names blobs that do not exist).
-    let (listing, observed) = repo.observe_packs()?;
-    out.absent = observed.absent.iter().map(|p| p.to_hex()).collect();
-    for (id, size) in parse_listing(listing, &mut out.skipped) {
-        if !repo.catalog().has_pack(&id)? {
-            orphans.push((id, size));
-        }
-    }
-    if orphans.is_empty() {
-        return Ok(out);
-    }
-    let mut writer = IndexWriter::new(backend.as_ref(), &key);
-    for (r, (id, _)) in read_headers(backend.as_ref(), &key, &orphans)
-        .into_iter()
-        .zip(&orphans)
-    {
-        match r {
-            Ok(p) => {
-                out.packs += 1;
-                out.blobs += p.entries.len() as u64;
-                writer.push(p)?;
-            }
-            Err(e) => out.skipped.push(format!("pack {}: {e}", id.to_hex())),
-        }
-    }
-    writer.flush()?;
-    for (name, packs) in &writer.written {
-        repo.catalog_mut().add_index(name, packs)?;
-    }
     Ok(out)
 }
 

@@ -174,28 +174,11 @@ pub struct RepoStats {
     pub total_ratio: f64,
 }
 
-/// Bytes of all packs and index objects: what the repository occupies.
-pub fn repository_bytes(repo: &Repo) -> Result<u64> {
-    let mut n = 0;
-    for kind in [
-        crate::backend::ObjectKind::Pack,
-        crate::backend::ObjectKind::Index,
-    ] {
-        n += repo
-            .backend()
-            .list(kind)?
-            .into_iter()
-            .map(|(_, s)| s)
-            .sum::<u64>();
-    }
-    Ok(n)
-}
-
 /// Computes [`RepoStats`] from the catalog and the snapshot summaries.
 pub fn repo_stats(repo: &Repo) -> Result<RepoStats> {
     let (snaps, _) = repo.snapshots()?;
     let t = repo.catalog().blob_totals()?;
-    let stored = repository_bytes(repo)?;
+    let stored = repo.stored_bytes()?;
     let logical: u64 = snaps.iter().map(|(_, s)| s.summary.bytes_read).sum();
     let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
     Ok(RepoStats {

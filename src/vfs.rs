@@ -505,10 +505,10 @@ impl Vfs {
                 wanted.push((c.0, loc));
             }
         }
-        let (backend, key) = (self.repo.backend().as_ref(), self.repo.key().as_ref());
+        let reader = self.repo.reader();
         let decoded: Vec<Result<Vec<u8>>> = wanted
             .par_iter()
-            .map(|(id, loc)| crate::repo::read_located(backend, key, id, loc))
+            .map(|(id, loc)| reader.read(id, loc))
             .collect();
         let mut out = None;
         for ((id, _), d) in wanted.into_iter().zip(decoded) {

@@ -24,7 +24,7 @@
 //! Memory is bounded by the batch and pack sizes, not by the repository: dedup lookups go to the
 //! catalog on disk, and the in-flight set holds only blobs whose index object is not yet written.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
@@ -32,28 +32,23 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, bounded};
 use rayon::prelude::*;
 
-use crate::backend::{Backend, ObjectKind};
 use crate::error::{Error, Result};
 use crate::format::BlobKind;
 use crate::format::codec;
 use crate::format::crypto::MasterKey;
 use crate::format::id::{BlobId, ObjectId};
-use crate::format::index::{self, IndexedPack};
-use crate::format::pack::PackWriter;
 use crate::format::snapshot::{ExcludeRecord, Snapshot, SourceRecord, Summary};
 use crate::format::tree::{ContentRef, Node, NodeKind, Tree, chunk_anchor, encode_os};
 use crate::repo::catalog::DeltaBase;
-use crate::repo::{Repo, hostname};
+use crate::repo::{Packer, Repo, hostname};
 use crate::source::exclude::Excludes;
-use crate::source::parent::{self, ParentCursor, ParentTrees, Prior};
+use crate::source::parent::{self, ParentCursor, Prior};
 use crate::source::{self, Item, Meta, SourceSpec, Walker};
 
 /// Chunk bytes per batch handed from the reader to the workers.
 const BATCH_BYTES: usize = 8 << 20;
 /// Items per batch (bounds small-file batches).
 const BATCH_ITEMS: usize = 4096;
-/// Durable packs per index object.
-const PACKS_PER_INDEX: usize = 8;
 /// Errors kept in a snapshot summary.
 const MAX_ERRORS: usize = 1000;
 /// Chunks smaller than this are never stored as deltas: a delta must be at most 1/16 of the
@@ -137,33 +132,23 @@ struct DirFrame {
     nodes: Vec<Node>,
 }
 
-/// Stores blobs into packs and packs into the repository, in crash-safe order.
+/// Decides what to store and how (dedup, delta or whole, compression on the rayon pool); the
+/// repository's [`Packer`] packs, uploads and indexes it in crash-safe order.
 struct BlobStore<'r> {
-    repo: &'r mut Repo,
+    packer: Packer<'r>,
     key: Arc<MasterKey>,
-    backend: Arc<dyn Backend>,
     level: i32,
     /// Whether changed chunks may be stored as deltas (repository version 2, compression on).
     deltas: bool,
-    pack_size: usize,
-    pack: PackWriter,
-    in_flight: HashSet<BlobId>,
-    upload_tx: Option<Sender<PackJob>>,
-    done_rx: Receiver<Result<IndexedPack>>,
-    uploader: Option<thread::JoinHandle<()>>,
-    durable: Vec<IndexedPack>,
     encoded_tx: Sender<Encoded>,
     encoded_rx: Receiver<Encoded>,
     encoding: usize,
     encoding_bytes: usize,
-    bytes_added: u64,
     data_added: u64,
     blobs_added: u64,
     blobs_reused: u64,
     blobs_delta: u64,
 }
-
-struct PackJob(crate::format::pack::FinishedPack);
 
 /// A chunk back from an encoder: id, plaintext length, sealed bytes and, for a delta, its base.
 type Encoded = (BlobId, u32, Result<(Vec<u8>, Option<BlobId>)>);
@@ -266,61 +251,23 @@ impl BasePicker {
     }
 }
 
-impl Drop for BlobStore<'_> {
-    /// On every exit, errors included, the upload in progress is let to finish (or fail and
-    /// remove its temporary file) before the process can end: no `.tmp-` file is left behind
-    /// by an error elsewhere in the pipeline.
-    fn drop(&mut self) {
-        self.upload_tx = None;
-        if let Some(h) = self.uploader.take() {
-            let _ = h.join();
-        }
-    }
-}
-
 impl<'r> BlobStore<'r> {
     fn new(repo: &'r mut Repo) -> Result<Self> {
-        let (upload_tx, upload_rx) = bounded::<PackJob>(0);
-        let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let (encoded_tx, encoded_rx) = crossbeam_channel::unbounded();
-        let backend: Arc<dyn Backend> = Arc::clone(repo.backend());
-        let uploader = thread::Builder::new()
-            .name("tresor-upload".into())
-            .spawn(move || {
-                for PackJob(p) in upload_rx {
-                    let size = p.bytes.len() as u64;
-                    let r = backend
-                        .put(ObjectKind::Pack, &p.id.to_hex(), &p.bytes)
-                        .map(|()| IndexedPack {
-                            id: p.id,
-                            size,
-                            entries: p.entries,
-                        });
-                    if done_tx.send(r).is_err() {
-                        break;
-                    }
-                }
-            })
-            .map_err(|e| Error::io("starting the upload thread", e))?;
-        let pack_size = repo.config().pack_size;
+        let config = repo.config();
+        let (level, deltas) = (
+            config.compression_level,
+            config.version >= 2 && config.compression_level != 0,
+        );
         Ok(BlobStore {
             key: Arc::clone(repo.key()),
-            backend: Arc::clone(repo.backend()),
-            level: repo.config().compression_level,
-            deltas: repo.config().version >= 2 && repo.config().compression_level != 0,
-            pack_size: repo.config().pack_size as usize,
-            repo,
-            pack: PackWriter::with_capacity(pack_capacity(pack_size)),
-            in_flight: HashSet::new(),
-            upload_tx: Some(upload_tx),
-            done_rx,
-            uploader: Some(uploader),
-            durable: Vec::new(),
+            level,
+            deltas,
+            packer: repo.packer()?,
             encoded_tx,
             encoded_rx,
             encoding: 0,
             encoding_bytes: 0,
-            bytes_added: 0,
             data_added: 0,
             blobs_added: 0,
             blobs_reused: 0,
@@ -330,12 +277,11 @@ impl<'r> BlobStore<'r> {
 
     /// Whether a blob must be stored; marks it in flight if so.
     fn claim(&mut self, id: &BlobId) -> Result<bool> {
-        if self.in_flight.contains(id) || self.repo.catalog().contains(id)? {
+        let new = self.packer.claim(id)?;
+        if !new {
             self.blobs_reused += 1;
-            return Ok(false);
         }
-        self.in_flight.insert(*id);
-        Ok(true)
+        Ok(new)
     }
 
     fn add_sealed(
@@ -346,12 +292,9 @@ impl<'r> BlobStore<'r> {
         raw_len: u32,
         base: Option<BlobId>,
     ) -> Result<()> {
-        self.pack.add(kind, id, sealed, raw_len, base)?;
+        self.packer.add(kind, id, sealed, raw_len, base)?;
         self.blobs_added += 1;
         self.data_added += raw_len as u64;
-        if self.pack.len() >= self.pack_size {
-            self.ship_pack()?;
-        }
         Ok(())
     }
 
@@ -360,7 +303,7 @@ impl<'r> BlobStore<'r> {
     /// [`crate::format::TREE_VERSION_REPO_V1`]).
     fn store_tree(&mut self, nodes: Vec<Node>) -> Result<BlobId> {
         let mut tree = Tree::new(nodes)?;
-        if self.repo.config().version < 2 {
+        if self.packer.repo().config().version < 2 {
             tree.version = crate::format::TREE_VERSION_REPO_V1;
             for n in &mut tree.nodes {
                 n.anchors.clear();
@@ -376,7 +319,7 @@ impl<'r> BlobStore<'r> {
         let Some(c) = candidate.filter(|_| self.deltas) else {
             return Ok(None);
         };
-        Ok(match self.repo.catalog().locate(&c) {
+        Ok(match self.packer.repo().catalog().locate(&c) {
             Ok(Some(loc)) if loc.kind == BlobKind::Data => Some(DeltaBase::at(c, &loc)),
             Ok(Some(loc)) => loc.base,
             // A base that cannot be found is no reason to fail: store the chunk whole.
@@ -395,11 +338,11 @@ impl<'r> BlobStore<'r> {
         self.encoding += 1;
         self.encoding_bytes += data.len();
         let (key, tx, level) = (Arc::clone(&self.key), self.encoded_tx.clone(), self.level);
-        let backend = Arc::clone(&self.backend);
+        let reader = self.packer.repo().reader().clone();
         rayon::spawn(move || {
             // The delta is an optimisation: a base that cannot be read means a whole blob.
             let delta = base.and_then(|b| {
-                let base_plain = crate::repo::read_base(backend.as_ref(), &key, &b).ok()?;
+                let base_plain = reader.read_base(&b).ok()?;
                 let limit = codec::delta_limit(data.len(), b.stored_len, b.raw_len);
                 codec::encode_delta_within(&key, &id, &data, &b.id, &base_plain, limit)
                     .ok()
@@ -454,80 +397,20 @@ impl<'r> BlobStore<'r> {
         Ok(id)
     }
 
-    fn ship_pack(&mut self) -> Result<()> {
-        if self.pack.is_empty() {
-            return Ok(());
-        }
-        let full = std::mem::replace(
-            &mut self.pack,
-            PackWriter::with_capacity(pack_capacity(self.pack_size as u32)),
-        );
-        let finished = full.finish(&self.key)?;
-        self.bytes_added += finished.bytes.len() as u64;
-        let tx = self
-            .upload_tx
-            .as_ref()
-            .ok_or_else(|| Error::InvalidArgument("uploader closed".into()))?;
-        if tx.send(PackJob(finished)).is_err() {
-            // The uploader stopped: its error is waiting in done_rx.
-            self.collect(true)?;
-            return Err(Error::InvalidArgument(
-                "the upload thread stopped unexpectedly".into(),
-            ));
-        }
-        self.collect(false)
-    }
-
-    /// Takes finished uploads; writes an index object when enough packs are durable.
-    fn collect(&mut self, block_until_all: bool) -> Result<()> {
-        if block_until_all {
-            self.upload_tx = None;
-            if let Some(h) = self.uploader.take() {
-                h.join()
-                    .map_err(|_| Error::InvalidArgument("the upload thread panicked".into()))?;
-            }
-        }
-        while let Ok(r) = self.done_rx.try_recv() {
-            self.durable.push(r?);
-        }
-        if self.durable.len() >= PACKS_PER_INDEX || (block_until_all && !self.durable.is_empty()) {
-            self.write_index()?;
-        }
-        Ok(())
-    }
-
-    fn write_index(&mut self) -> Result<()> {
-        // Each commit point: stop here if asked to, or if the lock is no longer ours.
-        crate::interrupt::check()?;
-        self.repo.ensure_lock_held()?;
-        let packs = std::mem::take(&mut self.durable);
-        let (name, bytes) = index::encode(&self.key, &packs)?;
-        self.repo
-            .backend()
-            .put(ObjectKind::Index, &name.to_hex(), &bytes)?;
-        self.bytes_added += bytes.len() as u64;
-        self.repo.catalog_mut().add_index(&name.to_hex(), &packs)?;
-        for p in &packs {
-            for e in &p.entries {
-                self.in_flight.remove(&e.id);
-            }
-        }
-        Ok(())
-    }
-
-    /// Ships the last pack and waits until everything is durable and indexed.
-    fn finish(&mut self) -> Result<()> {
+    /// Packs what is still being encoded, then waits until everything is durable and
+    /// indexed; fills in what was added.
+    fn finish(mut self, summary: &mut Summary) -> Result<()> {
         while self.encoding > 0 {
             self.take_encoded(true)?;
         }
-        self.ship_pack()?;
-        self.collect(true)
+        let written = self.packer.finish()?;
+        summary.bytes_added = written.bytes_written;
+        summary.data_added = self.data_added;
+        summary.blobs_added = self.blobs_added;
+        summary.blobs_reused = self.blobs_reused;
+        summary.blobs_delta = self.blobs_delta;
+        Ok(())
     }
-}
-
-/// Room for a pack: its target size, one largest blob past it, and the header.
-fn pack_capacity(pack_size: u32) -> usize {
-    pack_size as usize + crate::format::MAX_BLOB_LEN / 4 + (1 << 20)
 }
 
 fn node(name: &std::ffi::OsStr, kind: NodeKind, meta: &Meta) -> Node {
@@ -569,7 +452,7 @@ pub fn create(
     }
     source::check(&opts.sources)?;
     // Resume: whatever an interrupted run made durable is reused, not stored again.
-    let adoption = crate::repair::adopt_unindexed(repo)?;
+    let adoption = repo.adopt_unindexed()?;
     for s in &adoption.skipped {
         progress.warn(&format!("could not adopt {s}"));
     }
@@ -589,7 +472,7 @@ pub fn create(
     // A parent whose root tree cannot be read is no reason to fail: read everything.
     let mut parent_warning = None;
     let cursor = match &parent {
-        Some((id, p)) => match ParentCursor::new(ParentTrees::new(repo)?, &p.root) {
+        Some((id, p)) => match ParentCursor::new(crate::repo::RepoView::new(repo)?, &p.root) {
             Ok(c) => c,
             Err(e) => {
                 parent_warning = Some(format!(
@@ -772,13 +655,7 @@ pub fn create(
     }
     let root_nodes = stack.pop().map(|f| f.nodes).unwrap_or_default();
     let root = store.store_tree(root_nodes)?;
-    store.finish()?;
-
-    summary.bytes_added = store.bytes_added;
-    summary.data_added = store.data_added;
-    summary.blobs_added = store.blobs_added;
-    summary.blobs_reused = store.blobs_reused;
-    summary.blobs_delta = store.blobs_delta;
+    store.finish(&mut summary)?;
     summary.duration_seconds = started.elapsed().as_secs_f64();
     let snapshot = Snapshot {
         version: crate::format::SNAPSHOT_VERSION,
@@ -793,7 +670,7 @@ pub fn create(
         summary,
         known_snapshots: Vec::new(),
     };
-    let (id, snapshot) = store.repo.save_snapshot(snapshot)?;
+    let (id, snapshot) = repo.save_snapshot(snapshot)?;
     Ok(CreateResult {
         id,
         snapshot,
@@ -832,6 +709,7 @@ fn record(s: &SourceSpec) -> Result<SourceRecord> {
 pub(crate) mod tests {
     use super::*;
     use crate::backend::mem::MemBackend;
+    use crate::backend::{Backend, ObjectKind};
 
     #[test]
     fn picker_follows_anchors_and_takes_the_next_chunk_for_shared_ones() {

@@ -24,22 +24,17 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::backend::{Backend, ObjectKind};
 use crate::error::{Error, Result};
 use crate::format::BlobKind;
 use crate::format::codec;
-use crate::format::crypto::MasterKey;
 use crate::format::id::{BlobId, ObjectId};
-use crate::format::index;
 use crate::format::pack::{self, PackEntry};
-use crate::format::snapshot::Snapshot;
 use crate::format::tree::NodeKind;
-use crate::repo::Repo;
 use crate::repo::catalog::{DeltaBase, DiskBlobSet, PackRecord};
+use crate::repo::{BlobReader, Repo};
 
 /// Which packs `--read-data-subset` reads.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -213,8 +208,7 @@ pub fn check(
     opts: &CheckOptions,
     progress: &dyn CheckProgress,
 ) -> Result<CheckReport> {
-    let backend = Arc::clone(repo.backend());
-    let key = Arc::clone(repo.key());
+    let reader = repo.reader().clone();
     let mut report = CheckReport::default();
     let mut damage = Damage::default();
 
@@ -253,8 +247,7 @@ pub fn check(
     if opts.reads_data() || !suspects.is_empty() {
         read_packs(
             repo,
-            &backend,
-            &key,
+            &reader,
             &stored,
             opts,
             &suspects,
@@ -305,18 +298,15 @@ fn check_index_objects(
     report: &mut CheckReport,
     progress: &dyn CheckProgress,
 ) -> Result<()> {
-    let backend = Arc::clone(repo.backend());
-    let key = Arc::clone(repo.key());
-    let names = backend.list(ObjectKind::Index)?;
+    let reader = repo.reader().clone();
+    let names = repo.index_names()?;
     progress.phase("index", names.len() as u64);
     let mut stale = false;
     let mut indexed_packs: HashSet<ObjectId> = HashSet::new();
-    for (name, _) in names {
+    for name in names {
         progress.advance(1);
         report.index_objects += 1;
-        let packs = match ObjectId::from_hex(&name)
-            .and_then(|id| index::decode(&key, &id, &backend.get(ObjectKind::Index, &name)?))
-        {
+        let packs = match repo.load_index(&name) {
             Ok(p) => p,
             Err(e) => {
                 report.problems.push(format!("index object {name}: {e}"));
@@ -350,7 +340,7 @@ fn check_index_objects(
         }
         let headers: Vec<Result<Vec<PackEntry>>> = present
             .par_iter()
-            .map(|p| pack::read_header(backend.as_ref(), &key, &p.id, p.size))
+            .map(|p| reader.pack_header(&p.id, p.size))
             .collect();
         for (p, header) in present.iter().zip(headers) {
             match header {
@@ -371,7 +361,7 @@ fn check_index_objects(
         stale = true;
     }
     if stale {
-        let skipped = repo.catalog_mut().rebuild(backend.as_ref(), &key)?;
+        let skipped = repo.rebuild_catalog()?;
         report.catalog_rebuilt = true;
         report.notes.push(
             "the local catalog disagreed with the index objects and was rebuilt from them".into(),
@@ -466,8 +456,7 @@ struct PackRead {
 #[allow(clippy::too_many_arguments)]
 fn read_packs(
     repo: &mut Repo,
-    backend: &Arc<dyn Backend>,
-    key: &Arc<MasterKey>,
+    reader: &BlobReader,
     stored: &HashMap<ObjectId, u64>,
     opts: &CheckOptions,
     suspects: &[ObjectId],
@@ -506,14 +495,14 @@ fn read_packs(
         let results: Vec<PackRead> = work
             .par_iter()
             .map(|(p, entries, bases)| {
-                let r = read_pack(backend.as_ref(), key, &p.id, entries, bases);
+                let r = read_pack(reader, &p.id, entries, bases);
                 progress.advance(p.size);
                 r
             })
             .collect();
         let mut clean = Vec::new();
         for mut r in results {
-            verify_deferred(repo, backend.as_ref(), key, &mut r, report)?;
+            verify_deferred(repo, reader, &mut r, report)?;
             report.packs_read += 1;
             report.bytes_read += r.bytes;
             // Judged blob by blob now, whatever the structural pass thought of the whole.
@@ -532,7 +521,7 @@ fn read_packs(
                 damage.blob(b, format!("in pack {}: {p}", r.id.to_hex()));
             }
         }
-        repo.catalog_mut().mark_verified(&clean, now)?;
+        repo.mark_verified(&clean, now)?;
     }
     // A pack read in full is judged by its blobs: drop the blanket verdict, keep its problem.
     let judged = damage.judged.clone();
@@ -566,8 +555,7 @@ fn delta_bases(repo: &Repo, entries: &[PackEntry]) -> Result<Bases> {
 /// be decoded (a whole one), and prune keeps only the bases of the copies the catalog uses.
 fn verify_deferred(
     repo: &Repo,
-    backend: &dyn Backend,
-    key: &MasterKey,
+    reader: &BlobReader,
     r: &mut PackRead,
     report: &mut CheckReport,
 ) -> Result<()> {
@@ -594,7 +582,7 @@ fn verify_deferred(
                 continue;
             }
         }
-        match verify_blob(backend, key, &e, &sealed, &bases) {
+        match verify_blob(reader, &e, &sealed, &bases) {
             Ok(()) => {}
             Err(Error::Corrupt { reason, .. }) => r.blob_problems.push((e.id, reason)),
             Err(err) => r.blob_problems.push((e.id, err.to_string())),
@@ -604,15 +592,9 @@ fn verify_deferred(
 }
 
 /// Verifies one blob of a pack: a delta is decoded against its base, read from its own pack.
-fn verify_blob(
-    backend: &dyn Backend,
-    key: &MasterKey,
-    e: &PackEntry,
-    sealed: &[u8],
-    bases: &Bases,
-) -> Result<()> {
+fn verify_blob(reader: &BlobReader, e: &PackEntry, sealed: &[u8], bases: &Bases) -> Result<()> {
     let Some(base_id) = e.base else {
-        return codec::decode(key, e.kind, &e.id, sealed, e.raw_len).map(|_| ());
+        return codec::decode(reader.key(), e.kind, &e.id, sealed, e.raw_len).map(|_| ());
     };
     let base = bases.get(&base_id).ok_or_else(|| {
         Error::corrupt(
@@ -620,18 +602,21 @@ fn verify_blob(
             format!("its delta base {} is not indexed", base_id.to_hex()),
         )
     })?;
-    let base_plain = crate::repo::read_base(backend, key, base)
+    let base_plain = reader
+        .read_base(base)
         .map_err(|e| Error::corrupt("blob", format!("its delta base cannot be read: {e}")))?;
-    codec::decode_delta(key, &e.id, sealed, e.raw_len, &base_id, &base_plain).map(|_| ())
+    codec::decode_delta(
+        reader.key(),
+        &e.id,
+        sealed,
+        e.raw_len,
+        &base_id,
+        &base_plain,
+    )
+    .map(|_| ())
 }
 
-fn read_pack(
-    backend: &dyn Backend,
-    key: &MasterKey,
-    id: &ObjectId,
-    entries: &[PackEntry],
-    bases: &Bases,
-) -> PackRead {
+fn read_pack(reader: &BlobReader, id: &ObjectId, entries: &[PackEntry], bases: &Bases) -> PackRead {
     let mut r = PackRead {
         id: *id,
         bytes: 0,
@@ -639,7 +624,7 @@ fn read_pack(
         blob_problems: Vec::new(),
         deferred: Vec::new(),
     };
-    let bytes = match backend.get(ObjectKind::Pack, &id.to_hex()) {
+    let bytes = match reader.pack_bytes(id) {
         Ok(b) => b,
         Err(e) => {
             r.pack_problems.push(format!("cannot be read: {e}"));
@@ -658,7 +643,7 @@ fn read_pack(
     // The catalog places each blob once: a blob stored twice (two concurrent backups) is
     // listed under one of its packs only. So every catalog entry must be in the header; the
     // header may hold more. All blobs the header lists are verified.
-    let header = match pack::header_of(key, id, &bytes) {
+    let header = match pack::header_of(reader.key(), id, &bytes) {
         Ok(h) => {
             let listed: HashSet<&PackEntry> = h.iter().collect();
             if !entries.iter().all(|e| listed.contains(e)) {
@@ -693,7 +678,7 @@ fn read_pack(
         .filter_map(|e| {
             let end = e.offset as usize + e.stored_len as usize;
             let result = match bytes.get(e.offset as usize..end) {
-                Some(s) => verify_blob(backend, key, e, s, bases),
+                Some(s) => verify_blob(reader, e, s, bases),
                 None => Err(Error::corrupt("blob", "lies past the end of its pack")),
             };
             match result {
@@ -720,21 +705,17 @@ fn check_snapshots(
     report: &mut CheckReport,
     progress: &dyn CheckProgress,
 ) -> Result<()> {
-    let backend = Arc::clone(repo.backend());
-    let names = backend.list(ObjectKind::Snapshot)?;
+    let names = repo.snapshot_names()?;
     progress.phase("snapshots", names.len() as u64);
     let mut memo = TreeMemo {
         clean: DiskBlobSet::new()?,
         affected: HashMap::new(),
     };
     let mut affected: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
-    for (name, _) in names {
+    for name in names {
         progress.advance(1);
         report.snapshots += 1;
-        let snap = ObjectId::from_hex(&name).and_then(|id| {
-            Snapshot::decode(repo.key(), &id, &backend.get(ObjectKind::Snapshot, &name)?)
-        });
-        let snap = match snap {
+        let snap = match repo.load_snapshot(&name) {
             Ok(s) => s,
             Err(e) => {
                 report.problems.push(format!("snapshot object {name}: {e}"));

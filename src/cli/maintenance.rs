@@ -414,7 +414,7 @@ pub(super) fn run_prune(
     }
     if !dry_run {
         // Packs of interrupted backups are judged like the others.
-        let adopted = repair::adopt_unindexed(repo)?;
+        let adopted = repo.adopt_unindexed()?;
         if adopted.packs > 0 && !g.quiet && !json {
             println!("adopted {} unindexed packs first", adopted.packs);
         }

@@ -14,11 +14,21 @@
 //! total argon2 work of one open is capped at [`MAX_OPEN_WORK_KIB`]. Key files left untried are
 //! named in the error.
 
+pub mod adopt;
 pub mod catalog;
 pub mod config;
 pub mod history;
 pub mod keys;
 pub mod lock;
+pub mod objects;
+pub mod packer;
+pub mod reader;
+pub mod view;
+
+pub use adopt::Adoption;
+pub use packer::{Packer, PackerReport};
+pub use reader::BlobReader;
+pub use view::RepoView;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -26,14 +36,14 @@ use std::sync::Arc;
 
 use crate::backend::{Backend, ObjectKind};
 use crate::error::{Error, Result};
-use crate::format::BlobKind;
+
 use crate::format::chunker::{ChunkerParams, ChunkerSpec};
-use crate::format::codec;
+
 use crate::format::crypto::MasterKey;
 use crate::format::id::{BlobId, ObjectId};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::Tree;
-use crate::repo::catalog::{BlobLocation, Catalog, DeltaBase, PackObservation};
+use crate::repo::catalog::{BlobLocation, Catalog, PackObservation};
 use crate::repo::lock::{LockGuard, LockTiming};
 use config::Config;
 use keys::{KdfParams, KeyInfo};
@@ -91,6 +101,8 @@ pub struct Repo {
     key_id: String,
     /// The repository lock, once taken.
     lock: Option<LockGuard>,
+    /// The read path, shared with worker threads.
+    reader: BlobReader,
 }
 
 /// A key file as `key list` shows it.
@@ -194,6 +206,7 @@ impl Repo {
                 .and_then(|()| crate::backend::local::write_atomic(&hint_file, key_id.as_bytes()));
         }
         Ok(Repo {
+            reader: BlobReader::new(Arc::clone(&backend), Arc::clone(&key)),
             backend,
             key,
             config,
@@ -489,16 +502,21 @@ impl Repo {
             .ok_or_else(|| self.catalog.missing_blob(id, ""))
     }
 
+    /// The thread-safe read path (see [`BlobReader`]).
+    pub fn reader(&self) -> &BlobReader {
+        &self.reader
+    }
+
     /// Reads and decodes one blob.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let loc = self.locate(id)?;
-        read_located(self.backend.as_ref(), &self.key, id, &loc)
+        self.reader().read(id, &loc)
     }
 
     /// Loads a tree.
     pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
         let loc = self.locate(id)?;
-        load_located_tree(self.backend.as_ref(), &self.key, id, &loc)
+        self.reader().read_tree(id, &loc)
     }
 
     /// All readable snapshots, oldest first, and one line per snapshot object that cannot be
@@ -682,80 +700,4 @@ fn unlock_key(
         ));
     }
     Err(Error::WrongPassword { detail })
-}
-
-/// Reads, decodes and parses the tree blob `id` found at `loc`; refuses a data blob.
-pub fn load_located_tree(
-    backend: &dyn Backend,
-    key: &MasterKey,
-    id: &BlobId,
-    loc: &BlobLocation,
-) -> Result<Tree> {
-    if loc.kind != BlobKind::Tree {
-        return Err(Error::corrupt(
-            format!("tree {}", id.to_hex()),
-            "index lists it as a data blob",
-        ));
-    }
-    Tree::from_bytes(id, &read_located(backend, key, id, loc)?)
-}
-
-/// Reads and decodes a blob whose location is known (usable from worker threads). A delta blob
-/// is decoded against its base, which is read and decoded first.
-pub fn read_located(
-    backend: &dyn Backend,
-    key: &MasterKey,
-    id: &BlobId,
-    loc: &BlobLocation,
-) -> Result<Vec<u8>> {
-    let stored = read_range(backend, &loc.pack, loc.offset, loc.stored_len)?;
-    decode_located(backend, key, id, loc, &stored)
-}
-
-/// The sealed bytes of one blob of a pack.
-fn read_range(backend: &dyn Backend, pack: &ObjectId, offset: u32, len: u32) -> Result<Vec<u8>> {
-    backend.get_range(ObjectKind::Pack, &pack.to_hex(), offset as u64, len as u64)
-}
-
-/// Names the pack in a damage report about one of its blobs (`role` says what the blob was
-/// needed as, if not for itself).
-fn in_pack(e: Error, pack: &ObjectId, role: &str) -> Error {
-    match e {
-        Error::Corrupt { object, reason } => {
-            Error::corrupt(format!("{object}{role} in pack {}", pack.to_hex()), reason)
-        }
-        other => other,
-    }
-}
-
-/// Decodes the sealed bytes of a blob whose location is known; a delta's base is read from the
-/// backend.
-pub fn decode_located(
-    backend: &dyn Backend,
-    key: &MasterKey,
-    id: &BlobId,
-    loc: &BlobLocation,
-    stored: &[u8],
-) -> Result<Vec<u8>> {
-    if loc.kind != BlobKind::Delta {
-        return codec::decode(key, loc.kind, id, stored, loc.raw_len)
-            .map_err(|e| in_pack(e, &loc.pack, ""));
-    }
-    let base = loc.base.as_ref().ok_or_else(|| {
-        Error::corrupt(
-            format!("delta blob {}", id.to_hex()),
-            "the index names no base",
-        )
-    })?;
-    let base_plain = read_base(backend, key, base)?;
-    codec::decode_delta(key, id, stored, loc.raw_len, &base.id, &base_plain)
-        .map_err(|e| in_pack(e, &loc.pack, ""))
-}
-
-/// Reads and decodes a delta's base (always a plain data blob), authenticated but not hashed:
-/// the delta's own id check covers it (see [`codec::decode_unhashed`]).
-pub fn read_base(backend: &dyn Backend, key: &MasterKey, base: &DeltaBase) -> Result<Vec<u8>> {
-    let stored = read_range(backend, &base.pack, base.offset, base.stored_len)?;
-    codec::decode_unhashed(key, BlobKind::Data, &base.id, &stored, base.raw_len)
-        .map_err(|e| in_pack(e, &base.pack, " (a delta base)"))
 }

@@ -30,14 +30,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rayon::prelude::*;
 
-use crate::backend::Backend;
 use crate::error::{Error, IoContext, Result};
 use crate::format::crypto::MasterKey;
 use crate::format::id::BlobId;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{ContentRef, Node, NodeKind, Tree};
 use crate::repo::catalog::BlobLocation;
-use crate::repo::{Repo, read_located};
+use crate::repo::{BlobReader, Repo};
 use crate::restore::selection::Selection;
 
 /// Plaintext bytes decoded per batch.
@@ -174,8 +173,7 @@ pub fn write_content<W: Write + Send>(
     content: &[ContentRef],
     out: &mut W,
 ) -> Result<u64> {
-    let key = repo.key().as_ref();
-    let backend = repo.backend().as_ref();
+    let reader = repo.reader();
     let total: u64 = content.iter().map(|c| c.1 as u64).sum();
     if total <= BATCH_BYTES {
         // Small files (the common case in trees): one parallel batch, no writer thread.
@@ -185,7 +183,7 @@ pub fn write_content<W: Write + Send>(
             .collect::<Result<_>>()?;
         let chunks: Vec<Vec<u8>> = located
             .par_iter()
-            .map(|(id, loc)| read_located(backend, key, id, loc))
+            .map(|(id, loc)| reader.read(id, loc))
             .collect::<Result<_>>()?;
         for c in &chunks {
             out.write_all(c)
@@ -225,11 +223,8 @@ pub fn write_content<W: Write + Send>(
                 .iter()
                 .map(|c| repo.locate(&c.0).map(|l| (c.0, l)))
                 .collect();
-            let decoded: Result<Vec<Vec<u8>>> = located.and_then(|l| {
-                l.par_iter()
-                    .map(|(id, loc)| read_located(backend, key, id, loc))
-                    .collect()
-            });
+            let decoded: Result<Vec<Vec<u8>>> =
+                located.and_then(|l| l.par_iter().map(|(id, loc)| reader.read(id, loc)).collect());
             match decoded {
                 Ok(batch) => {
                     if tx.send(batch).is_err() {
@@ -591,8 +586,7 @@ fn apply_meta_path(path: &Path, node: &Node, ctx: Ctx) -> Result<Vec<String>> {
 
 /// Writes one small file whose chunks are located (a worker thread: no repository access).
 fn write_small(
-    backend: &dyn Backend,
-    key: &MasterKey,
+    reader: &BlobReader,
     job: &FileJob,
     located: &[(BlobId, BlobLocation)],
     ctx: Ctx,
@@ -603,7 +597,7 @@ fn write_small(
     let f = create_new(&job.path)?;
     let mut w = HoleWriter::new(&f);
     for (id, loc) in located {
-        let chunk = read_located(backend, key, id, loc)?;
+        let chunk = reader.read(id, loc)?;
         w.write_all(&chunk)
             .map_err(|e| Error::io(format!("writing {}", job.path.display()), e))?;
     }
@@ -919,7 +913,7 @@ impl DirRestorer<'_> {
             return Ok(());
         }
         let key = self.repo.key().as_ref();
-        let backend = self.repo.backend().as_ref();
+        let reader = self.repo.reader();
         let (overwrite, ctx) = (self.overwrite, self.ctx);
         let decisions: Vec<io::Result<bool>> = jobs
             .par_iter()
@@ -949,9 +943,7 @@ impl DirRestorer<'_> {
         let results: Vec<Result<Vec<String>>> = work
             .par_iter()
             .map(|(job, located)| match located {
-                Some(l) => {
-                    write_small(backend, key, job, l, ctx).map_err(|e| with_path(e, &job.path))
-                }
+                Some(l) => write_small(reader, job, l, ctx).map_err(|e| with_path(e, &job.path)),
                 None => keep_file(job, ctx),
             })
             .collect();

@@ -15,9 +15,9 @@
 //!
 //! **Threads.** The walk runs on the backup's reader thread, which must decide *before* opening
 //! a file, so the lookups live there. The `Repo`'s catalog connection belongs to the consumer
-//! thread (a SQLite connection is not `Sync`, and that one writes), so [`ParentTrees`] carries
-//! its own pieces: the backend and key (both shareable) and a second, read-only connection to
-//! the same catalog file ([`Catalog::reader`]; WAL mode lets it read while the consumer writes).
+//! thread (a SQLite connection is not `Sync`, and that one writes), so the cursor reads through
+//! a [`RepoView`]: the read path and a second, read-only connection to the same catalog file
+//! (WAL mode lets it read while the consumer writes).
 //! Nothing crosses back: the verdict travels in the item stream.
 //!
 //! **Memory.** The walk is depth-first in name-byte order and trees are sorted by name bytes;
@@ -26,20 +26,15 @@
 //! never by the size of the parent snapshot. A parent tree that cannot be loaded is a warning:
 //! that subtree is read in full.
 
-use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::Arc;
 
-use crate::backend::Backend;
-use crate::error::{Error, Result};
-use crate::format::crypto::MasterKey;
+use crate::error::Result;
 use crate::format::id::{BlobId, ObjectId};
 use crate::format::snapshot::{Snapshot, SourceRecord};
-use crate::format::tree::{ContentRef, Node, NodeKind, Tree, Xattr};
-use crate::repo::catalog::Catalog;
-use crate::repo::{Repo, load_located_tree};
+use crate::format::tree::{ContentRef, Node, NodeKind, Xattr};
+use crate::repo::{Repo, RepoView};
 use crate::source::Meta;
 
 /// Picks the parent snapshot: `reference` if given, else the latest snapshot of `host` with
@@ -88,64 +83,6 @@ fn path_set(sources: &[SourceRecord]) -> BTreeSet<&str> {
         .collect()
 }
 
-/// Reads parent trees and checks chunk ids from a thread that does not own the `Repo`.
-pub struct ParentTrees {
-    backend: Arc<dyn Backend>,
-    key: Arc<MasterKey>,
-    catalog: Catalog,
-    /// Lookups left in the current read transaction; 0: none is open.
-    txn_left: Cell<u32>,
-}
-
-/// Lookups per read transaction: amortizes SQLite's per-transaction locking and checks without
-/// holding one WAL snapshot (which keeps the writer from checkpointing) for the whole backup.
-const LOOKUPS_PER_TXN: u32 = 20_000;
-
-impl ParentTrees {
-    /// Opens a read-only view of `repo`'s catalog for another thread.
-    pub fn new(repo: &Repo) -> Result<ParentTrees> {
-        Ok(ParentTrees {
-            backend: Arc::clone(repo.backend()),
-            key: Arc::clone(repo.key()),
-            catalog: repo.catalog().reader()?,
-            txn_left: Cell::new(0),
-        })
-    }
-
-    /// Loads one tree.
-    pub fn load(&self, id: &BlobId) -> Result<Tree> {
-        let loc = self.catalog.locate(id)?.ok_or_else(|| Error::Missing {
-            object: format!("tree {} (not in any index object)", id.to_hex()),
-        })?;
-        load_located_tree(self.backend.as_ref(), &self.key, id, &loc)
-    }
-
-    /// Whether every chunk is still indexed.
-    pub fn all_present(&self, content: &[ContentRef]) -> Result<bool> {
-        if self.txn_left.get() == 0 {
-            self.catalog.begin_read()?;
-            self.txn_left.set(LOOKUPS_PER_TXN);
-        }
-        let mut present = Ok(true);
-        for c in content {
-            match self.catalog.contains(&c.0) {
-                Ok(true) => {}
-                other => {
-                    present = other;
-                    break;
-                }
-            }
-        }
-        let used = u32::try_from(content.len()).unwrap_or(u32::MAX).max(1);
-        let left = self.txn_left.get().saturating_sub(used);
-        if left == 0 {
-            self.catalog.end_read()?;
-        }
-        self.txn_left.set(left);
-        present
-    }
-}
-
 /// A file's previous version as the parent stores it: its chunks and their anchors, from which
 /// the backup picks delta bases for the chunks that changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -182,7 +119,7 @@ pub enum Verdict {
 
 /// The parent's directories along the walk's current path.
 pub struct ParentCursor {
-    trees: Option<ParentTrees>,
+    trees: Option<RepoView>,
     /// One entry per directory the walk is in; `None` where the parent has no such directory.
     stack: Vec<Option<Vec<Node>>>,
 }
@@ -197,8 +134,8 @@ impl ParentCursor {
     }
 
     /// Starts at the root tree of the parent snapshot.
-    pub fn new(trees: ParentTrees, root: &BlobId) -> Result<ParentCursor> {
-        let tree = trees.load(root)?;
+    pub fn new(trees: RepoView, root: &BlobId) -> Result<ParentCursor> {
+        let tree = trees.load_tree(root)?;
         Ok(ParentCursor {
             trees: Some(trees),
             stack: vec![Some(tree.nodes)],
@@ -223,7 +160,7 @@ impl ParentCursor {
         };
         let (frame, warning) = match sub {
             None => (None, None),
-            Some((id, t)) => match t.load(&id) {
+            Some((id, t)) => match t.load_tree(&id) {
                 Ok(tree) => (Some(tree.nodes), None),
                 Err(e) => (
                     None,

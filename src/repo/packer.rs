@@ -1,0 +1,259 @@
+//! The one pack writer: every blob any operation stores (backup, prune's repacking) and every
+//! pack any operation indexes (adoption of unindexed packs, `repair index`) goes through a
+//! [`Packer`].
+//!
+//! **Order, the invariant of the repository** (docs/design.md, "Write ordering"): a blob is
+//! added to the open pack; a full pack is sealed (its header last) and handed to the upload
+//! thread, which stores it durably; only a durable pack is listed in an index object; only
+//! after the index object is durable does the catalog learn the pack's blobs. A crash at any
+//! point leaves either a pack no index object lists (adopted by the next backup, see
+//! [`Repo::adopt_unindexed`]) or nothing at all; never an index entry without its pack.
+//!
+//! **In flight.** A blob id [`Packer::claim`]ed is pending until its index object is durable:
+//! a second claim of it says "already stored", so two chunks with the same id are never stored
+//! twice, even while the first is still being encoded or uploaded.
+//!
+//! **Index objects** are written when 8 freshly written packs are durable (so a killed backup
+//! leaves at most that many packs for adoption to find) or when the pending ones list 50,000
+//! entries (~2 MiB sealed), and at [`Packer::finish`]. Before each one the packer stops if a
+//! signal asked to (see [`crate::interrupt`]) or if the repository lock is no longer ours.
+//!
+//! **Threads.** Sealing and adding happen on the caller's thread; one upload thread stores
+//! packs, so the next pack fills while the previous one is written. The handoff is a rendezvous
+//! (at most one pack waits), which bounds memory to about two packs.
+
+use std::collections::HashSet;
+use std::thread;
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use super::Repo;
+use crate::backend::ObjectKind;
+use crate::error::{Error, Result};
+use crate::format::id::BlobId;
+use crate::format::index::{self, IndexedPack};
+use crate::format::pack::{FinishedPack, PackWriter};
+use crate::format::{BlobKind, MAX_BLOB_LEN};
+
+/// Freshly written packs per index object.
+const PACKS_PER_INDEX: usize = 8;
+
+/// Entries per index object (~2 MiB sealed).
+const ENTRIES_PER_INDEX: usize = 50_000;
+
+/// What a packer wrote.
+#[derive(Clone, Debug, Default)]
+pub struct PackerReport {
+    /// Packs written.
+    pub packs_written: u64,
+    /// Bytes of packs and index objects written.
+    pub bytes_written: u64,
+    /// Index objects written, by name, in order.
+    pub index_objects: Vec<String>,
+}
+
+/// Writes blobs into packs and packs into index objects, in crash-safe order (see the module
+/// documentation). Made by [`Repo::packer`]; [`Packer::finish`] must be called for the last
+/// pack and index object to be written (dropping a packer waits for the upload in progress
+/// and writes nothing more).
+pub struct Packer<'r> {
+    repo: &'r mut Repo,
+    pack: PackWriter,
+    pack_size: usize,
+    upload_tx: Option<Sender<FinishedPack>>,
+    done_rx: Receiver<Result<IndexedPack>>,
+    uploader: Option<thread::JoinHandle<()>>,
+    /// Durable packs not yet in an index object.
+    durable: Vec<IndexedPack>,
+    /// Of those, how many this packer wrote.
+    fresh: usize,
+    /// Entries they list.
+    entries: usize,
+    /// Blobs claimed and not yet indexed.
+    pending: HashSet<BlobId>,
+    report: PackerReport,
+}
+
+/// Room for a pack: its target size, one largest blob past it, and the header.
+fn pack_capacity(pack_size: usize) -> usize {
+    pack_size + MAX_BLOB_LEN / 4 + (1 << 20)
+}
+
+impl Repo {
+    /// The pack writer of this repository (see [`Packer`]).
+    pub fn packer(&mut self) -> Result<Packer<'_>> {
+        Packer::new(self)
+    }
+}
+
+impl Drop for Packer<'_> {
+    /// On every exit, errors included, the upload in progress is let to finish (or fail and
+    /// remove its temporary file) before the process can end: no `.tmp-` file is left behind
+    /// by an error elsewhere in the pipeline.
+    fn drop(&mut self) {
+        self.upload_tx = None;
+        if let Some(h) = self.uploader.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl<'r> Packer<'r> {
+    fn new(repo: &'r mut Repo) -> Result<Packer<'r>> {
+        let (upload_tx, upload_rx) = bounded::<FinishedPack>(0);
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let backend = std::sync::Arc::clone(&repo.backend);
+        let uploader = thread::Builder::new()
+            .name("tresor-upload".into())
+            .spawn(move || {
+                for p in upload_rx {
+                    let size = p.bytes.len() as u64;
+                    let r = backend
+                        .put(ObjectKind::Pack, &p.id.to_hex(), &p.bytes)
+                        .map(|()| IndexedPack {
+                            id: p.id,
+                            size,
+                            entries: p.entries,
+                        });
+                    if done_tx.send(r).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| Error::io("starting the upload thread", e))?;
+        let pack_size = repo.config.pack_size as usize;
+        Ok(Packer {
+            repo,
+            pack: PackWriter::with_capacity(pack_capacity(pack_size)),
+            pack_size,
+            upload_tx: Some(upload_tx),
+            done_rx,
+            uploader: Some(uploader),
+            durable: Vec::new(),
+            fresh: 0,
+            entries: 0,
+            pending: HashSet::new(),
+            report: PackerReport::default(),
+        })
+    }
+
+    /// The repository (config, catalog lookups, the read path).
+    pub fn repo(&self) -> &Repo {
+        self.repo
+    }
+
+    /// Whether the blob `id` must be stored: `false` when the repository has it or it is in
+    /// flight; otherwise it is marked in flight and the caller must [`Packer::add`] it.
+    pub fn claim(&mut self, id: &BlobId) -> Result<bool> {
+        if self.pending.contains(id) || self.repo.catalog.contains(id)? {
+            return Ok(false);
+        }
+        self.pending.insert(*id);
+        Ok(true)
+    }
+
+    /// Adds a sealed blob to the open pack; a full pack goes to the upload thread, and index
+    /// objects are written as packs become durable.
+    pub fn add(
+        &mut self,
+        kind: BlobKind,
+        id: BlobId,
+        sealed: &[u8],
+        raw_len: u32,
+        base: Option<BlobId>,
+    ) -> Result<()> {
+        self.pack.add(kind, id, sealed, raw_len, base)?;
+        if self.pack.len() >= self.pack_size {
+            self.ship_pack()?;
+        }
+        Ok(())
+    }
+
+    /// Lists a pack that is already stored (found unindexed, or re-read by `repair index`) in
+    /// the next index object.
+    pub fn index_stored(&mut self, pack: IndexedPack) -> Result<()> {
+        self.entries += pack.entries.len();
+        self.durable.push(pack);
+        self.collect(false)
+    }
+
+    /// Ships the open pack, waits until every pack is durable, and writes the last index
+    /// object. Returns what was written.
+    pub fn finish(mut self) -> Result<PackerReport> {
+        self.ship_pack()?;
+        self.collect(true)?;
+        Ok(std::mem::take(&mut self.report))
+    }
+
+    fn ship_pack(&mut self) -> Result<()> {
+        if self.pack.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(
+            &mut self.pack,
+            PackWriter::with_capacity(pack_capacity(self.pack_size)),
+        );
+        let finished = full.finish(&self.repo.key)?;
+        self.report.bytes_written += finished.bytes.len() as u64;
+        let tx = self
+            .upload_tx
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("uploader closed".into()))?;
+        if tx.send(finished).is_err() {
+            // The uploader stopped: its error is waiting in done_rx.
+            self.collect(true)?;
+            return Err(Error::InvalidArgument(
+                "the upload thread stopped unexpectedly".into(),
+            ));
+        }
+        self.collect(false)
+    }
+
+    /// Takes finished uploads; writes an index object when enough packs are durable (with
+    /// `all`, after waiting for every upload, whatever is durable).
+    fn collect(&mut self, all: bool) -> Result<()> {
+        if all {
+            self.upload_tx = None;
+            if let Some(h) = self.uploader.take() {
+                h.join()
+                    .map_err(|_| Error::InvalidArgument("the upload thread panicked".into()))?;
+            }
+        }
+        while let Ok(r) = self.done_rx.try_recv() {
+            let p = r?;
+            self.report.packs_written += 1;
+            self.fresh += 1;
+            self.entries += p.entries.len();
+            self.durable.push(p);
+        }
+        if self.fresh >= PACKS_PER_INDEX
+            || self.entries >= ENTRIES_PER_INDEX
+            || (all && !self.durable.is_empty())
+        {
+            self.write_index()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the durable packs as one index object, then tells the catalog.
+    fn write_index(&mut self) -> Result<()> {
+        // Each commit point: stop here if asked to, or if the lock is no longer ours.
+        crate::interrupt::check()?;
+        self.repo.ensure_lock_held()?;
+        let packs = std::mem::take(&mut self.durable);
+        self.fresh = 0;
+        self.entries = 0;
+        let (name, bytes) = index::encode(&self.repo.key, &packs)?;
+        let name = name.to_hex();
+        self.repo.backend.put(ObjectKind::Index, &name, &bytes)?;
+        self.report.bytes_written += bytes.len() as u64;
+        self.repo.catalog.add_index(&name, &packs)?;
+        for p in &packs {
+            for e in &p.entries {
+                self.pending.remove(&e.id);
+            }
+        }
+        self.report.index_objects.push(name);
+        Ok(())
+    }
+}
