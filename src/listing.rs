@@ -11,7 +11,7 @@ use crate::format::id::BlobId;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
 use crate::repo::Repo;
-use crate::restore::{self, Entry};
+use crate::repo::walk::{self, Resolved, Step, TreeVisitor};
 
 /// One entry as `snapshot ls` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -74,37 +74,62 @@ pub fn ls(
     path: Option<&str>,
     recursive: bool,
 ) -> Result<Vec<ListEntry>> {
-    let prefix = restore::split_path(path.unwrap_or(""))?.join("/");
+    let prefix = walk::split_path(path.unwrap_or(""))?.join("/");
     let mut out = Vec::new();
-    let start = match restore::resolve(repo, snap, path)? {
-        Entry::Root(_) => Some(snap.root),
-        Entry::Node(n) if n.kind == NodeKind::Dir => n.subtree,
-        Entry::Node(n) => {
+    let start = match walk::resolve(repo, snap, path)? {
+        Resolved::Root(_) => Some(snap.root),
+        Resolved::Node(n) if n.kind == NodeKind::Dir => n.subtree,
+        Resolved::Node(n) => {
             out.push(entry(prefix, &n));
             return Ok(out);
         }
     };
     if let Some(t) = start {
-        list_tree(repo, &t, &prefix, recursive, &mut out)?;
+        let mut lister = Lister {
+            dirs: vec![prefix],
+            recursive,
+            out: &mut out,
+        };
+        walk::walk(repo, &t, &mut lister)?;
     }
     Ok(out)
 }
 
-fn list_tree(
-    repo: &Repo,
-    tree: &BlobId,
-    prefix: &str,
+/// The visitor of [`ls`]: one entry per node, in stored order, with its path.
+struct Lister<'a> {
+    /// The path of the directory being listed.
+    dirs: Vec<String>,
     recursive: bool,
-    out: &mut Vec<ListEntry>,
-) -> Result<()> {
-    for n in repo.load_tree(tree)?.nodes {
-        let p = join(prefix, &n.name);
-        out.push(entry(p.clone(), &n));
-        if recursive && let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
-            list_tree(repo, &sub, &p, true, out)?;
-        }
+    out: &'a mut Vec<ListEntry>,
+}
+
+impl Lister<'_> {
+    fn push(&mut self, n: &Node) -> String {
+        let p = join(self.dirs.last().map_or("", |d| d.as_str()), &n.name);
+        self.out.push(entry(p.clone(), n));
+        p
     }
-    Ok(())
+}
+
+impl TreeVisitor for Lister<'_> {
+    fn dir(&mut self, node: &Node) -> Result<Step> {
+        let p = self.push(node);
+        if !self.recursive {
+            return Ok(Step::Skip);
+        }
+        self.dirs.push(p);
+        Ok(Step::Descend)
+    }
+
+    fn leave(&mut self, _node: &Node) -> Result<()> {
+        self.dirs.pop();
+        Ok(())
+    }
+
+    fn entry(&mut self, node: &Node) -> Result<()> {
+        self.push(node);
+        Ok(())
+    }
 }
 
 /// One difference between two snapshots.

@@ -8,15 +8,17 @@
 
 use crate::error::Result;
 use crate::format::id::BlobId;
-use crate::format::tree::NodeKind;
+use crate::format::tree::{Node, NodeKind};
 use crate::repo::Repo;
 use crate::repo::catalog::DiskBlobSet;
+use crate::repo::walk::{self, Step, TreeVisitor};
 
-/// Marks every blob reachable from `root` (its trees and file chunks) in `set`. A tree already
-/// in the set is not walked again: everything below it is already marked. Fails if a tree
-/// cannot be read — a caller deciding what is unused must not guess.
+/// Marks every blob reachable from `root` (its trees and file chunks, and the base of every
+/// chunk stored as a delta: restoring the chunk needs it, so a prune must keep it) in `set`. A
+/// tree already in the set is not walked again: everything below it is already marked. Fails
+/// if a tree cannot be read — a caller deciding what is unused must not guess.
 pub fn mark(repo: &Repo, root: &BlobId, set: &DiskBlobSet) -> Result<()> {
-    walk(
+    reach(
         repo,
         root,
         |t| Ok(!set.insert(t)?),
@@ -27,34 +29,47 @@ pub fn mark(repo: &Repo, root: &BlobId, set: &DiskBlobSet) -> Result<()> {
 /// Walks the trees below `root`: a tree for which `skip` says true is not entered; `visit`
 /// sees every entered tree, every file chunk in them and the base of every chunk stored as a
 /// delta (restoring the chunk needs it, so a prune must keep it).
-fn walk(
+fn reach(
     repo: &Repo,
     root: &BlobId,
-    mut skip: impl FnMut(&BlobId) -> Result<bool>,
-    mut visit: impl FnMut(&BlobId) -> Result<()>,
+    skip: impl FnMut(&BlobId) -> Result<bool>,
+    visit: impl FnMut(&BlobId) -> Result<()>,
 ) -> Result<()> {
-    let mut stack = vec![*root];
-    while let Some(tree_id) = stack.pop() {
-        if skip(&tree_id)? {
-            continue;
+    walk::walk(repo, root, &mut Reach { repo, skip, visit })
+}
+
+/// The visitor of [`reach`].
+struct Reach<'a, S, V> {
+    repo: &'a Repo,
+    skip: S,
+    visit: V,
+}
+
+impl<S, V> TreeVisitor for Reach<'_, S, V>
+where
+    S: FnMut(&BlobId) -> Result<bool>,
+    V: FnMut(&BlobId) -> Result<()>,
+{
+    fn tree(&mut self, id: &BlobId) -> Result<Step> {
+        if (self.skip)(id)? {
+            return Ok(Step::Skip);
         }
-        visit(&tree_id)?;
-        for n in repo.load_tree(&tree_id)?.nodes {
-            match n.kind {
-                NodeKind::Dir => stack.extend(n.subtree),
-                NodeKind::File => {
-                    for c in &n.content {
-                        visit(&c.0)?;
-                        if let Some(base) = repo.catalog().delta_base(&c.0)? {
-                            visit(&base)?;
-                        }
-                    }
-                }
-                _ => {}
+        (self.visit)(id)?;
+        Ok(Step::Descend)
+    }
+
+    fn entry(&mut self, node: &Node) -> Result<()> {
+        if node.kind != NodeKind::File {
+            return Ok(());
+        }
+        for c in &node.content {
+            (self.visit)(&c.0)?;
+            if let Some(base) = self.repo.catalog().delta_base(&c.0)? {
+                (self.visit)(&base)?;
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// A count of distinct blobs and their sizes.
@@ -95,7 +110,7 @@ pub fn bytes_beyond(
     };
     let walked = DiskBlobSet::new()?;
     // A tree another snapshot reaches has all its blobs excluded too.
-    walk(
+    reach(
         repo,
         root,
         |t| Ok(excluded(t)? || !walked.insert(t)?),

@@ -32,8 +32,10 @@ use crate::format::BlobKind;
 use crate::format::codec;
 use crate::format::id::{BlobId, ObjectId};
 use crate::format::pack::{self, PackEntry};
+use crate::format::tree::Node;
 use crate::format::tree::NodeKind;
 use crate::repo::catalog::{DeltaBase, DiskBlobSet, PackRecord};
+use crate::repo::walk::{self, Step, TreeVisitor};
 use crate::repo::{BlobReader, Repo};
 
 /// Which packs `--read-data-subset` reads.
@@ -760,67 +762,141 @@ fn blob_is_bad(repo: &Repo, id: &BlobId, damage: &mut Damage) -> Result<bool> {
     }
 }
 
-/// Paths below `tree` (relative to it) that need damaged or missing data.
+/// Paths below `tree` (relative to it) that need damaged or missing data; `/` stands for the
+/// tree itself when it cannot be read.
 fn walk(
     repo: &Repo,
     tree_id: &BlobId,
     memo: &mut TreeMemo,
     damage: &mut Damage,
 ) -> Result<Vec<String>> {
-    if let Some(paths) = memo.affected.get(tree_id) {
-        return Ok(paths.clone());
-    }
-    if memo.clean.contains(tree_id)? {
-        return Ok(Vec::new());
-    }
-    let mut out = Vec::new();
-    let tree = if blob_is_bad(repo, tree_id, damage)? {
-        None
-    } else {
-        match repo.load_tree(tree_id) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                damage.blob(*tree_id, format!("tree cannot be read: {e}"));
-                None
-            }
-        }
+    let mut judge = Judge {
+        repo,
+        memo,
+        damage,
+        frames: vec![Frame::default()],
     };
-    match tree {
-        None => out.push("/".to_string()),
-        Some(tree) => {
-            for n in &tree.nodes {
-                match n.kind {
-                    NodeKind::Dir => {
-                        if let Some(sub) = n.subtree {
-                            for p in walk(repo, &sub, memo, damage)? {
-                                out.push(if p == "/" {
-                                    format!("{}/", n.name)
-                                } else {
-                                    format!("{}/{p}", n.name)
-                                });
-                            }
-                        }
-                    }
-                    NodeKind::File => {
-                        let mut bad = false;
-                        for c in &n.content {
-                            bad |= blob_is_bad(repo, &c.0, damage)?;
-                        }
-                        if bad {
-                            out.push(n.name.clone());
-                        }
-                    }
-                    _ => {}
+    walk::walk(repo, tree_id, &mut judge)?;
+    let root = judge
+        .frames
+        .pop()
+        .ok_or_else(|| Error::InvalidArgument("check walk lost its root".into()))?;
+    judge.settle(&root)?;
+    Ok(root.paths)
+}
+
+/// One directory level of a [`Judge`]'s walk.
+#[derive(Default)]
+struct Frame {
+    /// The directory's name.
+    name: String,
+    /// Its tree, once the walk reached it.
+    tree: Option<BlobId>,
+    /// Whether the memo already holds the verdict on that tree.
+    memoized: bool,
+    /// Affected paths below it, relative to it.
+    paths: Vec<String>,
+}
+
+/// The visitor of [`walk`]: judges every file's blobs, memoizing the verdict per tree, so a
+/// tree shared by many snapshots is judged once.
+struct Judge<'a> {
+    repo: &'a Repo,
+    memo: &'a mut TreeMemo,
+    damage: &'a mut Damage,
+    frames: Vec<Frame>,
+}
+
+impl Judge<'_> {
+    fn top(&mut self) -> Result<&mut Frame> {
+        self.frames
+            .last_mut()
+            .ok_or_else(|| Error::InvalidArgument("check walk left its root".into()))
+    }
+
+    /// Memoizes the verdict on a finished directory's tree.
+    fn settle(&mut self, f: &Frame) -> Result<()> {
+        match f.tree {
+            Some(id) if !f.memoized => {
+                if f.paths.is_empty() {
+                    self.memo.clean.insert(&id)?;
+                } else {
+                    self.memo.affected.insert(id, f.paths.clone());
                 }
             }
+            _ => {}
         }
+        Ok(())
     }
-    if out.is_empty() {
-        memo.clean.insert(tree_id)?;
-    } else {
-        memo.affected.insert(*tree_id, out.clone());
+}
+
+impl TreeVisitor for Judge<'_> {
+    fn tree(&mut self, id: &BlobId) -> Result<Step> {
+        let known = self.memo.affected.get(id).cloned();
+        let clean = known.is_none() && self.memo.clean.contains(id)?;
+        let bad = known.is_none() && !clean && blob_is_bad(self.repo, id, self.damage)?;
+        let f = self.top()?;
+        f.tree = Some(*id);
+        if let Some(paths) = known {
+            f.paths = paths;
+            f.memoized = true;
+            return Ok(Step::Skip);
+        }
+        if clean {
+            f.memoized = true;
+            return Ok(Step::Skip);
+        }
+        if bad {
+            f.paths.push("/".to_string());
+            return Ok(Step::Skip);
+        }
+        Ok(Step::Descend)
     }
-    Ok(out)
+
+    fn unreadable(&mut self, id: &BlobId, e: Error) -> Result<()> {
+        self.damage.blob(*id, format!("tree cannot be read: {e}"));
+        self.top()?.paths.push("/".to_string());
+        Ok(())
+    }
+
+    fn dir(&mut self, node: &Node) -> Result<Step> {
+        self.frames.push(Frame {
+            name: node.name.clone(),
+            ..Frame::default()
+        });
+        Ok(Step::Descend)
+    }
+
+    fn leave(&mut self, _node: &Node) -> Result<()> {
+        let f = self
+            .frames
+            .pop()
+            .ok_or_else(|| Error::InvalidArgument("check walk left its root".into()))?;
+        self.settle(&f)?;
+        let parent = self.top()?;
+        for p in f.paths {
+            parent.paths.push(if p == "/" {
+                format!("{}/", f.name)
+            } else {
+                format!("{}/{p}", f.name)
+            });
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, node: &Node) -> Result<()> {
+        if node.kind != NodeKind::File {
+            return Ok(());
+        }
+        let mut bad = false;
+        for c in &node.content {
+            bad |= blob_is_bad(self.repo, &c.0, self.damage)?;
+        }
+        if bad {
+            self.top()?.paths.push(node.name.clone());
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

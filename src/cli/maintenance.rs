@@ -129,14 +129,14 @@ pub(super) fn check(g: &Global, a: CheckArgs) -> Result<u8> {
         if !report.unindexed_packs.is_empty() && !g.quiet {
             // A running backup indexes its packs in batches: they are not leftovers.
             let ours = repo.lock_name();
-            let running: Vec<String> =
-                tresor::repo::lock::list(repo.backend().as_ref(), repo.key())?
-                    .into_iter()
-                    .filter(|(n, _)| Some(n) != ours.as_ref())
-                    .filter_map(|(_, i)| i.ok())
-                    .filter(|i| i.operation == "snapshot create")
-                    .map(|i| i.describe())
-                    .collect();
+            let running: Vec<String> = repo
+                .locks()?
+                .into_iter()
+                .filter(|(n, _)| Some(n) != ours.as_ref())
+                .filter_map(|(_, i)| i.ok())
+                .filter(|i| i.operation == "snapshot create")
+                .map(|i| i.describe())
+                .collect();
             if running.is_empty() {
                 println!(
                     "{} packs are not indexed (left by an interrupted backup; the next `snapshot create` or `repair index` adopts them)",
@@ -288,17 +288,12 @@ pub(super) fn unlock(g: &Global, a: UnlockArgs) -> Result<u8> {
             "tresor: warning: removing every lock, including those of operations that may still run; a running prune or backup may now be disturbed"
         );
     }
-    let removed = tresor::repo::lock::unlock(
-        repo.backend().as_ref(),
-        repo.key(),
-        a.remove_all,
-        &LockTiming::default(),
-    )?;
+    let removed = repo.remove_locks(a.remove_all, &LockTiming::default())?;
     for m in &removed {
         println!("{m}");
     }
     if !g.quiet {
-        let left = tresor::repo::lock::list(repo.backend().as_ref(), repo.key())?;
+        let left = repo.locks()?;
         println!(
             "{} locks removed, {} held by running operations",
             removed.len(),

@@ -10,7 +10,6 @@
 //! the sum of the stored lengths before it. The header lets the index be rebuilt from packs
 //! alone. A pack is named by the BLAKE3 hash of all its bytes.
 
-use crate::backend::{Backend, ObjectKind};
 use crate::error::{Error, Result};
 use crate::format::crypto::MasterKey;
 use crate::format::id::{BlobId, ObjectId};
@@ -221,36 +220,6 @@ pub fn parse_header(
         ));
     }
     Ok(entries)
-}
-
-/// Reads a stored pack's header with two range reads (trailer, then header), without the blobs.
-pub fn read_header(
-    backend: &dyn Backend,
-    key: &MasterKey,
-    pack: &ObjectId,
-    pack_size: u64,
-) -> Result<Vec<PackEntry>> {
-    let name = pack.to_hex();
-    if pack_size < PACK_TRAILER_LEN as u64 {
-        return Err(Error::corrupt(
-            format!("pack {name}"),
-            "too short to be a pack",
-        ));
-    }
-    let trailer = backend.get_range(
-        ObjectKind::Pack,
-        &name,
-        pack_size - PACK_TRAILER_LEN as u64,
-        PACK_TRAILER_LEN as u64,
-    )?;
-    let hlen = parse_trailer(pack, &trailer, pack_size)? as u64;
-    let sealed = backend.get_range(
-        ObjectKind::Pack,
-        &name,
-        pack_size - PACK_TRAILER_LEN as u64 - hlen,
-        hlen,
-    )?;
-    parse_header(key, pack, &sealed, pack_size)
 }
 
 /// Parses the header of a pack held whole in memory.

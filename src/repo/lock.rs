@@ -553,7 +553,7 @@ fn start_refresher(
 }
 
 /// `repo unlock`: removes stale locks, or with `all` every lock. Returns one line per lock.
-pub fn unlock(
+pub fn remove_locks(
     backend: &dyn Backend,
     key: &MasterKey,
     all: bool,
@@ -688,9 +688,9 @@ mod tests {
         let err = acquire(b.clone(), k.clone(), "create", false, Duration::ZERO, T);
         assert!(matches!(err, Err(Error::Locked(_))));
         // unlock without --remove-all keeps it; with it, everything goes.
-        assert!(unlock(&*b, &k, false, &T).unwrap().is_empty());
+        assert!(remove_locks(&*b, &k, false, &T).unwrap().is_empty());
         assert!(b.exists(ObjectKind::Lock, &name).unwrap());
-        assert_eq!(unlock(&*b, &k, true, &T).unwrap().len(), 2);
+        assert_eq!(remove_locks(&*b, &k, true, &T).unwrap().len(), 2);
         assert!(b.list(ObjectKind::Lock).unwrap().is_empty());
     }
 
@@ -765,7 +765,7 @@ mod tests {
         let (b, k) = setup();
         let g = acquire(b.clone(), k.clone(), "create", false, Duration::ZERO, T).unwrap();
         g.ensure_held().unwrap();
-        unlock(&*b, &k, true, &T).unwrap();
+        remove_locks(&*b, &k, true, &T).unwrap();
         let err = g.ensure_held().unwrap_err();
         assert!(matches!(err, Error::LockLost(_)), "{err}");
         assert!(

@@ -24,6 +24,7 @@ pub mod objects;
 pub mod packer;
 pub mod reader;
 pub mod view;
+pub mod walk;
 
 pub use adopt::Adoption;
 pub use packer::{Packer, PackerReport};
@@ -401,13 +402,24 @@ impl Repo {
         Ok((new, old.name))
     }
 
+    /// Every lock in the repository: (name, its info or why it cannot be read).
+    pub fn locks(&self) -> Result<Vec<(String, std::result::Result<lock::LockInfo, String>)>> {
+        lock::list(self.backend.as_ref(), &self.key)
+    }
+
+    /// `repo unlock`: removes stale locks, or with `all` every lock (see
+    /// [`lock::remove_locks`]). Returns one line per lock removed.
+    pub fn remove_locks(&self, all: bool, timing: &LockTiming) -> Result<Vec<String>> {
+        lock::remove_locks(self.backend.as_ref(), &self.key, all, timing)
+    }
+
     /// Names and sizes of the stored objects of one kind.
-    pub(crate) fn list_objects(&self, kind: ObjectKind) -> Result<Vec<(String, u64)>> {
+    fn list_objects(&self, kind: ObjectKind) -> Result<Vec<(String, u64)>> {
         self.backend.list(kind)
     }
 
     /// One stored object's bytes.
-    pub(crate) fn get_object(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
+    fn get_object(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
         self.backend.get(kind, name)
     }
 
@@ -470,10 +482,6 @@ impl Repo {
         &self.warnings
     }
 
-    /// The backend.
-    pub fn backend(&self) -> &Arc<dyn Backend> {
-        &self.backend
-    }
     /// The master key.
     pub fn key(&self) -> &Arc<MasterKey> {
         &self.key
@@ -486,13 +494,9 @@ impl Repo {
     pub fn chunker(&self) -> &ChunkerSpec {
         &self.chunker
     }
-    /// The catalog.
+    /// The catalog, for lookups (only the repository writes it).
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
-    }
-    /// The catalog, for writers.
-    pub fn catalog_mut(&mut self) -> &mut Catalog {
-        &mut self.catalog
     }
 
     /// Finds a blob in the catalog, or says it is missing from the index.

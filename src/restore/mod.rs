@@ -36,6 +36,7 @@ use crate::format::id::BlobId;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{ContentRef, Node, NodeKind, Tree};
 use crate::repo::catalog::BlobLocation;
+use crate::repo::walk::{self, Resolved, Step, TreeVisitor, resolve, split_path};
 use crate::repo::{BlobReader, Repo};
 use crate::restore::selection::Selection;
 
@@ -121,50 +122,6 @@ pub struct Mismatch {
 
 fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_str(&p.to_string_lossy())
-}
-
-/// What a path in a snapshot names.
-#[allow(clippy::large_enum_variant)] // short-lived; boxing the node buys nothing
-pub enum Entry {
-    /// The snapshot root.
-    Root(Tree),
-    /// One node.
-    Node(Node),
-}
-
-/// Normalizes a snapshot path: no leading `/`, no empty, `.` or `..` components.
-pub fn split_path(path: &str) -> Result<Vec<&str>> {
-    let parts: Vec<&str> = path
-        .split('/')
-        .filter(|p| !p.is_empty() && *p != ".")
-        .collect();
-    if parts.contains(&"..") {
-        return Err(Error::InvalidArgument(format!(
-            "snapshot path {path:?} may not contain '..'"
-        )));
-    }
-    Ok(parts)
-}
-
-/// Finds `path` (as stored, e.g. `etc/nginx`) in a snapshot; `None` or empty is the root.
-pub fn resolve(repo: &Repo, snap: &Snapshot, path: Option<&str>) -> Result<Entry> {
-    let parts = split_path(path.unwrap_or(""))?;
-    let mut tree = repo.load_tree(&snap.root)?;
-    for (i, part) in parts.iter().enumerate() {
-        let node = tree
-            .nodes
-            .into_iter()
-            .find(|n| n.name == *part && n.name_hex.is_none())
-            .ok_or_else(|| Error::PathNotInSnapshot(path.unwrap_or("").into()))?;
-        if i + 1 == parts.len() {
-            return Ok(Entry::Node(node));
-        }
-        match (&node.kind, &node.subtree) {
-            (NodeKind::Dir, Some(sub)) => tree = repo.load_tree(sub)?,
-            _ => return Err(Error::PathNotInSnapshot(path.unwrap_or("").into())),
-        }
-    }
-    Ok(Entry::Root(tree))
 }
 
 /// Writes a file's content to `out`, decoding on both cores while the previous batch is written.
@@ -275,8 +232,8 @@ pub fn restore_to_writer<W: Write + Send>(
     out: &mut W,
 ) -> Result<u64> {
     let node = match resolve(repo, snap, path)? {
-        Entry::Node(n) => n,
-        Entry::Root(t) => only_file(repo, t)?,
+        Resolved::Node(n) => n,
+        Resolved::Root(t) => only_file(repo, t)?,
     };
     if node.kind != NodeKind::File {
         return Err(Error::InvalidArgument(format!(
@@ -635,7 +592,7 @@ enum DirState {
 struct Frame {
     /// Where it is, for messages (may exceed PATH_MAX).
     path: PathBuf,
-    /// The path system calls use (see [`Anchors`]); set when the directory is made.
+    /// The path system calls use (see [`DirAnchors`]); set when the directory is made.
     access: PathBuf,
     /// This directory's anchor, once a child needed one.
     anchor: Option<PathBuf>,
@@ -645,7 +602,7 @@ struct Frame {
 
 /// Joined system-call paths stay at most this long; below, paths continue from an anchor.
 const SHORT_PATH: usize = 3072;
-/// Anchors open at most in one restore or verify.
+/// Directory anchors open at most in one restore or verify.
 const MAX_ANCHORS: usize = 512;
 
 /// Paths longer than PATH_MAX (4096 bytes): when joining a name to a directory's path would
@@ -654,11 +611,11 @@ const MAX_ANCHORS: usize = 512;
 /// stay open until the restore ends (hard links and directory metadata come last), at most
 /// [`MAX_ANCHORS`] of them; beyond that an entry fails with a message saying so.
 #[derive(Default)]
-struct Anchors {
+struct DirAnchors {
     fds: Vec<std::os::fd::OwnedFd>,
 }
 
-impl Anchors {
+impl DirAnchors {
     /// The system-call path of `name` in the directory reached by `dir`.
     fn child(&mut self, dir: &Path, anchor: &mut Option<PathBuf>, name: &OsStr) -> Result<PathBuf> {
         use std::os::fd::AsRawFd;
@@ -699,39 +656,73 @@ trait Visitor {
     fn entry(&mut self, path: PathBuf, node: &Node) -> Result<()>;
 }
 
-/// Walks `nodes` (the entries of the directory `dir`, stored path `rel`) depth first, calling
-/// the visitor for what the selection keeps. Excluded directories are not loaded.
+/// Walks `nodes` (the entries of the directory `dir`, stored path `rel`) depth first with the
+/// repository's tree walk, calling the visitor for what the selection keeps. Excluded
+/// directories are not loaded.
 fn walk(
     repo: &Repo,
     sel: &Selection,
     dir: &Path,
     rel: &Path,
     nodes: &[Node],
-    inherited: bool,
     v: &mut dyn Visitor,
 ) -> Result<()> {
-    for node in nodes {
+    let mut selected = Selected {
+        sel,
+        frames: vec![(dir.to_path_buf(), rel.to_path_buf(), false)],
+        v,
+    };
+    walk::walk_nodes(repo, nodes, &mut selected)
+}
+
+/// Applies a [`Selection`] to a tree walk and keeps the paths: what [`walk`] hands the
+/// [`Visitor`].
+struct Selected<'a> {
+    sel: &'a Selection,
+    /// Per directory entered: its path, its stored path, whether it is included.
+    frames: Vec<(PathBuf, PathBuf, bool)>,
+    v: &'a mut dyn Visitor,
+}
+
+impl Selected<'_> {
+    /// The path, stored path and inclusion of `node`, or `None` when it is excluded.
+    fn place(&self, node: &Node) -> Result<Option<(PathBuf, PathBuf, bool)>> {
         crate::interrupt::check()?;
         let name = node.os_name()?;
+        let (dir, rel, inherited) = self
+            .frames
+            .last()
+            .ok_or_else(|| Error::InvalidArgument("restore walk left its start".into()))?;
         let crel = rel.join(&name);
-        if sel.excluded(&crel, &name) {
-            continue;
+        if self.sel.excluded(&crel, &name) {
+            return Ok(None);
         }
-        let included = inherited || sel.included(&crel, &name);
-        let path = dir.join(&name);
-        if node.kind == NodeKind::Dir {
-            let sub = node
-                .subtree
-                .ok_or_else(|| Error::corrupt("tree", "directory without subtree"))?;
-            v.enter(&path, node, included)?;
-            let tree = repo.load_tree(&sub)?;
-            walk(repo, sel, &path, &crel, &tree.nodes, included, v)?;
-            v.leave()?;
-        } else if included {
-            v.entry(path, node)?;
+        let included = *inherited || self.sel.included(&crel, &name);
+        Ok(Some((dir.join(&name), crel, included)))
+    }
+}
+
+impl TreeVisitor for Selected<'_> {
+    fn dir(&mut self, node: &Node) -> Result<Step> {
+        let Some((path, crel, included)) = self.place(node)? else {
+            return Ok(Step::Skip);
+        };
+        self.v.enter(&path, node, included)?;
+        self.frames.push((path, crel, included));
+        Ok(Step::Descend)
+    }
+
+    fn leave(&mut self, _node: &Node) -> Result<()> {
+        self.frames.pop();
+        self.v.leave()
+    }
+
+    fn entry(&mut self, node: &Node) -> Result<()> {
+        match self.place(node)? {
+            Some((path, _, true)) => self.v.entry(path, node),
+            _ => Ok(()),
         }
     }
-    Ok(())
 }
 
 struct DirRestorer<'a> {
@@ -739,7 +730,7 @@ struct DirRestorer<'a> {
     /// The directory the walk starts in, and its anchor.
     root: PathBuf,
     root_anchor: Option<PathBuf>,
-    anchors: Anchors,
+    anchors: DirAnchors,
     overwrite: Overwrite,
     ctx: Ctx,
     summary: RestoreSummary,
@@ -1161,8 +1152,8 @@ fn start(
     create: Option<Overwrite>,
 ) -> Result<(PathBuf, PathBuf, Vec<Node>)> {
     match resolve(repo, snap, path)? {
-        Entry::Root(tree) => Ok((target.to_path_buf(), PathBuf::new(), tree.nodes)),
-        Entry::Node(node) => {
+        Resolved::Root(tree) => Ok((target.to_path_buf(), PathBuf::new(), tree.nodes)),
+        Resolved::Node(node) => {
             let parts = split_path(path.unwrap_or(""))?;
             let parents = &parts[..parts.len().saturating_sub(1)];
             let dir = match create {
@@ -1191,7 +1182,7 @@ pub fn restore_to_dir(
         repo,
         root: dir.clone(),
         root_anchor: None,
-        anchors: Anchors::default(),
+        anchors: DirAnchors::default(),
         overwrite: opts.overwrite,
         ctx: Ctx { as_root: is_root() },
         summary: RestoreSummary::default(),
@@ -1202,7 +1193,7 @@ pub fn restore_to_dir(
         links: HashMap::new(),
         link_jobs: Vec::new(),
     };
-    walk(repo, &sel, &dir, &rel, &nodes, false, &mut r)?;
+    walk(repo, &sel, &dir, &rel, &nodes, &mut r)?;
     r.flush()?;
     // Hard links once every first link holds its content.
     for (primary, link) in std::mem::take(&mut r.link_jobs) {
@@ -1247,7 +1238,7 @@ struct Verifier<'a> {
     group_bytes: u64,
     /// System-call path and anchor of each directory on the walk, the root first.
     stack: Vec<(PathBuf, Option<PathBuf>)>,
-    anchors: Anchors,
+    anchors: DirAnchors,
 }
 
 impl Verifier<'_> {
@@ -1329,9 +1320,9 @@ pub fn verify_restore(
         group: Vec::new(),
         group_bytes: 0,
         stack: vec![(dir.clone(), None)],
-        anchors: Anchors::default(),
+        anchors: DirAnchors::default(),
     };
-    walk(repo, &sel, &dir, &rel, &nodes, false, &mut v)?;
+    walk(repo, &sel, &dir, &rel, &nodes, &mut v)?;
     v.flush();
     Ok(v.report)
 }

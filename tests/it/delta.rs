@@ -591,7 +591,7 @@ fn a_version_1_repository_gets_no_deltas() {
         let mut config = repo.config().clone();
         assert_eq!(config.version, 2, "a new repository is version 2");
         config.version = 1;
-        repo.backend()
+        LocalBackend::new(&env.repo)
             .put(
                 ObjectKind::Config,
                 "config",
