@@ -40,7 +40,7 @@ use crate::format::snapshot::{Snapshot, SourceRecord};
 use crate::format::tree::{ContentRef, Node, NodeKind, Tree, Xattr};
 use crate::repo::catalog::Catalog;
 use crate::repo::{Repo, load_located_tree};
-use crate::source::Meta;
+use crate::source::meta::Meta;
 
 /// Picks the parent snapshot: `reference` if given, else the latest snapshot of `host` with
 /// the same set of path sources as `sources`. `None` when there is none.
