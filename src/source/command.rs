@@ -2,6 +2,8 @@
 //! checking how it ended, and [`RunningCommands`], the children running now, so that a backup
 //! that stops early ends them.
 
+#![forbid(unsafe_code)]
+
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 

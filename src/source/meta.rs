@@ -3,6 +3,8 @@
 //! (stdin, a command) is stored with. A leaf: it uses no other source module, so the walk and
 //! the change detection of `parent.rs` both depend on it and it on neither.
 
+#![forbid(unsafe_code)]
+
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 

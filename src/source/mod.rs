@@ -24,7 +24,9 @@
 //! - `stream.rs`: standard input as a file; `command.rs`: `--command` children
 //!   ([`RunningCommands`]).
 //! - `mmap.rs`: the memory-mapped standard input and its SIGBUS guard, the only module here
-//!   with `unsafe` code.
+//!   with `unsafe` code. Every other file here forbids it; this one cannot (a `forbid` in
+//!   `mod.rs` would reach `mmap.rs` too), so the crate's `deny` holds here, and it holds only
+//!   the module declarations, shared types and re-exports.
 //! - [`parent`]: change detection against the parent snapshot; [`exclude`]: what is left out.
 
 mod command;

@@ -26,6 +26,8 @@
 //! never by the size of the parent snapshot. A parent tree that cannot be loaded is a warning:
 //! that subtree is read in full.
 
+#![forbid(unsafe_code)]
+
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::ffi::OsStr;

@@ -3,6 +3,8 @@
 //! root, clashing names are refused), and the production of the item stream from it, each
 //! source handed to the walk or to the stream that reads it.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;

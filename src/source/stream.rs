@@ -2,6 +2,8 @@
 //! root with the metadata of a stream. Standard input is read here, chunked from a mapping
 //! when it is a regular file (`mmap.rs`) and read otherwise; a command is run by `command.rs`.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::OsStr;
 
 use crate::error::Error;

@@ -3,6 +3,8 @@
 //! the exclude rules and the parent's change detection, reading each entry's metadata and
 //! extended attributes and chunking the content of regular files that changed.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::Read;
