@@ -5,6 +5,18 @@
 
 use std::os::fd::AsFd;
 
+/// Standard input mapped into memory: a shared, read-only mapping of a regular file, read as
+/// its bytes. Only [`map_stdin`] makes one, which is what lets [`release_mapped`] be safe.
+pub(super) struct MappedStdin(memmap2::Mmap);
+
+impl std::ops::Deref for MappedStdin {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// Standard input mapped into memory when it is a regular file (`tresor … < dump.sql`), from
 /// its current offset to its end. Chunking the page cache in place spares the copy `read`
 /// makes, which under a busy pipeline costs more CPU than cutting the chunks (see
@@ -12,7 +24,7 @@ use std::os::fd::AsFd;
 /// failure. A file truncated while mapped would raise SIGBUS: [`guard_sigbus`] turns that into
 /// a clear message and exit 1 before any snapshot is written.
 #[allow(unsafe_code)]
-pub(super) fn map_stdin() -> Option<memmap2::Mmap> {
+pub(super) fn map_stdin() -> Option<MappedStdin> {
     use std::os::fd::AsRawFd;
     let stdin = std::io::stdin();
     let fd = stdin.as_fd();
@@ -37,16 +49,27 @@ pub(super) fn map_stdin() -> Option<memmap2::Mmap> {
     }
     .ok()?;
     let _ = map.advise(memmap2::Advice::Sequential);
-    Some(map)
+    Some(MappedStdin(map))
 }
 
-/// Drops the page mappings of `len` bytes at `offset` of a mapped input that is done with. The
-/// page cache keeps the data; nothing borrowed from that range is alive (chunks are copies).
+/// Drops the page mappings of `len` bytes at `offset` of a mapped input that is done with, so
+/// they leave the resident set. The page cache keeps the data. A range that does not lie
+/// within the mapping is ignored (memmap2 checks `offset` and `len` each against the mapping's
+/// length, not their sum, so the advice could otherwise reach whatever is mapped after it).
 #[allow(unsafe_code)]
-pub(super) fn release_mapped(map: &memmap2::Mmap, offset: usize, len: usize) {
-    // SAFETY: MADV_DONTNEED on a shared, read-only file mapping only drops page-table entries;
-    // a later access would fault the same bytes back in from the page cache.
-    let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
+pub(super) fn release_mapped(map: &MappedStdin, offset: usize, len: usize) {
+    if offset.checked_add(len).is_none_or(|end| end > map.0.len()) {
+        return;
+    }
+    // SAFETY: the range lies within the mapping (checked above), and a `MappedStdin` is always
+    // a shared, read-only file mapping (`map_stdin` makes it with `MmapOptions::map`).
+    // MADV_DONTNEED on such a mapping only drops page-table entries: a later access faults the
+    // same bytes back in from the page cache, so no borrow of the range, alive or not, reads
+    // other bytes than it would have (a private or anonymous mapping would have its pages reset).
+    let _ = unsafe {
+        map.0
+            .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+    };
 }
 
 /// Installs (once) a SIGBUS handler that reports a mapped standard input that shrank while it
@@ -73,4 +96,32 @@ fn guard_sigbus() {
             libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut());
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// A mapping like the one `map_stdin` makes, of a file the test owns.
+    #[allow(unsafe_code)]
+    fn map_file(f: &std::fs::File) -> MappedStdin {
+        // SAFETY: the test's own temporary file, not changed while it is mapped.
+        MappedStdin(unsafe { memmap2::MmapOptions::new().map(f) }.unwrap())
+    }
+
+    #[test]
+    fn released_ranges_read_back_the_same_bytes_and_stray_ranges_are_ignored() {
+        let data: Vec<u8> = (0..3 * 4096 + 100).map(|i| (i % 251) as u8).collect();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&data).unwrap();
+        let map = map_file(&f);
+        release_mapped(&map, 0, map.len());
+        assert_eq!(&map[..], &data[..]);
+        release_mapped(&map, 4096, map.len()); // runs past the end
+        release_mapped(&map, usize::MAX, 2); // overflows
+        release_mapped(&map, map.len(), 0);
+        assert_eq!(&map[..], &data[..]);
+    }
 }
