@@ -171,7 +171,7 @@ impl Prior {
 
 /// What the parent says about a regular file.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum FileChange {
     /// No regular file at this path in the parent (or no parent).
     New,
     /// The parent had a file here, but it must be read again; its version there, if it can
@@ -248,12 +248,12 @@ impl ParentCursor {
     }
 
     /// The verdict for regular file `name` of the current directory with metadata `meta`.
-    pub fn file(&self, name: &OsStr, meta: &Meta) -> Verdict {
+    pub fn file(&self, name: &OsStr, meta: &Meta) -> FileChange {
         let Some(n) = self.lookup(name) else {
-            return Verdict::New;
+            return FileChange::New;
         };
         if n.kind != NodeKind::File {
-            return Verdict::New;
+            return FileChange::New;
         }
         let same = n.ctime_ns != 0
             && n.size == meta.size
@@ -263,14 +263,14 @@ impl ParentCursor {
             && n.device == meta.device
             && n.content.iter().map(|c| c.1 as u64).sum::<u64>() == n.size;
         if !same {
-            return Verdict::Changed(Prior::of(n));
+            return FileChange::Changed(Prior::of(n));
         }
         match self.trees.as_ref().map(|t| t.all_present(&n.content)) {
             Some(Ok(true)) => {
-                Verdict::Unchanged(n.content.clone(), n.xattrs.clone(), n.anchors.clone())
+                FileChange::Unchanged(n.content.clone(), n.xattrs.clone(), n.anchors.clone())
             }
             // A lookup error is no reason to fail: read the file.
-            _ => Verdict::Changed(Prior::of(n)),
+            _ => FileChange::Changed(Prior::of(n)),
         }
     }
 

@@ -19,7 +19,7 @@ use crate::format::tree::{NodeKind, Xattr};
 use crate::source::command::RunningCommands;
 use crate::source::exclude::{CACHE_TAG_NAME, CACHE_TAG_SIGNATURE, Excludes};
 use crate::source::meta::{Meta, to_u64};
-use crate::source::parent::{ParentCursor, Verdict};
+use crate::source::parent::{FileChange, ParentCursor};
 use crate::source::{Item, Sink, emit_chunks, warn, warn_soft};
 
 /// What the walk consults besides the file system: the chunker, the parent snapshot's trees
@@ -144,7 +144,7 @@ fn entry(
         }
         FileType::RegularFile => {
             let (known, prior) = match w.parent.file(stored, &meta) {
-                Verdict::Unchanged(content, xattrs, anchors) => {
+                FileChange::Unchanged(content, xattrs, anchors) => {
                     meta.xattrs = xattrs;
                     return sink(Item::Unchanged {
                         name: stored.to_os_string(),
@@ -153,8 +153,8 @@ fn entry(
                         anchors,
                     });
                 }
-                Verdict::Changed(prior) => (true, prior),
-                Verdict::New => (false, None),
+                FileChange::Changed(prior) => (true, prior),
+                FileChange::New => (false, None),
             };
             match read_xattrs(&reachable(dir, abs, name), abs, sink) {
                 Some(x) => meta.xattrs = x,
