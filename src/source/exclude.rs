@@ -21,6 +21,8 @@
 //! `--one-file-system` stores a directory on another device than its source path as an empty
 //! directory (a mount point) and does not descend into it.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::OsStr;
 use std::path::Path;
 

@@ -26,6 +26,8 @@
 //! never by the size of the parent snapshot. A parent tree that cannot be loaded is a warning:
 //! that subtree is read in full.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -35,7 +37,7 @@ use crate::format::id::{BlobId, ObjectId};
 use crate::format::snapshot::{Snapshot, SourceRecord};
 use crate::format::tree::{ContentRef, Node, NodeKind, Xattr};
 use crate::repo::{Repo, RepoView};
-use crate::source::Meta;
+use crate::source::meta::Meta;
 
 /// Picks the parent snapshot: `reference` if given, else the latest snapshot of `host` with
 /// the same set of path sources as `sources`. `None` when there is none.
@@ -106,7 +108,7 @@ impl Prior {
 
 /// What the parent says about a regular file.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum FileChange {
     /// No regular file at this path in the parent (or no parent).
     New,
     /// The parent had a file here, but it must be read again; its version there, if it can
@@ -183,12 +185,12 @@ impl ParentCursor {
     }
 
     /// The verdict for regular file `name` of the current directory with metadata `meta`.
-    pub fn file(&self, name: &OsStr, meta: &Meta) -> Verdict {
+    pub fn file(&self, name: &OsStr, meta: &Meta) -> FileChange {
         let Some(n) = self.lookup(name) else {
-            return Verdict::New;
+            return FileChange::New;
         };
         if n.kind != NodeKind::File {
-            return Verdict::New;
+            return FileChange::New;
         }
         let same = n.ctime_ns != 0
             && n.size == meta.size
@@ -198,14 +200,14 @@ impl ParentCursor {
             && n.device == meta.device
             && n.content.iter().map(|c| c.1 as u64).sum::<u64>() == n.size;
         if !same {
-            return Verdict::Changed(Prior::of(n));
+            return FileChange::Changed(Prior::of(n));
         }
         match self.trees.as_ref().map(|t| t.all_present(&n.content)) {
             Some(Ok(true)) => {
-                Verdict::Unchanged(n.content.clone(), n.xattrs.clone(), n.anchors.clone())
+                FileChange::Unchanged(n.content.clone(), n.xattrs.clone(), n.anchors.clone())
             }
             // A lookup error is no reason to fail: read the file.
-            _ => Verdict::Changed(Prior::of(n)),
+            _ => FileChange::Changed(Prior::of(n)),
         }
     }
 
