@@ -4,6 +4,8 @@
 //! can tell a wrong password from a corrupt pack or a full disk and map each to its own exit code.
 //! No variant carries key material or decrypted data.
 
+#![forbid(unsafe_code)]
+
 use std::io;
 use std::path::PathBuf;
 

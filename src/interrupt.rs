@@ -12,6 +12,8 @@
 //! this process holds and exits at once (a temporary file may be left; the next run removes
 //! it). Commands that commit nothing (list, show, ls, …) take that path on the first signal.
 
+#![forbid(unsafe_code)]
+
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use crate::error::{Error, Result};

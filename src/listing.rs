@@ -4,6 +4,8 @@
 //! (identical content and metadata), so comparing two nightly snapshots of a large, mostly
 //! unchanged tree reads only the directories that changed.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 
 use crate::error::Result;

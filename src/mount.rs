@@ -2,6 +2,8 @@
 //! `Vfs` call; an error becomes EIO (or ENOENT/ENOTDIR) plus one log line naming what failed,
 //! and the mount keeps serving.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;

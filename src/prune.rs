@@ -23,6 +23,8 @@
 //! remain unindexed; the next backup adopts them, the next prune deletes them again. Prune runs
 //! under the exclusive lock, so no backup can be relying on a pack it deletes.
 
+#![forbid(unsafe_code)]
+
 use std::collections::{HashMap, HashSet};
 
 use crate::error::{Error, Result};
@@ -40,7 +42,7 @@ const PACK_OVERHEAD: u64 = 24 + 16 + PACK_TRAILER_LEN as u64;
 
 /// What prune will do (or did).
 #[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct PrunePlan {
+pub struct PruneSummary {
     /// Snapshots whose data is kept.
     pub snapshots_kept: u64,
     /// Indexed packs and their bytes.
@@ -72,7 +74,7 @@ pub struct PrunePlan {
 /// A plan with what executing it needs.
 pub struct Plan {
     /// The figures.
-    pub summary: PrunePlan,
+    pub summary: PruneSummary,
     used: DiskBlobSet,
     delete: HashSet<ObjectId>,
     repack: Vec<ObjectId>,
@@ -103,7 +105,7 @@ pub fn plan(repo: &Repo, keep_roots: &[BlobId], max_unused: f64) -> Result<Plan>
     }
     let used = usage::mark_all(repo, keep_roots)?;
     let stored: HashMap<ObjectId, u64> = repo.stored_packs()?.into_iter().collect();
-    let mut s = PrunePlan {
+    let mut s = PruneSummary {
         snapshots_kept: keep_roots.len() as u64,
         ..Default::default()
     };
@@ -181,7 +183,7 @@ pub fn plan(repo: &Repo, keep_roots: &[BlobId], max_unused: f64) -> Result<Plan>
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct PruneReport {
     /// The plan it carried out.
-    pub plan: PrunePlan,
+    pub plan: PruneSummary,
     /// New packs written by repacking.
     pub packs_written: u64,
     /// Packs deleted (emptied and repacked ones).

@@ -12,9 +12,11 @@
 //! (it is damage either way, and without its entry the next backup that meets the chunk stores
 //! it again); one that cannot be judged (its delta base unreadable) is kept. The pack is named.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashSet;
 
-use crate::check::{self, AffectedSnapshot, CheckOptions, CheckProgress};
+use crate::check::{AffectedSnapshot, CheckProgress};
 use crate::error::Result;
 use crate::format::id::ObjectId;
 use crate::format::index::IndexedPack;
@@ -251,23 +253,22 @@ pub struct SnapshotRepair {
     pub problems: Vec<String>,
 }
 
-/// Finds snapshots that need damaged or missing data (a structural check, or with
-/// `check.read_data` a full one); with `forget` removes their snapshot objects, unless
-/// `dry_run`. Snapshots that are intact are never touched.
-pub fn repair_snapshots(
-    repo: &mut Repo,
-    check: &CheckOptions,
+/// Given what a check found (`damaged`: the snapshots that need damaged or missing data;
+/// `problems`: its report lines), removes the damaged snapshots' objects when `forget` (the CLI
+/// runs the check: repair does not call another operation). Snapshots that are intact are
+/// never touched.
+pub fn forget_damaged(
+    repo: &Repo,
+    damaged: Vec<AffectedSnapshot>,
+    problems: Vec<String>,
     forget: bool,
-    dry_run: bool,
-    progress: &dyn CheckProgress,
 ) -> Result<SnapshotRepair> {
-    let report = check::check(repo, check, progress)?;
     let mut out = SnapshotRepair {
-        damaged: report.affected_snapshots,
+        damaged,
         forgotten: Vec::new(),
-        problems: report.problems,
+        problems,
     };
-    if forget && !dry_run {
+    if forget {
         let ids = out
             .damaged
             .iter()

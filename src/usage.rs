@@ -6,6 +6,8 @@
 //! frees), and what it needs beyond a base snapshot. Bytes are stored (sealed) blob bytes as the
 //! index records them; raw bytes are the plaintext lengths.
 
+#![forbid(unsafe_code)]
+
 use crate::error::Result;
 use crate::format::id::BlobId;
 use crate::format::tree::{Node, NodeKind};

@@ -16,6 +16,8 @@
 //! that cover the range; decoded chunks are kept in a small cache bounded in bytes, so a
 //! sequential read decodes each chunk once.
 
+#![forbid(unsafe_code)]
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

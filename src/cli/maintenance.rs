@@ -250,9 +250,15 @@ pub(super) fn repair_snapshots(g: &Global, a: RepairSnapshotsArgs) -> Result<u8>
         read_data: a.read_data,
         ..Default::default()
     };
-    let r = repair::repair_snapshots(&mut repo, &opts, a.forget, a.dry_run, &progress);
+    let report = check::check(&mut repo, &opts, &progress);
     progress.finish();
-    let r = r?;
+    let report = report?;
+    let r = repair::forget_damaged(
+        &repo,
+        report.affected_snapshots,
+        report.problems,
+        a.forget && !a.dry_run,
+    )?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -321,7 +327,7 @@ pub(super) fn parse_share(s: &str) -> Result<f64> {
     Ok(v / 100.0)
 }
 
-pub(super) fn print_plan(p: &tresor::prune::PrunePlan, verb: &str) {
+pub(super) fn print_plan(p: &tresor::prune::PruneSummary, verb: &str) {
     println!(
         "{} packs ({}) hold {} blobs ({}) that {} kept snapshots need",
         p.packs,

@@ -2,6 +2,8 @@
 //! repository's snapshots, group by group, and removes the snapshot objects it does not keep.
 //! Data goes only with a prune afterwards.
 
+#![forbid(unsafe_code)]
+
 pub mod policy;
 
 use std::str::FromStr;

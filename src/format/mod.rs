@@ -7,6 +7,8 @@
 //! [`pack`] (the encodings of those objects), and [`glob`] (the path globs of excludes and
 //! selections).
 
+#![forbid(unsafe_code)]
+
 pub mod chunker;
 pub mod codec;
 pub mod crypto;

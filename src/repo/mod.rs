@@ -14,6 +14,8 @@
 //! total argon2 work of one open is capped at [`MAX_OPEN_WORK_KIB`]. Key files left untried are
 //! named in the error.
 
+#![forbid(unsafe_code)]
+
 pub mod adopt;
 pub mod catalog;
 pub mod config;
