@@ -1,7 +1,8 @@
 //! A repository in a local directory.
 //!
-//! Layout: `config`, `keys/`, `index/`, `snapshots/`, `locks/`, and `data/XX/` where `XX` is the
-//! first two hex digits of a pack's name (256 subdirectories keep directories small).
+//! Layout: every object is the file at its key ([`layout::key`]) under the root directory:
+//! `config`, `keys/`, `index/`, `snapshots/`, `locks/`, `forgotten/`, and `data/XX/` where `XX`
+//! is the first two hex digits of a pack's name (256 subdirectories keep directories small).
 //!
 //! Durability of `put`: write to `.tmp-…` in the target directory, fsync the file, rename it
 //! over the final name, fsync the directory. A crash leaves at worst a `.tmp-` file, which
@@ -19,7 +20,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::{Backend, ObjectKind};
+use super::{Backend, ObjectKind, layout};
 use crate::error::{Error, IoContext, Result};
 
 /// A backend rooted at a directory.
@@ -77,19 +78,15 @@ impl LocalBackend {
 
     /// The directory holding objects of `kind` named `name`.
     fn dir_of(&self, kind: ObjectKind, name: &str) -> PathBuf {
-        match kind {
-            ObjectKind::Config => self.root.clone(),
-            ObjectKind::Pack => self
-                .root
-                .join(kind.dir())
-                .join(name.get(..2).unwrap_or("00")),
-            _ => self.root.join(kind.dir()),
-        }
+        let path = self.path_of(kind, name);
+        path.parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.root.clone())
     }
 
-    /// Full path of an object.
+    /// Full path of an object: its key ([`layout::key`]) under the root.
     pub fn path_of(&self, kind: ObjectKind, name: &str) -> PathBuf {
-        self.dir_of(kind, name).join(name)
+        self.root.join(layout::key(kind, name))
     }
 
     fn missing_or(&self, kind: ObjectKind, name: &str, what: &str, e: io::Error) -> Error {
