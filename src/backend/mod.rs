@@ -20,6 +20,36 @@
 //!   backend's `.tmp-` files, an object store's incomplete multipart uploads) that is at
 //!   least the given age, and names each; backends that leave nothing behind do nothing.
 //! - A missing object is reported as [`Error::Missing`], so callers can tell it from I/O errors.
+//! - Objects live under the keys of [`layout`] (`config`, `keys/NAME`, `data/XX/NAME`, …).
+//!
+//! # Errors: what to report as which
+//!
+//! Callers decide from the variant what an error means, so a backend must choose it with care:
+//!
+//! - [`Error::Missing`]: the object does not exist — and only then. Never for a failure to find
+//!   out (a timeout while reading a lock object must not read as "the lock is gone", and
+//!   `check` reports a missing pack as damage).
+//! - [`Error::Corrupt`]: the object exists but cannot give what was asked: a `get_range` past
+//!   its end (the object is shorter than the index says).
+//! - [`Error::NoSpace`]: the storage is full (ENOSPC, an exhausted quota).
+//! - [`Error::Io`]: a local system call failed; its [`std::io::ErrorKind`] decides whether it
+//!   is transient ([`Error::is_transient`]: interrupted, timed out, connection errors, …).
+//! - [`Error::Storage`] with `transient: true` ([`Error::transient`]): the call may succeed if
+//!   repeated — a timeout, a dropped or refused connection, a 5xx response, throttling (429,
+//!   503 Slow Down). The call may or may not have taken effect.
+//! - [`Error::Storage`] with `transient: false` ([`Error::permanent`]): repeating cannot help
+//!   — refused credentials (401/403), a bucket that does not exist, a malformed request.
+//! - [`Error::RepoExists`]: `create` over a location that holds something.
+//!
+//! # Repeating a call
+//!
+//! Every call except `create` may be repeated after any error, and then has the effect of one
+//! successful call: reads change nothing; `put` of a name that exists replaces it with the same
+//! bytes (names are content hashes, the config is written once); `delete` of a missing object
+//! succeeds. A `put` that failed (even one whose response was lost after the object was stored)
+//! must leave either nothing or the whole object. [`retry::RetryBackend`] relies on this to
+//! retry transient errors; `create` is not repeatable (a repeat after a lost response finds the
+//! layout it made and fails).
 //!
 //! Backends know nothing of encryption, compression or the format: they move bytes. That keeps
 //! this trait small enough for object storage (S3-compatible) to be added later.
