@@ -1,5 +1,8 @@
 //! Storage backends: where the repository's objects live.
 //!
+//! [`open`] picks the backend for a [`Location`] (what `--repo` says); [`layout`] says under
+//! which key each object lives; [`local`] and [`mem`] are the backends.
+//!
 //! # Contract
 //!
 //! Every backend stores named, immutable objects of a few kinds ([`ObjectKind`]) and must
@@ -56,9 +59,11 @@
 
 pub mod layout;
 pub mod local;
+pub mod location;
 pub mod mem;
 
 pub use layout::ObjectKind;
+pub use location::{BackendOptions, Location, open, open_with};
 
 use crate::error::Result;
 
