@@ -140,7 +140,9 @@ impl fmt::Display for Location {
     }
 }
 
-/// The backend for `location`.
+/// The backend for `location`. A local directory's backend is not wrapped in a
+/// [`super::RetryBackend`]: local I/O errors are not worth repeating (the standard library
+/// already repeats interrupted system calls); a network backend will be.
 pub fn open(location: &Location) -> Result<Arc<dyn Backend>> {
     open_with(location, &BackendOptions::default())
 }

@@ -61,9 +61,11 @@ pub mod layout;
 pub mod local;
 pub mod location;
 pub mod mem;
+pub mod retry;
 
 pub use layout::ObjectKind;
 pub use location::{BackendOptions, Location, open, open_with};
+pub use retry::{RetryBackend, RetryPolicy};
 
 use crate::error::Result;
 
