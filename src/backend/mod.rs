@@ -1,7 +1,8 @@
 //! Storage backends: where the repository's objects live.
 //!
 //! [`open`] picks the backend for a [`Location`] (what `--repo` says); [`layout`] says under
-//! which key each object lives; [`local`] and [`mem`] are the backends.
+//! which key each object lives; [`local`] and [`mem`] are the backends; [`retry`] wraps one to
+//! retry transient errors, and [`faulty`] (a test tool) wraps one to inject them.
 //!
 //! # Contract
 //!
@@ -57,6 +58,7 @@
 //! Backends know nothing of encryption, compression or the format: they move bytes. That keeps
 //! this trait small enough for object storage (S3-compatible) to be added later.
 
+pub mod faulty;
 pub mod layout;
 pub mod local;
 pub mod location;
