@@ -343,12 +343,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn conforms() {
-        let t = tempfile::tempdir().unwrap();
-        super::super::conformance::run(&LocalBackend::new(t.path().join("repo")));
-    }
-
-    #[test]
     fn files_are_private_whatever_the_umask_unless_the_group_is_given_access() {
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;

@@ -99,11 +99,3 @@ impl Backend for MemBackend {
         Ok(())
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn conforms() {
-        super::super::conformance::run(&super::MemBackend::new());
-    }
-}
