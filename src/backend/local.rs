@@ -233,18 +233,42 @@ impl Backend for LocalBackend {
     fn get_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let f = File::open(self.path_of(kind, name))
             .map_err(|e| self.missing_or(kind, name, "opening", e))?;
-        let mut buf = vec![0u8; len as usize];
-        match f.read_exact_at(&mut buf, offset) {
-            Ok(()) => Ok(buf),
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(Error::corrupt(
+        let past_end = || {
+            Error::corrupt(
                 format!("{kind:?} {name}"),
                 format!("truncated: a read of {len} bytes at offset {offset} runs past its end"),
-            )),
+            )
+        };
+        // Judged against the size first, so that a range past the end never allocates its
+        // length, and an empty one past the end fails like any other.
+        let size = f
+            .metadata()
+            .map_err(|e| self.missing_or(kind, name, "reading", e))?
+            .len();
+        let len_in_memory = offset
+            .checked_add(len)
+            .filter(|end| *end <= size)
+            .and_then(|_| usize::try_from(len).ok())
+            .ok_or_else(past_end)?;
+        let mut buf = vec![0u8; len_in_memory];
+        match f.read_exact_at(&mut buf, offset) {
+            Ok(()) => Ok(buf),
+            // Truncated meanwhile.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(past_end()),
             Err(e) => Err(self.missing_or(kind, name, "reading", e)),
         }
     }
 
     fn list(&self, kind: ObjectKind) -> Result<Vec<(String, u64)>> {
+        if kind == ObjectKind::Config {
+            let path = self.path_of(kind, layout::CONFIG);
+            return match fs::metadata(&path) {
+                Ok(md) if md.is_file() => Ok(vec![(layout::CONFIG.to_string(), md.len())]),
+                Ok(_) => Ok(Vec::new()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) => Err(Error::io(format!("stat {}", path.display()), e)),
+            };
+        }
         let base = self.root.join(kind.dir());
         if kind == ObjectKind::Forgotten && !base.exists() {
             return Ok(Vec::new());
@@ -269,7 +293,7 @@ impl Backend for LocalBackend {
             for e in rd {
                 let e = e.ctx(|| format!("listing {}", d.display()))?;
                 let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with('.') || kind == ObjectKind::Config {
+                if name.starts_with('.') {
                     continue;
                 }
                 let md = e

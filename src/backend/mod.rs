@@ -14,9 +14,11 @@
 //!   that name, never a prefix. Putting a name that exists replaces it (callers only do so with
 //!   identical content, since names are content hashes).
 //! - **get** returns the whole object or an error; **get_range** returns exactly `len` bytes or
-//!   an error (a short object is an error, never a short read).
+//!   an error (a short object is an error, never a short read): a range must lie within the
+//!   object (`offset + len <= size`; an empty range at the very end is fine), else
+//!   [`Error::Corrupt`], whatever `offset` and `len` are.
 //! - **list** returns every complete object of a kind with its size, and nothing else (no
-//!   temporary files).
+//!   temporary files); the config lists as one object named `config` once it exists.
 //! - **delete** of a missing object is not an error.
 //! - **list** of a kind whose directory does not exist yet (a kind added after the repository
 //!   was created, such as [`ObjectKind::Forgotten`]) is empty; **put** creates it.
@@ -25,6 +27,9 @@
 //!   least the given age, and names each; backends that leave nothing behind do nothing.
 //! - A missing object is reported as [`Error::Missing`], so callers can tell it from I/O errors.
 //! - Objects live under the keys of [`layout`] (`config`, `keys/NAME`, `data/XX/NAME`, …).
+//!
+//! `tests/harness/conformance.rs` is the suite that checks these promises; every backend runs
+//! it (`tests/it/backends.rs`).
 //!
 //! # Errors: what to report as which
 //!
@@ -57,6 +62,16 @@
 //!
 //! Backends know nothing of encryption, compression or the format: they move bytes. That keeps
 //! this trait small enough for object storage (S3-compatible) to be added later.
+//!
+//! [`Error::Missing`]: crate::error::Error::Missing
+//! [`Error::Corrupt`]: crate::error::Error::Corrupt
+//! [`Error::NoSpace`]: crate::error::Error::NoSpace
+//! [`Error::Io`]: crate::error::Error::Io
+//! [`Error::Storage`]: crate::error::Error::Storage
+//! [`Error::RepoExists`]: crate::error::Error::RepoExists
+//! [`Error::is_transient`]: crate::error::Error::is_transient
+//! [`Error::transient`]: crate::error::Error::transient
+//! [`Error::permanent`]: crate::error::Error::permanent
 
 pub mod faulty;
 pub mod layout;
