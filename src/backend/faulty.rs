@@ -236,9 +236,15 @@ impl FaultyBackend {
             // Done, but the answer is lost.
             let _ = call();
         }
+        let mut what = format!("{op:?}");
+        if let Some(kind) = kind {
+            what.push_str(&format!(" {kind:?}"));
+        }
+        if !name.is_empty() {
+            what.push_str(&format!(" {name}"));
+        }
         let context = format!(
-            "{op:?} {}{name} ({} {})",
-            kind.map(|k| format!("{k:?} ")).unwrap_or_default(),
+            "{what} ({}, {})",
             self.inner.location(),
             if fault.after {
                 "after the operation"
