@@ -32,6 +32,8 @@ mod integrity;
 mod json;
 #[path = "it/listing.rs"]
 mod listing;
+#[path = "it/locations.rs"]
+mod locations;
 #[path = "it/mount.rs"]
 mod mount;
 #[path = "it/plaintext.rs"]
