@@ -23,6 +23,17 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A storage backend failed in a way that is not a local I/O error (a network backend's
+    /// refused request, a timeout, a throttling response). `transient` says whether repeating
+    /// the same call may succeed ([`Error::is_transient`]); `context` says what was being done.
+    #[error("{context}: {source}")]
+    Storage {
+        context: String,
+        transient: bool,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
     /// The storage device is full. Reported separately because the fix is the operator's.
     #[error("{context}: no space left on device")]
     NoSpace { context: String },
@@ -133,6 +144,46 @@ impl Error {
         }
     }
 
+    /// Whether repeating the failed call may succeed: a storage error marked transient, or an
+    /// I/O error of a kind that says "try again" (interrupted, timed out, would block, a
+    /// connection reset, aborted, refused or not connected, a broken pipe). Everything else —
+    /// a missing object, denied access, corrupt data, a full disk, bad arguments — is
+    /// permanent: retrying cannot change the answer. [`crate::backend::retry`] retries exactly
+    /// the transient ones.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Storage { transient, .. } => *transient,
+            Error::Io { source, .. } => is_transient_io(source),
+            _ => false,
+        }
+    }
+
+    /// A storage error that repeating the call may cure (a timeout, a dropped connection, a
+    /// throttling or "service unavailable" response).
+    pub fn transient(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Storage {
+            context: context.into(),
+            transient: true,
+            source: source.into(),
+        }
+    }
+
+    /// A storage error that repeating the call cannot cure (refused credentials, a bucket that
+    /// does not exist, a malformed request).
+    pub fn permanent(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Storage {
+            context: context.into(),
+            transient: false,
+            source: source.into(),
+        }
+    }
+
     /// Wraps an I/O error with what was being done, turning ENOSPC into [`Error::NoSpace`].
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         let context = context.into();
@@ -162,6 +213,22 @@ impl Error {
     }
 }
 
+/// Whether an I/O error says "try again" (see [`Error::is_transient`]).
+pub fn is_transient_io(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        Interrupted
+            | TimedOut
+            | WouldBlock
+            | ConnectionReset
+            | ConnectionAborted
+            | ConnectionRefused
+            | NotConnected
+            | BrokenPipe
+    )
+}
+
 /// Adds context to `io::Result`s.
 pub trait IoContext<T> {
     /// Attaches what was being done to an I/O error.
@@ -171,5 +238,44 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for io::Result<T> {
     fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|e| Error::io(context(), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_errors_are_the_try_again_kinds() {
+        use io::ErrorKind::*;
+        let io_err = |kind| Error::io("reading x", io::Error::from(kind));
+        for kind in [
+            Interrupted,
+            TimedOut,
+            WouldBlock,
+            ConnectionReset,
+            ConnectionAborted,
+            ConnectionRefused,
+            NotConnected,
+            BrokenPipe,
+        ] {
+            assert!(io_err(kind).is_transient(), "{kind:?}");
+        }
+        for kind in [
+            NotFound,
+            PermissionDenied,
+            InvalidData,
+            UnexpectedEof,
+            Other,
+        ] {
+            assert!(!io_err(kind).is_transient(), "{kind:?}");
+        }
+        assert!(!Error::io("x", io::Error::from_raw_os_error(libc::ENOSPC)).is_transient());
+        assert!(!Error::corrupt("pack", "bad").is_transient());
+        assert!(!Error::Missing { object: "x".into() }.is_transient());
+        assert!(Error::transient("put x", "503 slow down").is_transient());
+        let p = Error::permanent("put x", "403 access denied");
+        assert!(!p.is_transient());
+        assert_eq!(p.to_string(), "put x: 403 access denied");
     }
 }

@@ -5,8 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "harness/conformance.rs"]
+pub mod conformance;
 mod harness;
 
+#[path = "it/backends.rs"]
+mod backends;
 #[path = "it/backup.rs"]
 mod backup;
 #[path = "it/crash.rs"]
@@ -28,6 +32,8 @@ mod integrity;
 mod json;
 #[path = "it/listing.rs"]
 mod listing;
+#[path = "it/locations.rs"]
+mod locations;
 #[path = "it/mount.rs"]
 mod mount;
 #[path = "it/plaintext.rs"]

@@ -1,20 +1,17 @@
-//! An in-memory backend for tests and fuzzing. Not durable, by design.
+//! An in-memory backend for tests and fuzzing. Not durable, by design. Objects are kept under
+//! their keys ([`layout::key`]), as an object store would keep them.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use super::{Backend, ObjectKind};
+use super::{Backend, ObjectKind, layout};
 use crate::error::{Error, Result};
 
-/// Objects in a map behind a mutex.
+/// Objects in a map from their keys, behind a mutex.
 #[derive(Default)]
 pub struct MemBackend {
-    objects: Mutex<BTreeMap<(u8, String), Vec<u8>>>,
+    objects: Mutex<BTreeMap<String, Vec<u8>>>,
     created: Mutex<bool>,
-}
-
-fn key(kind: ObjectKind, name: &str) -> (u8, String) {
-    (kind as u8, name.to_string())
 }
 
 impl MemBackend {
@@ -23,13 +20,13 @@ impl MemBackend {
         Self::default()
     }
 
-    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<(u8, String), Vec<u8>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
         self.objects.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Replaces an object's bytes without any checks (for corruption tests).
     pub fn tamper(&self, kind: ObjectKind, name: &str, f: impl FnOnce(&mut Vec<u8>)) {
-        if let Some(v) = self.map().get_mut(&key(kind, name)) {
+        if let Some(v) = self.map().get_mut(&layout::key(kind, name)) {
             f(v)
         }
     }
@@ -48,15 +45,15 @@ impl Backend for MemBackend {
         Ok(())
     }
     fn exists(&self, kind: ObjectKind, name: &str) -> Result<bool> {
-        Ok(self.map().contains_key(&key(kind, name)))
+        Ok(self.map().contains_key(&layout::key(kind, name)))
     }
     fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
-        self.map().insert(key(kind, name), data.to_vec());
+        self.map().insert(layout::key(kind, name), data.to_vec());
         Ok(())
     }
     fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
         self.map()
-            .get(&key(kind, name))
+            .get(&layout::key(kind, name))
             .cloned()
             .ok_or_else(|| Error::Missing {
                 object: format!("{kind:?} {name}"),
@@ -64,9 +61,11 @@ impl Backend for MemBackend {
     }
     fn get_range(&self, kind: ObjectKind, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let map = self.map();
-        let v = map.get(&key(kind, name)).ok_or_else(|| Error::Missing {
-            object: format!("{kind:?} {name}"),
-        })?;
+        let v = map
+            .get(&layout::key(kind, name))
+            .ok_or_else(|| Error::Missing {
+                object: format!("{kind:?} {name}"),
+            })?;
         let end = offset
             .checked_add(len)
             .filter(|e| *e <= v.len() as u64)
@@ -82,23 +81,21 @@ impl Backend for MemBackend {
         Ok(v[offset as usize..end as usize].to_vec())
     }
     fn list(&self, kind: ObjectKind) -> Result<Vec<(String, u64)>> {
+        let prefix = layout::prefix(kind);
         Ok(self
             .map()
-            .iter()
-            .filter(|((k, _), _)| *k == kind as u8)
-            .map(|((_, n), v)| (n.clone(), v.len() as u64))
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter_map(|(k, v)| match layout::parse(k) {
+                Some((kind_of, name)) if kind_of == kind => {
+                    Some((name.to_string(), v.len() as u64))
+                }
+                _ => None,
+            })
             .collect())
     }
     fn delete(&self, kind: ObjectKind, name: &str) -> Result<()> {
-        self.map().remove(&key(kind, name));
+        self.map().remove(&layout::key(kind, name));
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn conforms() {
-        super::super::conformance::run(&super::MemBackend::new());
     }
 }

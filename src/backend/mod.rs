@@ -1,5 +1,9 @@
 //! Storage backends: where the repository's objects live.
 //!
+//! [`open`] picks the backend for a [`Location`] (what `--repo` says); [`layout`] says under
+//! which key each object lives; [`local`] and [`mem`] are the backends; [`retry`] wraps one to
+//! retry transient errors, and [`faulty`] (a test tool) wraps one to inject them.
+//!
 //! # Contract
 //!
 //! Every backend stores named, immutable objects of a few kinds ([`ObjectKind`]) and must
@@ -10,9 +14,11 @@
 //!   that name, never a prefix. Putting a name that exists replaces it (callers only do so with
 //!   identical content, since names are content hashes).
 //! - **get** returns the whole object or an error; **get_range** returns exactly `len` bytes or
-//!   an error (a short object is an error, never a short read).
+//!   an error (a short object is an error, never a short read): a range must lie within the
+//!   object (`offset + len <= size`; an empty range at the very end is fine), else
+//!   [`Error::Corrupt`], whatever `offset` and `len` are.
 //! - **list** returns every complete object of a kind with its size, and nothing else (no
-//!   temporary files).
+//!   temporary files); the config lists as one object named `config` once it exists.
 //! - **delete** of a missing object is not an error.
 //! - **list** of a kind whose directory does not exist yet (a kind added after the repository
 //!   was created, such as [`ObjectKind::Forgotten`]) is empty; **put** creates it.
@@ -20,59 +26,65 @@
 //!   backend's `.tmp-` files, an object store's incomplete multipart uploads) that is at
 //!   least the given age, and names each; backends that leave nothing behind do nothing.
 //! - A missing object is reported as [`Error::Missing`], so callers can tell it from I/O errors.
+//! - Objects live under the keys of [`layout`] (`config`, `keys/NAME`, `data/XX/NAME`, …).
+//!
+//! `tests/harness/conformance.rs` is the suite that checks these promises; every backend runs
+//! it (`tests/it/backends.rs`).
+//!
+//! # Errors: what to report as which
+//!
+//! Callers decide from the variant what an error means, so a backend must choose it with care:
+//!
+//! - [`Error::Missing`]: the object does not exist — and only then. Never for a failure to find
+//!   out (a timeout while reading a lock object must not read as "the lock is gone", and
+//!   `check` reports a missing pack as damage).
+//! - [`Error::Corrupt`]: the object exists but cannot give what was asked: a `get_range` past
+//!   its end (the object is shorter than the index says).
+//! - [`Error::NoSpace`]: the storage is full (ENOSPC, an exhausted quota).
+//! - [`Error::Io`]: a local system call failed; its [`std::io::ErrorKind`] decides whether it
+//!   is transient ([`Error::is_transient`]: interrupted, timed out, connection errors, …).
+//! - [`Error::Storage`] with `transient: true` ([`Error::transient`]): the call may succeed if
+//!   repeated — a timeout, a dropped or refused connection, a 5xx response, throttling (429,
+//!   503 Slow Down). The call may or may not have taken effect.
+//! - [`Error::Storage`] with `transient: false` ([`Error::permanent`]): repeating cannot help
+//!   — refused credentials (401/403), a bucket that does not exist, a malformed request.
+//! - [`Error::RepoExists`]: `create` over a location that holds something.
+//!
+//! # Repeating a call
+//!
+//! Every call except `create` may be repeated after any error, and then has the effect of one
+//! successful call: reads change nothing; `put` of a name that exists replaces it with the same
+//! bytes (names are content hashes, the config is written once); `delete` of a missing object
+//! succeeds. A `put` that failed (even one whose response was lost after the object was stored)
+//! must leave either nothing or the whole object. [`retry::RetryBackend`] relies on this to
+//! retry transient errors; `create` is not repeatable (a repeat after a lost response finds the
+//! layout it made and fails).
 //!
 //! Backends know nothing of encryption, compression or the format: they move bytes. That keeps
 //! this trait small enough for object storage (S3-compatible) to be added later.
+//!
+//! [`Error::Missing`]: crate::error::Error::Missing
+//! [`Error::Corrupt`]: crate::error::Error::Corrupt
+//! [`Error::NoSpace`]: crate::error::Error::NoSpace
+//! [`Error::Io`]: crate::error::Error::Io
+//! [`Error::Storage`]: crate::error::Error::Storage
+//! [`Error::RepoExists`]: crate::error::Error::RepoExists
+//! [`Error::is_transient`]: crate::error::Error::is_transient
+//! [`Error::transient`]: crate::error::Error::transient
+//! [`Error::permanent`]: crate::error::Error::permanent
 
+pub mod faulty;
+pub mod layout;
 pub mod local;
+pub mod location;
 pub mod mem;
+pub mod retry;
+
+pub use layout::ObjectKind;
+pub use location::{BackendOptions, Location, open, open_with};
+pub use retry::{RetryBackend, RetryPolicy};
 
 use crate::error::Result;
-
-/// The kinds of stored object, each in its own namespace.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ObjectKind {
-    /// The single repository config object (name "config").
-    Config,
-    /// Key files.
-    Key,
-    /// Packfiles.
-    Pack,
-    /// Index objects.
-    Index,
-    /// Snapshot objects.
-    Snapshot,
-    /// Lock objects.
-    Lock,
-    /// Forget records: which snapshots `snapshot forget` (or `repair snapshots --forget`, or
-    /// `prune --allow-missing-snapshots`) removed (see [`crate::repo::history`]).
-    Forgotten,
-}
-
-impl ObjectKind {
-    /// Directory (or key prefix) of this kind.
-    pub fn dir(self) -> &'static str {
-        match self {
-            ObjectKind::Config => "",
-            ObjectKind::Key => "keys",
-            ObjectKind::Pack => "data",
-            ObjectKind::Index => "index",
-            ObjectKind::Snapshot => "snapshots",
-            ObjectKind::Lock => "locks",
-            ObjectKind::Forgotten => "forgotten",
-        }
-    }
-
-    /// All kinds that live in directories.
-    pub const DIRS: [ObjectKind; 6] = [
-        ObjectKind::Key,
-        ObjectKind::Pack,
-        ObjectKind::Index,
-        ObjectKind::Snapshot,
-        ObjectKind::Lock,
-        ObjectKind::Forgotten,
-    ];
-}
 
 /// A storage backend; see the module documentation for the contract.
 pub trait Backend: Send + Sync {
@@ -99,49 +111,5 @@ pub trait Backend: Send + Sync {
         _min_age: std::time::Duration,
     ) -> Result<Vec<(String, u64)>> {
         Ok(Vec::new())
-    }
-}
-
-#[cfg(test)]
-pub(crate) mod conformance {
-    //! The suite every backend must pass.
-    use super::*;
-    use crate::error::Error;
-
-    pub fn run(b: &dyn Backend) {
-        b.create().unwrap();
-        assert!(
-            b.create().is_err(),
-            "create over an existing layout must fail"
-        );
-        assert!(!b.exists(ObjectKind::Pack, "aa11").unwrap());
-        b.put(ObjectKind::Pack, "aa11", b"hello world").unwrap();
-        b.put(ObjectKind::Config, "config", b"cfg").unwrap();
-        assert!(b.exists(ObjectKind::Pack, "aa11").unwrap());
-        assert_eq!(b.get(ObjectKind::Pack, "aa11").unwrap(), b"hello world");
-        assert_eq!(b.get(ObjectKind::Config, "config").unwrap(), b"cfg");
-        assert_eq!(
-            b.get_range(ObjectKind::Pack, "aa11", 6, 5).unwrap(),
-            b"world"
-        );
-        assert!(
-            b.get_range(ObjectKind::Pack, "aa11", 6, 6).is_err(),
-            "short read must fail"
-        );
-        assert!(matches!(
-            b.get(ObjectKind::Index, "aa11"),
-            Err(Error::Missing { .. })
-        ));
-        b.put(ObjectKind::Pack, "bb22", b"x").unwrap();
-        let mut l = b.list(ObjectKind::Pack).unwrap();
-        l.sort();
-        assert_eq!(l, vec![("aa11".to_string(), 11), ("bb22".to_string(), 1)]);
-        assert!(b.list(ObjectKind::Snapshot).unwrap().is_empty());
-        b.delete(ObjectKind::Pack, "aa11").unwrap();
-        b.delete(ObjectKind::Pack, "aa11").unwrap();
-        assert_eq!(b.list(ObjectKind::Pack).unwrap().len(), 1);
-        assert!(b.list(ObjectKind::Forgotten).unwrap().is_empty());
-        b.put(ObjectKind::Forgotten, "cc33", b"f").unwrap();
-        assert_eq!(b.get(ObjectKind::Forgotten, "cc33").unwrap(), b"f");
     }
 }

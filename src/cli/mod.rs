@@ -17,15 +17,13 @@ use snapshots::*;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use zeroize::Zeroizing;
 
-use tresor::backend::Backend;
-use tresor::backend::local::LocalBackend;
+use tresor::backend::{self, BackendOptions, Location};
 use tresor::backup::{self, CreateOptions, Progress};
 use tresor::check::{self, CheckOptions, CheckProgress, Subset};
 use tresor::error::Error;
@@ -74,9 +72,16 @@ struct Cli {
 
 #[derive(Args)]
 struct Global {
-    /// Repository location (a local directory).
-    #[arg(long, short = 'r', env = "TRESOR_REPO", global = true)]
-    repo: Option<PathBuf>,
+    /// Repository location: a local directory (a path, or `local:PATH` for a relative path
+    /// that contains a colon).
+    #[arg(
+        long,
+        short = 'r',
+        env = "TRESOR_REPO",
+        global = true,
+        value_name = "LOCATION"
+    )]
+    repo: Option<std::ffi::OsString>,
     /// Read the password from the first line of this file.
     #[arg(long, env = "TRESOR_PASSWORD_FILE", global = true)]
     password_file: Option<PathBuf>,
@@ -624,10 +629,12 @@ fn run(cli: Cli) -> Result<u8> {
     }
 }
 
-fn repo_path(g: &Global) -> Result<PathBuf> {
-    g.repo
-        .clone()
-        .ok_or_else(|| anyhow!("no repository given: use --repo or set TRESOR_REPO"))
+fn repo_location(g: &Global) -> Result<Location> {
+    let given = g
+        .repo
+        .as_deref()
+        .ok_or_else(|| anyhow!("no repository given: use --repo or set TRESOR_REPO"))?;
+    Ok(Location::parse_os(given)?)
 }
 
 fn first_line(bytes: &[u8]) -> Zeroizing<Vec<u8>> {
@@ -716,8 +723,7 @@ fn non_empty(p: Zeroizing<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>> {
 }
 
 fn open(g: &Global) -> Result<Repo> {
-    let path = repo_path(g)?;
-    let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(&path));
+    let backend = backend::open(&repo_location(g)?)?;
     let pw = password(g, false)?;
     let cache = g.cache_dir.clone().unwrap_or_else(repo::default_cache_dir);
     let opts = repo::OpenOptions {
@@ -779,12 +785,18 @@ fn lock_for_reading(g: &Global, repo: &mut Repo, operation: &str) -> Result<()> 
 }
 
 fn init(g: &Global, a: InitArgs) -> Result<u8> {
-    let path = repo_path(g)?;
-    let backend = if a.group_readable {
-        LocalBackend::new(&path).group_readable()
-    } else {
-        LocalBackend::new(&path)
-    };
+    let location = repo_location(g)?;
+    if a.group_readable && !location.is_local() {
+        bail!(
+            "--group-readable sets directory permissions, so it is for a local repository only; {location} is not one"
+        );
+    }
+    let backend = backend::open_with(
+        &location,
+        &BackendOptions {
+            group_readable: a.group_readable,
+        },
+    )?;
     let pw = password(g, true)?;
     let opts = InitOptions {
         chunker: ChunkerParams {
@@ -803,12 +815,12 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
             parallelism: 1,
         },
     };
-    let config = Repo::init(&backend, &pw, &opts)?;
+    let config = Repo::init(backend.as_ref(), &pw, &opts)?;
     if !g.quiet {
         println!(
             "created tresor repository {} at {}",
             &config.id[..8],
-            path.display()
+            backend.location()
         );
         println!("keep the password safe: without it the data cannot be read by anyone");
     }
