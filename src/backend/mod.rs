@@ -73,6 +73,8 @@
 //! [`Error::transient`]: crate::error::Error::transient
 //! [`Error::permanent`]: crate::error::Error::permanent
 
+#![forbid(unsafe_code)]
+
 pub mod faulty;
 pub mod layout;
 pub mod local;

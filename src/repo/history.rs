@@ -143,7 +143,9 @@ pub fn records(repo: &Repo) -> Result<(Records, Vec<String>)> {
         match decoded {
             Ok(r) => out.push(r),
             Err(Error::Missing { .. }) => {}
-            Err(e @ (Error::Io { .. } | Error::NoSpace { .. })) => return Err(e),
+            Err(e @ (Error::Io { .. } | Error::NoSpace { .. } | Error::Storage { .. })) => {
+                return Err(e);
+            }
             Err(e) => damaged.push(format!("forget record {name}: {e}")),
         }
     }

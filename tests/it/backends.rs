@@ -247,10 +247,10 @@ fn a_repository_over_retried_faults_works_end_to_end() {
         faulty.calls()
     );
     // The plain directory, with a fresh cache: the same repository.
-    let mut plain = Repo::open(local, b"pw", &t.path().join("cache2")).unwrap();
+    let mut plain = Repo::open(Arc::clone(&local), b"pw", &t.path().join("cache2")).unwrap();
     assert_clean(&check_data(&mut plain), "over the plain directory");
     assert!(
-        plain.backend().list(ObjectKind::Lock).unwrap().is_empty(),
+        local.list(ObjectKind::Lock).unwrap().is_empty(),
         "no lock left behind"
     );
 }
