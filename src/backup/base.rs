@@ -8,14 +8,14 @@ use std::collections::HashMap;
 use crate::format::id::BlobId;
 use crate::source::parent::Prior;
 
+/// Marks an anchor shared by several chunks of the previous version while the map is built.
+const AMBIGUOUS: usize = usize::MAX;
+
 /// Picks, for each chunk of a file being read, the chunk of the file's previous version it
 /// most likely resembles: the one with the same anchor (it starts the same way), else the one
 /// it overlaps most when both versions are lined up at the last anchor match. A cut point
 /// that a change created splits a previous chunk: the second part has no anchor of its own,
 /// and its base is the rest of that chunk, not the chunk after it.
-/// Marks an anchor shared by several chunks of the previous version while the map is built.
-const AMBIGUOUS: usize = usize::MAX;
-
 pub(super) struct BasePicker {
     prior: Prior,
     by_anchor: HashMap<u64, usize>,

@@ -33,10 +33,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
-use crossbeam_channel::{Sender, bounded};
+use crossbeam_channel::{Receiver, Sender, bounded};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::format::crypto::MasterKey;
 use crate::format::id::{BlobId, ObjectId};
 use crate::format::snapshot::{ExcludeRecord, Snapshot, SourceRecord, Summary};
 use crate::format::tree::{ContentRef, Node, NodeKind, chunk_anchor, encode_os};
@@ -155,7 +156,8 @@ impl Drop for EndCommands {
     }
 }
 
-/// Runs a backup and writes its snapshot.
+/// Runs a backup and writes its snapshot: [`prepare`], [`choose_parent`], [`start_reader`],
+/// [`consume`] the items into trees, then [`finish_data`] and [`commit`] the snapshot, last.
 pub fn create(
     repo: &mut Repo,
     opts: &CreateOptions,
@@ -165,6 +167,49 @@ pub fn create(
     let _end_commands = EndCommands(Arc::clone(&commands));
     let started = Instant::now();
     let time = chrono::Utc::now();
+    let Prepared {
+        excludes,
+        host,
+        records,
+        adopted_packs,
+    } = prepare(repo, opts, progress)?;
+    let ParentChoice {
+        parent,
+        cursor,
+        warning,
+    } = choose_parent(repo, opts, &host, &records)?;
+    let (reader, rx) = start_reader(repo, opts, cursor, excludes, commands)?;
+
+    let key = Arc::clone(repo.key());
+    let mut store = BlobStore::new(repo)?;
+    let mut summary = Summary::default();
+    if let Some(w) = warning {
+        record_error(&mut summary, progress, &w, false);
+    }
+    let root_nodes = consume(&rx, reader, &key, &mut store, &mut summary, progress)?;
+    let root = finish_data(store, &mut summary, root_nodes, started)?;
+    let label = Label {
+        time,
+        host,
+        records,
+        parent: parent.map(|(id, _)| id.to_hex()),
+        adopted_packs,
+    };
+    commit(repo, opts, root, summary, label)
+}
+
+/// What [`prepare`] settled before anything is read.
+struct Prepared {
+    excludes: Excludes,
+    host: String,
+    records: Vec<SourceRecord>,
+    /// Packs of an interrupted backup adopted first.
+    adopted_packs: u64,
+}
+
+/// Checks the sources, adopts what an interrupted run left, and builds the excludes and the
+/// source records.
+fn prepare(repo: &mut Repo, opts: &CreateOptions, progress: &dyn Progress) -> Result<Prepared> {
     if opts.sources.is_empty() {
         return Err(Error::InvalidArgument(
             "nothing to back up: give paths, --stdin or --command".into(),
@@ -184,10 +229,34 @@ pub fn create(
         .iter()
         .map(record)
         .collect::<Result<Vec<_>>>()?;
+    Ok(Prepared {
+        excludes,
+        host,
+        records,
+        adopted_packs: adoption.packs,
+    })
+}
+
+/// The parent snapshot of a backup and the reader's cursor into it.
+struct ParentChoice {
+    /// `None` with `--force`, without a fitting snapshot, or when its root cannot be read.
+    parent: Option<(ObjectId, Snapshot)>,
+    cursor: ParentCursor,
+    /// Why the chosen parent is not used.
+    warning: Option<String>,
+}
+
+/// Chooses the parent snapshot (none with `--force`) and opens its root tree for the reader.
+fn choose_parent(
+    repo: &Repo,
+    opts: &CreateOptions,
+    host: &str,
+    records: &[SourceRecord],
+) -> Result<ParentChoice> {
     let parent = if opts.force {
         None
     } else {
-        parent::choose(repo, opts.parent.as_deref(), &host, &records)?
+        parent::choose(repo, opts.parent.as_deref(), host, records)?
     };
     // A parent whose root tree cannot be read is no reason to fail: read everything.
     let mut parent_warning = None;
@@ -205,7 +274,21 @@ pub fn create(
         None => ParentCursor::none(),
     };
     let parent = parent.filter(|_| parent_warning.is_none());
+    Ok(ParentChoice {
+        parent,
+        cursor,
+        warning: parent_warning,
+    })
+}
 
+/// Starts the reader thread, which walks the sources and sends batches of items.
+fn start_reader(
+    repo: &Repo,
+    opts: &CreateOptions,
+    cursor: ParentCursor,
+    excludes: Excludes,
+    commands: Arc<source::RunningCommands>,
+) -> Result<(thread::JoinHandle<()>, Receiver<Vec<Item>>)> {
     let (tx, rx) = bounded::<Vec<Item>>(2);
     let chunker = repo.chunker().clone();
     let sources = opts.sources.clone();
@@ -227,21 +310,28 @@ pub fn create(
             b.flush();
         })
         .map_err(|e| Error::io("starting the reader thread", e))?;
+    Ok((reader, rx))
+}
 
-    let key = Arc::clone(repo.key());
-    let mut store = BlobStore::new(repo)?;
-    let mut summary = Summary::default();
-    let mut stack = vec![DirFrame {
-        name: Default::default(),
-        meta: Meta::default(),
-        nodes: Vec::new(),
-    }];
-    let mut file: Option<Node> = None;
-    let mut picker: Option<BasePicker> = None;
-    if let Some(w) = parent_warning {
-        record_error(&mut summary, progress, &w, false);
-    }
-
+/// Takes the reader's batches until it ends, hashing each batch's chunks on both cores and
+/// turning the items into nodes and trees; returns the root directory's nodes.
+fn consume(
+    rx: &Receiver<Vec<Item>>,
+    reader: thread::JoinHandle<()>,
+    key: &MasterKey,
+    store: &mut BlobStore<'_>,
+    summary: &mut Summary,
+    progress: &dyn Progress,
+) -> Result<Vec<Node>> {
+    let mut b = Building {
+        stack: vec![DirFrame {
+            name: Default::default(),
+            meta: Meta::default(),
+            nodes: Vec::new(),
+        }],
+        file: None,
+        picker: None,
+    };
     loop {
         // Wait for the next batch, looking up now and then for a signal to stop.
         crate::interrupt::check()?;
@@ -259,133 +349,192 @@ pub fn create(
         let ids: Vec<Option<(BlobId, u64)>> = batch
             .par_iter()
             .map(|it| match it {
-                Item::Chunk(c) => Some((key.blob_id(c), chunk_anchor(&key, c))),
+                Item::Chunk(c) => Some((key.blob_id(c), chunk_anchor(key, c))),
                 _ => None,
             })
             .collect();
         for (item, id) in batch.into_iter().zip(ids) {
-            match item {
-                Item::Chunk(c) => {
-                    let (id, anchor) =
-                        id.ok_or_else(|| Error::InvalidArgument("chunk without id".into()))?;
-                    let f = file
-                        .as_mut()
-                        .ok_or_else(|| Error::InvalidArgument("chunk outside a file".into()))?;
-                    f.content.push(ContentRef(id, c.len() as u32));
-                    f.anchors.push(anchor);
-                    f.size += c.len() as u64;
-                    summary.bytes_read += c.len() as u64;
-                    progress.read(c.len() as u64);
-                    let candidate = picker.as_mut().and_then(|p| p.pick(anchor, c.len() as u32));
-                    if store.claim(&id)? {
-                        let candidate = candidate.filter(|_| c.len() >= MIN_DELTA_CHUNK);
-                        let base = store.delta_base(candidate)?;
-                        store.encode_async(id, c, base)?;
-                    }
-                }
-                Item::FileStart {
-                    name,
-                    meta,
-                    path,
-                    known,
-                    prior,
-                } => {
-                    picker = prior.map(BasePicker::new);
-                    progress.file(&path);
-                    if known {
-                        summary.files_changed += 1;
-                    } else {
-                        summary.files_new += 1;
-                    }
-                    file = Some(node(&name, NodeKind::File, &meta));
-                }
-                Item::Unchanged {
-                    name,
-                    meta,
-                    content,
-                    anchors,
-                } => {
-                    let mut n = node(&name, NodeKind::File, &meta);
-                    n.size = meta.size;
-                    n.content = content;
-                    n.anchors = anchors;
-                    summary.files += 1;
-                    summary.files_unchanged += 1;
-                    top(&mut stack)?.nodes.push(n);
-                }
-                Item::FileEnd { error } => {
-                    let f = file
-                        .take()
-                        .ok_or_else(|| Error::InvalidArgument("file end without a file".into()))?;
-                    match error {
-                        None => {
-                            summary.files += 1;
-                            top(&mut stack)?.nodes.push(f);
-                        }
-                        Some(e) => record_error(&mut summary, progress, &e, true),
-                    }
-                }
-                Item::DirStart { name, meta } => stack.push(DirFrame {
-                    name,
-                    meta,
-                    nodes: Vec::new(),
-                }),
-                Item::DirEnd => {
-                    if stack.len() < 2 {
-                        return Err(Error::InvalidArgument("unbalanced directory stream".into()));
-                    }
-                    let frame = stack.pop().ok_or_else(|| {
-                        Error::InvalidArgument("unbalanced directory stream".into())
-                    })?;
-                    let tree_id = store.store_tree(frame.nodes)?;
-                    let mut n = node(&frame.name, NodeKind::Dir, &frame.meta);
-                    n.subtree = Some(tree_id);
-                    summary.dirs += 1;
-                    top(&mut stack)?.nodes.push(n);
-                }
-                Item::Symlink { name, meta, target } => {
-                    let mut n = node(&name, NodeKind::Symlink, &meta);
-                    let (t, th) = encode_os(&target);
-                    n.target = Some(t);
-                    n.target_hex = th;
-                    summary.symlinks += 1;
-                    top(&mut stack)?.nodes.push(n);
-                }
-                Item::Special { name, meta, kind } => {
-                    summary.specials += 1;
-                    top(&mut stack)?.nodes.push(node(&name, kind, &meta));
-                }
-                Item::Warning {
-                    message,
-                    incomplete,
-                } => record_error(&mut summary, progress, &message, incomplete),
-                Item::CommandOk { status } => summary.command_exit_status.push(status),
-                // A failed source ends the backup before the snapshot is written.
-                Item::Fatal(e) => return Err(e),
-            }
+            b.item(item, id, store, summary, progress)?;
         }
     }
     reader
         .join()
         .map_err(|_| Error::InvalidArgument("the reader thread panicked".into()))?;
-    if file.is_some() || stack.len() != 1 {
+    if b.file.is_some() || b.stack.len() != 1 {
         return Err(Error::InvalidArgument(
             "the source stream ended early".into(),
         ));
     }
-    let root_nodes = stack.pop().map(|f| f.nodes).unwrap_or_default();
+    Ok(b.stack.pop().map(|f| f.nodes).unwrap_or_default())
+}
+
+/// What [`consume`] is building: the directories open on the walk and the file being read.
+struct Building {
+    stack: Vec<DirFrame>,
+    file: Option<Node>,
+    picker: Option<BasePicker>,
+}
+
+impl Building {
+    /// One item from the reader (`id`: a chunk's id and anchor).
+    fn item(
+        &mut self,
+        item: Item,
+        id: Option<(BlobId, u64)>,
+        store: &mut BlobStore<'_>,
+        summary: &mut Summary,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let Building {
+            stack,
+            file,
+            picker,
+        } = self;
+        match item {
+            Item::Chunk(c) => {
+                let (id, anchor) =
+                    id.ok_or_else(|| Error::InvalidArgument("chunk without id".into()))?;
+                let f = file
+                    .as_mut()
+                    .ok_or_else(|| Error::InvalidArgument("chunk outside a file".into()))?;
+                f.content.push(ContentRef(id, c.len() as u32));
+                f.anchors.push(anchor);
+                f.size += c.len() as u64;
+                summary.bytes_read += c.len() as u64;
+                progress.read(c.len() as u64);
+                let candidate = picker.as_mut().and_then(|p| p.pick(anchor, c.len() as u32));
+                if store.claim(&id)? {
+                    let candidate = candidate.filter(|_| c.len() >= MIN_DELTA_CHUNK);
+                    let base = store.delta_base(candidate)?;
+                    store.encode_async(id, c, base)?;
+                }
+            }
+            Item::FileStart {
+                name,
+                meta,
+                path,
+                known,
+                prior,
+            } => {
+                *picker = prior.map(BasePicker::new);
+                progress.file(&path);
+                if known {
+                    summary.files_changed += 1;
+                } else {
+                    summary.files_new += 1;
+                }
+                *file = Some(node(&name, NodeKind::File, &meta));
+            }
+            Item::Unchanged {
+                name,
+                meta,
+                content,
+                anchors,
+            } => {
+                let mut n = node(&name, NodeKind::File, &meta);
+                n.size = meta.size;
+                n.content = content;
+                n.anchors = anchors;
+                summary.files += 1;
+                summary.files_unchanged += 1;
+                top(stack)?.nodes.push(n);
+            }
+            Item::FileEnd { error } => {
+                let f = file
+                    .take()
+                    .ok_or_else(|| Error::InvalidArgument("file end without a file".into()))?;
+                match error {
+                    None => {
+                        summary.files += 1;
+                        top(stack)?.nodes.push(f);
+                    }
+                    Some(e) => record_error(summary, progress, &e, true),
+                }
+            }
+            Item::DirStart { name, meta } => stack.push(DirFrame {
+                name,
+                meta,
+                nodes: Vec::new(),
+            }),
+            Item::DirEnd => {
+                if stack.len() < 2 {
+                    return Err(Error::InvalidArgument("unbalanced directory stream".into()));
+                }
+                let frame = stack
+                    .pop()
+                    .ok_or_else(|| Error::InvalidArgument("unbalanced directory stream".into()))?;
+                let tree_id = store.store_tree(frame.nodes)?;
+                let mut n = node(&frame.name, NodeKind::Dir, &frame.meta);
+                n.subtree = Some(tree_id);
+                summary.dirs += 1;
+                top(stack)?.nodes.push(n);
+            }
+            Item::Symlink { name, meta, target } => {
+                let mut n = node(&name, NodeKind::Symlink, &meta);
+                let (t, th) = encode_os(&target);
+                n.target = Some(t);
+                n.target_hex = th;
+                summary.symlinks += 1;
+                top(stack)?.nodes.push(n);
+            }
+            Item::Special { name, meta, kind } => {
+                summary.specials += 1;
+                top(stack)?.nodes.push(node(&name, kind, &meta));
+            }
+            Item::Warning {
+                message,
+                incomplete,
+            } => record_error(summary, progress, &message, incomplete),
+            Item::CommandOk { status } => summary.command_exit_status.push(status),
+            // A failed source ends the backup before the snapshot is written.
+            Item::Fatal(e) => return Err(e),
+        }
+        Ok(())
+    }
+}
+
+/// Stores the root tree, then waits until every pack is durable and indexed.
+fn finish_data(
+    mut store: BlobStore<'_>,
+    summary: &mut Summary,
+    root_nodes: Vec<Node>,
+    started: Instant,
+) -> Result<BlobId> {
     let root = store.store_tree(root_nodes)?;
-    store.finish(&mut summary)?;
+    store.finish(summary)?;
     summary.duration_seconds = started.elapsed().as_secs_f64();
+    Ok(root)
+}
+
+/// How the snapshot is labelled.
+struct Label {
+    time: chrono::DateTime<chrono::Utc>,
+    host: String,
+    records: Vec<SourceRecord>,
+    /// The parent snapshot's id.
+    parent: Option<String>,
+    adopted_packs: u64,
+}
+
+/// Writes the snapshot object, last of all.
+fn commit(
+    repo: &mut Repo,
+    opts: &CreateOptions,
+    root: BlobId,
+    summary: Summary,
+    label: Label,
+) -> Result<CreateResult> {
     let snapshot = Snapshot {
         version: crate::format::SNAPSHOT_VERSION,
-        time: time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        host,
+        time: label
+            .time
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        host: label.host,
         username: crate::repo::username(),
         tags: opts.tags.clone(),
-        sources: records,
+        sources: label.records,
         root,
-        parent: parent.map(|(id, _)| id.to_hex()),
+        parent: label.parent,
         excludes: (!opts.excludes.is_empty()).then(|| opts.excludes.clone()),
         summary,
         known_snapshots: Vec::new(),
@@ -394,7 +543,7 @@ pub fn create(
     Ok(CreateResult {
         id,
         snapshot,
-        adopted_packs: adoption.packs,
+        adopted_packs: label.adopted_packs,
     })
 }
 
