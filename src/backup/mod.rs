@@ -24,7 +24,11 @@
 //! Memory is bounded by the batch and pack sizes, not by the repository: dedup lookups go to the
 //! catalog on disk, and the in-flight set holds only blobs whose index object is not yet written.
 
-use std::collections::HashMap;
+#![forbid(unsafe_code)]
+
+mod base;
+mod store;
+
 use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
@@ -33,17 +37,17 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::format::BlobKind;
-use crate::format::codec;
 use crate::format::crypto::MasterKey;
 use crate::format::id::{BlobId, ObjectId};
 use crate::format::snapshot::{ExcludeRecord, Snapshot, SourceRecord, Summary};
-use crate::format::tree::{ContentRef, Node, NodeKind, Tree, chunk_anchor, encode_os};
-use crate::repo::catalog::DeltaBase;
-use crate::repo::{Packer, Repo, hostname};
+use crate::format::tree::{ContentRef, Node, NodeKind, chunk_anchor, encode_os};
+use crate::repo::{Repo, hostname};
 use crate::source::exclude::Excludes;
-use crate::source::parent::{self, ParentCursor, Prior};
+use crate::source::parent::{self, ParentCursor};
 use crate::source::{self, Item, Meta, SourceSpec, Walker};
+
+use base::BasePicker;
+use store::BlobStore;
 
 /// Chunk bytes per batch handed from the reader to the workers.
 const BATCH_BYTES: usize = 8 << 20;
@@ -55,8 +59,6 @@ const MAX_ERRORS: usize = 1000;
 /// chunk, which zstd's frame overhead rarely allows below a few KiB, and each attempt reads
 /// the base from the repository.
 const MIN_DELTA_CHUNK: usize = 16 << 10;
-/// Plaintext bytes handed to the encoders and not yet packed; bounds memory.
-const MAX_ENCODING_BYTES: usize = 24 << 20;
 
 /// What to back up and how to label it.
 #[derive(Clone, Debug, Default)]
@@ -132,287 +134,6 @@ struct DirFrame {
     nodes: Vec<Node>,
 }
 
-/// Decides what to store and how (dedup, delta or whole, compression on the rayon pool); the
-/// repository's [`Packer`] packs, uploads and indexes it in crash-safe order.
-struct BlobStore<'r> {
-    packer: Packer<'r>,
-    key: Arc<MasterKey>,
-    level: i32,
-    /// Whether changed chunks may be stored as deltas (repository version 2, compression on).
-    deltas: bool,
-    encoded_tx: Sender<Encoded>,
-    encoded_rx: Receiver<Encoded>,
-    encoding: usize,
-    encoding_bytes: usize,
-    data_added: u64,
-    blobs_added: u64,
-    blobs_reused: u64,
-    blobs_delta: u64,
-}
-
-/// A chunk back from an encoder: id, plaintext length, sealed bytes and, for a delta, its base.
-type Encoded = (BlobId, u32, Result<(Vec<u8>, Option<BlobId>)>);
-
-/// Picks, for each chunk of a file being read, the chunk of the file's previous version it
-/// most likely resembles: the one with the same anchor (it starts the same way), else the one
-/// it overlaps most when both versions are lined up at the last anchor match. A cut point
-/// that a change created splits a previous chunk: the second part has no anchor of its own,
-/// and its base is the rest of that chunk, not the chunk after it.
-/// Marks an anchor shared by several chunks of the previous version while the map is built.
-const AMBIGUOUS: usize = usize::MAX;
-
-struct BasePicker {
-    prior: Prior,
-    by_anchor: HashMap<u64, usize>,
-    /// Where each chunk of the previous version starts in it.
-    starts: Vec<u64>,
-    /// Where the next chunk starts in the file being read.
-    offset: u64,
-    /// Previous-version offset minus this version's offset, at the last anchor match.
-    shift: i64,
-    /// The chunk of the previous version picked last.
-    last: Option<usize>,
-}
-
-impl BasePicker {
-    fn new(prior: Prior) -> Self {
-        // An anchor that starts several chunks (low-entropy content such as padding: a table
-        // of space-filled rows cut inside its filler) is marked AMBIGUOUS: see `pick`.
-        let mut by_anchor = HashMap::with_capacity(prior.anchors.len());
-        for (i, a) in prior.anchors.iter().enumerate() {
-            by_anchor
-                .entry(*a)
-                .and_modify(|at: &mut usize| *at = AMBIGUOUS)
-                .or_insert(i);
-        }
-        let mut at = 0u64;
-        let starts = prior
-            .content
-            .iter()
-            .map(|c| {
-                let s = at;
-                at += c.1 as u64;
-                s
-            })
-            .collect();
-        BasePicker {
-            prior,
-            by_anchor,
-            starts,
-            offset: 0,
-            shift: 0,
-            last: None,
-        }
-    }
-
-    /// The base candidate for the next chunk of the file, `len` bytes with this anchor.
-    ///
-    /// An anchor that starts several chunks of the previous version names the one right after
-    /// the last pick when that one has it (runs of space-padded rows: each chunk follows the
-    /// previous one in both versions), and none otherwise: the first of them would be an
-    /// arbitrary base far from this chunk's data and would throw the shift off.
-    fn pick(&mut self, anchor: u64, len: u32) -> Option<BlobId> {
-        let here = self.offset;
-        self.offset += len as u64;
-        let next = self.last.map_or(0, |l| l + 1);
-        let matched = match self.by_anchor.get(&anchor) {
-            Some(&AMBIGUOUS) => (self.prior.anchors.get(next) == Some(&anchor)).then_some(next),
-            Some(&i) => Some(i),
-            None => None,
-        };
-        let i = match matched {
-            Some(i) => {
-                self.shift = self.starts[i] as i64 - here as i64;
-                i
-            }
-            None => self.most_overlapped(here.saturating_add_signed(self.shift), len)?,
-        };
-        self.last = Some(i);
-        self.prior.content.get(i).map(|c| c.0)
-    }
-
-    /// The chunk of the previous version that shares the most bytes with `from..from + len`
-    /// (the last one when that lies past its end).
-    fn most_overlapped(&self, from: u64, len: u32) -> Option<usize> {
-        let to = from + len as u64;
-        let first = self
-            .starts
-            .partition_point(|&s| s <= from)
-            .saturating_sub(1);
-        (first..self.starts.len())
-            .take_while(|&i| i == first || self.starts[i] < to)
-            .max_by_key(|&i| {
-                let (s, e) = (
-                    self.starts[i],
-                    self.starts[i] + self.prior.content[i].1 as u64,
-                );
-                (e.min(to).saturating_sub(s.max(from)), std::cmp::Reverse(i))
-            })
-    }
-}
-
-impl<'r> BlobStore<'r> {
-    fn new(repo: &'r mut Repo) -> Result<Self> {
-        let (encoded_tx, encoded_rx) = crossbeam_channel::unbounded();
-        let config = repo.config();
-        let (level, deltas) = (
-            config.compression_level,
-            config.version >= 2 && config.compression_level != 0,
-        );
-        Ok(BlobStore {
-            key: Arc::clone(repo.key()),
-            level,
-            deltas,
-            packer: repo.packer()?,
-            encoded_tx,
-            encoded_rx,
-            encoding: 0,
-            encoding_bytes: 0,
-            data_added: 0,
-            blobs_added: 0,
-            blobs_reused: 0,
-            blobs_delta: 0,
-        })
-    }
-
-    /// Whether a blob must be stored; marks it in flight if so.
-    fn claim(&mut self, id: &BlobId) -> Result<bool> {
-        let new = self.packer.claim(id)?;
-        if !new {
-            self.blobs_reused += 1;
-        }
-        Ok(new)
-    }
-
-    fn add_sealed(
-        &mut self,
-        kind: BlobKind,
-        id: BlobId,
-        sealed: &[u8],
-        raw_len: u32,
-        base: Option<BlobId>,
-    ) -> Result<()> {
-        self.packer.add(kind, id, sealed, raw_len, base)?;
-        self.blobs_added += 1;
-        self.data_added += raw_len as u64;
-        Ok(())
-    }
-
-    /// Stores a directory listing. A version-1 repository gets a version-2 tree without
-    /// anchors, which builds that know only repository version 1 can read (see
-    /// [`crate::format::TREE_VERSION_REPO_V1`]).
-    fn store_tree(&mut self, nodes: Vec<Node>) -> Result<BlobId> {
-        let mut tree = Tree::new(nodes)?;
-        if self.packer.repo().config().version < 2 {
-            tree.version = crate::format::TREE_VERSION_REPO_V1;
-            for n in &mut tree.nodes {
-                n.anchors.clear();
-            }
-        }
-        self.store_one(BlobKind::Tree, &tree.to_bytes()?)
-    }
-
-    /// The data blob a delta against `candidate` (a chunk of the file's previous version)
-    /// would use as its base: the candidate itself, or its base if it is a delta (bases are
-    /// never deltas, so decoding is one step). `None` when deltas are off or it is not indexed.
-    fn delta_base(&self, candidate: Option<BlobId>) -> Result<Option<DeltaBase>> {
-        let Some(c) = candidate.filter(|_| self.deltas) else {
-            return Ok(None);
-        };
-        Ok(match self.packer.repo().catalog().locate(&c) {
-            Ok(Some(loc)) if loc.kind == BlobKind::Data => Some(DeltaBase::at(c, &loc)),
-            Ok(Some(loc)) => loc.base,
-            // A base that cannot be found is no reason to fail: store the chunk whole.
-            Ok(None) | Err(Error::Corrupt { .. }) => None,
-            Err(e) => return Err(e),
-        })
-    }
-
-    /// Compresses and seals a claimed data chunk on the rayon pool — as a delta against `base`
-    /// when one is given and the delta is small enough, else whole; the result is packed by
-    /// [`BlobStore::take_encoded`]. Waits while too much is being encoded.
-    fn encode_async(&mut self, id: BlobId, data: Vec<u8>, base: Option<DeltaBase>) -> Result<()> {
-        while self.encoding_bytes > MAX_ENCODING_BYTES {
-            self.take_encoded(true)?;
-        }
-        self.encoding += 1;
-        self.encoding_bytes += data.len();
-        let (key, tx, level) = (Arc::clone(&self.key), self.encoded_tx.clone(), self.level);
-        let reader = self.packer.repo().reader().clone();
-        rayon::spawn(move || {
-            // The delta is an optimisation: a base that cannot be read means a whole blob.
-            let delta = base.and_then(|b| {
-                let base_plain = reader.read_base(&b).ok()?;
-                let limit = codec::delta_limit(data.len(), b.stored_len, b.raw_len);
-                codec::encode_delta_within(&key, &id, &data, &b.id, &base_plain, limit)
-                    .ok()
-                    .flatten()
-                    .map(|sealed| (sealed, Some(b.id)))
-            });
-            let sealed = match delta {
-                Some(d) => Ok(d),
-                None => codec::encode(&key, BlobKind::Data, &id, &data, level).map(|s| (s, None)),
-            };
-            let _ = tx.send((id, data.len() as u32, sealed));
-        });
-        self.take_encoded(false)
-    }
-
-    /// Packs finished encodings: those ready now, or (with `wait_one`) at least one.
-    fn take_encoded(&mut self, wait_one: bool) -> Result<()> {
-        let mut wait = wait_one && self.encoding > 0;
-        loop {
-            let msg = if wait {
-                wait = false;
-                self.encoded_rx
-                    .recv()
-                    .map_err(|_| Error::InvalidArgument("encoder channel closed".into()))?
-            } else {
-                match self.encoded_rx.try_recv() {
-                    Ok(m) => m,
-                    Err(_) => return Ok(()),
-                }
-            };
-            let (id, raw_len, sealed) = msg;
-            self.encoding -= 1;
-            self.encoding_bytes -= raw_len as usize;
-            let (sealed, base) = sealed?;
-            let kind = if base.is_some() {
-                self.blobs_delta += 1;
-                BlobKind::Delta
-            } else {
-                BlobKind::Data
-            };
-            self.add_sealed(kind, id, &sealed, raw_len, base)?;
-        }
-    }
-
-    /// Stores one blob (used for trees) unless the repository has it.
-    fn store_one(&mut self, kind: BlobKind, plain: &[u8]) -> Result<BlobId> {
-        let id = self.key.blob_id(plain);
-        if self.claim(&id)? {
-            let sealed = codec::encode(&self.key, kind, &id, plain, self.level)?;
-            self.add_sealed(kind, id, &sealed, plain.len() as u32, None)?;
-        }
-        Ok(id)
-    }
-
-    /// Packs what is still being encoded, then waits until everything is durable and
-    /// indexed; fills in what was added.
-    fn finish(mut self, summary: &mut Summary) -> Result<()> {
-        while self.encoding > 0 {
-            self.take_encoded(true)?;
-        }
-        let written = self.packer.finish()?;
-        summary.bytes_added = written.bytes_written;
-        summary.data_added = self.data_added;
-        summary.blobs_added = self.blobs_added;
-        summary.blobs_reused = self.blobs_reused;
-        summary.blobs_delta = self.blobs_delta;
-        Ok(())
-    }
-}
-
 fn node(name: &std::ffi::OsStr, kind: NodeKind, meta: &Meta) -> Node {
     Node {
         ctime_ns: meta.ctime_ns,
@@ -435,7 +156,8 @@ impl Drop for EndCommands {
     }
 }
 
-/// Runs a backup and writes its snapshot.
+/// Runs a backup and writes its snapshot: [`prepare`], [`choose_parent`], [`start_reader`],
+/// [`consume`] the items into trees, then [`finish_data`] and [`commit`] the snapshot, last.
 pub fn create(
     repo: &mut Repo,
     opts: &CreateOptions,
@@ -445,6 +167,49 @@ pub fn create(
     let _end_commands = EndCommands(Arc::clone(&commands));
     let started = Instant::now();
     let time = chrono::Utc::now();
+    let Prepared {
+        excludes,
+        host,
+        records,
+        adopted_packs,
+    } = prepare(repo, opts, progress)?;
+    let ParentChoice {
+        parent,
+        cursor,
+        warning,
+    } = choose_parent(repo, opts, &host, &records)?;
+    let (reader, rx) = start_reader(repo, opts, cursor, excludes, commands)?;
+
+    let key = Arc::clone(repo.key());
+    let mut store = BlobStore::new(repo)?;
+    let mut summary = Summary::default();
+    if let Some(w) = warning {
+        record_error(&mut summary, progress, &w, false);
+    }
+    let root_nodes = consume(&rx, reader, &key, &mut store, &mut summary, progress)?;
+    let root = finish_data(store, &mut summary, root_nodes, started)?;
+    let label = Label {
+        time,
+        host,
+        records,
+        parent: parent.map(|(id, _)| id.to_hex()),
+        adopted_packs,
+    };
+    commit(repo, opts, root, summary, label)
+}
+
+/// What [`prepare`] settled before anything is read.
+struct Prepared {
+    excludes: Excludes,
+    host: String,
+    records: Vec<SourceRecord>,
+    /// Packs of an interrupted backup adopted first.
+    adopted_packs: u64,
+}
+
+/// Checks the sources, adopts what an interrupted run left, and builds the excludes and the
+/// source records.
+fn prepare(repo: &mut Repo, opts: &CreateOptions, progress: &dyn Progress) -> Result<Prepared> {
     if opts.sources.is_empty() {
         return Err(Error::InvalidArgument(
             "nothing to back up: give paths, --stdin or --command".into(),
@@ -464,10 +229,34 @@ pub fn create(
         .iter()
         .map(record)
         .collect::<Result<Vec<_>>>()?;
+    Ok(Prepared {
+        excludes,
+        host,
+        records,
+        adopted_packs: adoption.packs,
+    })
+}
+
+/// The parent snapshot of a backup and the reader's cursor into it.
+struct ParentChoice {
+    /// `None` with `--force`, without a fitting snapshot, or when its root cannot be read.
+    parent: Option<(ObjectId, Snapshot)>,
+    cursor: ParentCursor,
+    /// Why the chosen parent is not used.
+    warning: Option<String>,
+}
+
+/// Chooses the parent snapshot (none with `--force`) and opens its root tree for the reader.
+fn choose_parent(
+    repo: &Repo,
+    opts: &CreateOptions,
+    host: &str,
+    records: &[SourceRecord],
+) -> Result<ParentChoice> {
     let parent = if opts.force {
         None
     } else {
-        parent::choose(repo, opts.parent.as_deref(), &host, &records)?
+        parent::choose(repo, opts.parent.as_deref(), host, records)?
     };
     // A parent whose root tree cannot be read is no reason to fail: read everything.
     let mut parent_warning = None;
@@ -485,7 +274,21 @@ pub fn create(
         None => ParentCursor::none(),
     };
     let parent = parent.filter(|_| parent_warning.is_none());
+    Ok(ParentChoice {
+        parent,
+        cursor,
+        warning: parent_warning,
+    })
+}
 
+/// Starts the reader thread, which walks the sources and sends batches of items.
+fn start_reader(
+    repo: &Repo,
+    opts: &CreateOptions,
+    cursor: ParentCursor,
+    excludes: Excludes,
+    commands: Arc<source::RunningCommands>,
+) -> Result<(thread::JoinHandle<()>, Receiver<Vec<Item>>)> {
     let (tx, rx) = bounded::<Vec<Item>>(2);
     let chunker = repo.chunker().clone();
     let sources = opts.sources.clone();
@@ -507,21 +310,28 @@ pub fn create(
             b.flush();
         })
         .map_err(|e| Error::io("starting the reader thread", e))?;
+    Ok((reader, rx))
+}
 
-    let key = Arc::clone(repo.key());
-    let mut store = BlobStore::new(repo)?;
-    let mut summary = Summary::default();
-    let mut stack = vec![DirFrame {
-        name: Default::default(),
-        meta: Meta::default(),
-        nodes: Vec::new(),
-    }];
-    let mut file: Option<Node> = None;
-    let mut picker: Option<BasePicker> = None;
-    if let Some(w) = parent_warning {
-        record_error(&mut summary, progress, &w, false);
-    }
-
+/// Takes the reader's batches until it ends, hashing each batch's chunks on both cores and
+/// turning the items into nodes and trees; returns the root directory's nodes.
+fn consume(
+    rx: &Receiver<Vec<Item>>,
+    reader: thread::JoinHandle<()>,
+    key: &MasterKey,
+    store: &mut BlobStore<'_>,
+    summary: &mut Summary,
+    progress: &dyn Progress,
+) -> Result<Vec<Node>> {
+    let mut b = Building {
+        stack: vec![DirFrame {
+            name: Default::default(),
+            meta: Meta::default(),
+            nodes: Vec::new(),
+        }],
+        file: None,
+        picker: None,
+    };
     loop {
         // Wait for the next batch, looking up now and then for a signal to stop.
         crate::interrupt::check()?;
@@ -539,133 +349,192 @@ pub fn create(
         let ids: Vec<Option<(BlobId, u64)>> = batch
             .par_iter()
             .map(|it| match it {
-                Item::Chunk(c) => Some((key.blob_id(c), chunk_anchor(&key, c))),
+                Item::Chunk(c) => Some((key.blob_id(c), chunk_anchor(key, c))),
                 _ => None,
             })
             .collect();
         for (item, id) in batch.into_iter().zip(ids) {
-            match item {
-                Item::Chunk(c) => {
-                    let (id, anchor) =
-                        id.ok_or_else(|| Error::InvalidArgument("chunk without id".into()))?;
-                    let f = file
-                        .as_mut()
-                        .ok_or_else(|| Error::InvalidArgument("chunk outside a file".into()))?;
-                    f.content.push(ContentRef(id, c.len() as u32));
-                    f.anchors.push(anchor);
-                    f.size += c.len() as u64;
-                    summary.bytes_read += c.len() as u64;
-                    progress.read(c.len() as u64);
-                    let candidate = picker.as_mut().and_then(|p| p.pick(anchor, c.len() as u32));
-                    if store.claim(&id)? {
-                        let candidate = candidate.filter(|_| c.len() >= MIN_DELTA_CHUNK);
-                        let base = store.delta_base(candidate)?;
-                        store.encode_async(id, c, base)?;
-                    }
-                }
-                Item::FileStart {
-                    name,
-                    meta,
-                    path,
-                    known,
-                    prior,
-                } => {
-                    picker = prior.map(BasePicker::new);
-                    progress.file(&path);
-                    if known {
-                        summary.files_changed += 1;
-                    } else {
-                        summary.files_new += 1;
-                    }
-                    file = Some(node(&name, NodeKind::File, &meta));
-                }
-                Item::Unchanged {
-                    name,
-                    meta,
-                    content,
-                    anchors,
-                } => {
-                    let mut n = node(&name, NodeKind::File, &meta);
-                    n.size = meta.size;
-                    n.content = content;
-                    n.anchors = anchors;
-                    summary.files += 1;
-                    summary.files_unchanged += 1;
-                    top(&mut stack)?.nodes.push(n);
-                }
-                Item::FileEnd { error } => {
-                    let f = file
-                        .take()
-                        .ok_or_else(|| Error::InvalidArgument("file end without a file".into()))?;
-                    match error {
-                        None => {
-                            summary.files += 1;
-                            top(&mut stack)?.nodes.push(f);
-                        }
-                        Some(e) => record_error(&mut summary, progress, &e, true),
-                    }
-                }
-                Item::DirStart { name, meta } => stack.push(DirFrame {
-                    name,
-                    meta,
-                    nodes: Vec::new(),
-                }),
-                Item::DirEnd => {
-                    if stack.len() < 2 {
-                        return Err(Error::InvalidArgument("unbalanced directory stream".into()));
-                    }
-                    let frame = stack.pop().ok_or_else(|| {
-                        Error::InvalidArgument("unbalanced directory stream".into())
-                    })?;
-                    let tree_id = store.store_tree(frame.nodes)?;
-                    let mut n = node(&frame.name, NodeKind::Dir, &frame.meta);
-                    n.subtree = Some(tree_id);
-                    summary.dirs += 1;
-                    top(&mut stack)?.nodes.push(n);
-                }
-                Item::Symlink { name, meta, target } => {
-                    let mut n = node(&name, NodeKind::Symlink, &meta);
-                    let (t, th) = encode_os(&target);
-                    n.target = Some(t);
-                    n.target_hex = th;
-                    summary.symlinks += 1;
-                    top(&mut stack)?.nodes.push(n);
-                }
-                Item::Special { name, meta, kind } => {
-                    summary.specials += 1;
-                    top(&mut stack)?.nodes.push(node(&name, kind, &meta));
-                }
-                Item::Warning {
-                    message,
-                    incomplete,
-                } => record_error(&mut summary, progress, &message, incomplete),
-                Item::CommandOk { status } => summary.command_exit_status.push(status),
-                // A failed source ends the backup before the snapshot is written.
-                Item::Fatal(e) => return Err(e),
-            }
+            b.item(item, id, store, summary, progress)?;
         }
     }
     reader
         .join()
         .map_err(|_| Error::InvalidArgument("the reader thread panicked".into()))?;
-    if file.is_some() || stack.len() != 1 {
+    if b.file.is_some() || b.stack.len() != 1 {
         return Err(Error::InvalidArgument(
             "the source stream ended early".into(),
         ));
     }
-    let root_nodes = stack.pop().map(|f| f.nodes).unwrap_or_default();
+    Ok(b.stack.pop().map(|f| f.nodes).unwrap_or_default())
+}
+
+/// What [`consume`] is building: the directories open on the walk and the file being read.
+struct Building {
+    stack: Vec<DirFrame>,
+    file: Option<Node>,
+    picker: Option<BasePicker>,
+}
+
+impl Building {
+    /// One item from the reader (`id`: a chunk's id and anchor).
+    fn item(
+        &mut self,
+        item: Item,
+        id: Option<(BlobId, u64)>,
+        store: &mut BlobStore<'_>,
+        summary: &mut Summary,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let Building {
+            stack,
+            file,
+            picker,
+        } = self;
+        match item {
+            Item::Chunk(c) => {
+                let (id, anchor) =
+                    id.ok_or_else(|| Error::InvalidArgument("chunk without id".into()))?;
+                let f = file
+                    .as_mut()
+                    .ok_or_else(|| Error::InvalidArgument("chunk outside a file".into()))?;
+                f.content.push(ContentRef(id, c.len() as u32));
+                f.anchors.push(anchor);
+                f.size += c.len() as u64;
+                summary.bytes_read += c.len() as u64;
+                progress.read(c.len() as u64);
+                let candidate = picker.as_mut().and_then(|p| p.pick(anchor, c.len() as u32));
+                if store.claim(&id)? {
+                    let candidate = candidate.filter(|_| c.len() >= MIN_DELTA_CHUNK);
+                    let base = store.delta_base(candidate)?;
+                    store.encode_async(id, c, base)?;
+                }
+            }
+            Item::FileStart {
+                name,
+                meta,
+                path,
+                known,
+                prior,
+            } => {
+                *picker = prior.map(BasePicker::new);
+                progress.file(&path);
+                if known {
+                    summary.files_changed += 1;
+                } else {
+                    summary.files_new += 1;
+                }
+                *file = Some(node(&name, NodeKind::File, &meta));
+            }
+            Item::Unchanged {
+                name,
+                meta,
+                content,
+                anchors,
+            } => {
+                let mut n = node(&name, NodeKind::File, &meta);
+                n.size = meta.size;
+                n.content = content;
+                n.anchors = anchors;
+                summary.files += 1;
+                summary.files_unchanged += 1;
+                top(stack)?.nodes.push(n);
+            }
+            Item::FileEnd { error } => {
+                let f = file
+                    .take()
+                    .ok_or_else(|| Error::InvalidArgument("file end without a file".into()))?;
+                match error {
+                    None => {
+                        summary.files += 1;
+                        top(stack)?.nodes.push(f);
+                    }
+                    Some(e) => record_error(summary, progress, &e, true),
+                }
+            }
+            Item::DirStart { name, meta } => stack.push(DirFrame {
+                name,
+                meta,
+                nodes: Vec::new(),
+            }),
+            Item::DirEnd => {
+                if stack.len() < 2 {
+                    return Err(Error::InvalidArgument("unbalanced directory stream".into()));
+                }
+                let frame = stack
+                    .pop()
+                    .ok_or_else(|| Error::InvalidArgument("unbalanced directory stream".into()))?;
+                let tree_id = store.store_tree(frame.nodes)?;
+                let mut n = node(&frame.name, NodeKind::Dir, &frame.meta);
+                n.subtree = Some(tree_id);
+                summary.dirs += 1;
+                top(stack)?.nodes.push(n);
+            }
+            Item::Symlink { name, meta, target } => {
+                let mut n = node(&name, NodeKind::Symlink, &meta);
+                let (t, th) = encode_os(&target);
+                n.target = Some(t);
+                n.target_hex = th;
+                summary.symlinks += 1;
+                top(stack)?.nodes.push(n);
+            }
+            Item::Special { name, meta, kind } => {
+                summary.specials += 1;
+                top(stack)?.nodes.push(node(&name, kind, &meta));
+            }
+            Item::Warning {
+                message,
+                incomplete,
+            } => record_error(summary, progress, &message, incomplete),
+            Item::CommandOk { status } => summary.command_exit_status.push(status),
+            // A failed source ends the backup before the snapshot is written.
+            Item::Fatal(e) => return Err(e),
+        }
+        Ok(())
+    }
+}
+
+/// Stores the root tree, then waits until every pack is durable and indexed.
+fn finish_data(
+    mut store: BlobStore<'_>,
+    summary: &mut Summary,
+    root_nodes: Vec<Node>,
+    started: Instant,
+) -> Result<BlobId> {
     let root = store.store_tree(root_nodes)?;
-    store.finish(&mut summary)?;
+    store.finish(summary)?;
     summary.duration_seconds = started.elapsed().as_secs_f64();
+    Ok(root)
+}
+
+/// How the snapshot is labelled.
+struct Label {
+    time: chrono::DateTime<chrono::Utc>,
+    host: String,
+    records: Vec<SourceRecord>,
+    /// The parent snapshot's id.
+    parent: Option<String>,
+    adopted_packs: u64,
+}
+
+/// Writes the snapshot object, last of all.
+fn commit(
+    repo: &mut Repo,
+    opts: &CreateOptions,
+    root: BlobId,
+    summary: Summary,
+    label: Label,
+) -> Result<CreateResult> {
     let snapshot = Snapshot {
         version: crate::format::SNAPSHOT_VERSION,
-        time: time.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        host,
+        time: label
+            .time
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        host: label.host,
         username: crate::repo::username(),
         tags: opts.tags.clone(),
-        sources: records,
+        sources: label.records,
         root,
-        parent: parent.map(|(id, _)| id.to_hex()),
+        parent: label.parent,
         excludes: (!opts.excludes.is_empty()).then(|| opts.excludes.clone()),
         summary,
         known_snapshots: Vec::new(),
@@ -674,7 +543,7 @@ pub fn create(
     Ok(CreateResult {
         id,
         snapshot,
-        adopted_packs: adoption.packs,
+        adopted_packs: label.adopted_packs,
     })
 }
 
@@ -710,32 +579,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::backend::mem::MemBackend;
     use crate::backend::{Backend, ObjectKind};
+    use crate::format::BlobKind;
 
-    #[test]
-    fn picker_follows_anchors_and_takes_the_next_chunk_for_shared_ones() {
-        let id = |i: u8| BlobId([i; 32]);
-        // Previous version: chunks 0..6; chunks 2, 3 and 4 start alike (anchor 9).
-        let anchors = vec![1, 2, 9, 9, 9, 6];
-        let prior = Prior {
-            content: (0..6).map(|i| ContentRef(id(i), 100)).collect(),
-            anchors,
-        };
-        let mut p = BasePicker::new(prior);
-        // Today 50 bytes were removed from chunk 0, the rest lines up chunk for chunk.
-        assert_eq!(p.pick(1, 50), Some(id(0)));
-        assert_eq!(p.pick(2, 100), Some(id(1)));
-        // A shared anchor right after chunk 1: chunk 2, then 3 and 4 in turn (not the first
-        // of them, and not by offset: today's chunk 2 grew by 200 bytes).
-        assert_eq!(p.pick(9, 300), Some(id(2)));
-        assert_eq!(p.pick(9, 100), Some(id(3)));
-        assert_eq!(p.pick(9, 100), Some(id(4)));
-        // A new anchor: the chunk it overlaps most once lined up at the last match (chunk 4
-        // started at 400 in the previous version and at 550 today), so chunk 5.
-        assert_eq!(p.pick(77, 100), Some(id(5)));
-        // A shared anchor that does not follow the last pick names none of its chunks: the
-        // overlap rule gives the last chunk (past the end).
-        assert_eq!(p.pick(9, 100), Some(id(5)));
-    }
     use crate::check::Silent;
     use crate::repo::InitOptions;
     use crate::repo::keys::KdfParams;
@@ -987,48 +832,5 @@ pub(crate) mod tests {
                 "this file system refuses user xattrs (TRESOR_TEST_ALLOW_SKIP=1 skips this part)"
             );
         }
-    }
-
-    #[test]
-    fn base_picker_follows_anchors_and_else_the_most_overlapped_chunk() {
-        // The previous version: chunks A, B, C, D of 100 bytes, anchors 1, 2, 3, 4.
-        let id = |b: u8| BlobId([b; 32]);
-        let prior = Prior {
-            content: (1..=4).map(|b| ContentRef(id(b), 100)).collect(),
-            anchors: vec![1, 2, 3, 4],
-        };
-        let picks = |chunks: &[(u64, u32)]| -> Vec<u8> {
-            let mut p = BasePicker::new(prior.clone());
-            chunks
-                .iter()
-                .map(|&(anchor, len)| p.pick(anchor, len).unwrap().0[0])
-                .collect()
-        };
-        // Unchanged boundaries: each chunk by its anchor.
-        assert_eq!(
-            picks(&[(1, 100), (2, 100), (3, 100), (4, 100)]),
-            [1, 2, 3, 4]
-        );
-        // A new cut point 30 bytes into B: the second part is the rest of B, not C.
-        assert_eq!(
-            picks(&[(1, 100), (2, 30), (0, 70), (3, 100), (4, 100)]),
-            [1, 2, 2, 3, 4]
-        );
-        // B's cut point moved 5 bytes earlier: the chunk starting there is mostly B.
-        assert_eq!(picks(&[(1, 95), (0, 105), (3, 100)]), [1, 2, 3]);
-        // 50 new bytes inserted after A (shifting everything after by 50): lined up at the
-        // last anchor match, the insertion lies over B; B and C are found by their anchors.
-        assert_eq!(
-            picks(&[(1, 100), (0, 50), (2, 100), (0, 20), (3, 80)]),
-            [1, 2, 2, 3, 3]
-        );
-        // No anchor at all (the start changed): position alone; past the end, the last chunk.
-        assert_eq!(
-            picks(&[(0, 100), (0, 100), (0, 150), (0, 100)]),
-            [1, 2, 3, 4]
-        );
-        assert_eq!(picks(&[(0, 450), (0, 100)]), [1, 4]);
-        // Anchors win over positions, also backwards (a moved block).
-        assert_eq!(picks(&[(4, 100), (1, 100), (0, 100)]), [4, 1, 2]);
     }
 }

@@ -12,6 +12,8 @@
 //! subtree), and a selected entry brings its parent directories; other directories are not
 //! created. Excludes win over includes.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::OsStr;
 use std::path::Path;
 

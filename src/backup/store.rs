@@ -1,0 +1,209 @@
+//! The blob store of a backup: dedup against the in-flight set and the catalog, delta or whole
+//! encoding on the rayon pool, and feeding the sealed blobs to the repository's [`Packer`].
+
+#![forbid(unsafe_code)]
+
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::error::{Error, Result};
+use crate::format::BlobKind;
+use crate::format::codec;
+use crate::format::crypto::MasterKey;
+use crate::format::id::BlobId;
+use crate::format::snapshot::Summary;
+use crate::format::tree::{Node, Tree};
+use crate::repo::catalog::DeltaBase;
+use crate::repo::{Packer, Repo};
+
+/// Plaintext bytes handed to the encoders and not yet packed; bounds memory.
+const MAX_ENCODING_BYTES: usize = 24 << 20;
+
+/// Decides what to store and how (dedup, delta or whole, compression on the rayon pool); the
+/// repository's [`Packer`] packs, uploads and indexes it in crash-safe order.
+pub(super) struct BlobStore<'r> {
+    packer: Packer<'r>,
+    key: Arc<MasterKey>,
+    level: i32,
+    /// Whether changed chunks may be stored as deltas (repository version 2, compression on).
+    deltas: bool,
+    encoded_tx: Sender<Encoded>,
+    encoded_rx: Receiver<Encoded>,
+    encoding: usize,
+    encoding_bytes: usize,
+    data_added: u64,
+    blobs_added: u64,
+    blobs_reused: u64,
+    blobs_delta: u64,
+}
+
+/// A chunk back from an encoder: id, plaintext length, sealed bytes and, for a delta, its base.
+type Encoded = (BlobId, u32, Result<(Vec<u8>, Option<BlobId>)>);
+
+impl<'r> BlobStore<'r> {
+    pub(super) fn new(repo: &'r mut Repo) -> Result<Self> {
+        let (encoded_tx, encoded_rx) = crossbeam_channel::unbounded();
+        let config = repo.config();
+        let (level, deltas) = (
+            config.compression_level,
+            config.version >= 2 && config.compression_level != 0,
+        );
+        Ok(BlobStore {
+            key: Arc::clone(repo.key()),
+            level,
+            deltas,
+            packer: repo.packer()?,
+            encoded_tx,
+            encoded_rx,
+            encoding: 0,
+            encoding_bytes: 0,
+            data_added: 0,
+            blobs_added: 0,
+            blobs_reused: 0,
+            blobs_delta: 0,
+        })
+    }
+
+    /// Whether a blob must be stored; marks it in flight if so.
+    pub(super) fn claim(&mut self, id: &BlobId) -> Result<bool> {
+        let new = self.packer.claim(id)?;
+        if !new {
+            self.blobs_reused += 1;
+        }
+        Ok(new)
+    }
+
+    fn add_sealed(
+        &mut self,
+        kind: BlobKind,
+        id: BlobId,
+        sealed: &[u8],
+        raw_len: u32,
+        base: Option<BlobId>,
+    ) -> Result<()> {
+        self.packer.add(kind, id, sealed, raw_len, base)?;
+        self.blobs_added += 1;
+        self.data_added += raw_len as u64;
+        Ok(())
+    }
+
+    /// Stores a directory listing. A version-1 repository gets a version-2 tree without
+    /// anchors, which builds that know only repository version 1 can read (see
+    /// [`crate::format::TREE_VERSION_REPO_V1`]).
+    pub(super) fn store_tree(&mut self, nodes: Vec<Node>) -> Result<BlobId> {
+        let mut tree = Tree::new(nodes)?;
+        if self.packer.repo().config().version < 2 {
+            tree.version = crate::format::TREE_VERSION_REPO_V1;
+            for n in &mut tree.nodes {
+                n.anchors.clear();
+            }
+        }
+        self.store_one(BlobKind::Tree, &tree.to_bytes()?)
+    }
+
+    /// The data blob a delta against `candidate` (a chunk of the file's previous version)
+    /// would use as its base: the candidate itself, or its base if it is a delta (bases are
+    /// never deltas, so decoding is one step). `None` when deltas are off or it is not indexed.
+    pub(super) fn delta_base(&self, candidate: Option<BlobId>) -> Result<Option<DeltaBase>> {
+        let Some(c) = candidate.filter(|_| self.deltas) else {
+            return Ok(None);
+        };
+        Ok(match self.packer.repo().catalog().locate(&c) {
+            Ok(Some(loc)) if loc.kind == BlobKind::Data => Some(DeltaBase::at(c, &loc)),
+            Ok(Some(loc)) => loc.base,
+            // A base that cannot be found is no reason to fail: store the chunk whole.
+            Ok(None) | Err(Error::Corrupt { .. }) => None,
+            Err(e) => return Err(e),
+        })
+    }
+
+    /// Compresses and seals a claimed data chunk on the rayon pool — as a delta against `base`
+    /// when one is given and the delta is small enough, else whole; the result is packed by
+    /// [`BlobStore::take_encoded`]. Waits while too much is being encoded.
+    pub(super) fn encode_async(
+        &mut self,
+        id: BlobId,
+        data: Vec<u8>,
+        base: Option<DeltaBase>,
+    ) -> Result<()> {
+        while self.encoding_bytes > MAX_ENCODING_BYTES {
+            self.take_encoded(true)?;
+        }
+        self.encoding += 1;
+        self.encoding_bytes += data.len();
+        let (key, tx, level) = (Arc::clone(&self.key), self.encoded_tx.clone(), self.level);
+        let reader = self.packer.repo().reader().clone();
+        rayon::spawn(move || {
+            // The delta is an optimisation: a base that cannot be read means a whole blob.
+            let delta = base.and_then(|b| {
+                let base_plain = reader.read_base(&b).ok()?;
+                let limit = codec::delta_limit(data.len(), b.stored_len, b.raw_len);
+                codec::encode_delta_within(&key, &id, &data, &b.id, &base_plain, limit)
+                    .ok()
+                    .flatten()
+                    .map(|sealed| (sealed, Some(b.id)))
+            });
+            let sealed = match delta {
+                Some(d) => Ok(d),
+                None => codec::encode(&key, BlobKind::Data, &id, &data, level).map(|s| (s, None)),
+            };
+            let _ = tx.send((id, data.len() as u32, sealed));
+        });
+        self.take_encoded(false)
+    }
+
+    /// Packs finished encodings: those ready now, or (with `wait_one`) at least one.
+    pub(super) fn take_encoded(&mut self, wait_one: bool) -> Result<()> {
+        let mut wait = wait_one && self.encoding > 0;
+        loop {
+            let msg = if wait {
+                wait = false;
+                self.encoded_rx
+                    .recv()
+                    .map_err(|_| Error::InvalidArgument("encoder channel closed".into()))?
+            } else {
+                match self.encoded_rx.try_recv() {
+                    Ok(m) => m,
+                    Err(_) => return Ok(()),
+                }
+            };
+            let (id, raw_len, sealed) = msg;
+            self.encoding -= 1;
+            self.encoding_bytes -= raw_len as usize;
+            let (sealed, base) = sealed?;
+            let kind = if base.is_some() {
+                self.blobs_delta += 1;
+                BlobKind::Delta
+            } else {
+                BlobKind::Data
+            };
+            self.add_sealed(kind, id, &sealed, raw_len, base)?;
+        }
+    }
+
+    /// Stores one blob (used for trees) unless the repository has it.
+    fn store_one(&mut self, kind: BlobKind, plain: &[u8]) -> Result<BlobId> {
+        let id = self.key.blob_id(plain);
+        if self.claim(&id)? {
+            let sealed = codec::encode(&self.key, kind, &id, plain, self.level)?;
+            self.add_sealed(kind, id, &sealed, plain.len() as u32, None)?;
+        }
+        Ok(id)
+    }
+
+    /// Packs what is still being encoded, then waits until everything is durable and
+    /// indexed; fills in what was added.
+    pub(super) fn finish(mut self, summary: &mut Summary) -> Result<()> {
+        while self.encoding > 0 {
+            self.take_encoded(true)?;
+        }
+        let written = self.packer.finish()?;
+        summary.bytes_added = written.bytes_written;
+        summary.data_added = self.data_added;
+        summary.blobs_added = self.blobs_added;
+        summary.blobs_reused = self.blobs_reused;
+        summary.blobs_delta = self.blobs_delta;
+        Ok(())
+    }
+}
