@@ -1,6 +1,7 @@
 //! `tresor check`: finds every kind of damage and names what it affects.
 //!
-//! Three passes, each feeding the damage map the next one uses:
+//! Four passes, each feeding the damage map the next one uses (each in its own module: `index`,
+//! `packs`, `snapshots`; history is read through [`crate::repo::history`]):
 //!
 //! 1. **Structure.** Every index object opens; every pack it names exists with the recorded size
 //!    and its header (two range reads) lists exactly the blobs the index object says. The catalog

@@ -1,8 +1,8 @@
 //! Reading blobs and packs: the repository's read path, shareable across threads.
 //!
 //! A [`BlobReader`] holds the backend and the master key (both behind `Arc`), so it is
-//! `Clone + Send + Sync`: the restorer's rayon workers, the mount, the parent-tree loader of a
-//! backup and the checker's pack readers each take one. It never touches the catalog (a SQLite
+//! `Clone + Send + Sync`: the restore's rayon workers, the mount, the parent-tree loader of a
+//! backup and the check's pack readers each take one. It never touches the catalog (a SQLite
 //! connection is not `Sync`): callers locate a blob first ([`crate::repo::Repo::locate`]) and
 //! hand its [`BlobLocation`] in.
 //!

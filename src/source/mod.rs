@@ -9,7 +9,7 @@
 //! visited ([`crate::source::exclude`]);
 //! standard input and `--command` output become single files at the snapshot root. File
 //! content arrives already chunked. A command's exit status is checked when its output ends:
-//! a non-zero exit or death by a signal yields [`Item::Fatal`], and the archiver then writes no
+//! a non-zero exit or death by a signal yields [`Item::Fatal`], and the backup then writes no
 //! snapshot. Unreadable entries yield [`Item::Warning`] and the walk goes on.
 //!
 //! Stored paths: an absolute source `/var/www` is stored as `var/www`; its parent directories are
