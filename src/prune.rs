@@ -32,7 +32,6 @@ use crate::format::PACK_TRAILER_LEN;
 use crate::format::id::{BlobId, ObjectId};
 use crate::repo::Repo;
 use crate::repo::catalog::DiskBlobSet;
-use crate::usage;
 
 /// Default for `--max-unused`: a pack is repacked when more than this share of it is unused.
 pub const DEFAULT_MAX_UNUSED: f64 = 0.10;
@@ -103,7 +102,7 @@ pub fn plan(repo: &Repo, keep_roots: &[BlobId], max_unused: f64) -> Result<Plan>
             ),
         ));
     }
-    let used = usage::mark_all(repo, keep_roots)?;
+    let used = crate::repo::walk::mark_all(repo, keep_roots)?;
     let stored: HashMap<ObjectId, u64> = repo.stored_packs()?.into_iter().collect();
     let mut s = PruneSummary {
         snapshots_kept: keep_roots.len() as u64,

@@ -1,5 +1,6 @@
-//! `tresor repair`: rebuilds the index from pack headers, adopts packs no index object lists,
-//! and finds (or forgets) snapshots whose data is gone.
+//! `tresor repair index`: rebuilds the index from pack headers. (`repair snapshots` is a check
+//! followed by the repository's forget, put together by the CLI; adoption of unindexed packs is
+//! the repository's own, see [`crate::repo::adopt`].)
 //!
 //! Every repair only adds before it removes: new index objects are durable before an old one
 //! is deleted, so a repair killed at any instant leaves a repository at least as complete as
@@ -16,10 +17,10 @@
 
 use std::collections::HashSet;
 
-use crate::check::{AffectedSnapshot, CheckProgress};
 use crate::error::Result;
 use crate::format::id::ObjectId;
 use crate::format::index::IndexedPack;
+use crate::progress::PhaseProgress;
 use crate::repo::Repo;
 use crate::repo::adopt::{parse_listing, read_headers};
 
@@ -163,7 +164,7 @@ fn salvage(
 /// (durable); only then delete the old ones; then rebuild the catalog. Index objects that
 /// appear while this runs (a concurrent backup) are not in the old list and are kept. Entries
 /// of packs that are gone (a stale index object put back) are not carried over.
-pub fn repair_index(repo: &mut Repo, progress: &dyn CheckProgress) -> Result<IndexRepair> {
+pub fn repair_index(repo: &mut Repo, progress: &dyn PhaseProgress) -> Result<IndexRepair> {
     let old = repo.index_names()?;
     let mut out = IndexRepair::default();
     let (listing, _) = repo.observe_packs()?;
@@ -239,43 +240,5 @@ pub fn repair_index(repo: &mut Repo, progress: &dyn CheckProgress) -> Result<Ind
     let skipped = repo.rebuild_catalog()?;
     out.unreadable_packs.extend(skipped);
     out.unreadable_packs.sort();
-    Ok(out)
-}
-
-/// What `repair snapshots` found and did.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct SnapshotRepair {
-    /// Snapshots that need data that is gone, with the affected paths.
-    pub damaged: Vec<AffectedSnapshot>,
-    /// Snapshot objects removed (empty unless `forget` and not `dry_run`).
-    pub forgotten: Vec<String>,
-    /// Everything the check found, one line each.
-    pub problems: Vec<String>,
-}
-
-/// Given what a check found (`damaged`: the snapshots that need damaged or missing data;
-/// `problems`: its report lines), removes the damaged snapshots' objects when `forget` (the CLI
-/// runs the check: repair does not call another operation). Snapshots that are intact are
-/// never touched.
-pub fn forget_damaged(
-    repo: &Repo,
-    damaged: Vec<AffectedSnapshot>,
-    problems: Vec<String>,
-    forget: bool,
-) -> Result<SnapshotRepair> {
-    let mut out = SnapshotRepair {
-        damaged,
-        forgotten: Vec::new(),
-        problems,
-    };
-    if forget {
-        let ids = out
-            .damaged
-            .iter()
-            .map(|s| ObjectId::from_hex(&s.id))
-            .collect::<Result<Vec<_>>>()?;
-        repo.forget_snapshots(&ids, "repair snapshots --forget (needs data that is gone)")?;
-        out.forgotten = out.damaged.iter().map(|s| s.id.clone()).collect();
-    }
     Ok(out)
 }

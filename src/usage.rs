@@ -10,69 +10,9 @@
 
 use crate::error::Result;
 use crate::format::id::BlobId;
-use crate::format::tree::{Node, NodeKind};
 use crate::repo::Repo;
 use crate::repo::catalog::DiskBlobSet;
-use crate::repo::walk::{self, Step, TreeVisitor};
-
-/// Marks every blob reachable from `root` (its trees and file chunks, and the base of every
-/// chunk stored as a delta: restoring the chunk needs it, so a prune must keep it) in `set`. A
-/// tree already in the set is not walked again: everything below it is already marked. Fails
-/// if a tree cannot be read — a caller deciding what is unused must not guess.
-pub fn mark(repo: &Repo, root: &BlobId, set: &DiskBlobSet) -> Result<()> {
-    reach(
-        repo,
-        root,
-        |t| Ok(!set.insert(t)?),
-        |id| set.insert(id).map(|_| ()),
-    )
-}
-
-/// Walks the trees below `root`: a tree for which `skip` says true is not entered; `visit`
-/// sees every entered tree, every file chunk in them and the base of every chunk stored as a
-/// delta (restoring the chunk needs it, so a prune must keep it).
-fn reach(
-    repo: &Repo,
-    root: &BlobId,
-    skip: impl FnMut(&BlobId) -> Result<bool>,
-    visit: impl FnMut(&BlobId) -> Result<()>,
-) -> Result<()> {
-    walk::walk(repo, root, &mut Reach { repo, skip, visit })
-}
-
-/// The visitor of [`reach`].
-struct Reach<'a, S, V> {
-    repo: &'a Repo,
-    skip: S,
-    visit: V,
-}
-
-impl<S, V> TreeVisitor for Reach<'_, S, V>
-where
-    S: FnMut(&BlobId) -> Result<bool>,
-    V: FnMut(&BlobId) -> Result<()>,
-{
-    fn tree(&mut self, id: &BlobId) -> Result<Step> {
-        if (self.skip)(id)? {
-            return Ok(Step::Skip);
-        }
-        (self.visit)(id)?;
-        Ok(Step::Descend)
-    }
-
-    fn entry(&mut self, node: &Node) -> Result<()> {
-        if node.kind != NodeKind::File {
-            return Ok(());
-        }
-        for c in &node.content {
-            (self.visit)(&c.0)?;
-            if let Some(base) = self.repo.catalog().delta_base(&c.0)? {
-                (self.visit)(&base)?;
-            }
-        }
-        Ok(())
-    }
-}
+use crate::repo::walk::{mark_all, reach};
 
 /// A count of distinct blobs and their sizes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -119,18 +59,6 @@ pub fn bytes_beyond(
         |id| count(id, &mut total),
     )?;
     Ok(total)
-}
-
-/// Every blob reachable from the given roots.
-pub fn mark_all<'a>(
-    repo: &Repo,
-    roots: impl IntoIterator<Item = &'a BlobId>,
-) -> Result<DiskBlobSet> {
-    let set = DiskBlobSet::new()?;
-    for r in roots {
-        mark(repo, r, &set)?;
-    }
-    Ok(set)
 }
 
 /// The cost facts of one snapshot.

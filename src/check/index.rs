@@ -7,10 +7,11 @@ use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 
-use super::{CheckProgress, CheckReport, Damage, strip_pack_prefix};
+use super::{CheckReport, Damage, strip_pack_prefix};
 use crate::error::Result;
 use crate::format::id::ObjectId;
 use crate::format::pack::PackEntry;
+use crate::progress::PhaseProgress;
 use crate::repo::Repo;
 
 /// Pass 1: index objects against packs (existence, size, header) and against the catalog.
@@ -19,7 +20,7 @@ pub(super) fn check_index_objects(
     stored: &HashMap<ObjectId, u64>,
     damage: &mut Damage,
     report: &mut CheckReport,
-    progress: &dyn CheckProgress,
+    progress: &dyn PhaseProgress,
 ) -> Result<()> {
     let reader = repo.reader().clone();
     let names = repo.index_names()?;

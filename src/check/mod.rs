@@ -104,17 +104,7 @@ impl CheckOptions {
     }
 }
 
-/// Receives progress; every method has a no-op default.
-pub trait CheckProgress: Sync {
-    /// A pass starts; `total` is in its own units (bytes for reading, else items).
-    fn phase(&self, _name: &str, _total: u64) {}
-    /// Units done in the current pass.
-    fn advance(&self, _n: u64) {}
-}
-
-/// Progress that reports nothing.
-pub struct Silent;
-impl CheckProgress for Silent {}
+pub use crate::progress::{PhaseProgress, Silent};
 
 /// A snapshot that needs damaged or missing data, and which of its paths do.
 #[derive(Clone, Debug, Default, serde::Serialize, PartialEq, Eq)]
@@ -210,7 +200,7 @@ impl Damage {
 pub fn check(
     repo: &mut Repo,
     opts: &CheckOptions,
-    progress: &dyn CheckProgress,
+    progress: &dyn PhaseProgress,
 ) -> Result<CheckReport> {
     let reader = repo.reader().clone();
     let mut report = CheckReport::default();

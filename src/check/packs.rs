@@ -8,12 +8,13 @@ use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 
-use super::{CheckOptions, CheckProgress, CheckReport, Damage, Subset, strip_pack_prefix};
+use super::{CheckOptions, CheckReport, Damage, Subset, strip_pack_prefix};
 use crate::error::{Error, Result};
 use crate::format::BlobKind;
 use crate::format::codec;
 use crate::format::id::{BlobId, ObjectId};
 use crate::format::pack::{self, PackEntry};
+use crate::progress::PhaseProgress;
 use crate::repo::catalog::{DeltaBase, PackRecord};
 use crate::repo::{BlobReader, Repo};
 
@@ -79,7 +80,7 @@ pub(super) fn read_packs(
     suspects: &[ObjectId],
     damage: &mut Damage,
     report: &mut CheckReport,
-    progress: &dyn CheckProgress,
+    progress: &dyn PhaseProgress,
 ) -> Result<()> {
     let now = chrono::Utc::now().timestamp();
     let all = repo.catalog().packs()?;

@@ -5,10 +5,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{AffectedSnapshot, CheckProgress, CheckReport, Damage};
+use super::{AffectedSnapshot, CheckReport, Damage};
 use crate::error::{Error, Result};
 use crate::format::id::BlobId;
 use crate::format::tree::{Node, NodeKind};
+use crate::progress::PhaseProgress;
 use crate::repo::Repo;
 use crate::repo::catalog::DiskBlobSet;
 use crate::repo::walk::{self, Step, TreeVisitor};
@@ -24,7 +25,7 @@ pub(super) fn check_snapshots(
     repo: &Repo,
     damage: &mut Damage,
     report: &mut CheckReport,
-    progress: &dyn CheckProgress,
+    progress: &dyn PhaseProgress,
 ) -> Result<()> {
     let names = repo.snapshot_names()?;
     progress.phase("snapshots", names.len() as u64);

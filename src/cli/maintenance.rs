@@ -23,7 +23,7 @@ impl CheckBar {
     }
 }
 
-impl CheckProgress for CheckBar {
+impl PhaseProgress for CheckBar {
     fn phase(&self, name: &str, total: u64) {
         if !self.enabled {
             return;
@@ -242,6 +242,17 @@ pub(super) fn repair_index(g: &Global, a: JsonArg) -> Result<u8> {
     })
 }
 
+/// What `repair snapshots` found and did (its `--json` output).
+#[derive(serde::Serialize)]
+struct SnapshotRepair {
+    /// Snapshots that need data that is gone, with the affected paths.
+    damaged: Vec<tresor::check::AffectedSnapshot>,
+    /// Snapshot objects removed (empty unless `--forget` and not `--dry-run`).
+    forgotten: Vec<String>,
+    /// Everything the check found, one line each.
+    problems: Vec<String>,
+}
+
 pub(super) fn repair_snapshots(g: &Global, a: RepairSnapshotsArgs) -> Result<u8> {
     let mut repo = open(g)?;
     lock(g, &mut repo, "repair snapshots", a.forget && !a.dry_run)?;
@@ -253,12 +264,21 @@ pub(super) fn repair_snapshots(g: &Global, a: RepairSnapshotsArgs) -> Result<u8>
     let report = check::check(&mut repo, &opts, &progress);
     progress.finish();
     let report = report?;
-    let r = repair::forget_damaged(
-        &repo,
-        report.affected_snapshots,
-        report.problems,
-        a.forget && !a.dry_run,
-    )?;
+    // repair snapshots is the check plus the repository's forget (with its record first).
+    let mut r = SnapshotRepair {
+        damaged: report.affected_snapshots,
+        forgotten: Vec::new(),
+        problems: report.problems,
+    };
+    if a.forget && !a.dry_run {
+        let ids = r
+            .damaged
+            .iter()
+            .map(|s| ObjectId::from_hex(&s.id))
+            .collect::<tresor::Result<Vec<_>>>()?;
+        repo.forget_snapshots(&ids, "repair snapshots --forget (needs data that is gone)")?;
+        r.forgotten = r.damaged.iter().map(|s| s.id.clone()).collect();
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

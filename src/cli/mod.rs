@@ -26,11 +26,12 @@ use zeroize::Zeroizing;
 
 use tresor::backend::{self, BackendOptions, Location};
 use tresor::backup::{self, CreateOptions, Progress};
-use tresor::check::{self, CheckOptions, CheckProgress, Subset};
+use tresor::check::{self, CheckOptions, Subset};
 use tresor::error::Error;
 use tresor::format::chunker::ChunkerParams;
 use tresor::format::id::ObjectId;
 use tresor::format::snapshot::{Snapshot, SourceRecord};
+use tresor::progress::PhaseProgress;
 use tresor::repair;
 use tresor::repo::keys::KdfParams;
 use tresor::repo::lock::LockTiming;

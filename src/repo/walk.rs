@@ -6,12 +6,17 @@
 //! directory size, never by the size of the snapshot. The visitor decides, before a tree is
 //! loaded, whether to enter it ([`Step`]): usage skips trees it has marked, check skips trees
 //! it has judged, restore skips excluded directories, a flat listing skips every directory.
+//!
+//! [`reach`] and [`mark_all`] are the reachability walks: every blob a snapshot needs (trees,
+//! chunks, and the bases of chunks stored as deltas), for prune's "used" set and for cost
+//! accounting.
 
 use crate::error::{Error, Result};
 use crate::format::id::BlobId;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::repo::Repo;
+use crate::repo::catalog::DiskBlobSet;
 
 /// What a path in a snapshot names.
 #[allow(clippy::large_enum_variant)] // short-lived; boxing the node buys nothing
@@ -121,4 +126,75 @@ pub fn walk_nodes(repo: &Repo, nodes: &[Node], v: &mut dyn TreeVisitor) -> Resul
         v.leave(node)?;
     }
     Ok(())
+}
+
+/// Marks every blob reachable from `root` (its trees and file chunks, and the base of every
+/// chunk stored as a delta: restoring the chunk needs it, so a prune must keep it) in `set`. A
+/// tree already in the set is not walked again: everything below it is already marked. Fails
+/// if a tree cannot be read — a caller deciding what is unused must not guess.
+pub fn mark(repo: &Repo, root: &BlobId, set: &DiskBlobSet) -> Result<()> {
+    reach(
+        repo,
+        root,
+        |t| Ok(!set.insert(t)?),
+        |id| set.insert(id).map(|_| ()),
+    )
+}
+
+/// Walks the trees below `root`: a tree for which `skip` says true is not entered; `visit`
+/// sees every entered tree, every file chunk in them and the base of every chunk stored as a
+/// delta (restoring the chunk needs it, so a prune must keep it).
+pub fn reach(
+    repo: &Repo,
+    root: &BlobId,
+    skip: impl FnMut(&BlobId) -> Result<bool>,
+    visit: impl FnMut(&BlobId) -> Result<()>,
+) -> Result<()> {
+    walk(repo, root, &mut Reach { repo, skip, visit })
+}
+
+/// The visitor of [`reach`].
+struct Reach<'a, S, V> {
+    repo: &'a Repo,
+    skip: S,
+    visit: V,
+}
+
+impl<S, V> TreeVisitor for Reach<'_, S, V>
+where
+    S: FnMut(&BlobId) -> Result<bool>,
+    V: FnMut(&BlobId) -> Result<()>,
+{
+    fn tree(&mut self, id: &BlobId) -> Result<Step> {
+        if (self.skip)(id)? {
+            return Ok(Step::Skip);
+        }
+        (self.visit)(id)?;
+        Ok(Step::Descend)
+    }
+
+    fn entry(&mut self, node: &Node) -> Result<()> {
+        if node.kind != NodeKind::File {
+            return Ok(());
+        }
+        for c in &node.content {
+            (self.visit)(&c.0)?;
+            if let Some(base) = self.repo.catalog().delta_base(&c.0)? {
+                (self.visit)(&base)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every blob reachable from the given roots.
+pub fn mark_all<'a>(
+    repo: &Repo,
+    roots: impl IntoIterator<Item = &'a BlobId>,
+) -> Result<DiskBlobSet> {
+    let set = DiskBlobSet::new()?;
+    for r in roots {
+        mark(repo, r, &set)?;
+    }
+    Ok(set)
 }

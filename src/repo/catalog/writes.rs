@@ -15,7 +15,11 @@ impl Catalog {
     /// must not lock the operator out of every other snapshot (or out of `check`). Its blobs are
     /// then unknown: a backup stores them again, a restore that needs them fails naming the
     /// blob. The returned list names each skipped object and why; it is retried next time.
-    pub fn sync(&mut self, backend: &dyn Backend, key: &MasterKey) -> Result<Vec<String>> {
+    pub(in crate::repo) fn sync(
+        &mut self,
+        backend: &dyn Backend,
+        key: &MasterKey,
+    ) -> Result<Vec<String>> {
         let listed: HashSet<String> = backend
             .list(ObjectKind::Index)?
             .into_iter()
@@ -47,7 +51,11 @@ impl Catalog {
     /// Forgets every index object and syncs from scratch. The verification ledger, the absent
     /// packs and the snapshots seen are kept: they record facts about the repository, not about
     /// index objects.
-    pub fn rebuild(&mut self, backend: &dyn Backend, key: &MasterKey) -> Result<Vec<String>> {
+    pub(in crate::repo) fn rebuild(
+        &mut self,
+        backend: &dyn Backend,
+        key: &MasterKey,
+    ) -> Result<Vec<String>> {
         self.clear()?;
         self.sync(backend, key)
     }
@@ -65,7 +73,7 @@ impl Catalog {
     }
 
     /// Records an index object's packs and blobs in one transaction.
-    pub fn add_index(&mut self, name: &str, packs: &[IndexedPack]) -> Result<()> {
+    pub(in crate::repo) fn add_index(&mut self, name: &str, packs: &[IndexedPack]) -> Result<()> {
         let tx = sql("begin", self.conn.transaction())?;
         {
             let mut ins_pack = sql(
@@ -156,7 +164,7 @@ impl Catalog {
     /// listing began): indexed packs it lacks are recorded absent, recorded ones it shows are
     /// taken back, and if either happened the catalog is rebuilt from the index objects without
     /// the entries of absent packs.
-    pub fn observe_packs(
+    pub(in crate::repo) fn observe_packs(
         &mut self,
         stored: &HashSet<ObjectId>,
         backend: &dyn Backend,
@@ -218,7 +226,7 @@ impl Catalog {
     }
 
     /// Remembers that these snapshots existed at `at` (unix seconds); the first sighting stays.
-    pub fn remember_snapshots(&self, ids: &[ObjectId], at: i64) -> Result<()> {
+    pub(in crate::repo) fn remember_snapshots(&self, ids: &[ObjectId], at: i64) -> Result<()> {
         let tx = sql("begin", self.conn.unchecked_transaction())?;
         {
             let mut st = sql(
@@ -233,7 +241,7 @@ impl Catalog {
     }
 
     /// Records in the verification ledger that these packs read clean at `at` (unix seconds).
-    pub fn mark_verified(&mut self, packs: &[ObjectId], at: i64) -> Result<()> {
+    pub(in crate::repo) fn mark_verified(&mut self, packs: &[ObjectId], at: i64) -> Result<()> {
         let tx = sql("begin", self.conn.transaction())?;
         {
             let mut st = sql(
