@@ -503,6 +503,35 @@ impl KillOnDrop {
     }
 }
 
+impl KillOnDrop {
+    /// Kills the process `extra` after `ready` first says true (polled every millisecond), or
+    /// at `limit` if it never does; like [`KillOnDrop::kill_after_timed`], says how long the
+    /// process ran when it ended on its own first. Aims a kill at a window that a random delay
+    /// would rarely hit (the writes at the end of a short run).
+    pub fn kill_when(
+        &mut self,
+        ready: impl Fn() -> bool,
+        extra: Duration,
+        limit: Duration,
+    ) -> (ExitStatus, Option<Duration>) {
+        let started = Instant::now();
+        let mut child = self.0.take().unwrap();
+        let mut deadline = limit;
+        while started.elapsed() < deadline {
+            if let Some(st) = child.try_wait().unwrap() {
+                return (st, Some(started.elapsed()));
+            }
+            if deadline == limit && ready() {
+                deadline = started.elapsed() + extra;
+                continue;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        let _ = child.kill();
+        (child.wait().unwrap(), None)
+    }
+}
+
 /// Trials from `trials_var` (else `default`) and a seed from `TRESOR_CRASH_SEED` (else
 /// random), printed so that a failing run can be replayed.
 pub fn trials_and_seed(what: &str, trials_var: &str, default: u64) -> (u64, u64) {

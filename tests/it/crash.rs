@@ -243,7 +243,29 @@ fn random_kills_never_lose_a_committed_snapshot() {
             env.spawn_stdin_create("doomed.txt", Arc::clone(&data))
         };
         let span = if repair { repair_span } else { create_span };
-        let (st, ran) = guard.kill_after_timed(Duration::from_millis(rng.next_u64() % span));
+        // Every other trial of each kind is aimed: killed a moment after its first write
+        // appears (a new pack, index object or temporary file). On a fast machine a short run
+        // writes only in its last fifth, which random delays alone rarely hit.
+        let aimed = (t / 3) % 2 == 1;
+        let (st, ran) = if aimed {
+            let wrote = || {
+                !harness::temporaries(&env.repo).is_empty()
+                    || if repair {
+                        names(&env.repo.join("index")) != index_before
+                    } else {
+                        env.packs().iter().any(|p| !packs_before.contains(p))
+                    }
+            };
+            // A repair's new index object is followed at once by the old ones' deletion.
+            let extra = Duration::from_millis(if repair {
+                0
+            } else {
+                rng.next_u64() % (span / 8 + 1)
+            });
+            guard.kill_when(wrote, extra, Duration::from_millis(span * 2))
+        } else {
+            guard.kill_after_timed(Duration::from_millis(rng.next_u64() % span))
+        };
         feeder.join().unwrap();
         if let Some(ran) = ran.filter(|_| st.success()) {
             // It finished first (runs get longer as the repository grows, or shorter once
