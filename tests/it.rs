@@ -44,5 +44,7 @@ mod postgres;
 mod restore;
 #[path = "it/retention.rs"]
 mod retention;
+#[path = "it/s3.rs"]
+mod s3;
 #[path = "it/tree.rs"]
 mod tree;

@@ -3,8 +3,8 @@
 //!
 //! A location is a local path (`/srv/backup/repo`, `repo`, `./repo`), or a scheme word, a
 //! colon and what that scheme needs: `local:PATH` is the same local path (for a relative path
-//! that contains a colon); `s3:…` is reserved for S3-compatible object storage, which this
-//! build does not support yet. A scheme word is `[a-z][a-z0-9+.-]*` before the first colon; an
+//! that contains a colon); `s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]` is S3-compatible object
+//! storage ([`super::s3`]). A scheme word is `[a-z][a-z0-9+.-]*` before the first colon; an
 //! unknown one is an error rather than a relative directory of that name, so that a mistyped
 //! scheme never initialises a repository in the working directory. A location starting with `/`
 //! or `.` is always a local path.
@@ -17,18 +17,19 @@ use std::sync::Arc;
 
 use super::Backend;
 use super::local::LocalBackend;
+use super::s3::S3Backend;
 use crate::error::{Error, Result};
 
 /// The schemes this build can open.
-pub const SCHEMES: [&str; 1] = ["local"];
+pub const SCHEMES: [&str; 2] = ["local", "s3"];
 
 /// Where a repository lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Location {
     /// A local directory: a plain path, or `local:PATH`.
     Local(PathBuf),
-    /// S3-compatible object storage: what follows `s3:`, as given. Not supported by this
-    /// build; [`open`] says so.
+    /// S3-compatible object storage: what follows `s3:`, as given
+    /// (`http[s]://HOST[:PORT]/BUCKET[/PREFIX]`, parsed by [`open`]).
     S3(String),
 }
 
@@ -113,7 +114,7 @@ impl Location {
     }
 }
 
-/// The schemes this build knows, for messages: "`local:`".
+/// The schemes this build knows, for messages: "`local:`, `s3:`".
 fn known() -> String {
     SCHEMES
         .iter()
@@ -142,7 +143,7 @@ impl fmt::Display for Location {
 
 /// The backend for `location`. A local directory's backend is not wrapped in a
 /// [`super::RetryBackend`]: local I/O errors are not worth repeating (the standard library
-/// already repeats interrupted system calls); a network backend will be.
+/// already repeats interrupted system calls); an S3 backend is, with the default policy.
 pub fn open(location: &Location) -> Result<Arc<dyn Backend>> {
     open_with(location, &BackendOptions::default())
 }
@@ -161,9 +162,9 @@ pub fn open_with(location: &Location, opts: &BackendOptions) -> Result<Arc<dyn B
         Location::S3(_) if opts.group_readable => Err(Error::InvalidArgument(format!(
             "{location}: group-readable permissions exist only for a local repository"
         ))),
-        Location::S3(_) => Err(Error::InvalidArgument(format!(
-            "{location}: S3 repositories (`s3:`) are not supported by this build (it knows {})",
-            known()
+        Location::S3(rest) => Ok(Arc::new(super::RetryBackend::new(
+            Arc::new(S3Backend::new(rest)?),
+            super::RetryPolicy::default(),
         ))),
     }
 }
@@ -241,15 +242,15 @@ mod tests {
     }
 
     #[test]
-    fn s3_parses_but_is_not_supported_by_this_build() {
+    fn s3_parses_and_a_malformed_one_does_not_open() {
         let l = Location::parse("s3:bucket/prefix").unwrap();
         assert_eq!(l, Location::S3("bucket/prefix".into()));
         assert!(!l.is_local());
         assert_eq!(l.to_string(), "s3:bucket/prefix");
         let Err(Error::InvalidArgument(m)) = open(&l) else {
-            panic!("s3: must not open");
+            panic!("s3: without an endpoint must not open");
         };
-        assert!(m.contains("not supported by this build"), "{m}");
+        assert!(m.contains("http:// or https://"), "{m}");
         let opts = BackendOptions {
             group_readable: true,
         };

@@ -81,6 +81,7 @@ pub mod local;
 pub mod location;
 pub mod mem;
 pub mod retry;
+pub mod s3;
 
 pub use layout::ObjectKind;
 pub use location::{BackendOptions, Location, open, open_with};

@@ -24,6 +24,8 @@ use tempfile::TempDir;
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_tresor");
 
+pub mod s3;
+
 /// Exit codes documented in src/cli.rs `mod exit`.
 pub mod exit {
     pub const OK: i32 = 0;
