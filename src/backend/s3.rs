@@ -162,6 +162,21 @@ fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// Whether the client may speak plain http to `location` (an `http://` endpoint that is a
+/// loopback host, or any with `allow`); an error for an `http://` one it may not.
+fn http_allowed(location: &S3Location, allow: bool) -> Result<bool> {
+    if location.scheme != "http" {
+        return Ok(false);
+    }
+    if location.is_loopback() || allow {
+        return Ok(true);
+    }
+    Err(Error::InvalidArgument(format!(
+        "{location}: plain http sends the repository's objects unprotected; it is allowed only \
+         for a loopback host, or with TRESOR_S3_ALLOW_HTTP=1"
+    )))
+}
+
 /// What the environment says about S3 access (see the module documentation).
 #[derive(Clone, Debug, Default)]
 pub struct S3Settings {
@@ -195,6 +210,11 @@ impl S3Backend {
     /// until a method is called).
     pub fn new(rest: &str) -> Result<S3Backend> {
         let location = S3Location::parse(rest)?;
+        // The endpoint's policy first: it does not depend on the credentials.
+        http_allowed(
+            &location,
+            var("TRESOR_S3_ALLOW_HTTP").as_deref() == Some("1"),
+        )?;
         let settings = S3Settings::from_env().ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "{location}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to the S3 credentials"
@@ -205,14 +225,7 @@ impl S3Backend {
 
     /// A backend for `location` with explicit settings.
     pub fn with_settings(location: S3Location, settings: &S3Settings) -> Result<S3Backend> {
-        let allow_http =
-            location.scheme == "http" && (location.is_loopback() || settings.allow_http);
-        if location.scheme == "http" && !allow_http {
-            return Err(Error::InvalidArgument(format!(
-                "{location}: plain http sends the repository's objects unprotected; it is allowed \
-                 only for a loopback host, or with TRESOR_S3_ALLOW_HTTP=1"
-            )));
-        }
+        let allow_http = http_allowed(&location, settings.allow_http)?;
         let mut builder = AmazonS3Builder::new()
             .with_endpoint(location.endpoint())
             .with_bucket_name(&location.bucket)

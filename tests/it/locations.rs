@@ -1,8 +1,8 @@
 //! Repository locations on the command line: a path, `local:PATH`, a path with a colon, an
-//! unknown scheme and the reserved `s3:`.
+//! unknown scheme and a malformed `s3:`.
 //!
 //! What it proves: `local:PATH` and `./a:b` open the same local repository as the plain path
-//! (same messages); an unknown scheme or `s3:` fails with exit 1, says why and how to write a
+//! (same messages); an unknown scheme or an `s3:` without an endpoint fails with exit 1, says why and how to write a
 //! path with a colon, and creates nothing — above all no directory named after the typo.
 
 use std::ffi::OsStr;
@@ -48,7 +48,7 @@ fn local_scheme_and_paths_with_colons_open_the_local_repository() {
 }
 
 #[test]
-fn unknown_schemes_and_s3_are_refused_and_create_nothing() {
+fn unknown_schemes_and_malformed_s3_are_refused_and_create_nothing() {
     let env = Env::new();
     let before: Vec<_> = fs::read_dir(env.root()).unwrap().collect();
     let init = |location: &str, extra: &[&str]| {
@@ -62,8 +62,11 @@ fn unknown_schemes_and_s3_are_refused_and_create_nothing() {
         .stderr_has("`local:`")
         .stderr_has("./backup:daily or local:backup:daily");
     init("s3:bucket/prefix", &[])
-        .expect_code(exit::FATAL, "s3: in this build")
-        .stderr_has("not supported by this build");
+        .expect_code(exit::FATAL, "s3: without an endpoint")
+        .stderr_has("http:// or https://");
+    init("s3:http://192.0.2.1:9000/bucket", &[])
+        .expect_code(exit::FATAL, "s3: over plain http to another host")
+        .stderr_has("TRESOR_S3_ALLOW_HTTP=1");
     init("s3:bucket/prefix", &["--group-readable"])
         .expect_code(exit::FATAL, "--group-readable on s3:")
         .stderr_has("--group-readable")
