@@ -1,8 +1,8 @@
 //! Storage backends: where the repository's objects live.
 //!
 //! [`open`] picks the backend for a [`Location`] (what `--repo` says); [`layout`] says under
-//! which key each object lives; [`local`] and [`mem`] are the backends; [`retry`] wraps one to
-//! retry transient errors, and [`faulty`] (a test tool) wraps one to inject them.
+//! which key each object lives; [`local`], [`mem`] and [`s3`] are the backends; [`retry`]
+//! wraps one to retry transient errors, and [`faulty`] (a test tool) wraps one to inject them.
 //!
 //! # Contract
 //!
@@ -61,7 +61,7 @@
 //! layout it made and fails).
 //!
 //! Backends know nothing of encryption, compression or the format: they move bytes. That keeps
-//! this trait small enough for object storage (S3-compatible) to be added later.
+//! this trait small enough for object storage ([`s3`]).
 //!
 //! [`Error::Missing`]: crate::error::Error::Missing
 //! [`Error::Corrupt`]: crate::error::Error::Corrupt
