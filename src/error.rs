@@ -59,6 +59,10 @@ pub enum Error {
     #[error("missing {object}")]
     Missing { object: String },
 
+    /// A create-only put found the object there already ([`crate::backend::Backend::put_new`]).
+    #[error("{object} already exists")]
+    AlreadyExists { object: String },
+
     /// The repository uses a format version this build does not understand.
     #[error("unsupported {what} version {found} (this build supports {supported})")]
     UnsupportedVersion {

@@ -31,6 +31,8 @@ pub enum Op {
     Exists,
     /// [`Backend::put`].
     Put,
+    /// [`Backend::put_new`].
+    PutNew,
     /// [`Backend::get`].
     Get,
     /// [`Backend::get_range`].
@@ -45,10 +47,11 @@ pub enum Op {
 
 impl Op {
     /// Every call.
-    pub const ALL: [Op; 8] = [
+    pub const ALL: [Op; 9] = [
         Op::Create,
         Op::Exists,
         Op::Put,
+        Op::PutNew,
         Op::Get,
         Op::GetRange,
         Op::List,
@@ -290,6 +293,11 @@ impl Backend for FaultyBackend {
     fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
         self.run(Op::Put, Some(kind), name, [data.len() as u64, 0], || {
             self.inner.put(kind, name, data)
+        })
+    }
+    fn put_new(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
+        self.run(Op::PutNew, Some(kind), name, [data.len() as u64, 0], || {
+            self.inner.put_new(kind, name, data)
         })
     }
     fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {

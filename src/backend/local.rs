@@ -54,6 +54,29 @@ fn make_dir(d: &Path, mode: u32) -> Result<()> {
 }
 
 impl LocalBackend {
+    /// `put` (`create_only`: `put_new`): makes the object's directory if needed, then writes.
+    fn store(&self, kind: ObjectKind, name: &str, data: &[u8], create_only: bool) -> Result<()> {
+        let dir = self.dir_of(kind, name);
+        if matches!(kind, ObjectKind::Pack | ObjectKind::Forgotten) && !dir.exists() {
+            // A pack's fan-out directory, or a kind newer than the repository.
+            if let Some(parent) = dir.parent()
+                && !parent.exists()
+            {
+                make_dir(parent, dir_mode(self.group))?;
+            }
+            match make_dir(&dir, dir_mode(self.group)) {
+                Ok(()) => {}
+                // Made by a concurrent writer meanwhile.
+                Err(_) if dir.is_dir() => {}
+                Err(e) => return Err(e),
+            }
+            if let Some(parent) = dir.parent() {
+                fsync_dir(parent)?;
+            }
+        }
+        write_durable(&dir.join(name), data, file_mode(self.group), create_only)
+    }
+
     /// A backend at `root` (not touched until used, except that the group bits of an existing
     /// top directory are read: they decide the group bits of new files).
     pub fn new(root: impl Into<PathBuf>) -> Self {
@@ -115,6 +138,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
 
 /// [`write_atomic`] with the file created with `mode` (the umask cannot widen it).
 pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    write_durable(path, data, mode, false)
+}
+
+/// [`write_atomic_mode`], or with `create_only` a create-only write: the durable temporary
+/// file is hard-linked to `path` (which fails if `path` exists: [`Error::AlreadyExists`]),
+/// then removed. A crash between the link and the removal leaves a `.tmp-` file, which
+/// [`Backend::remove_stale_temporaries`] removes.
+fn write_durable(path: &Path, data: &[u8], mode: u32, create_only: bool) -> Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = path.parent().unwrap_or(Path::new("."));
     let file_name = path
@@ -140,8 +171,24 @@ pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> Result<()> {
             .ctx(|| format!("writing {}", tmp.display()))?;
         f.sync_all().ctx(|| format!("syncing {}", tmp.display()))?;
         drop(f);
-        fs::rename(&tmp, path)
-            .ctx(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        if create_only {
+            match fs::hard_link(&tmp, path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(Error::AlreadyExists {
+                        object: path.display().to_string(),
+                    });
+                }
+                Err(e) => {
+                    return Err(e)
+                        .ctx(|| format!("linking {} to {}", tmp.display(), path.display()));
+                }
+            }
+            fs::remove_file(&tmp).ctx(|| format!("removing {}", tmp.display()))?;
+        } else {
+            fs::rename(&tmp, path)
+                .ctx(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        }
         fsync_dir(dir)
     })();
     if result.is_err() {
@@ -205,25 +252,11 @@ impl Backend for LocalBackend {
     }
 
     fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
-        let dir = self.dir_of(kind, name);
-        if matches!(kind, ObjectKind::Pack | ObjectKind::Forgotten) && !dir.exists() {
-            // A pack's fan-out directory, or a kind newer than the repository.
-            if let Some(parent) = dir.parent()
-                && !parent.exists()
-            {
-                make_dir(parent, dir_mode(self.group))?;
-            }
-            match make_dir(&dir, dir_mode(self.group)) {
-                Ok(()) => {}
-                // Made by a concurrent writer meanwhile.
-                Err(_) if dir.is_dir() => {}
-                Err(e) => return Err(e),
-            }
-            if let Some(parent) = dir.parent() {
-                fsync_dir(parent)?;
-            }
-        }
-        write_atomic_mode(&dir.join(name), data, file_mode(self.group))
+        self.store(kind, name, data, false)
+    }
+
+    fn put_new(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
+        self.store(kind, name, data, true)
     }
 
     fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {

@@ -51,6 +51,17 @@ impl Backend for MemBackend {
         self.map().insert(layout::key(kind, name), data.to_vec());
         Ok(())
     }
+    fn put_new(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
+        match self.map().entry(layout::key(kind, name)) {
+            std::collections::btree_map::Entry::Occupied(_) => Err(Error::AlreadyExists {
+                object: format!("{kind:?} {name}"),
+            }),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(data.to_vec());
+                Ok(())
+            }
+        }
+    }
     fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
         self.map()
             .get(&layout::key(kind, name))

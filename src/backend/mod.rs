@@ -13,6 +13,11 @@
 //!   a crash or power loss; a crash during `put` leaves either nothing or the whole object under
 //!   that name, never a prefix. Putting a name that exists replaces it (callers only do so with
 //!   identical content, since names are content hashes).
+//! - **put_new** is `put` that only creates: when an object of that name exists it stores
+//!   nothing and fails with [`Error::AlreadyExists`]. Of any number of concurrent `put_new`s of
+//!   one name, exactly one succeeds and the object holds its bytes (local: a hard link of a
+//!   durable temporary file; S3: `If-None-Match: *`). Locks are made with it, and the marker
+//!   of an S3 repository, so two hosts never take each other's object for their own.
 //! - **get** returns the whole object or an error; **get_range** returns exactly `len` bytes or
 //!   an error (a short object is an error, never a short read): a range must lie within the
 //!   object (`offset + len <= size`; an empty range at the very end is fine), else
@@ -48,12 +53,15 @@
 //!   503 Slow Down). The call may or may not have taken effect.
 //! - [`Error::Storage`] with `transient: false` ([`Error::permanent`]): repeating cannot help
 //!   — refused credentials (401/403), a bucket that does not exist, a malformed request.
+//! - [`Error::AlreadyExists`]: `put_new` of a name that exists.
 //! - [`Error::RepoExists`]: `create` over a location that holds something.
 //!
 //! # Repeating a call
 //!
 //! Every call except `create` may be repeated after any error, and then has the effect of one
-//! successful call: reads change nothing; `put` of a name that exists replaces it with the same
+//! successful call: reads change nothing; a `put_new` repeated after a transient error that
+//! then finds the object is judged by its content ([`retry::RetryBackend`] reads it back: the
+//! same bytes mean the earlier attempt took effect); `put` of a name that exists replaces it with the same
 //! bytes (names are content hashes, the config is written once); `delete` of a missing object
 //! succeeds. A `put` that failed (even one whose response was lost after the object was stored)
 //! must leave either nothing or the whole object. [`retry::RetryBackend`] relies on this to
@@ -69,6 +77,7 @@
 //! [`Error::Io`]: crate::error::Error::Io
 //! [`Error::Storage`]: crate::error::Error::Storage
 //! [`Error::RepoExists`]: crate::error::Error::RepoExists
+//! [`Error::AlreadyExists`]: crate::error::Error::AlreadyExists
 //! [`Error::is_transient`]: crate::error::Error::is_transient
 //! [`Error::transient`]: crate::error::Error::transient
 //! [`Error::permanent`]: crate::error::Error::permanent
@@ -99,6 +108,9 @@ pub trait Backend: Send + Sync {
     fn exists(&self, kind: ObjectKind, name: &str) -> Result<bool>;
     /// Stores an object durably and atomically.
     fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()>;
+    /// Stores an object durably and atomically only if no object of that name exists; else
+    /// stores nothing and fails with [`crate::error::Error::AlreadyExists`].
+    fn put_new(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()>;
     /// Reads a whole object.
     fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>>;
     /// Reads exactly `len` bytes at `offset`.

@@ -189,6 +189,25 @@ impl Backend for RetryBackend {
     fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
         self.run(|| self.inner.put(kind, name, data))
     }
+    fn put_new(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
+        // After a transient failure the put may have taken effect with its reply lost: a
+        // repeat that finds the object then reads it back, and the same bytes are ours.
+        let mut failed_before = false;
+        self.run(|| match self.inner.put_new(kind, name, data) {
+            Err(Error::AlreadyExists { object }) if failed_before => {
+                match self.inner.get(kind, name) {
+                    Ok(stored) if stored == data => Ok(()),
+                    Ok(_) => Err(Error::AlreadyExists { object }),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => {
+                failed_before |= e.is_transient();
+                Err(e)
+            }
+            Ok(()) => Ok(()),
+        })
+    }
     fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
         self.run(|| self.inner.get(kind, name))
     }
@@ -252,6 +271,10 @@ mod tests {
         fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
             self.next()?;
             self.inner.put(kind, name, data)
+        }
+        fn put_new(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
+            self.next()?;
+            self.inner.put_new(kind, name, data)
         }
         fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
             self.next()?;
@@ -349,6 +372,35 @@ mod tests {
                 .contains("attempt 2, after 1 transient errors"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_create_only_put_whose_reply_was_lost_is_ours_and_a_foreign_one_is_not() {
+        use crate::backend::faulty::{FaultPlan, FaultPoint, FaultyBackend, Op};
+        let mem: Arc<dyn Backend> = Arc::new(MemBackend::new());
+        // Half the put_news are done and their answer lost; reads always pass.
+        let faulty = Arc::new(FaultyBackend::new(
+            Arc::clone(&mem),
+            FaultPlan::new(0.5, 7)
+                .at(FaultPoint::After)
+                .ops(&[Op::PutNew]),
+        ));
+        let r = RetryBackend::new(faulty.clone(), fast(40));
+        for i in 0..50 {
+            let name = format!("lock-{i}");
+            let bytes = format!("mine {i}");
+            r.put_new(ObjectKind::Lock, &name, bytes.as_bytes())
+                .unwrap();
+            assert_eq!(mem.get(ObjectKind::Lock, &name).unwrap(), bytes.as_bytes());
+        }
+        assert!(faulty.injected_after() > 10, "replies were really lost");
+        // An object someone else made is not taken for ours.
+        mem.put(ObjectKind::Lock, "b", b"theirs").unwrap();
+        assert!(matches!(
+            r.put_new(ObjectKind::Lock, "b", b"mine"),
+            Err(Error::AlreadyExists { .. })
+        ));
+        assert_eq!(mem.get(ObjectKind::Lock, "b").unwrap(), b"theirs");
     }
 
     #[test]

@@ -19,9 +19,9 @@
 //! an empty prefix. `create` therefore refuses a prefix that holds any object, and then stores
 //! the marker object `PREFIX/.tresor-repo` (a line of text naming it); a second `create` finds
 //! it and fails with [`Error::RepoExists`]. Its last key component starts with `.`, so it is
-//! never an object of the layout (`layout::parse` rejects it) and no listing reports it. Two
-//! `create`s racing on the same empty prefix may both succeed (the check and the put are two
-//! requests); `repo init` is run once, by hand.
+//! never an object of the layout (`layout::parse` rejects it) and no listing reports it. The
+//! marker is stored with a create-only put (`If-None-Match: *`), so of two `create`s racing
+//! on the same empty prefix exactly one succeeds.
 //!
 //! Durability of `put`: an S3 PUT is atomic (the object appears whole or not at all) and
 //! durable when answered. Objects are stored with one PUT each, so nothing is left behind by
@@ -41,7 +41,8 @@ use std::net::IpAddr;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::{
-    ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+    ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
+    PutPayload, RetryConfig,
 };
 use tokio::runtime::Runtime;
 
@@ -309,10 +310,18 @@ impl S3Backend {
 
     /// The error for a failed request about an object.
     fn error(&self, kind: ObjectKind, name: &str, what: &str, e: object_store::Error) -> Error {
-        if let object_store::Error::NotFound { .. } = e {
-            return Error::Missing {
-                object: self.shown(kind, name),
-            };
+        match e {
+            object_store::Error::NotFound { .. } => {
+                return Error::Missing {
+                    object: self.shown(kind, name),
+                };
+            }
+            object_store::Error::AlreadyExists { .. } => {
+                return Error::AlreadyExists {
+                    object: self.shown(kind, name),
+                };
+            }
+            _ => {}
         }
         classify(format!("{what} {}", self.shown(kind, name)), e)
     }
@@ -382,14 +391,21 @@ impl Backend for S3Backend {
             }
             None => {}
         }
+        // Create-only: of two `create`s racing on one empty prefix, one finds the other's
+        // marker and fails.
         let marker = self.path(MARKER);
-        self.runtime
-            .block_on(
-                self.store
-                    .put(&marker, PutPayload::from_static(MARKER_TEXT)),
-            )
-            .map(|_| ())
-            .map_err(|e| classify(format!("storing {}/{MARKER}", self.location), e))
+        let opts = PutOptions::from(PutMode::Create);
+        match self.runtime.block_on(self.store.put_opts(
+            &marker,
+            PutPayload::from_static(MARKER_TEXT),
+            opts,
+        )) {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                Err(Error::RepoExists(self.location()))
+            }
+            Err(e) => Err(classify(format!("storing {}/{MARKER}", self.location), e)),
+        }
     }
 
     fn exists(&self, kind: ObjectKind, name: &str) -> Result<bool> {
@@ -407,6 +423,16 @@ impl Backend for S3Backend {
             .block_on(self.store.put(&path, payload))
             .map(|_| ())
             .map_err(|e| self.error(kind, name, "storing", e))
+    }
+
+    fn put_new(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
+        let path = self.object(kind, name);
+        let payload = PutPayload::from(bytes::Bytes::copy_from_slice(data));
+        let opts = PutOptions::from(PutMode::Create);
+        self.runtime
+            .block_on(self.store.put_opts(&path, payload, opts))
+            .map(|_| ())
+            .map_err(|e| self.error(kind, name, "creating", e))
     }
 
     fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {

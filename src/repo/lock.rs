@@ -5,7 +5,7 @@
 //! the pid's start time, the kernel's boot id and the holder's PID namespace, user, operation,
 //! shared or exclusive, and when it was created and last refreshed. Protocol:
 //!
-//! 1. write our lock object (durable);
+//! 1. write our lock object (durable, create-only: [`Backend::put_new`]);
 //! 2. list the locks; remove the stale ones, each with a message;
 //! 3. if any other lock conflicts (either side exclusive), remove ours and retry until the
 //!    `retry` budget is spent, then fail naming the holder.
@@ -440,7 +440,8 @@ pub fn acquire(
             nonce: hex::encode(nonce),
         };
         let (name, bytes) = info.seal(&key)?;
-        backend.put(ObjectKind::Lock, &name, &bytes)?;
+        // Create-only: a lock object is never written over one already there.
+        backend.put_new(ObjectKind::Lock, &name, &bytes)?;
         removed_stale.extend(remove_stale(backend.as_ref(), &key, &timing)?);
         let others: Vec<std::result::Result<LockInfo, String>> = list(backend.as_ref(), &key)?
             .into_iter()
@@ -531,7 +532,15 @@ fn start_refresher(
                     let Ok((new, bytes)) = info.seal(&held.key) else {
                         continue;
                     };
-                    if held.backend.put(ObjectKind::Lock, &new, &bytes).is_err() {
+                    // Within the same second the new object would be the current one.
+                    if new == held.current() {
+                        continue;
+                    }
+                    if held
+                        .backend
+                        .put_new(ObjectKind::Lock, &new, &bytes)
+                        .is_err()
+                    {
                         continue;
                     }
                     if let Ok(mut n) = held.name.lock() {

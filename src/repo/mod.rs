@@ -142,7 +142,8 @@ impl Repo {
         backend.create()?;
         let (name, bytes) = keys::create(&key, password, opts.kdf, &hostname(), &username())?;
         backend.put(ObjectKind::Key, &name.to_hex(), &bytes)?;
-        backend.put(ObjectKind::Config, "config", &config.encode(&key)?)?;
+        // Create-only: of two `init`s racing here, the second fails rather than replace it.
+        backend.put_new(ObjectKind::Config, "config", &config.encode(&key)?)?;
         Ok(config)
     }
 

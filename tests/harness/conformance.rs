@@ -5,7 +5,8 @@
 //! (an S3 one against a real local server). Besides the basics it tries what an object store
 //! can get wrong: an overwriting put, ranges at and past the end, `exists` of the config and of
 //! packs, listing after a delete, the `data/XX/` fan-out, an object of several MiB, every kind
-//! listed apart from the others, and stale-temporary removal that touches no object.
+//! listed apart from the others, stale-temporary removal that touches no object, 16 writers
+//! racing to create one object (exactly one wins), and a listing longer than an S3 page.
 
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ pub fn run(b: &dyn Backend) {
     list_after_delete(b);
     kinds_are_apart(b);
     stale_temporaries(b);
+    create_only_races(b);
+    listing_past_a_page(b);
 }
 
 /// A pack name as tresor makes them: 64 hex digits, starting with `first`.
@@ -324,4 +327,96 @@ pub fn stale_temporaries(b: &dyn Backend) {
     assert!(ok("exists config", b.exists(ObjectKind::Config, "config")));
     ok("delete", b.delete(ObjectKind::Pack, &p));
     ok("delete", b.delete(ObjectKind::Index, &p));
+}
+
+/// Sixteen writers race to create one lock object with different bytes: exactly one wins,
+/// the others get `AlreadyExists`, and the object holds the winner's bytes. A later `put_new`
+/// of it fails the same way and changes nothing.
+pub fn create_only_races(b: &dyn Backend) {
+    let lock = name(0x42, 1);
+    let results: Vec<(usize, tresor::Result<()>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let lock = &lock;
+                s.spawn(move || (i, b.put_new(ObjectKind::Lock, lock, &bytes(64, i as u64))))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a writer thread panicked"))
+            .collect()
+    });
+    let winners: Vec<usize> = results
+        .iter()
+        .filter(|(_, r)| r.is_ok())
+        .map(|(i, _)| *i)
+        .collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one create-only put wins: {results:?}"
+    );
+    for (i, r) in &results {
+        if let Err(e) = r {
+            assert!(
+                matches!(e, Error::AlreadyExists { .. }),
+                "writer {i} lost with {e:?}, not AlreadyExists"
+            );
+        }
+    }
+    let winner = winners[0];
+    assert_eq!(
+        ok("get", b.get(ObjectKind::Lock, &lock)),
+        bytes(64, winner as u64)
+    );
+    assert!(matches!(
+        b.put_new(ObjectKind::Lock, &lock, b"later"),
+        Err(Error::AlreadyExists { .. })
+    ));
+    assert_eq!(
+        ok("get", b.get(ObjectKind::Lock, &lock)),
+        bytes(64, winner as u64)
+    );
+    assert_eq!(ok("list", b.list(ObjectKind::Lock)).len(), 1);
+    ok("delete", b.delete(ObjectKind::Lock, &lock));
+    ok(
+        "put_new after delete",
+        b.put_new(ObjectKind::Lock, &lock, b"again"),
+    );
+    ok("delete", b.delete(ObjectKind::Lock, &lock));
+}
+
+/// 1,100 objects of one kind (an S3 listing page holds 1,000 keys): every one is listed, with
+/// its size, and every one deleted.
+pub fn listing_past_a_page(b: &dyn Backend) {
+    let names: Vec<String> = (0..1100u32)
+        .map(|i| {
+            let mut n = [0u8; 32];
+            n[..4].copy_from_slice(&i.to_be_bytes());
+            n[4] = 0x5a;
+            n.iter().map(|b| format!("{b:02x}")).collect()
+        })
+        .collect();
+    let size = |i: usize| 10 + i % 7;
+    let each = |f: &(dyn Fn(usize, &str) + Sync)| {
+        let per = names.len().div_ceil(8);
+        std::thread::scope(|s| {
+            for (p, part) in names.chunks(per).enumerate() {
+                s.spawn(move || {
+                    for (j, n) in part.iter().enumerate() {
+                        f(p * per + j, n)
+                    }
+                });
+            }
+        })
+    };
+    each(&|i, n| ok("put", b.put(ObjectKind::Index, n, &bytes(size(i), 1))));
+    let want: Vec<(String, u64)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), size(i) as u64))
+        .collect();
+    assert_eq!(sorted(ok("list", b.list(ObjectKind::Index))), sorted(want));
+    each(&|_, n| ok("delete", b.delete(ObjectKind::Index, n)));
+    assert!(ok("list", b.list(ObjectKind::Index)).is_empty());
 }
