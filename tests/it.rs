@@ -46,5 +46,7 @@ mod restore;
 mod retention;
 #[path = "it/s3.rs"]
 mod s3;
+#[path = "it/s3_commands.rs"]
+mod s3_commands;
 #[path = "it/tree.rs"]
 mod tree;

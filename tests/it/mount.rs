@@ -20,16 +20,29 @@ pub(crate) struct Mounted {
 
 impl Mounted {
     pub(crate) fn start(env: &Env, point: &Path) -> Mounted {
+        Mounted::start_with(env.command(&["mount", point.to_str().unwrap()]), point)
+    }
+
+    /// Runs `cmd` (a `tresor mount POINT` with its environment) and waits for the mount.
+    pub(crate) fn start_with(mut cmd: Command, point: &Path) -> Mounted {
         fs::create_dir_all(point).unwrap();
-        let mut cmd = env.command(&["mount", point.to_str().unwrap()]);
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let child = cmd.spawn().unwrap();
-        let m = Mounted {
+        let mut m = Mounted {
             child: Some(child),
             point: point.to_path_buf(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !point.join("snapshots").is_dir() {
+            if let Some(c) = m.child.as_mut()
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                let mut err = String::new();
+                if let Some(mut e) = c.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                panic!("tresor mount ended ({status}) before the mount appeared: {err}");
+            }
             assert!(Instant::now() < deadline, "the mount never appeared");
             thread::sleep(Duration::from_millis(50));
         }

@@ -17,14 +17,20 @@ fn s3_conforms() {
     conformance::run(&server.backend("conformance"));
 }
 
-/// Runs `tresor ARGS` against `repo` with the server's credentials (or `secret`), fed `stdin`.
-fn run(env: &Env, repo: &str, secret: Option<&str>, args: &[&str], stdin: &[u8]) -> Out {
+/// `tresor ARGS` against `repo` with the server's credentials.
+pub(crate) fn command(env: &Env, repo: &str, args: &[&str]) -> std::process::Command {
     let server = s3::server().unwrap();
     let mut cmd = env.command(args);
     cmd.env("TRESOR_REPO", repo).env_remove("AWS_SESSION_TOKEN");
     for (k, v) in server.vars() {
         cmd.env(k, v);
     }
+    cmd
+}
+
+/// Runs `tresor ARGS` against `repo` with the server's credentials (or `secret`), fed `stdin`.
+pub(crate) fn run(env: &Env, repo: &str, secret: Option<&str>, args: &[&str], stdin: &[u8]) -> Out {
+    let mut cmd = command(env, repo, args);
     if let Some(s) = secret {
         cmd.env("AWS_SECRET_ACCESS_KEY", s);
     }
