@@ -32,6 +32,7 @@
 pub mod backend;
 pub mod backup;
 pub mod check;
+pub mod copy;
 pub mod error;
 pub mod forget;
 pub mod format;
