@@ -252,6 +252,10 @@ struct Fetched {
     /// The anchor under the target's key (independent keys only; 0 otherwise).
     anchor: u64,
     stored_len: u64,
+    /// Where it is in the source, and (deltas only) its sealed bytes there, kept for the rare
+    /// delta that must be stored whole (see [`Copier::store`]).
+    loc: BlobLocation,
+    stored: Vec<u8>,
 }
 
 struct Copier<'a, 'p, 'r> {
@@ -286,9 +290,11 @@ impl Copier<'_, '_, '_> {
             if node.kind == NodeKind::File && !node.content.is_empty() {
                 let mapped = self.chunks(&node.content)?;
                 if !self.shared {
-                    if node.anchors.len() == node.content.len() {
-                        node.anchors = mapped.iter().map(|(_, a)| *a).collect();
-                    }
+                    node.anchors = if node.anchors.len() == node.content.len() {
+                        mapped.iter().map(|(_, a)| *a).collect()
+                    } else {
+                        Vec::new()
+                    };
                     node.content = node
                         .content
                         .iter()
@@ -345,7 +351,9 @@ impl Copier<'_, '_, '_> {
                     self.report.blobs_reused += 1;
                 }
             }
-            let fetched = self.fetch(&need)?;
+            let mut fetched = self.fetch(&need)?;
+            // Data before deltas: a delta's base in the same window is stored first.
+            fetched.sort_by_key(|f| f.kind == BlobKind::Delta);
             for f in fetched {
                 self.store(f)?;
             }
@@ -398,6 +406,12 @@ impl Copier<'_, '_, '_> {
                     base: loc.base.map(|b| b.id),
                     anchor,
                     stored_len: loc.stored_len as u64,
+                    loc: *loc,
+                    stored: if loc.kind == BlobKind::Delta {
+                        stored
+                    } else {
+                        Vec::new()
+                    },
                 })
             })
             .collect()
@@ -406,7 +420,17 @@ impl Copier<'_, '_, '_> {
     /// Stores one fetched blob in the target (a delta's base first).
     fn store(&mut self, mut f: Fetched) -> Result<()> {
         self.report.bytes_read += f.stored_len;
-        let base = if f.kind == BlobKind::Delta {
+        // With shared ids the blob was claimed before it was read.
+        let store = self.shared || self.packer.claim(&f.id)?;
+        if !self.shared {
+            self.ids.0.insert(f.src, (f.id, f.anchor));
+        }
+        if !store {
+            self.report.blobs_reused += 1;
+            return Ok(());
+        }
+        let mut base = None;
+        if f.kind == BlobKind::Delta {
             let src_base = f
                 .base
                 .ok_or_else(|| Error::corrupt("delta blob", "the index names no base"))?;
@@ -417,33 +441,45 @@ impl Copier<'_, '_, '_> {
                     "body too short for a base id",
                 ));
             }
-            f.body[..32].copy_from_slice(&tbase.0);
-            Some(tbase)
-        } else {
-            None
-        };
-        // With shared ids the blob was claimed before it was read.
-        let store = if self.shared {
-            true
-        } else {
-            self.packer.claim(&f.id)?
-        };
-        if store {
-            let sealed = codec::seal_body(self.target_key(), f.kind, &f.id, &f.body)?;
-            self.packer.add(f.kind, f.id, &sealed, f.raw_len, base)?;
-            self.report.blobs_copied += 1;
-            self.report.data_copied += f.raw_len as u64;
-            if f.kind == BlobKind::Delta {
-                self.report.blobs_delta += 1;
+            if self.is_delta_in_target(&tbase)? {
+                // A base is never a delta: the target holds this chunk as one (a backup made
+                // there stored it so), so this blob is stored whole.
+                let plain = self.source.reader().decode(&f.src, &f.loc, &f.stored)?;
+                let level = self.packer.repo().config().compression_level;
+                let sealed =
+                    codec::encode(self.target_key(), BlobKind::Data, &f.id, &plain, level)?;
+                self.packer
+                    .add(BlobKind::Data, f.id, &sealed, f.raw_len, None)?;
+                self.count(f.raw_len, false);
+                return Ok(());
             }
-            self.progress.advance(f.raw_len as u64);
-        } else {
-            self.report.blobs_reused += 1;
+            f.body[..32].copy_from_slice(&tbase.0);
+            base = Some(tbase);
         }
-        if !self.shared {
-            self.ids.0.insert(f.src, (f.id, f.anchor));
-        }
+        let sealed = codec::seal_body(self.target_key(), f.kind, &f.id, &f.body)?;
+        self.packer.add(f.kind, f.id, &sealed, f.raw_len, base)?;
+        self.count(f.raw_len, f.kind == BlobKind::Delta);
         Ok(())
+    }
+
+    fn count(&mut self, raw_len: u32, delta: bool) {
+        self.report.blobs_copied += 1;
+        self.report.data_copied += raw_len as u64;
+        if delta {
+            self.report.blobs_delta += 1;
+        }
+        self.progress.advance(raw_len as u64);
+    }
+
+    /// Whether the target's index lists `id` as a delta blob (what this run stores under a
+    /// delta base's id is never a delta: bases are data blobs in the source too).
+    fn is_delta_in_target(&self, id: &BlobId) -> Result<bool> {
+        Ok(self
+            .packer
+            .repo()
+            .catalog()
+            .locate(id)?
+            .is_some_and(|l| l.kind == BlobKind::Delta))
     }
 
     /// Makes sure the delta base `src` (a data blob of the source) is in the target before a

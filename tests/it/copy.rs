@@ -311,6 +311,40 @@ fn deltas_are_copied_with_their_bases() {
     }
 }
 
+/// Bases are never deltas: when the target holds a copied delta's base as a delta itself (its
+/// own backups stored that chunk so), the copied chunk is stored whole, and restores exactly.
+#[test]
+fn a_delta_whose_base_is_a_delta_in_the_target_is_stored_whole() {
+    let days = three_days();
+    let src = Env::new();
+    init(&src, &CHUNKS);
+    let dst = Env::new();
+    init_like(&dst, &src);
+    // The target: day 0, then day 1 as deltas against it.
+    dst.create_stdin("db.sql", &days[0]);
+    let d1 = dst.create_stdin("db.sql", &days[1]);
+    assert!(num(&d1, "blobs_delta") >= 3, "{d1}");
+    // The source: day 1 whole, then day 2 as deltas against day 1's chunks.
+    src.create_stdin("db.sql", &days[1]);
+    let s2 = src.create_stdin("db.sql", &days[2]);
+    assert!(num(&s2, "blobs_delta") >= 3, "{s2}");
+    let s2 = s2["id"].as_str().unwrap().to_string();
+
+    let r = copy(&dst, &src, &[&s2]);
+    assert_eq!(copied(&r), 1, "{r}");
+    let c = copy_of(&dst, &s2);
+    assert!(dst.restore_stdout(&c, None) == days[2], "day 2 differs");
+    check_read_data(&dst, "check after copying deltas on deltas");
+    // Every delta's base is a data blob.
+    let all = deltas(&dst);
+    for (d, b) in &all {
+        assert!(
+            !all.iter().any(|(x, _)| x == b),
+            "delta {d} has the delta {b} as base"
+        );
+    }
+}
+
 /// A target made with `--copy-chunker-params-from` ids and cuts like the source: after a copy,
 /// a backup of the same data made directly into the target stores (almost) no data blob, and
 /// a second copy reuses what the target has without reading it. A target with its own keys
