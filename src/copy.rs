@@ -19,7 +19,8 @@
 //!   every blob of every snapshot copied is read and decoded, even when the target has it.
 //!   Trees are rewritten bottom-up with the mapped subtree and chunk ids and the chunk anchors
 //!   recomputed under the target's key. A delta stays a delta: its script does not depend on
-//!   the key, only its base id, which is replaced by the base's mapped id. The map from source
+//!   the key, only its base id, which is replaced by the base's mapped id (in both modes a
+//!   delta whose base the target holds as a delta itself is stored whole: bases never are). The map from source
 //!   to target ids lives in memory for one run: about 100 bytes per distinct blob copied (a
 //!   million 1 MiB chunks, a TiB of distinct data, is ~100 MB).
 //!
