@@ -99,7 +99,8 @@ pub struct CopyReport {
     pub blobs_copied: u64,
     /// Of those, deltas.
     pub blobs_delta: u64,
-    /// Blobs the snapshots reference that the target had already.
+    /// References to blobs the target had already or that this run had stored before (each
+    /// reference counts: a chunk named twice and stored once counts once here).
     pub blobs_reused: u64,
     /// Sealed bytes read from the source's packs.
     pub bytes_read: u64,
@@ -348,7 +349,7 @@ impl Copier<'_, '_, '_> {
                 };
                 if wanted {
                     need.push((c.0, self.source.locate(&c.0)?));
-                } else if self.shared {
+                } else {
                     self.report.blobs_reused += 1;
                 }
             }
