@@ -818,6 +818,7 @@ pub fn seeds() -> Vec<Seed> {
             errors: vec!["/etc/shadow: permission denied".into()],
         },
         known_snapshots: vec!["6a".repeat(32), "7b".repeat(32)],
+        original: None,
     };
     let (_, stored) = must(snap.encode(k), "snapshot");
     let plain = must(

@@ -20,7 +20,7 @@
 //! - T1, storage: [`backend`] (bytes under names) and [`repo`] (the only door to them: keys,
 //!   config, catalog, locks, snapshots, blob reading and pack writing).
 //! - T2, operations: [`source`] (what a backup reads, with change detection and excludes),
-//!   [`backup`], [`restore`], [`check`], [`prune`], [`forget`], [`repair`], [`listing`],
+//!   [`backup`], [`restore`], [`check`], [`copy`], [`prune`], [`forget`], [`repair`], [`listing`],
 //!   [`usage`], [`vfs`] and [`mount`]. Operations never call each other; they share
 //!   [`repo::Repo`].
 //! - T3, the CLI, lives in the binary (`src/cli/`).
@@ -32,6 +32,7 @@
 pub mod backend;
 pub mod backup;
 pub mod check;
+pub mod copy;
 pub mod error;
 pub mod forget;
 pub mod format;

@@ -13,6 +13,8 @@ mod harness;
 mod backends;
 #[path = "it/backup.rs"]
 mod backup;
+#[path = "it/copy.rs"]
+mod copy;
 #[path = "it/crash.rs"]
 mod crash;
 #[path = "it/dedup.rs"]

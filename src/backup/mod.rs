@@ -538,6 +538,7 @@ fn commit(
         excludes: (!opts.excludes.is_empty()).then(|| opts.excludes.clone()),
         summary,
         known_snapshots: Vec::new(),
+        original: None,
     };
     let (id, snapshot) = repo.save_snapshot(snapshot)?;
     Ok(CreateResult {

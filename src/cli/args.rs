@@ -258,6 +258,48 @@ pub(super) enum RepoCmd {
     Init(InitArgs),
     /// Remove stale locks (of crashed runs); --remove-all removes every lock.
     Unlock(UnlockArgs),
+    /// Copy snapshots from another repository (--from) into this one (--repo), re-encrypted
+    /// under this one's key. Only snapshots this repository does not have yet are copied, and
+    /// no blob it has is stored again: run it from cron. Copying into a repository made with
+    /// `repo init --copy-chunker-params-from` skips what it has without reading it; into any
+    /// other, every blob of each new snapshot is read and decoded.
+    Copy(CopyArgs),
+}
+
+/// Where the source repository is and how to open it (`repo copy`, `repo init
+/// --copy-chunker-params-from`).
+#[derive(Args)]
+pub(super) struct FromPasswordArgs {
+    /// The source repository's password from the first line of FILE [default:
+    /// $TRESOR_FROM_PASSWORD, else the password of --repo].
+    #[arg(long, env = "TRESOR_FROM_PASSWORD_FILE", value_name = "FILE")]
+    pub(super) from_password_file: Option<PathBuf>,
+    /// Try this key file of the source first.
+    #[arg(long, value_name = "ID")]
+    pub(super) from_key_hint: Option<String>,
+}
+
+#[derive(Args)]
+pub(super) struct CopyArgs {
+    /// The source repository: a path, `local:PATH` or `s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]`.
+    #[arg(long, env = "TRESOR_FROM_REPO", value_name = "LOCATION")]
+    pub(super) from: std::ffi::OsString,
+    /// Snapshots to copy: `latest`, ids or unique prefixes [default: every snapshot].
+    pub(super) snapshots: Vec<String>,
+    /// Only snapshots of this host (repeatable: any of them).
+    #[arg(long)]
+    pub(super) host: Vec<String>,
+    /// Only snapshots with this tag (repeatable: any of them).
+    #[arg(long)]
+    pub(super) tag: Vec<String>,
+    #[command(flatten)]
+    pub(super) from_password: FromPasswordArgs,
+    /// Show which snapshots would be copied; write nothing.
+    #[arg(long)]
+    pub(super) dry_run: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub(super) json: bool,
 }
 
 #[derive(Args)]
@@ -287,6 +329,15 @@ pub(super) struct InitArgs {
     /// the owner alone (0700, 0600).
     #[arg(long)]
     pub(super) group_readable: bool,
+    /// Chunk and id data exactly like the repository at LOCATION (its chunker parameters and
+    /// its content secret; the encryption key stays this repository's own), so that snapshots
+    /// copied from it with `repo copy` keep their ids: copying skips what is here without
+    /// reading it, and copied data dedups with backups made directly into this repository.
+    /// Opens LOCATION (see --from-password-file). The --chunk-* options are then ignored.
+    #[arg(long, value_name = "LOCATION")]
+    pub(super) copy_chunker_params_from: Option<std::ffi::OsString>,
+    #[command(flatten)]
+    pub(super) from_password: FromPasswordArgs,
 }
 
 #[derive(Subcommand)]

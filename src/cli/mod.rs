@@ -3,15 +3,17 @@
 //!
 //! This module holds the clap argument tree, dispatch, exit-code mapping, the password sources
 //! and opening/locking the repository; the commands live in `snapshots` (create, list, show,
-//! restore, ls, diff, stats), `maintenance` (check, repair, unlock, prune, forget, mount) and
-//! `keys` (key list, add, remove, passwd).
+//! restore, ls, diff, stats), `maintenance` (check, repair, unlock, prune, forget, mount),
+//! `copying` (repo copy) and `keys` (key list, add, remove, passwd).
 
 mod args;
+mod copying;
 mod keys;
 mod maintenance;
 mod snapshots;
 
 use args::*;
+use copying::*;
 use keys::*;
 use maintenance::*;
 use snapshots::*;
@@ -141,6 +143,7 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Repair(RepairCmd::Index(a)) => repair_index(g, a),
         Command::Repair(RepairCmd::Snapshots(a)) => repair_snapshots(g, a),
         Command::Repo(RepoCmd::Unlock(a)) => unlock(g, a),
+        Command::Repo(RepoCmd::Copy(a)) => repo_copy(g, a),
         Command::Snapshot(SnapshotCmd::Forget(a)) => forget(g, a),
         Command::Snapshot(SnapshotCmd::Ls(a)) => ls(g, a),
         Command::Snapshot(SnapshotCmd::Diff(a)) => diff(g, a),
@@ -340,7 +343,13 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
             parallelism: 1,
         },
     };
-    let config = Repo::init(backend.as_ref(), &pw, &opts)?;
+    let config = match &a.copy_chunker_params_from {
+        None => Repo::init(backend.as_ref(), &pw, &opts)?,
+        Some(from) => {
+            let source = open_source(g, from, &a.from_password, &pw)?;
+            Repo::init_like(backend.as_ref(), &pw, &opts, &source)?
+        }
+    };
     if !g.quiet {
         println!(
             "created tresor repository {} at {}",
@@ -350,6 +359,48 @@ fn init(g: &Global, a: InitArgs) -> Result<u8> {
         println!("keep the password safe: without it the data cannot be read by anyone");
     }
     Ok(exit::OK)
+}
+
+/// Opens the source repository of `repo copy` or `repo init --copy-chunker-params-from`:
+/// its password from --from-password-file, else $TRESOR_FROM_PASSWORD, else `target_pw`.
+fn open_source(
+    g: &Global,
+    from: &std::ffi::OsStr,
+    a: &FromPasswordArgs,
+    target_pw: &[u8],
+) -> Result<Repo> {
+    let location = Location::parse_os(from)?;
+    let backend = backend::open(&location)?;
+    let pw = if a.from_password_file.is_some() || std::env::var_os("TRESOR_FROM_PASSWORD").is_some()
+    {
+        password_from(
+            a.from_password_file.as_deref(),
+            "TRESOR_FROM_PASSWORD",
+            ("source password", "source repository password"),
+            false,
+            "use --from-password-file or TRESOR_FROM_PASSWORD",
+        )?
+    } else {
+        Zeroizing::new(target_pw.to_vec())
+    };
+    let cache = g.cache_dir.clone().unwrap_or_else(repo::default_cache_dir);
+    let opts = repo::OpenOptions {
+        key_hint: a.from_key_hint.clone(),
+    };
+    let repo = Repo::open_with(backend, &pw, &cache, &opts).with_context(|| {
+        let how = if a.from_password_file.is_some() {
+            "--from-password-file"
+        } else if std::env::var_os("TRESOR_FROM_PASSWORD").is_some() {
+            "TRESOR_FROM_PASSWORD"
+        } else {
+            "the password of --repo, as no --from-password-file was given"
+        };
+        format!("opening the source repository {location} (with {how})")
+    })?;
+    for w in repo.warnings() {
+        eprintln!("tresor: warning: source: {w} (run `tresor check` on it)");
+    }
+    Ok(repo)
 }
 
 struct Bar(Option<ProgressBar>);

@@ -166,6 +166,7 @@ pub(super) fn snapshot_json(id: &ObjectId, s: &Snapshot) -> serde_json::Value {
         "paths": stored_paths(s),
         "root": s.root.to_hex(),
         "parent": s.parent,
+        "original": s.original,
         "excludes": s.excludes,
         "summary": s.summary,
     })

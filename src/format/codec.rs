@@ -143,6 +143,33 @@ pub fn decode_unhashed(
         ));
     }
     let body = key.open(&blob_aad(kind, id), stored, &what)?;
+    inflate_body(kind, id, &body, raw_len as u32)
+}
+
+/// Opens a stored blob's envelope: the authenticated body (codec byte and payload; for a
+/// delta, the base id and the script), neither inflated nor hashed. With [`seal_body`], what
+/// `repo copy` re-encrypts: the body does not depend on the key, except a delta's base id.
+pub fn open_body(key: &MasterKey, kind: BlobKind, id: &BlobId, stored: &[u8]) -> Result<Vec<u8>> {
+    let what = || format!("{kind:?} blob {}", id.to_hex());
+    key.open(&blob_aad(kind, id), stored, &what)
+}
+
+/// Seals a body made by [`open_body`] (possibly under another key, as blob `id`).
+pub fn seal_body(key: &MasterKey, kind: BlobKind, id: &BlobId, body: &[u8]) -> Result<Vec<u8>> {
+    key.seal(&blob_aad(kind, id), body)
+}
+
+/// The plaintext of a data or tree blob's opened body ([`open_body`]), inflated within
+/// `raw_len` bytes and checked against that length (not hashed).
+pub fn inflate_body(kind: BlobKind, id: &BlobId, body: &[u8], raw_len: u32) -> Result<Vec<u8>> {
+    let what = || format!("{kind:?} blob {}", id.to_hex());
+    let raw_len = raw_len as usize;
+    if raw_len > format::MAX_BLOB_LEN {
+        return Err(Error::corrupt(
+            what(),
+            format!("recorded length {raw_len} exceeds the limit"),
+        ));
+    }
     let (codec, payload) = body
         .split_first()
         .ok_or_else(|| Error::corrupt(what(), "empty body"))?;

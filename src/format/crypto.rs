@@ -5,6 +5,13 @@
 //! (XChaCha20-Poly1305) and the chunker's gear seed. Key files wrap the master secret under a key
 //! derived from a password by argon2id (see keys.rs).
 //!
+//! A repository made with `repo init --copy-chunker-params-from` has a second 32-byte secret,
+//! the **content secret**, taken from the source repository: the blob-id key and the gear seed
+//! derive from it, the encryption key still from its own master secret. Such a repository ids
+//! and cuts plaintext exactly like its source (so copied blobs keep their ids and dedup with
+//! direct backups) while nothing it stores can be opened with the source's key. Without one,
+//! the content secret is the master secret itself (every repository made before it existed).
+//!
 //! A sealed envelope is `nonce (24) ‖ ciphertext ‖ tag (16)` with a fresh random nonce. The
 //! associated data names what the envelope holds (format::aad), so a snapshot cannot be passed
 //! off as an index object, nor one blob as another. Key material never derives Debug, Clone
@@ -25,6 +32,8 @@ pub struct SecretBytes(pub [u8; 32]);
 /// The repository's keys, derived from the master secret.
 pub struct MasterKey {
     master: SecretBytes,
+    /// The content secret when it is not the master secret.
+    content: Option<SecretBytes>,
     blob_id_key: SecretBytes,
     cipher: XChaCha20Poly1305,
     gear_seed: SecretBytes,
@@ -40,24 +49,87 @@ impl MasterKey {
         Ok(key)
     }
 
-    /// Rebuilds the keys from a master secret (as unwrapped from a key file).
+    /// A new random master key that shares `other`'s content secret: it ids and chunks
+    /// plaintext like `other` and encrypts under its own key (`--copy-chunker-params-from`).
+    pub fn generate_sharing_content(other: &MasterKey) -> Result<Self> {
+        let mut m = [0u8; 32];
+        random_bytes(&mut m)?;
+        let key = Self::from_secrets(m, Some(*other.content_secret()));
+        m.zeroize();
+        Ok(key)
+    }
+
+    /// Rebuilds the keys from a master secret (as unwrapped from a key file); the content
+    /// secret is the master secret.
     pub fn from_secret(secret: [u8; 32]) -> Self {
-        let blob_id_key = blake3::derive_key(format::kdf_context::BLOB_ID, &secret);
+        Self::from_secrets(secret, None)
+    }
+
+    /// Rebuilds the keys from a master secret and, when the repository has its own, a
+    /// content secret (see the module documentation). A content secret equal to the master
+    /// secret is the same as none.
+    pub fn from_secrets(secret: [u8; 32], content: Option<[u8; 32]>) -> Self {
+        let content = content.filter(|c| *c != secret);
+        let content_src = content.as_ref().unwrap_or(&secret);
+        let blob_id_key = blake3::derive_key(format::kdf_context::BLOB_ID, content_src);
+        let gear_seed = blake3::derive_key(format::kdf_context::GEAR, content_src);
         let mut enc = blake3::derive_key(format::kdf_context::ENCRYPTION, &secret);
-        let gear_seed = blake3::derive_key(format::kdf_context::GEAR, &secret);
         let cipher = XChaCha20Poly1305::new((&enc).into());
         enc.zeroize();
         MasterKey {
             master: SecretBytes(secret),
+            content: content.map(SecretBytes),
             blob_id_key: SecretBytes(blob_id_key),
             cipher,
             gear_seed: SecretBytes(gear_seed),
         }
     }
 
-    /// The master secret, for wrapping into a key file.
+    /// The master secret.
     pub fn secret(&self) -> &[u8; 32] {
         &self.master.0
+    }
+
+    /// The content secret: the blob-id key and the gear seed derive from it.
+    pub fn content_secret(&self) -> &[u8; 32] {
+        self.content.as_ref().map_or(&self.master.0, |c| &c.0)
+    }
+
+    /// Whether `other` ids and chunks plaintext exactly like this key (same content secret).
+    pub fn same_content(&self, other: &MasterKey) -> bool {
+        self.blob_id_key.0 == other.blob_id_key.0 && self.gear_seed.0 == other.gear_seed.0
+    }
+
+    /// What a key file wraps: the 32-byte master secret, followed by the content secret when
+    /// the repository has its own (64 bytes).
+    pub fn wrapped_secret(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        let mut v = zeroize::Zeroizing::new(Vec::with_capacity(64));
+        v.extend_from_slice(&self.master.0);
+        if let Some(c) = &self.content {
+            v.extend_from_slice(&c.0);
+        }
+        v
+    }
+
+    /// The reverse of [`MasterKey::wrapped_secret`]; `None` unless 32 or 64 bytes.
+    pub fn from_wrapped(bytes: &[u8]) -> Option<Self> {
+        let mut m = [0u8; 32];
+        let mut c = [0u8; 32];
+        let key = match bytes.len() {
+            32 => {
+                m.copy_from_slice(bytes);
+                Some(Self::from_secret(m))
+            }
+            64 => {
+                m.copy_from_slice(&bytes[..32]);
+                c.copy_from_slice(&bytes[32..]);
+                Some(Self::from_secrets(m, Some(c)))
+            }
+            _ => None,
+        };
+        m.zeroize();
+        c.zeroize();
+        key
     }
 
     /// The id of a blob with this plaintext.
@@ -216,5 +288,34 @@ mod tests {
         assert_eq!(a.gear_table(), b.gear_table());
         assert_ne!(a.gear_table(), c.gear_table());
         assert_eq!(a.gear_table().len(), 256);
+    }
+
+    /// A key sharing another's content secret ids and chunks like it and encrypts apart; its
+    /// wrapped form is 64 bytes and round-trips; a key of its own wraps 32 bytes, as before.
+    #[test]
+    fn shared_content_secret() {
+        let src = MasterKey::from_secret([7; 32]);
+        let dst = MasterKey::generate_sharing_content(&src).unwrap();
+        assert!(dst.same_content(&src));
+        assert_eq!(dst.blob_id(b"x"), src.blob_id(b"x"));
+        assert_eq!(dst.gear_table(), src.gear_table());
+        let s = dst.seal(b"ad", b"hello").unwrap();
+        assert!(src.open(b"ad", &s, &|| "x".into()).is_err());
+        assert_eq!(src.wrapped_secret().len(), 32);
+        assert_eq!(dst.wrapped_secret().len(), 64);
+        let back = MasterKey::from_wrapped(&dst.wrapped_secret()).unwrap();
+        assert!(back.same_content(&src));
+        assert_eq!(back.open(b"ad", &s, &|| "x".into()).unwrap(), b"hello");
+        assert!(MasterKey::from_wrapped(&[1; 33]).is_none());
+        let own = MasterKey::from_wrapped(&[7; 32]).unwrap();
+        assert!(own.same_content(&src) && own.wrapped_secret().len() == 32);
+        // Content secret equal to the master secret: the same as none (wraps 32 bytes).
+        assert_eq!(
+            MasterKey::from_secrets([7; 32], Some([7; 32]))
+                .wrapped_secret()
+                .len(),
+            32
+        );
+        assert!(!MasterKey::generate().unwrap().same_content(&src));
     }
 }

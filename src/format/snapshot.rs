@@ -132,6 +132,11 @@ pub struct Snapshot {
     pub excludes: Option<ExcludeRecord>,
     /// What happened.
     pub summary: Summary,
+    /// In a copy made by `tresor repo copy`: the id of the snapshot first written by a backup
+    /// (carried through copies of copies), so a later copy knows it is there. Absent in a
+    /// snapshot written by a backup (its own id is its original).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<String>,
     /// Every other snapshot the repository held when this one was written, so that one of
     /// them that later disappears without a forget record is noticed (see
     /// [`crate::repo::history`]). Absent in snapshots written before that check existed.
@@ -157,6 +162,12 @@ impl Snapshot {
             });
         }
         Ok(s)
+    }
+
+    /// The id of the snapshot first written by a backup that this one is (a copy of): its
+    /// `original`, else `id` itself.
+    pub fn original_id(&self, id: &ObjectId) -> String {
+        self.original.clone().unwrap_or_else(|| id.to_hex())
     }
 
     /// The snapshot's time as a sortable value (falls back to the epoch if unparsable).
@@ -196,6 +207,7 @@ mod tests {
         );
         let back = serde_json::to_value(&s).unwrap();
         assert!(back.get("parent").is_none() && back.get("excludes").is_none());
+        assert!(s.original.is_none() && back.get("original").is_none());
         assert_eq!(back["summary"]["files_unchanged"], 0);
 
         let with = Snapshot {

@@ -47,6 +47,11 @@ pub struct ForgetEntry {
     pub user: String,
     /// Why: `snapshot forget`, `repair snapshots --forget`, `prune --allow-missing-snapshots`.
     pub reason: String,
+    /// The removed snapshot's `original` (it was a copy made by `repo copy`), so a later copy
+    /// does not bring back what this repository's retention removed. Absent for snapshots made
+    /// by a backup here (their id is their original) and in records older than `repo copy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<String>,
 }
 
 /// A forget record object: one or more entries (prune merges records into one).
@@ -73,6 +78,7 @@ impl ForgetRecord {
                     host: host.clone(),
                     user: user.clone(),
                     reason: reason.to_string(),
+                    original: None,
                 })
                 .collect(),
         }
@@ -150,6 +156,17 @@ pub fn records(repo: &Repo) -> Result<(Records, Vec<String>)> {
         }
     }
     Ok((out, damaged))
+}
+
+/// The snapshots this repository's forget records name: their ids and, for copies, their
+/// original ids (see [`ForgetEntry::original`]); `repo copy` does not copy these again.
+pub fn forgotten_originals(repo: &Repo) -> Result<HashSet<String>> {
+    let (records, _) = records(repo)?;
+    Ok(records
+        .iter()
+        .flat_map(|(_, r)| r.entries.iter())
+        .flat_map(|e| std::iter::once(e.snapshot.clone()).chain(e.original.clone()))
+        .collect())
 }
 
 /// Compares what is present with what is known to have existed (see the module

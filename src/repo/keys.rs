@@ -10,7 +10,9 @@
 //! ```
 //!
 //! The wrapping key is argon2id(password, salt) → 32 bytes; `master` is an XChaCha20-Poly1305
-//! envelope of the master secret with associated data `tresor/v1/key`. A repository may hold
+//! envelope of the master secret with associated data `tresor/v1/key`: 32 bytes, or 64 bytes
+//! (master secret ‖ content secret) in a repository made with `--copy-chunker-params-from`
+//! (see [`crate::format::crypto`]); a build older than that refuses the 64-byte form. A repository may hold
 //! several key files (one per password: `tresor key add`); each wraps the same master secret.
 //! The file is named by the BLAKE3 hash of its bytes. `user` is absent in key files written
 //! before key management existed.
@@ -212,7 +214,11 @@ pub fn create(
     let mut salt = [0u8; 16];
     crypto::random_bytes(&mut salt)?;
     let kek = derive(password, &salt, params)?;
-    let sealed = crypto::seal_with(&crypto::cipher_from(&kek), format::aad::KEY, key.secret())?;
+    let sealed = crypto::seal_with(
+        &crypto::cipher_from(&kek),
+        format::aad::KEY,
+        &key.wrapped_secret(),
+    )?;
     let kf = KeyFile {
         version: format::KEY_FILE_VERSION,
         kdf: "argon2id".into(),
@@ -242,11 +248,9 @@ pub fn open(name: &str, bytes: &[u8], password: &[u8]) -> Result<Option<MasterKe
     match crypto::open_with(&crypto::cipher_from(&kek), format::aad::KEY, &sealed, &what) {
         Ok(secret) => {
             let secret = Zeroizing::new(secret);
-            let arr: [u8; 32] = secret
-                .as_slice()
-                .try_into()
-                .map_err(|_| Error::corrupt(what(), "master secret has the wrong length"))?;
-            Ok(Some(MasterKey::from_secret(arr)))
+            MasterKey::from_wrapped(&secret)
+                .map(Some)
+                .ok_or_else(|| Error::corrupt(what(), "master secret has the wrong length"))
         }
         Err(_) => Ok(None),
     }
@@ -268,6 +272,12 @@ mod tests {
         let name = id.to_hex();
         let back = open(&name, &bytes, b"secret").unwrap().unwrap();
         assert_eq!(back.secret(), k.secret());
+        // A key with its own content secret keeps it through a key file.
+        let shared = MasterKey::generate_sharing_content(&k).unwrap();
+        let (sid, sbytes) = create(&shared, b"pw2", p, "h", "u").unwrap();
+        let sback = open(&sid.to_hex(), &sbytes, b"pw2").unwrap().unwrap();
+        assert_eq!(sback.secret(), shared.secret());
+        assert!(sback.same_content(&k) && sback.content_secret() == k.content_secret());
         assert!(open(&name, &bytes, b"wrong").unwrap().is_none());
         let info = inspect(&name, &bytes).unwrap();
         assert_eq!((info.host.as_str(), info.user.as_str()), ("h", "u"));

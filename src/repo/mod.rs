@@ -136,9 +136,39 @@ impl Repo {
         if backend.exists(ObjectKind::Config, "config")? {
             return Err(Error::RepoExists(backend.location()));
         }
+        Self::init_with_key(backend, password, opts, MasterKey::generate()?)
+    }
+
+    /// `repo init --copy-chunker-params-from`: creates a repository that chunks and ids
+    /// plaintext exactly like `source` (its chunker parameters and its content secret, see
+    /// [`crate::format::crypto`]) under a master key of its own, so that blobs copied from
+    /// `source` keep their ids and dedup with backups made directly into the new one.
+    /// `opts.chunker` is ignored.
+    pub fn init_like(
+        backend: &dyn Backend,
+        password: &[u8],
+        opts: &InitOptions,
+        source: &Repo,
+    ) -> Result<Config> {
+        let opts = InitOptions {
+            chunker: source.config.chunker,
+            ..opts.clone()
+        };
+        let key = MasterKey::generate_sharing_content(&source.key)?;
+        Self::init_with_key(backend, password, &opts, key)
+    }
+
+    fn init_with_key(
+        backend: &dyn Backend,
+        password: &[u8],
+        opts: &InitOptions,
+        key: MasterKey,
+    ) -> Result<Config> {
+        if backend.exists(ObjectKind::Config, "config")? {
+            return Err(Error::RepoExists(backend.location()));
+        }
         let config = Config::new(opts.chunker, opts.pack_size, opts.compression_level)?;
         opts.kdf.validate()?;
-        let key = MasterKey::generate()?;
         backend.create()?;
         let (name, bytes) = keys::create(&key, password, opts.kdf, &hostname(), &username())?;
         backend.put(ObjectKind::Key, &name.to_hex(), &bytes)?;

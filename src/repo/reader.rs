@@ -83,6 +83,11 @@ impl BlobReader {
             .map_err(|e| in_pack(e, &base.pack, " (a delta base)"))
     }
 
+    /// The sealed bytes of the blob found at `loc`, as stored (`repo copy` re-seals them).
+    pub fn read_stored(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
+        self.range(&loc.pack, loc.offset, loc.stored_len)
+    }
+
     /// A whole stored pack (check, prune and repair read packs whole).
     pub fn pack_bytes(&self, pack: &ObjectId) -> Result<Vec<u8>> {
         self.backend.get(ObjectKind::Pack, &pack.to_hex())

@@ -39,12 +39,24 @@ impl Repo {
     }
 
     /// Removes snapshot objects the way every removal must: a forget record naming them
-    /// (`reason` says why) is durable first, then the objects go. Returns how many went.
+    /// (`reason` says why, and each copy's original id) is durable first, then the objects
+    /// go. Returns how many went.
     pub fn forget_snapshots(&self, ids: &[ObjectId], reason: &str) -> Result<u64> {
         if ids.is_empty() {
             return Ok(0);
         }
-        self.put_forget_record(&crate::repo::history::ForgetRecord::new(ids, reason))?;
+        let mut record = crate::repo::history::ForgetRecord::new(ids, reason);
+        // A copy's original goes into the record (so `repo copy` does not bring it back); a
+        // snapshot that cannot be read has none to give.
+        for (e, id) in record.entries.iter_mut().zip(ids) {
+            e.original = self
+                .backend
+                .get(ObjectKind::Snapshot, &id.to_hex())
+                .ok()
+                .and_then(|b| Snapshot::decode(&self.key, id, &b).ok())
+                .and_then(|s| s.original);
+        }
+        self.put_forget_record(&record)?;
         for id in ids {
             crate::interrupt::check()?;
             self.backend.delete(ObjectKind::Snapshot, &id.to_hex())?;

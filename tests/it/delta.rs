@@ -95,7 +95,7 @@ fn row(id: u64, rev: u64) -> String {
 }
 
 /// Three consecutive days of the same table.
-fn three_days() -> [Vec<u8>; 3] {
+pub(crate) fn three_days() -> [Vec<u8>; 3] {
     let t0 = Table::day0();
     let t1 = t0.next(1);
     let t2 = t1.next(2);
@@ -108,7 +108,7 @@ fn three_days() -> [Vec<u8>; 3] {
 /// spans content no single base holds and is stored whole. Over many chunks that costs a
 /// small, steady share; with the default 1 MiB chunks a 9 MB dump has ~6, and one such chunk
 /// swings day 1's cost by up to 40% from one repository to the next.
-const CHUNKS: [&str; 6] = [
+pub(crate) const CHUNKS: [&str; 6] = [
     "--chunk-min",
     "16384",
     "--chunk-avg",
