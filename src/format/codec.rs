@@ -134,16 +134,9 @@ pub fn decode_unhashed(
     stored: &[u8],
     raw_len: u32,
 ) -> Result<Vec<u8>> {
-    let what = || format!("{kind:?} blob {}", id.to_hex());
-    let raw_len = raw_len as usize;
-    if raw_len > format::MAX_BLOB_LEN {
-        return Err(Error::corrupt(
-            what(),
-            format!("recorded length {raw_len} exceeds the limit"),
-        ));
-    }
-    let body = key.open(&blob_aad(kind, id), stored, &what)?;
-    inflate_body(kind, id, &body, raw_len as u32)
+    check_raw_len(kind, id, raw_len)?;
+    let body = open_body(key, kind, id, stored)?;
+    inflate_body(kind, id, &body, raw_len)
 }
 
 /// Opens a stored blob's envelope: the authenticated body (codec byte and payload; for a
@@ -162,14 +155,9 @@ pub fn seal_body(key: &MasterKey, kind: BlobKind, id: &BlobId, body: &[u8]) -> R
 /// The plaintext of a data or tree blob's opened body ([`open_body`]), inflated within
 /// `raw_len` bytes and checked against that length (not hashed).
 pub fn inflate_body(kind: BlobKind, id: &BlobId, body: &[u8], raw_len: u32) -> Result<Vec<u8>> {
+    check_raw_len(kind, id, raw_len)?;
     let what = || format!("{kind:?} blob {}", id.to_hex());
     let raw_len = raw_len as usize;
-    if raw_len > format::MAX_BLOB_LEN {
-        return Err(Error::corrupt(
-            what(),
-            format!("recorded length {raw_len} exceeds the limit"),
-        ));
-    }
     let (codec, payload) = body
         .split_first()
         .ok_or_else(|| Error::corrupt(what(), "empty body"))?;
@@ -186,6 +174,17 @@ pub fn inflate_body(kind: BlobKind, id: &BlobId, body: &[u8], raw_len: u32) -> R
         ));
     }
     Ok(plain)
+}
+
+/// Refuses a recorded plaintext length above the blob limit (before anything is allocated).
+fn check_raw_len(kind: BlobKind, id: &BlobId, raw_len: u32) -> Result<()> {
+    if raw_len as usize > format::MAX_BLOB_LEN {
+        return Err(Error::corrupt(
+            format!("{kind:?} blob {}", id.to_hex()),
+            format!("recorded length {raw_len} exceeds the limit"),
+        ));
+    }
+    Ok(())
 }
 
 /// zstd level of the script of a delta (docs/design.md §4.1). A script is mostly the rows that

@@ -227,19 +227,7 @@ fn deltas(env: &Env) -> Vec<(String, String)> {
         .filter(|p| p.file_name().unwrap() == "catalog.sqlite")
         .max_by_key(|p| fs::metadata(p).unwrap().len())
         .expect("no catalog");
-    let c = rusqlite::Connection::open(path).unwrap();
-    let mut st = c
-        .prepare("SELECT id, base FROM blobs WHERE kind = 2 ORDER BY id")
-        .unwrap();
-    st.query_map([], |r| {
-        Ok((
-            hex::encode(r.get::<_, Vec<u8>>(0)?),
-            hex::encode(r.get::<_, Vec<u8>>(1)?),
-        ))
-    })
-    .unwrap()
-    .map(|r| r.unwrap())
-    .collect()
+    crate::delta::deltas_in(&rusqlite::Connection::open(path).unwrap())
 }
 
 /// A dump series stored with deltas, copied: the deltas stay deltas in the target (also when

@@ -178,7 +178,11 @@ fn catalog(env: &Env) -> rusqlite::Connection {
 
 /// Every delta blob the catalog knows, with its base: (delta id, base id) in hex.
 fn deltas_in_catalog(env: &Env) -> Vec<(String, String)> {
-    let c = catalog(env);
+    deltas_in(&catalog(env))
+}
+
+/// Every delta blob of catalog `c`, with its base: (delta id, base id) in hex.
+pub(crate) fn deltas_in(c: &rusqlite::Connection) -> Vec<(String, String)> {
     let mut st = c
         .prepare("SELECT id, base FROM blobs WHERE kind = 2 ORDER BY id")
         .unwrap();
