@@ -2,7 +2,8 @@
 //!
 //! [`open`] picks the backend for a [`Location`] (what `--repo` says); [`layout`] says under
 //! which key each object lives; [`local`], [`mem`] and [`s3`] are the backends; [`retry`]
-//! wraps one to retry transient errors, and [`faulty`] (a test tool) wraps one to inject them.
+//! wraps one to retry transient errors, [`counting`] counts the requests made to one, and
+//! [`faulty`] (a test tool) wraps one to inject errors.
 //!
 //! # Contract
 //!
@@ -75,6 +76,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod counting;
 pub mod faulty;
 pub mod layout;
 pub mod local;
@@ -83,6 +85,7 @@ pub mod mem;
 pub mod retry;
 pub mod s3;
 
+pub use counting::{CountingBackend, RequestCounts};
 pub use layout::ObjectKind;
 pub use location::{BackendOptions, Location, open, open_with};
 pub use retry::{RetryBackend, RetryPolicy};
@@ -114,5 +117,16 @@ pub trait Backend: Send + Sync {
         _min_age: std::time::Duration,
     ) -> Result<Vec<(String, u64)>> {
         Ok(Vec::new())
+    }
+    /// The requests made so far, by kind, if this backend (or one it wraps) counts them
+    /// ([`counting::CountingBackend`]).
+    fn request_counts(&self) -> Option<RequestCounts> {
+        None
+    }
+    /// How many requests are worth having in flight at once by default: 1 for storage where
+    /// parallel requests do not help; more for object storage, where each request waits a
+    /// round trip. Callers may be told otherwise (`--connections`).
+    fn connections(&self) -> usize {
+        1
     }
 }

@@ -204,6 +204,12 @@ impl Backend for RetryBackend {
     fn remove_stale_temporaries(&self, min_age: Duration) -> Result<Vec<(String, u64)>> {
         self.run(|| self.inner.remove_stale_temporaries(min_age))
     }
+    fn request_counts(&self) -> Option<super::RequestCounts> {
+        self.inner.request_counts()
+    }
+    fn connections(&self) -> usize {
+        self.inner.connections()
+    }
 }
 
 #[cfg(test)]

@@ -51,6 +51,9 @@ use crate::error::{Error, Result};
 /// The key of the repository marker under the prefix (see the module documentation).
 pub const MARKER: &str = ".tresor-repo";
 
+/// Requests worth keeping in flight by default ([`Backend::connections`]).
+pub const DEFAULT_CONNECTIONS: usize = 8;
+
 /// What the marker object holds.
 const MARKER_TEXT: &[u8] = b"tresor repository (layout marker, see docs/design.md 2.1)\n";
 
@@ -367,6 +370,11 @@ fn is_transient(e: &object_store::Error) -> bool {
 impl Backend for S3Backend {
     fn location(&self) -> String {
         self.location.to_string()
+    }
+
+    /// Eight: each request waits at least a round trip, so several are kept in flight.
+    fn connections(&self) -> usize {
+        DEFAULT_CONNECTIONS
     }
 
     fn create(&self) -> Result<()> {

@@ -253,6 +253,7 @@ fn open(g: &Global) -> Result<Repo> {
     let cache = g.cache_dir.clone().unwrap_or_else(repo::default_cache_dir);
     let opts = repo::OpenOptions {
         key_hint: g.key_hint.clone(),
+        connections: g.connections.map(usize::from),
     };
     let repo = Repo::open_with(backend, &pw, &cache, &opts)?;
     for w in repo.warnings() {
@@ -380,6 +381,17 @@ fn bar(g: &Global, what: &str) -> Option<ProgressBar> {
     b.set_style(style);
     b.enable_steady_tick(std::time::Duration::from_millis(200));
     Some(b)
+}
+
+/// The `--json` output `v` (an object) with the requests this process made to the storage,
+/// by kind, as `"requests"`.
+fn with_requests(repo: &Repo, mut v: serde_json::Value) -> serde_json::Value {
+    if let (Some(obj), Some(c)) = (v.as_object_mut(), repo.request_counts()) {
+        let mut counts = serde_json::to_value(c).unwrap_or_default();
+        counts["total"] = serde_json::Value::from(c.total());
+        obj.insert("requests".into(), counts);
+    }
+    v
 }
 
 /// Bytes in binary units.
