@@ -13,8 +13,8 @@
 #   stdout   restore of day1 to /dev/null (tresor --stdout, restic dump)
 #   dir      restore of day1 to a fresh directory
 #   check    structure check (tresor check, restic check)
-# and for tresor, on each target, a repository of ~1,000 packs (1 MiB packs, compression off,
-# day0 backed up) and its structure check: `packs1k` and `check1k`.
+# and for tresor, on each target, a repository of ~1,000 packs (1 MiB packs, 256 KiB chunks,
+# compression off, day0 backed up) and its structure check: `packs1k` and `check1k`.
 # tresor's request counts (`--json` "requests") are kept in OUT/requests.txt.
 #
 # Needs: target/release/tresor and target/release/examples/delay-proxy (cargo build --release
@@ -149,9 +149,10 @@ run_tresor() {
   rm -rf "$scratch/restore"
   timed tresor "$target" check 0 bash -c "'$tresor' check --json >'$j'"
   requests "$target check" "$j"
-  # ~1,000 packs: 1 MiB packs, no compression, the 1 GB dump.
+  # ~1,000 packs: 1 MiB packs of 256 KiB chunks, no compression, the 1 GB dump.
   export TRESOR_REPO=$3 TRESOR_CACHE_DIR=$scratch/tresor-cache-$target-1k
-  "$tresor" -q repo init --pack-size-mib 1 --compression-level 0
+  "$tresor" -q repo init --pack-size-mib 1 --compression-level 0 \
+    --chunk-min 65536 --chunk-avg 262144 --chunk-max 1048576
   timed tresor "$target" packs1k "$(size_of "$day0")" \
     bash -c "'$tresor' snapshot create --json --stdin --stdin-name db.sql <'$day0' >'$j'"
   requests "$target packs1k" "$j"

@@ -10,6 +10,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::error::{Error, Result};
 
+/// Small requests (index objects, snapshots, pack headers: a round trip each, a few KiB) kept
+/// in flight per connection of bulk transfer: they cost no memory worth counting, only waiting.
+pub const SMALL_PER_CONNECTION: usize = 4;
+
+/// Small requests to keep in flight for `connections` (see [`SMALL_PER_CONNECTION`]).
+pub fn small_requests(connections: usize) -> usize {
+    connections.max(1) * SMALL_PER_CONNECTION
+}
+
 /// `f` over every item on up to `threads` threads; the results in the items' order, or the
 /// error of the first item that failed (once one fails, no further item is started). One thread
 /// or one item: on the caller's thread.

@@ -52,7 +52,7 @@ use crate::error::{Error, Result};
 pub const MARKER: &str = ".tresor-repo";
 
 /// Requests worth keeping in flight by default ([`Backend::connections`]).
-pub const DEFAULT_CONNECTIONS: usize = 8;
+pub const DEFAULT_CONNECTIONS: usize = 4;
 
 /// What the marker object holds.
 const MARKER_TEXT: &[u8] = b"tresor repository (layout marker, see docs/design.md 2.1)\n";
@@ -372,7 +372,9 @@ impl Backend for S3Backend {
         self.location.to_string()
     }
 
-    /// Eight: each request waits at least a round trip, so several are kept in flight.
+    /// Four: each request waits at least a round trip, so several are kept in flight (small
+    /// requests four times as many, see [`crate::parallel::small_requests`]); more bulk
+    /// transfers would only hold more packs in memory.
     fn connections(&self) -> usize {
         DEFAULT_CONNECTIONS
     }
@@ -421,7 +423,8 @@ impl Backend for S3Backend {
         let path = self.object(kind, name);
         self.runtime
             .block_on(async { self.store.get(&path).await?.bytes().await })
-            .map(|b| b.to_vec())
+            // Without a copy when the buffer is the body's own (the usual case).
+            .map(Vec::from)
             .map_err(|e| self.error(kind, name, "reading", e))
     }
 
@@ -459,7 +462,7 @@ impl Backend for S3Backend {
             r.bytes().await.map(|b| (size, b))
         });
         match got {
-            Ok((size, b)) if end <= size && b.len() as u64 == len => Ok(b.to_vec()),
+            Ok((size, b)) if end <= size && b.len() as u64 == len => Ok(Vec::from(b)),
             Ok((size, _)) => Err(past_end(size)),
             Err(object_store::Error::NotFound { .. }) => Err(Error::Missing {
                 object: self.shown(kind, name),

@@ -26,9 +26,9 @@ pub(super) fn check_index_objects(
     let mut stale = false;
     let mut indexed_packs: HashSet<ObjectId> = HashSet::new();
     // Index objects are read a batch at a time and the headers of a batch's packs all at
-    // once, `connections` requests in flight: over object storage each is a round trip.
-    let threads = reader.connections();
-    for batch in names.chunks(threads * 4) {
+    // once, many small requests in flight: over object storage each is a round trip.
+    let threads = crate::parallel::small_requests(reader.connections());
+    for batch in names.chunks(threads * 2) {
         crate::interrupt::check()?;
         let loaded = crate::parallel::try_map(threads, batch, |name| Ok(reader.load_index(name)))?;
         let mut present = Vec::new();

@@ -58,8 +58,9 @@ pub(super) struct Global {
     /// Try this key file first (an id or unique prefix from `tresor key list`).
     #[arg(long, env = "TRESOR_KEY_HINT", global = true, value_name = "ID")]
     pub(super) key_hint: Option<String>,
-    /// Requests to the storage to keep in flight at once (pack uploads, ranged reads, index
-    /// objects) [default: 2 for a local directory, 8 for S3].
+    /// Transfers to keep in flight at once (pack uploads, ranged reads of blobs); small
+    /// requests (index objects, pack headers) run four times as many [default: 2 for a local
+    /// directory, 4 for S3].
     #[arg(
         long,
         env = "TRESOR_CONNECTIONS",

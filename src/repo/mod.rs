@@ -185,7 +185,11 @@ impl Repo {
             .connections
             .unwrap_or_else(|| backend.connections())
             .max(1);
-        warnings.extend(catalog.sync(backend.as_ref(), &key, connections)?);
+        warnings.extend(catalog.sync(
+            backend.as_ref(),
+            &key,
+            crate::parallel::small_requests(connections),
+        )?);
         if remembered.as_deref() != Some(key_id.as_str()) {
             // Only a hint: a cache that cannot be written costs the next open some KDF time.
             let _ = crate::repo::catalog::private_dir_all(&cache_dir.join("key-hints"))
@@ -227,9 +231,11 @@ impl Repo {
         let mut notes = guard.removed_stale.clone();
         let alone = exclusive || guard.others_at_start == 0;
         self.lock = Some(guard);
-        self.warnings = self
-            .catalog
-            .sync(self.backend.as_ref(), &self.key, self.connections)?;
+        self.warnings = self.catalog.sync(
+            self.backend.as_ref(),
+            &self.key,
+            crate::parallel::small_requests(self.connections),
+        )?;
         notes.extend(self.remove_stale_temporaries(alone)?);
         Ok(notes)
     }
@@ -280,9 +286,12 @@ impl Repo {
             .iter()
             .filter_map(|(n, _)| ObjectId::from_hex(n).ok())
             .collect();
-        let seen =
-            self.catalog
-                .observe_packs(&ids, self.backend.as_ref(), &self.key, self.connections)?;
+        let seen = self.catalog.observe_packs(
+            &ids,
+            self.backend.as_ref(),
+            &self.key,
+            crate::parallel::small_requests(self.connections),
+        )?;
         self.warnings.extend(seen.warnings.iter().cloned());
         Ok((listing, seen))
     }

@@ -10,14 +10,16 @@
 //! wants: it plans the reads per pack ([`plan_runs`]: sorted by pack and offset, neighbours
 //! closer than [`MAX_GAP`] merged into one ranged read of at most [`MAX_RUN`] bytes, delta
 //! bases planned along with the blobs), issues the runs [`BlobReader::connections`] at a time,
-//! and decodes each blob of a run on the thread that fetched it. The answer keeps the batch's
-//! order. Memory: the batch's plaintext plus one run per connection.
+//! then decodes the blobs on the rayon pool (a run often holds a whole batch). The answer
+//! keeps the batch's order. Memory: the batch's stored bytes and its plaintext.
 //!
 //! Every read authenticates before it decompresses and checks the plaintext against the blob's
 //! id; a delta blob is decoded against its base, which is read and authenticated first (bases
 //! are never deltas, so that is one step). Damage reports name the pack.
 
 use std::sync::Arc;
+
+use rayon::prelude::*;
 
 use crate::backend::{Backend, ObjectKind};
 use crate::error::{Error, Result};
@@ -152,23 +154,28 @@ impl BlobReader {
         }
         let runs = plan_runs(&wanted, MAX_GAP, MAX_RUN);
         let fetched = crate::parallel::try_map(self.connections, &runs, |run| {
-            let bytes = self.backend.get_range(
-                ObjectKind::Pack,
-                &run.pack.to_hex(),
-                run.offset,
-                run.len,
-            )?;
-            let mut out = Vec::with_capacity(run.parts.len());
-            for &p in &run.parts {
+            self.backend
+                .get_range(ObjectKind::Pack, &run.pack.to_hex(), run.offset, run.len)
+        })?;
+        // Decoding on the rayon pool: one run often holds a whole batch.
+        let parts: Vec<(usize, usize)> = runs
+            .iter()
+            .enumerate()
+            .flat_map(|(r, run)| run.parts.iter().map(move |&p| (r, p)))
+            .collect();
+        let pieces: Vec<Piece> = parts
+            .par_iter()
+            .map(|&(r, p)| {
+                let run = &runs[r];
                 let (_, offset, len) = wanted[p];
                 let at = (offset - run.offset) as usize;
-                let stored = bytes.get(at..at + len as usize).ok_or_else(|| {
+                let stored = fetched[r].get(at..at + len as usize).ok_or_else(|| {
                     Error::corrupt(
                         format!("pack {}", run.pack.to_hex()),
                         "a ranged read came back short",
                     )
                 })?;
-                out.push(if p < batch.len() {
+                Ok(if p < batch.len() {
                     let (id, loc) = &batch[p];
                     if loc.kind == BlobKind::Delta {
                         Piece::Delta(p, stored.to_vec())
@@ -187,29 +194,35 @@ impl BlobReader {
                         codec::decode_unhashed(&self.key, BlobKind::Data, &b.id, stored, b.raw_len)
                             .map_err(|e| in_pack(e, &b.pack, " (a delta base)"))?,
                     )
-                });
-            }
-            Ok(out)
-        })?;
+                })
+            })
+            .collect::<Result<_>>()?;
+        drop(fetched);
         let mut plain: Vec<Option<Vec<u8>>> = vec![None; batch.len()];
         let mut deltas: Vec<(usize, Vec<u8>)> = Vec::new();
         let mut base_plain: Vec<Option<Vec<u8>>> = vec![None; bases.len()];
-        for piece in fetched.into_iter().flatten() {
+        for piece in pieces {
             match piece {
                 Piece::Plain(i, v) => plain[i] = Some(v),
                 Piece::Delta(i, v) => deltas.push((i, v)),
                 Piece::Base(j, v) => base_plain[j] = Some(v),
             }
         }
-        for (i, stored) in deltas {
-            let (id, loc) = &batch[i];
-            let j = base_of[i].ok_or_else(|| Error::corrupt("delta", "no base planned"))?;
-            let (base, bp) = (&bases[j], base_plain[j].as_deref());
-            let bp = bp.ok_or_else(|| Error::corrupt("delta base", "not read"))?;
-            plain[i] = Some(
-                codec::decode_delta(&self.key, id, &stored, loc.raw_len, &base.id, bp)
-                    .map_err(|e| in_pack(e, &loc.pack, ""))?,
-            );
+        let decoded: Vec<(usize, Vec<u8>)> = deltas
+            .par_iter()
+            .map(|(i, stored)| {
+                let (id, loc) = &batch[*i];
+                let j = base_of[*i].ok_or_else(|| Error::corrupt("delta", "no base planned"))?;
+                let bp = base_plain[j]
+                    .as_deref()
+                    .ok_or_else(|| Error::corrupt("delta base", "not read"))?;
+                codec::decode_delta(&self.key, id, stored, loc.raw_len, &bases[j].id, bp)
+                    .map(|v| (*i, v))
+                    .map_err(|e| in_pack(e, &loc.pack, ""))
+            })
+            .collect::<Result<_>>()?;
+        for (i, v) in decoded {
+            plain[i] = Some(v);
         }
         plain
             .into_iter()

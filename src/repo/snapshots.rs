@@ -87,12 +87,14 @@ impl Repo {
                 Err(e) => damaged.push(format!("snapshot object {name}: {e}")),
             }
         }
-        // Read `connections` at a time: over object storage each is a round trip.
+        // Several at a time: over object storage each is a round trip.
         // Failing to read is an error of the storage, not damage of this object.
         let backend = &self.backend;
-        let stored = crate::parallel::try_map(self.connections, &named, |(_, name)| {
-            backend.get(ObjectKind::Snapshot, name)
-        })?;
+        let stored = crate::parallel::try_map(
+            crate::parallel::small_requests(self.connections),
+            &named,
+            |(_, name)| backend.get(ObjectKind::Snapshot, name),
+        )?;
         for ((id, name), bytes) in named.into_iter().zip(stored) {
             match Snapshot::decode(&self.key, &id, &bytes) {
                 Ok(s) => out.push((id, s)),

@@ -41,7 +41,7 @@ impl Catalog {
         let mut skipped = Vec::new();
         let mut missing: Vec<&String> = listed.difference(&known).collect();
         missing.sort();
-        for batch in missing.chunks(connections.max(1) * 4) {
+        for batch in missing.chunks(connections.max(1) * 2) {
             // Read errors become skips, so the map itself never fails.
             let decoded = crate::parallel::try_map(connections, batch, |name| {
                 Ok(ObjectId::from_hex(name)
