@@ -109,6 +109,13 @@ impl Backend for CountingBackend {
             .fetch_add(data.len() as u64, Relaxed);
         self.inner.put(kind, name, data)
     }
+    fn put_bytes(&self, kind: ObjectKind, name: &str, data: bytes::Bytes) -> Result<()> {
+        self.counters.put.fetch_add(1, Relaxed);
+        self.counters
+            .bytes_written
+            .fetch_add(data.len() as u64, Relaxed);
+        self.inner.put_bytes(kind, name, data)
+    }
     fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
         self.counters.get.fetch_add(1, Relaxed);
         let r = self.inner.get(kind, name);

@@ -102,6 +102,12 @@ pub trait Backend: Send + Sync {
     fn exists(&self, kind: ObjectKind, name: &str) -> Result<bool>;
     /// Stores an object durably and atomically.
     fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()>;
+    /// [`Backend::put`] of bytes the caller gives away: a backend that must hold its own copy
+    /// while the request runs (an object store's request body) takes these without copying,
+    /// which halves the memory of a pack upload. Same contract as `put`.
+    fn put_bytes(&self, kind: ObjectKind, name: &str, data: bytes::Bytes) -> Result<()> {
+        self.put(kind, name, &data)
+    }
     /// Reads a whole object.
     fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>>;
     /// Reads exactly `len` bytes at `offset`.

@@ -189,6 +189,9 @@ impl Backend for RetryBackend {
     fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
         self.run(|| self.inner.put(kind, name, data))
     }
+    fn put_bytes(&self, kind: ObjectKind, name: &str, data: bytes::Bytes) -> Result<()> {
+        self.run(|| self.inner.put_bytes(kind, name, data.clone()))
+    }
     fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
         self.run(|| self.inner.get(kind, name))
     }

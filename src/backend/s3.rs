@@ -411,8 +411,12 @@ impl Backend for S3Backend {
     }
 
     fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
+        self.put_bytes(kind, name, bytes::Bytes::copy_from_slice(data))
+    }
+
+    fn put_bytes(&self, kind: ObjectKind, name: &str, data: bytes::Bytes) -> Result<()> {
         let path = self.object(kind, name);
-        let payload = PutPayload::from(bytes::Bytes::copy_from_slice(data));
+        let payload = PutPayload::from(data);
         self.runtime
             .block_on(self.store.put(&path, payload))
             .map(|_| ())

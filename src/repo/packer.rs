@@ -115,7 +115,7 @@ impl<'r> Packer<'r> {
                     for p in upload_rx {
                         let size = p.bytes.len() as u64;
                         let r = backend
-                            .put(ObjectKind::Pack, &p.id.to_hex(), &p.bytes)
+                            .put_bytes(ObjectKind::Pack, &p.id.to_hex(), p.bytes.into())
                             .map(|()| IndexedPack {
                                 id: p.id,
                                 size,
