@@ -16,7 +16,8 @@
 //! The folders are the tiers; a module uses only its own tier and lower ones.
 //!
 //! - T0, [`format`]: pure encodings, no I/O. [`error`], [`interrupt`] (the process-wide stop
-//!   flag) and [`progress`] (the progress trait of phased operations) are shared by every tier.
+//!   flag), [`progress`] (the progress trait of phased operations) and [`parallel`] (requests
+//!   in flight on a few threads) are shared by every tier.
 //! - T1, storage: [`backend`] (bytes under names) and [`repo`] (the only door to them: keys,
 //!   config, catalog, locks, snapshots, blob reading and pack writing).
 //! - T2, operations: [`source`] (what a backup reads, with change detection and excludes),
@@ -39,6 +40,7 @@ pub mod format;
 pub mod interrupt;
 pub mod listing;
 pub mod mount;
+pub mod parallel;
 pub mod progress;
 pub mod prune;
 pub mod repair;

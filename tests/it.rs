@@ -42,6 +42,8 @@ mod mount;
 mod plaintext;
 #[path = "it/postgres.rs"]
 mod postgres;
+#[path = "it/requests.rs"]
+mod requests;
 #[path = "it/restore.rs"]
 mod restore;
 #[path = "it/retention.rs"]

@@ -324,6 +324,12 @@ impl Backend for FaultyBackend {
             self.inner.remove_stale_temporaries(min_age)
         })
     }
+    fn request_counts(&self) -> Option<super::counting::RequestCounts> {
+        self.inner.request_counts()
+    }
+    fn connections(&self) -> usize {
+        self.inner.connections()
+    }
 }
 
 #[cfg(test)]

@@ -202,6 +202,11 @@ impl Backend for LocalBackend {
         self.root.display().to_string()
     }
 
+    /// Two: one request writes while the next pack is sealed; more only compete for the disk.
+    fn connections(&self) -> usize {
+        2
+    }
+
     fn create(&self) -> Result<()> {
         match fs::read_dir(&self.root) {
             Ok(mut entries) => {

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::Backend;
+use super::counting::CountingBackend;
 use super::local::LocalBackend;
 use super::s3::S3Backend;
 use crate::error::{Error, Result};
@@ -143,7 +144,9 @@ impl fmt::Display for Location {
 
 /// The backend for `location`. A local directory's backend is not wrapped in a
 /// [`super::RetryBackend`]: local I/O errors are not worth repeating (the standard library
-/// already repeats interrupted system calls); an S3 backend is, with the default policy.
+/// already repeats interrupted system calls); an S3 backend is, with the default policy. Either
+/// is wrapped, innermost, in a [`CountingBackend`], so [`Backend::request_counts`] gives the
+/// requests the storage saw (retries included).
 pub fn open(location: &Location) -> Result<Arc<dyn Backend>> {
     open_with(location, &BackendOptions::default())
 }
@@ -153,17 +156,18 @@ pub fn open_with(location: &Location, opts: &BackendOptions) -> Result<Arc<dyn B
     match location {
         Location::Local(path) => {
             let backend = LocalBackend::new(path);
-            Ok(Arc::new(if opts.group_readable {
+            let backend = if opts.group_readable {
                 backend.group_readable()
             } else {
                 backend
-            }))
+            };
+            Ok(Arc::new(CountingBackend::new(Arc::new(backend))))
         }
         Location::S3(_) if opts.group_readable => Err(Error::InvalidArgument(format!(
             "{location}: group-readable permissions exist only for a local repository"
         ))),
         Location::S3(rest) => Ok(Arc::new(super::RetryBackend::new(
-            Arc::new(S3Backend::new(rest)?),
+            Arc::new(CountingBackend::new(Arc::new(S3Backend::new(rest)?))),
             super::RetryPolicy::default(),
         ))),
     }

@@ -2,7 +2,8 @@
 //!
 //! [`open`] picks the backend for a [`Location`] (what `--repo` says); [`layout`] says under
 //! which key each object lives; [`local`], [`mem`] and [`s3`] are the backends; [`retry`]
-//! wraps one to retry transient errors, and [`faulty`] (a test tool) wraps one to inject them.
+//! wraps one to retry transient errors, [`counting`] counts the requests made to one, and
+//! [`faulty`] (a test tool) wraps one to inject errors.
 //!
 //! # Contract
 //!
@@ -84,6 +85,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod counting;
 pub mod faulty;
 pub mod layout;
 pub mod local;
@@ -92,6 +94,7 @@ pub mod mem;
 pub mod retry;
 pub mod s3;
 
+pub use counting::{CountingBackend, RequestCounts};
 pub use layout::ObjectKind;
 pub use location::{BackendOptions, Location, open, open_with};
 pub use retry::{RetryBackend, RetryPolicy};
@@ -111,6 +114,12 @@ pub trait Backend: Send + Sync {
     /// Stores an object durably and atomically only if no object of that name exists; else
     /// stores nothing and fails with [`crate::error::Error::AlreadyExists`].
     fn put_new(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()>;
+    /// [`Backend::put`] of bytes the caller gives away: a backend that must hold its own copy
+    /// while the request runs (an object store's request body) takes these without copying,
+    /// which halves the memory of a pack upload. Same contract as `put`.
+    fn put_bytes(&self, kind: ObjectKind, name: &str, data: bytes::Bytes) -> Result<()> {
+        self.put(kind, name, &data)
+    }
     /// Reads a whole object.
     fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>>;
     /// Reads exactly `len` bytes at `offset`.
@@ -126,5 +135,16 @@ pub trait Backend: Send + Sync {
         _min_age: std::time::Duration,
     ) -> Result<Vec<(String, u64)>> {
         Ok(Vec::new())
+    }
+    /// The requests made so far, by kind, if this backend (or one it wraps) counts them
+    /// ([`counting::CountingBackend`]).
+    fn request_counts(&self) -> Option<RequestCounts> {
+        None
+    }
+    /// How many requests are worth having in flight at once by default: 1 for storage where
+    /// parallel requests do not help; more for object storage, where each request waits a
+    /// round trip. Callers may be told otherwise (`--connections`).
+    fn connections(&self) -> usize {
+        1
     }
 }

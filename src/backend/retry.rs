@@ -208,6 +208,9 @@ impl Backend for RetryBackend {
             Ok(()) => Ok(()),
         })
     }
+    fn put_bytes(&self, kind: ObjectKind, name: &str, data: bytes::Bytes) -> Result<()> {
+        self.run(|| self.inner.put_bytes(kind, name, data.clone()))
+    }
     fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
         self.run(|| self.inner.get(kind, name))
     }
@@ -222,6 +225,12 @@ impl Backend for RetryBackend {
     }
     fn remove_stale_temporaries(&self, min_age: Duration) -> Result<Vec<(String, u64)>> {
         self.run(|| self.inner.remove_stale_temporaries(min_age))
+    }
+    fn request_counts(&self) -> Option<super::RequestCounts> {
+        self.inner.request_counts()
+    }
+    fn connections(&self) -> usize {
+        self.inner.connections()
     }
 }
 

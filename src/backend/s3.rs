@@ -52,6 +52,9 @@ use crate::error::{Error, Result};
 /// The key of the repository marker under the prefix (see the module documentation).
 pub const MARKER: &str = ".tresor-repo";
 
+/// Requests worth keeping in flight by default ([`Backend::connections`]).
+pub const DEFAULT_CONNECTIONS: usize = 4;
+
 /// What the marker object holds.
 const MARKER_TEXT: &[u8] = b"tresor repository (layout marker, see docs/design.md 2.1)\n";
 
@@ -378,6 +381,13 @@ impl Backend for S3Backend {
         self.location.to_string()
     }
 
+    /// Four: each request waits at least a round trip, so several are kept in flight (small
+    /// requests four times as many, see [`crate::parallel::small_requests`]); more bulk
+    /// transfers would only hold more packs in memory.
+    fn connections(&self) -> usize {
+        DEFAULT_CONNECTIONS
+    }
+
     fn create(&self) -> Result<()> {
         use futures_util::StreamExt;
         let root = self.root();
@@ -417,8 +427,12 @@ impl Backend for S3Backend {
     }
 
     fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
+        self.put_bytes(kind, name, bytes::Bytes::copy_from_slice(data))
+    }
+
+    fn put_bytes(&self, kind: ObjectKind, name: &str, data: bytes::Bytes) -> Result<()> {
         let path = self.object(kind, name);
-        let payload = PutPayload::from(bytes::Bytes::copy_from_slice(data));
+        let payload = PutPayload::from(data);
         self.runtime
             .block_on(self.store.put(&path, payload))
             .map(|_| ())
@@ -439,7 +453,8 @@ impl Backend for S3Backend {
         let path = self.object(kind, name);
         self.runtime
             .block_on(async { self.store.get(&path).await?.bytes().await })
-            .map(|b| b.to_vec())
+            // Without a copy when the buffer is the body's own (the usual case).
+            .map(Vec::from)
             .map_err(|e| self.error(kind, name, "reading", e))
     }
 
@@ -477,7 +492,7 @@ impl Backend for S3Backend {
             r.bytes().await.map(|b| (size, b))
         });
         match got {
-            Ok((size, b)) if end <= size && b.len() as u64 == len => Ok(b.to_vec()),
+            Ok((size, b)) if end <= size && b.len() as u64 == len => Ok(Vec::from(b)),
             Ok((size, _)) => Err(past_end(size)),
             Err(object_store::Error::NotFound { .. }) => Err(Error::Missing {
                 object: self.shown(kind, name),

@@ -1,5 +1,9 @@
 //! The blob store of a backup: dedup against the in-flight set and the catalog, delta or whole
 //! encoding on the rayon pool, and feeding the sealed blobs to the repository's [`Packer`].
+//!
+//! A delta needs its base read from the repository first: those reads run on
+//! [`Repo::connections`] threads of their own (over object storage each waits a round trip,
+//! and the rayon pool is for encoding), each handing its chunk on to the rayon pool.
 
 #![forbid(unsafe_code)]
 
@@ -30,6 +34,8 @@ pub(super) struct BlobStore<'r> {
     deltas: bool,
     encoded_tx: Sender<Encoded>,
     encoded_rx: Receiver<Encoded>,
+    /// To the base-reading threads (deltas on); dropping it ends them.
+    base_tx: Option<Sender<BaseJob>>,
     encoding: usize,
     encoding_bytes: usize,
     data_added: u64,
@@ -41,6 +47,64 @@ pub(super) struct BlobStore<'r> {
 /// A chunk back from an encoder: id, plaintext length, sealed bytes and, for a delta, its base.
 type Encoded = (BlobId, u32, Result<(Vec<u8>, Option<BlobId>)>);
 
+/// A chunk whose delta base must be read first: id, plaintext, base.
+type BaseJob = (BlobId, Vec<u8>, DeltaBase);
+
+/// Encodes a chunk (on the rayon pool): as a delta against `base` when its plaintext could be
+/// read and the delta is small enough, else whole.
+fn encode_chunk(
+    key: &MasterKey,
+    id: BlobId,
+    data: Vec<u8>,
+    base: Option<(DeltaBase, Vec<u8>)>,
+    level: i32,
+) -> Encoded {
+    let delta = base.and_then(|(b, base_plain)| {
+        let limit = codec::delta_limit(data.len(), b.stored_len, b.raw_len);
+        codec::encode_delta_within(key, &id, &data, &b.id, &base_plain, limit)
+            .ok()
+            .flatten()
+            .map(|sealed| (sealed, Some(b.id)))
+    });
+    let sealed = match delta {
+        Some(d) => Ok(d),
+        None => codec::encode(key, BlobKind::Data, &id, &data, level).map(|s| (s, None)),
+    };
+    (id, data.len() as u32, sealed)
+}
+
+/// Starts `n` base-reading threads (see the module documentation); `None` if none could start
+/// (then bases are read on the rayon pool).
+fn base_readers(
+    repo: &Repo,
+    n: usize,
+    level: i32,
+    done: &Sender<Encoded>,
+) -> Option<Sender<BaseJob>> {
+    let (tx, rx) = crossbeam_channel::unbounded::<BaseJob>();
+    let mut started = 0;
+    for _ in 0..n {
+        let (rx, done) = (rx.clone(), done.clone());
+        let (reader, key) = (repo.reader().clone(), Arc::clone(repo.key()));
+        let spawned = std::thread::Builder::new()
+            .name("tresor-base".into())
+            .spawn(move || {
+                for (id, data, b) in rx {
+                    // The delta is an optimisation: a base that cannot be read means a whole blob.
+                    let base = reader.read_base(&b).ok().map(|p| (b, p));
+                    let (key, done) = (Arc::clone(&key), done.clone());
+                    rayon::spawn(move || {
+                        let _ = done.send(encode_chunk(&key, id, data, base, level));
+                    });
+                }
+            });
+        if spawned.is_ok() {
+            started += 1;
+        }
+    }
+    (started > 0).then_some(tx)
+}
+
 impl<'r> BlobStore<'r> {
     pub(super) fn new(repo: &'r mut Repo) -> Result<Self> {
         let (encoded_tx, encoded_rx) = crossbeam_channel::unbounded();
@@ -49,10 +113,16 @@ impl<'r> BlobStore<'r> {
             config.compression_level,
             config.version >= 2 && config.compression_level != 0,
         );
+        let base_tx = if deltas {
+            base_readers(repo, repo.connections(), level, &encoded_tx)
+        } else {
+            None
+        };
         Ok(BlobStore {
             key: Arc::clone(repo.key()),
             level,
             deltas,
+            base_tx,
             packer: repo.packer()?,
             encoded_tx,
             encoded_rx,
@@ -132,25 +202,26 @@ impl<'r> BlobStore<'r> {
         }
         self.encoding += 1;
         self.encoding_bytes += data.len();
+        if let (Some(b), Some(tx)) = (base, &self.base_tx) {
+            if let Err(e) = tx.send((id, data, b)) {
+                // The readers are gone: read the base with the encoding, as without them.
+                let (id, data, b) = e.into_inner();
+                self.spawn_encode(id, data, Some(b));
+            }
+        } else {
+            self.spawn_encode(id, data, base);
+        }
+        self.take_encoded(false)
+    }
+
+    /// Encodes on the rayon pool, reading the base there if there is one.
+    fn spawn_encode(&self, id: BlobId, data: Vec<u8>, base: Option<DeltaBase>) {
         let (key, tx, level) = (Arc::clone(&self.key), self.encoded_tx.clone(), self.level);
         let reader = self.packer.repo().reader().clone();
         rayon::spawn(move || {
-            // The delta is an optimisation: a base that cannot be read means a whole blob.
-            let delta = base.and_then(|b| {
-                let base_plain = reader.read_base(&b).ok()?;
-                let limit = codec::delta_limit(data.len(), b.stored_len, b.raw_len);
-                codec::encode_delta_within(&key, &id, &data, &b.id, &base_plain, limit)
-                    .ok()
-                    .flatten()
-                    .map(|sealed| (sealed, Some(b.id)))
-            });
-            let sealed = match delta {
-                Some(d) => Ok(d),
-                None => codec::encode(&key, BlobKind::Data, &id, &data, level).map(|s| (s, None)),
-            };
-            let _ = tx.send((id, data.len() as u32, sealed));
+            let base = base.and_then(|b| reader.read_base(&b).ok().map(|p| (b, p)));
+            let _ = tx.send(encode_chunk(&key, id, data, base, level));
         });
-        self.take_encoded(false)
     }
 
     /// Packs finished encodings: those ready now, or (with `wait_one`) at least one.

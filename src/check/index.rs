@@ -5,8 +5,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use rayon::prelude::*;
-
 use super::{CheckReport, Damage, strip_pack_prefix};
 use crate::error::Result;
 use crate::format::id::ObjectId;
@@ -27,51 +25,61 @@ pub(super) fn check_index_objects(
     progress.phase("index", names.len() as u64);
     let mut stale = false;
     let mut indexed_packs: HashSet<ObjectId> = HashSet::new();
-    for name in names {
-        progress.advance(1);
-        report.index_objects += 1;
-        let packs = match repo.load_index(&name) {
-            Ok(p) => p,
-            Err(e) => {
-                report.problems.push(format!("index object {name}: {e}"));
-                continue;
-            }
-        };
+    // Index objects are read a batch at a time and the headers of a batch's packs all at
+    // once, many small requests in flight: over object storage each is a round trip.
+    let threads = crate::parallel::small_requests(reader.connections());
+    for batch in names.chunks(threads * 2) {
+        crate::interrupt::check()?;
+        let loaded = crate::parallel::try_map(threads, batch, |name| Ok(reader.load_index(name)))?;
         let mut present = Vec::new();
-        for p in &packs {
-            indexed_packs.insert(p.id);
-            match stored.get(&p.id) {
-                None => damage.pack(
-                    p.id,
-                    format!(
-                        "is missing, yet index object {name} lists it (a pack deleted outside tresor, or a stale index object put back; backups do not reuse its blobs, and `tresor repair index` rewrites the index from the packs)"
+        for (name, packs) in batch.iter().zip(loaded) {
+            progress.advance(1);
+            report.index_objects += 1;
+            let packs = match packs {
+                Ok(p) => p,
+                Err(e) => {
+                    report.problems.push(format!("index object {name}: {e}"));
+                    continue;
+                }
+            };
+            for p in packs {
+                indexed_packs.insert(p.id);
+                // The catalog leaves out the entries of packs that are gone.
+                if !stale && stored.contains_key(&p.id) {
+                    stale = !catalog_agrees(repo, &p.id, &p.entries)?;
+                }
+                match stored.get(&p.id) {
+                    None => damage.pack(
+                        p.id,
+                        format!(
+                            "is missing, yet index object {name} lists it (a pack deleted outside tresor, or a stale index object put back; backups do not reuse its blobs, and `tresor repair index` rewrites the index from the packs)"
+                        ),
                     ),
-                ),
-                Some(&size) if size != p.size => damage.pack(
-                    p.id,
-                    format!(
-                        "has {size} bytes, index object {} says {} (truncated or damaged)",
-                        &name[..8],
-                        p.size
+                    Some(&size) if size != p.size => damage.pack(
+                        p.id,
+                        format!(
+                            "has {size} bytes, index object {} says {} (truncated or damaged)",
+                            &name[..8.min(name.len())],
+                            p.size
+                        ),
                     ),
-                ),
-                Some(_) => present.push(p),
-            }
-            // The catalog leaves out the entries of packs that are gone.
-            if !stale && stored.contains_key(&p.id) {
-                stale = !catalog_agrees(repo, &p.id, &p.entries)?;
+                    Some(_) => present.push((name, p)),
+                }
             }
         }
-        let headers: Vec<Result<Vec<PackEntry>>> = present
-            .par_iter()
-            .map(|p| reader.pack_header(&p.id, p.size))
-            .collect();
-        for (p, header) in present.iter().zip(headers) {
+        let headers: Vec<Result<Vec<PackEntry>>> =
+            crate::parallel::try_map(threads, &present, |(_, p)| {
+                Ok(reader.pack_header(&p.id, p.size))
+            })?;
+        for ((name, p), header) in present.iter().zip(headers) {
             match header {
                 Ok(h) if h == p.entries => {}
                 Ok(_) => damage.pack(
                     p.id,
-                    format!("header disagrees with index object {}", &name[..8]),
+                    format!(
+                        "header disagrees with index object {}",
+                        &name[..8.min(name.len())]
+                    ),
                 ),
                 Err(e) => damage.pack(p.id, strip_pack_prefix(&e.to_string(), &p.id)),
             }

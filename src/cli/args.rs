@@ -58,6 +58,17 @@ pub(super) struct Global {
     /// Try this key file first (an id or unique prefix from `tresor key list`).
     #[arg(long, env = "TRESOR_KEY_HINT", global = true, value_name = "ID")]
     pub(super) key_hint: Option<String>,
+    /// Transfers to keep in flight at once (pack uploads, ranged reads of blobs); small
+    /// requests (index objects, pack headers) run four times as many [default: 2 for a local
+    /// directory, 4 for S3].
+    #[arg(
+        long,
+        env = "TRESOR_CONNECTIONS",
+        global = true,
+        value_name = "N",
+        value_parser = clap::value_parser!(u16).range(1..=256)
+    )]
+    pub(super) connections: Option<u16>,
 }
 
 #[derive(Subcommand)]

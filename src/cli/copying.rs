@@ -15,16 +15,7 @@ impl PhaseProgress for CopyBar {
 }
 
 pub(super) fn repo_copy(g: &Global, a: CopyArgs) -> Result<u8> {
-    let backend = backend::open(&repo_location(g)?)?;
-    let pw = password(g, false)?;
-    let cache = g.cache_dir.clone().unwrap_or_else(repo::default_cache_dir);
-    let opts = repo::OpenOptions {
-        key_hint: g.key_hint.clone(),
-    };
-    let mut target = Repo::open_with(backend, &pw, &cache, &opts)?;
-    for w in target.warnings() {
-        eprintln!("tresor: warning: {w} (run `tresor check`)");
-    }
+    let (mut target, pw) = open_keeping_password(g)?;
     let mut source = open_source(g, &a.from, &a.from_password, &pw)?;
     drop(pw);
     if a.dry_run {
@@ -46,7 +37,15 @@ pub(super) fn repo_copy(g: &Global, a: CopyArgs) -> Result<u8> {
     }
     let r = result?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        // `requests`: the target's; `source_requests`: the source's.
+        let mut v = with_requests(&target, serde_json::to_value(&r)?);
+        if let (Some(obj), Some(src)) = (
+            v.as_object_mut(),
+            with_requests(&source, serde_json::json!({})).get("requests"),
+        ) {
+            obj.insert("source_requests".into(), src.clone());
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(exit::OK);
     }
     if g.quiet {

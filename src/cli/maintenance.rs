@@ -117,7 +117,8 @@ pub(super) fn check(g: &Global, a: CheckArgs) -> Result<u8> {
     progress.finish();
     let report = report?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let v = with_requests(&repo, serde_json::to_value(&report)?);
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         for n in &report.notes {
             println!("note: {n}");
@@ -444,7 +445,8 @@ pub(super) fn run_prune(
     let plan = tresor::prune::plan(repo, &roots, max_unused)?;
     if dry_run {
         if json {
-            println!("{}", serde_json::to_string_pretty(&plan.summary)?);
+            let v = with_requests(repo, serde_json::to_value(&plan.summary)?);
+            println!("{}", serde_json::to_string_pretty(&v)?);
         } else {
             print_plan(&plan.summary, "would delete");
             println!("would free {}", human(plan.summary.bytes_freed));
@@ -456,7 +458,8 @@ pub(super) fn run_prune(
     }
     let report = tresor::prune::execute(repo, plan)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let v = with_requests(repo, serde_json::to_value(&report)?);
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else if !g.quiet {
         println!(
             "freed {} ({} packs deleted, {} written, {} index objects rewritten)",

@@ -251,17 +251,23 @@ fn non_empty(p: Zeroizing<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>> {
 }
 
 fn open(g: &Global) -> Result<Repo> {
+    Ok(open_keeping_password(g)?.0)
+}
+
+/// [`open`], also returning the password (`repo copy` tries it on the source).
+fn open_keeping_password(g: &Global) -> Result<(Repo, Zeroizing<Vec<u8>>)> {
     let backend = backend::open(&repo_location(g)?)?;
     let pw = password(g, false)?;
     let cache = g.cache_dir.clone().unwrap_or_else(repo::default_cache_dir);
     let opts = repo::OpenOptions {
         key_hint: g.key_hint.clone(),
+        connections: g.connections.map(usize::from),
     };
     let repo = Repo::open_with(backend, &pw, &cache, &opts)?;
     for w in repo.warnings() {
         eprintln!("tresor: warning: {w} (run `tresor check`)");
     }
-    Ok(repo)
+    Ok((repo, pw))
 }
 
 /// Takes the repository lock for `operation` (the repository holds it until it is dropped),
@@ -386,6 +392,7 @@ fn open_source(
     let cache = g.cache_dir.clone().unwrap_or_else(repo::default_cache_dir);
     let opts = repo::OpenOptions {
         key_hint: a.from_key_hint.clone(),
+        connections: g.connections.map(usize::from),
     };
     let repo = Repo::open_with(backend, &pw, &cache, &opts).with_context(|| {
         let how = if a.from_password_file.is_some() {
@@ -431,6 +438,17 @@ fn bar(g: &Global, what: &str) -> Option<ProgressBar> {
     b.set_style(style);
     b.enable_steady_tick(std::time::Duration::from_millis(200));
     Some(b)
+}
+
+/// The `--json` output `v` (an object) with the requests this process made to the storage,
+/// by kind, as `"requests"`.
+fn with_requests(repo: &Repo, mut v: serde_json::Value) -> serde_json::Value {
+    if let (Some(obj), Some(c)) = (v.as_object_mut(), repo.request_counts()) {
+        let mut counts = serde_json::to_value(c).unwrap_or_default();
+        counts["total"] = serde_json::Value::from(c.total());
+        obj.insert("requests".into(), counts);
+    }
+    v
 }
 
 /// Bytes in binary units.

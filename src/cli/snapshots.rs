@@ -80,6 +80,7 @@ pub(super) fn create(g: &Global, a: CreateArgs) -> Result<u8> {
             "errors": s.errors,
             "adopted_packs": r.adopted_packs,
         });
+        let v = with_requests(&repo, v);
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if !g.quiet {
         if r.adopted_packs > 0 {
@@ -355,6 +356,7 @@ pub(super) fn restore(g: &Global, a: RestoreArgs) -> Result<u8> {
             "verify": &verified,
             "seconds": seconds,
         });
+        let v = with_requests(&repo, v);
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if !g.quiet {
         println!(

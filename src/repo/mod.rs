@@ -79,6 +79,9 @@ impl Default for InitOptions {
 pub struct OpenOptions {
     /// Try this key file first (a full id or a unique prefix), e.g. when many key files exist.
     pub key_hint: Option<String>,
+    /// Requests to keep in flight (`--connections`); `None`: the backend's default
+    /// ([`Backend::connections`]).
+    pub connections: Option<usize>,
 }
 
 /// An open repository.
@@ -95,6 +98,8 @@ pub struct Repo {
     lock: Option<LockGuard>,
     /// The read path, shared with worker threads.
     reader: BlobReader,
+    /// Requests to keep in flight (pack uploads, coalesced reads, index objects).
+    connections: usize,
 }
 
 /// The cache directory: `$TRESOR_CACHE_DIR`, else `$XDG_CACHE_HOME/tresor`, else `~/.cache/tresor`.
@@ -207,14 +212,23 @@ impl Repo {
         let config = Config::decode(&key, &backend.get(ObjectKind::Config, "config")?)?;
         let chunker = ChunkerSpec::new(config.chunker, key.gear_table())?;
         let mut catalog = Catalog::open(cache_dir, &config.id)?;
-        warnings.extend(catalog.sync(backend.as_ref(), &key)?);
+        let connections = opts
+            .connections
+            .unwrap_or_else(|| backend.connections())
+            .max(1);
+        warnings.extend(catalog.sync(
+            backend.as_ref(),
+            &key,
+            crate::parallel::small_requests(connections),
+        )?);
         if remembered.as_deref() != Some(key_id.as_str()) {
             // Only a hint: a cache that cannot be written costs the next open some KDF time.
             let _ = crate::repo::catalog::private_dir_all(&cache_dir.join("key-hints"))
                 .and_then(|()| crate::backend::local::write_atomic(&hint_file, key_id.as_bytes()));
         }
         Ok(Repo {
-            reader: BlobReader::new(Arc::clone(&backend), Arc::clone(&key)),
+            reader: BlobReader::new(Arc::clone(&backend), Arc::clone(&key), connections),
+            connections,
             backend,
             key,
             config,
@@ -248,7 +262,11 @@ impl Repo {
         let mut notes = guard.removed_stale.clone();
         let alone = exclusive || guard.others_at_start == 0;
         self.lock = Some(guard);
-        self.warnings = self.catalog.sync(self.backend.as_ref(), &self.key)?;
+        self.warnings = self.catalog.sync(
+            self.backend.as_ref(),
+            &self.key,
+            crate::parallel::small_requests(self.connections),
+        )?;
         notes.extend(self.remove_stale_temporaries(alone)?);
         Ok(notes)
     }
@@ -299,9 +317,12 @@ impl Repo {
             .iter()
             .filter_map(|(n, _)| ObjectId::from_hex(n).ok())
             .collect();
-        let seen = self
-            .catalog
-            .observe_packs(&ids, self.backend.as_ref(), &self.key)?;
+        let seen = self.catalog.observe_packs(
+            &ids,
+            self.backend.as_ref(),
+            &self.key,
+            crate::parallel::small_requests(self.connections),
+        )?;
         self.warnings.extend(seen.warnings.iter().cloned());
         Ok((listing, seen))
     }
@@ -347,6 +368,17 @@ impl Repo {
         self.catalog
             .locate(id)?
             .ok_or_else(|| self.catalog.missing_blob(id, ""))
+    }
+
+    /// Requests to keep in flight at once (see [`OpenOptions::connections`]).
+    pub fn connections(&self) -> usize {
+        self.connections
+    }
+
+    /// The requests made to the storage so far, by kind, if the backend counts them (every
+    /// backend [`crate::backend::open`] makes does).
+    pub fn request_counts(&self) -> Option<crate::backend::RequestCounts> {
+        self.backend.request_counts()
     }
 
     /// The thread-safe read path (see [`BlobReader`]).

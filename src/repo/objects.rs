@@ -85,7 +85,11 @@ impl Repo {
     /// Rebuilds the catalog from the index objects (after prune or repair rewrote them);
     /// returns one line per index object that could not be read.
     pub fn rebuild_catalog(&mut self) -> Result<Vec<String>> {
-        self.catalog.rebuild(self.backend.as_ref(), &self.key)
+        self.catalog.rebuild(
+            self.backend.as_ref(),
+            &self.key,
+            crate::parallel::small_requests(self.connections),
+        )
     }
 
     /// Records that `packs` were read whole and found intact at `at` (the check ledger).

@@ -18,9 +18,12 @@
 //! entries (~2 MiB sealed), and at [`Packer::finish`]. Before each one the packer stops if a
 //! signal asked to (see [`crate::interrupt`]) or if the repository lock is no longer ours.
 //!
-//! **Threads.** Sealing and adding happen on the caller's thread; one upload thread stores
-//! packs, so the next pack fills while the previous one is written. The handoff is a rendezvous
-//! (at most one pack waits), which bounds memory to about two packs.
+//! **Threads.** Sealing and adding happen on the caller's thread; [`Repo::connections`] upload
+//! threads store packs, so the next pack fills while the previous ones are written (over
+//! object storage each upload waits round trips, so several run at once). The handoff is a
+//! rendezvous (a sealed pack waits until an upload thread is free), which bounds memory to
+//! about one pack per upload thread plus the one filling. Packs become durable in any order;
+//! each is listed in an index object only once its own upload succeeded.
 
 use std::collections::HashSet;
 use std::thread;
@@ -62,7 +65,7 @@ pub struct Packer<'r> {
     pack_size: usize,
     upload_tx: Option<Sender<FinishedPack>>,
     done_rx: Receiver<Result<IndexedPack>>,
-    uploader: Option<thread::JoinHandle<()>>,
+    uploaders: Vec<thread::JoinHandle<()>>,
     /// Durable packs not yet in an index object.
     durable: Vec<IndexedPack>,
     /// Of those, how many this packer wrote.
@@ -92,7 +95,7 @@ impl Drop for Packer<'_> {
     /// by an error elsewhere in the pipeline.
     fn drop(&mut self) {
         self.upload_tx = None;
-        if let Some(h) = self.uploader.take() {
+        for h in self.uploaders.drain(..) {
             let _ = h.join();
         }
     }
@@ -102,25 +105,33 @@ impl<'r> Packer<'r> {
     fn new(repo: &'r mut Repo) -> Result<Packer<'r>> {
         let (upload_tx, upload_rx) = bounded::<FinishedPack>(0);
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
-        let backend = std::sync::Arc::clone(&repo.backend);
-        let uploader = thread::Builder::new()
-            .name("tresor-upload".into())
-            .spawn(move || {
-                for p in upload_rx {
-                    let size = p.bytes.len() as u64;
-                    let r = backend
-                        .put(ObjectKind::Pack, &p.id.to_hex(), &p.bytes)
-                        .map(|()| IndexedPack {
-                            id: p.id,
-                            size,
-                            entries: p.entries,
-                        });
-                    if done_tx.send(r).is_err() {
-                        break;
+        let mut uploaders = Vec::new();
+        for _ in 0..repo.connections.max(1) {
+            let backend = std::sync::Arc::clone(&repo.backend);
+            let (upload_rx, done_tx) = (upload_rx.clone(), done_tx.clone());
+            let h = thread::Builder::new()
+                .name("tresor-upload".into())
+                .spawn(move || {
+                    for p in upload_rx {
+                        let size = p.bytes.len() as u64;
+                        let r = backend
+                            .put_bytes(ObjectKind::Pack, &p.id.to_hex(), p.bytes.into())
+                            .map(|()| IndexedPack {
+                                id: p.id,
+                                size,
+                                entries: p.entries,
+                            });
+                        if done_tx.send(r).is_err() {
+                            break;
+                        }
                     }
-                }
-            })
-            .map_err(|e| Error::io("starting the upload thread", e))?;
+                });
+            match h {
+                Ok(h) => uploaders.push(h),
+                // Dropping the sender ends the threads already started.
+                Err(e) => return Err(Error::io("starting the upload threads", e)),
+            }
+        }
         let pack_size = repo.config.pack_size as usize;
         Ok(Packer {
             repo,
@@ -128,7 +139,7 @@ impl<'r> Packer<'r> {
             pack_size,
             upload_tx: Some(upload_tx),
             done_rx,
-            uploader: Some(uploader),
+            uploaders,
             durable: Vec::new(),
             fresh: 0,
             entries: 0,
@@ -214,9 +225,9 @@ impl<'r> Packer<'r> {
     fn collect(&mut self, all: bool) -> Result<()> {
         if all {
             self.upload_tx = None;
-            if let Some(h) = self.uploader.take() {
+            for h in std::mem::take(&mut self.uploaders) {
                 h.join()
-                    .map_err(|_| Error::InvalidArgument("the upload thread panicked".into()))?;
+                    .map_err(|_| Error::InvalidArgument("an upload thread panicked".into()))?;
             }
         }
         while let Ok(r) = self.done_rx.try_recv() {
@@ -255,5 +266,184 @@ impl<'r> Packer<'r> {
         }
         self.report.index_objects.push(name);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::backend::Backend;
+    use crate::backend::mem::MemBackend;
+    use crate::format::codec;
+    use crate::repo::keys::KdfParams;
+    use crate::repo::{InitOptions, OpenOptions};
+
+    /// A memory backend whose pack puts wait (up to a few seconds) until `want` of them are in
+    /// flight at once, and fail for the `fail_nth` pack put (1-based; 0: never).
+    struct Gate {
+        inner: MemBackend,
+        want: usize,
+        fail_nth: usize,
+        in_flight: Mutex<usize>,
+        most: AtomicUsize,
+        puts: AtomicUsize,
+        cv: Condvar,
+    }
+
+    impl Backend for Gate {
+        fn location(&self) -> String {
+            "gate".into()
+        }
+        fn create(&self) -> Result<()> {
+            self.inner.create()
+        }
+        fn exists(&self, kind: ObjectKind, name: &str) -> Result<bool> {
+            self.inner.exists(kind, name)
+        }
+        fn put_new(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
+            self.inner.put_new(kind, name, data)
+        }
+        fn put(&self, kind: ObjectKind, name: &str, data: &[u8]) -> Result<()> {
+            if kind != ObjectKind::Pack {
+                return self.inner.put(kind, name, data);
+            }
+            let nth = self.puts.fetch_add(1, Ordering::SeqCst) + 1;
+            {
+                let mut n = self.in_flight.lock().unwrap();
+                *n += 1;
+                self.most.fetch_max(*n, Ordering::SeqCst);
+                self.cv.notify_all();
+                let _ = self
+                    .cv
+                    .wait_timeout_while(n, Duration::from_secs(5), |n| *n < self.want)
+                    .unwrap();
+            }
+            let r = if nth == self.fail_nth {
+                Err(Error::permanent("put", "refused by the test"))
+            } else {
+                self.inner.put(kind, name, data)
+            };
+            *self.in_flight.lock().unwrap() -= 1;
+            r
+        }
+        fn get(&self, kind: ObjectKind, name: &str) -> Result<Vec<u8>> {
+            self.inner.get(kind, name)
+        }
+        fn get_range(&self, kind: ObjectKind, name: &str, o: u64, l: u64) -> Result<Vec<u8>> {
+            self.inner.get_range(kind, name, o, l)
+        }
+        fn list(&self, kind: ObjectKind) -> Result<Vec<(String, u64)>> {
+            self.inner.list(kind)
+        }
+        fn delete(&self, kind: ObjectKind, name: &str) -> Result<()> {
+            self.inner.delete(kind, name)
+        }
+    }
+
+    fn gate(want: usize, fail_nth: usize) -> Arc<Gate> {
+        Arc::new(Gate {
+            inner: MemBackend::new(),
+            want,
+            fail_nth,
+            in_flight: Mutex::new(0),
+            most: AtomicUsize::new(0),
+            puts: AtomicUsize::new(0),
+            cv: Condvar::new(),
+        })
+    }
+
+    fn open(backend: Arc<Gate>, cache: &std::path::Path, connections: usize) -> Repo {
+        let opts = InitOptions {
+            kdf: KdfParams {
+                memory_kib: 64,
+                iterations: 1,
+                parallelism: 1,
+            },
+            pack_size: 1 << 20,
+            ..Default::default()
+        };
+        Repo::init(backend.as_ref(), b"pw", &opts).unwrap();
+        let open = OpenOptions {
+            connections: Some(connections),
+            ..Default::default()
+        };
+        Repo::open_with(backend, b"pw", cache, &open).unwrap()
+    }
+
+    /// Stores `n` incompressible 256 KiB blobs (four per pack); returns the packer's outcome.
+    fn store(repo: &mut Repo, n: u64) -> Result<PackerReport> {
+        let key = Arc::clone(repo.key());
+        let mut p = repo.packer()?;
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..n {
+            let data: Vec<u8> = (0..256 << 10)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let id = key.blob_id(&data);
+            assert!(p.claim(&id)?);
+            let sealed = codec::encode(&key, BlobKind::Data, &id, &data, 0)?;
+            p.add(BlobKind::Data, id, &sealed, data.len() as u32, None)?;
+        }
+        p.finish()
+    }
+
+    #[test]
+    fn uploads_run_in_parallel_and_every_indexed_pack_is_stored() {
+        let t = tempfile::tempdir().unwrap();
+        let backend = gate(3, 0);
+        let mut repo = open(Arc::clone(&backend), t.path(), 3);
+        let report = store(&mut repo, 36).unwrap();
+        assert_eq!(
+            backend.most.load(Ordering::SeqCst),
+            3,
+            "three uploads were in flight at once"
+        );
+        assert!(report.packs_written >= 9, "{report:?}");
+        let stored: HashSet<String> = backend
+            .list(ObjectKind::Pack)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        let mut indexed = 0;
+        for name in repo.index_names().unwrap() {
+            for p in repo.load_index(&name).unwrap() {
+                assert!(stored.contains(&p.id.to_hex()));
+                indexed += 1;
+            }
+        }
+        assert_eq!(indexed, stored.len(), "every stored pack is indexed");
+        assert_eq!(indexed as u64, report.packs_written);
+    }
+
+    #[test]
+    fn a_failed_upload_is_never_indexed() {
+        let t = tempfile::tempdir().unwrap();
+        let backend = gate(1, 2);
+        let mut repo = open(Arc::clone(&backend), t.path(), 4);
+        assert!(
+            store(&mut repo, 60).is_err(),
+            "the refused put fails the packer"
+        );
+        let stored: HashSet<String> = backend
+            .list(ObjectKind::Pack)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        for name in repo.index_names().unwrap() {
+            for p in repo.load_index(&name).unwrap() {
+                assert!(stored.contains(&p.id.to_hex()), "index names a lost pack");
+            }
+        }
     }
 }

@@ -92,16 +92,22 @@ impl Repo {
     pub fn snapshots(&self) -> Result<(SnapshotList, Vec<String>)> {
         let mut out = Vec::new();
         let mut damaged = Vec::new();
+        let mut named = Vec::new();
         for (name, _) in self.backend.list(ObjectKind::Snapshot)? {
-            let id = match ObjectId::from_hex(&name) {
-                Ok(id) => id,
-                Err(e) => {
-                    damaged.push(format!("snapshot object {name}: {e}"));
-                    continue;
-                }
-            };
-            // Failing to read is an error of the storage, not damage of this object.
-            let bytes = self.backend.get(ObjectKind::Snapshot, &name)?;
+            match ObjectId::from_hex(&name) {
+                Ok(id) => named.push((id, name)),
+                Err(e) => damaged.push(format!("snapshot object {name}: {e}")),
+            }
+        }
+        // Several at a time: over object storage each is a round trip.
+        // Failing to read is an error of the storage, not damage of this object.
+        let backend = &self.backend;
+        let stored = crate::parallel::try_map(
+            crate::parallel::small_requests(self.connections),
+            &named,
+            |(_, name)| backend.get(ObjectKind::Snapshot, name),
+        )?;
+        for ((id, name), bytes) in named.into_iter().zip(stored) {
             match Snapshot::decode(&self.key, &id, &bytes) {
                 Ok(s) => out.push((id, s)),
                 Err(e) => damaged.push(format!("snapshot object {name}: {e}")),

@@ -8,8 +8,6 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 
-use rayon::prelude::*;
-
 use super::BATCH_BYTES;
 use crate::error::{Error, Result};
 use crate::format::snapshot::Snapshot;
@@ -20,7 +18,8 @@ use crate::repo::walk::{Resolved, resolve};
 /// Runs of zero bytes aligned to this block size become holes.
 const HOLE_BLOCK: u64 = 4096;
 
-/// Writes a file's content to `out`, decoding on both cores while the previous batch is written.
+/// Writes a file's content to `out`: batch by batch, each read with coalesced ranged reads in
+/// parallel ([`crate::repo::BlobReader::read_many`]) while the previous batch is written.
 pub fn write_content<W: Write + Send>(
     repo: &Repo,
     content: &[ContentRef],
@@ -34,10 +33,7 @@ pub fn write_content<W: Write + Send>(
             .iter()
             .map(|c| repo.locate(&c.0).map(|l| (c.0, l)))
             .collect::<Result<_>>()?;
-        let chunks: Vec<Vec<u8>> = located
-            .par_iter()
-            .map(|(id, loc)| reader.read(id, loc))
-            .collect::<Result<_>>()?;
+        let chunks = reader.read_many(&located)?;
         for c in &chunks {
             out.write_all(c)
                 .map_err(|e| Error::io("writing restored data", e))?;
@@ -76,8 +72,7 @@ pub fn write_content<W: Write + Send>(
                 .iter()
                 .map(|c| repo.locate(&c.0).map(|l| (c.0, l)))
                 .collect();
-            let decoded: Result<Vec<Vec<u8>>> =
-                located.and_then(|l| l.par_iter().map(|(id, loc)| reader.read(id, loc)).collect());
+            let decoded: Result<Vec<Vec<u8>>> = located.and_then(|l| reader.read_many(&l));
             match decoded {
                 Ok(batch) => {
                     if tx.send(batch).is_err() {

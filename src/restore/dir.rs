@@ -24,8 +24,8 @@ use crate::format::crypto::MasterKey;
 use crate::format::id::BlobId;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
+use crate::repo::Repo;
 use crate::repo::catalog::BlobLocation;
-use crate::repo::{BlobReader, Repo};
 use crate::restore::selection::Selection;
 
 /// Errors that stop a restore instead of being recorded against one entry.
@@ -68,21 +68,15 @@ fn needs_write(
     }
 }
 
-/// Writes one small file whose chunks are located (a worker thread: no repository access).
-fn write_small(
-    reader: &BlobReader,
-    job: &FileJob,
-    located: &[(BlobId, BlobLocation)],
-    ctx: Ctx,
-) -> Result<Vec<String>> {
+/// Writes one small file from its decoded chunks (a worker thread: no repository access).
+fn write_small(job: &FileJob, chunks: &[Vec<u8>], ctx: Ctx) -> Result<Vec<String>> {
     if job.existing.is_some() {
         remove_in_the_way(&job.path)?;
     }
     let f = create_new(&job.path)?;
     let mut w = HoleWriter::new(&f);
-    for (id, loc) in located {
-        let chunk = reader.read(id, loc)?;
-        w.write_all(&chunk)
+    for chunk in chunks {
+        w.write_all(chunk)
             .map_err(|e| Error::io(format!("writing {}", job.path.display()), e))?;
     }
     w.finish(job.node.size)
@@ -312,18 +306,23 @@ impl DirRestorer<'_> {
             .par_iter()
             .map(|j| needs_write(key, &j.path, &j.node, &j.existing, overwrite))
             .collect();
+        // Every chunk of the group located, then read as one batch (coalesced per pack): the
+        // `Some(range)` of a job is where its chunks are in the batch.
         let mut work = Vec::with_capacity(jobs.len());
+        let mut located: Vec<(BlobId, BlobLocation)> = Vec::new();
         for (job, d) in jobs.into_iter().zip(decisions) {
             match d {
                 Ok(true) => {
-                    let located = job
-                        .node
-                        .content
-                        .iter()
-                        .map(|c| self.repo.locate(&c.0).map(|l| (c.0, l)))
-                        .collect::<Result<Vec<_>>>()
-                        .map_err(|e| with_path(e, &job.path))?;
-                    work.push((job, Some(located)));
+                    let start = located.len();
+                    for c in &job.node.content {
+                        let l = self
+                            .repo
+                            .locate(&c.0)
+                            .map_err(|e| with_path(e, &job.path))?;
+                        located.push((c.0, l));
+                    }
+                    let range = start..located.len();
+                    work.push((job, Some(range)));
                 }
                 Ok(false) => work.push((job, None)),
                 Err(e) => {
@@ -333,16 +332,25 @@ impl DirRestorer<'_> {
                 }
             }
         }
+        // A batch that fails is read again file by file, so the error names its file (and
+        // settles as it would for that file alone).
+        let batch = reader.read_many(&located).ok();
         let results: Vec<Result<Vec<String>>> = work
             .par_iter()
-            .map(|(job, located)| match located {
-                Some(l) => write_small(reader, job, l, ctx).map_err(|e| with_path(e, &job.path)),
+            .map(|(job, range)| match range {
+                Some(r) => match &batch {
+                    Some(chunks) => write_small(job, &chunks[r.clone()], ctx),
+                    None => reader
+                        .read_many(&located[r.clone()])
+                        .and_then(|chunks| write_small(job, &chunks, ctx)),
+                }
+                .map_err(|e| with_path(e, &job.path)),
                 None => keep_file(job, ctx),
             })
             .collect();
-        for ((job, located), r) in work.into_iter().zip(results) {
+        for ((job, range), r) in work.into_iter().zip(results) {
             if self.settle(r)? {
-                self.count_file(located.is_some(), job.node.size);
+                self.count_file(range.is_some(), job.node.size);
             }
         }
         Ok(())

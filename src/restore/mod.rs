@@ -1,14 +1,16 @@
 //! `snapshot restore`: snapshot → trees → chunks → files, or one file → a writer.
 //!
-//! File content is read in batches of chunks: the catalog locates each chunk, rayon fetches and
-//! decodes a batch on both cores (authenticate, bounded inflate, id check), and a writer thread
-//! writes the previous batch meanwhile. A chunk that fails to decode stops the restore with an
+//! File content is read in batches of chunks: the catalog locates each chunk, the batch's reads
+//! are planned per pack (neighbouring chunks of a pack coalesced into one ranged read, see
+//! [`crate::repo::BlobReader::read_many`]) and fetched and decoded in parallel (authenticate,
+//! bounded inflate, id check), and a writer thread writes the previous batch meanwhile. A chunk that fails to decode stops the restore with an
 //! error naming the blob and its pack: never silently wrong bytes.
 //!
 //! A directory restore walks the trees on one thread (the catalog is not `Sync`), creating
 //! directories as it goes and collecting small files into groups (at most [`GROUP_FILES`] files
-//! or [`GROUP_BYTES`] bytes); each group is located on the walking thread and then checked,
-//! decoded and written in parallel. A big file uses the batched pipeline above. All-zero 4 KiB
+//! or [`GROUP_BYTES`] bytes); each group is located on the walking thread and checked, its
+//! chunks read as one coalesced batch, and its files written in parallel. A big file uses the
+//! batched pipeline above. All-zero 4 KiB
 //! blocks become holes. Files that already exist are kept or rewritten per [`Overwrite`].
 //! Symlinks in the target are never followed: an entry in the way is removed and recreated,
 //! files are created with `O_EXCL | O_NOFOLLOW`. Hard links are linked to the first node of

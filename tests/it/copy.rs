@@ -533,6 +533,17 @@ fn copy_local_to_s3_and_back() {
         (2, Some(true)),
         "{r}"
     );
+    // The bucket's requests, and the local source's, are reported apart.
+    assert!(
+        num(&r["requests"], "put") >= 3,
+        "packs, index, snapshots: {r}"
+    );
+    assert!(num(&r["source_requests"], "get_range") > 0, "{r}");
+    assert_eq!(
+        num(&r["source_requests"], "put"),
+        1,
+        "the source gets only its lock: {r}"
+    );
     let list = run_s3(&dst, &bucket, &[], &["snapshot", "list", "--json"])
         .ok("list")
         .json();

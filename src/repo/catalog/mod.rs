@@ -365,14 +365,14 @@ mod tests {
         put_index(&backend, &key, 2, 20);
 
         let mut c = Catalog::open(t.path(), "repo-a").unwrap();
-        c.sync(&backend, &key).unwrap();
+        c.sync(&backend, &key, 4).unwrap();
         assert_eq!(c.counts().unwrap(), (2, 2));
         let loc = c.locate(&BlobId([20; 32])).unwrap().unwrap();
         assert_eq!((loc.pack, loc.raw_len), (ObjectId([2; 32]), 20));
 
         // An index object that disappeared (a prune) makes the catalog rebuild: its blob goes.
         backend.delete(ObjectKind::Index, &first).unwrap();
-        c.sync(&backend, &key).unwrap();
+        c.sync(&backend, &key, 4).unwrap();
         assert!(!c.contains(&BlobId([10; 32])).unwrap());
         assert!(c.contains(&BlobId([20; 32])).unwrap());
         drop(c);
@@ -390,13 +390,13 @@ mod tests {
         drop(conn);
         let mut c = Catalog::open(t.path(), "repo-a").unwrap();
         assert_eq!(c.counts().unwrap(), (0, 0), "old catalog must be discarded");
-        c.sync(&backend, &key).unwrap();
+        c.sync(&backend, &key, 4).unwrap();
         assert_eq!(c.counts().unwrap(), (1, 1));
 
         // A damaged index object is skipped and named, not fatal and not silent.
         let bad = put_index(&backend, &key, 3, 30);
         backend.tamper(ObjectKind::Index, &bad, |b| b[40] ^= 1);
-        let skipped = c.sync(&backend, &key).unwrap();
+        let skipped = c.sync(&backend, &key, 4).unwrap();
         assert_eq!(skipped.len(), 1);
         assert!(skipped[0].contains(&bad), "{skipped:?}");
         assert!(!c.contains(&BlobId([30; 32])).unwrap());
@@ -412,7 +412,7 @@ mod tests {
             put_index(&backend, &key, p, p + 10);
         }
         let mut c = Catalog::open(t.path(), "repo-l").unwrap();
-        c.sync(&backend, &key).unwrap();
+        c.sync(&backend, &key, 4).unwrap();
         let order =
             |c: &Catalog| -> Vec<u8> { c.packs().unwrap().iter().map(|p| p.id.0[0]).collect() };
         assert_eq!(order(&c), [1, 2, 3]);
@@ -420,7 +420,7 @@ mod tests {
         c.mark_verified(&[ObjectId([3; 32])], 100).unwrap();
         // Never verified first, then the oldest verification.
         assert_eq!(order(&c), [2, 3, 1]);
-        c.rebuild(&backend, &key).unwrap();
+        c.rebuild(&backend, &key, 4).unwrap();
         assert_eq!(order(&c), [2, 3, 1], "a rebuild keeps the ledger");
         assert_eq!(c.packs().unwrap()[1].verified_at, Some(100));
         assert_eq!(c.pack_entries(&ObjectId([2; 32])).unwrap(), vec![entry(12)]);
@@ -471,7 +471,7 @@ mod tests {
             ],
         );
         let mut c = Catalog::open(t.path(), "repo-d").unwrap();
-        c.sync(&backend, &key).unwrap();
+        c.sync(&backend, &key, 4).unwrap();
         let hex = |b: u8| BlobId([b; 32]).to_hex();
         let broken = |c: &Catalog| -> Vec<(u8, u8, String)> {
             c.broken_deltas()
@@ -518,7 +518,7 @@ mod tests {
         // Base 20 arrives with another index object, in pack 2: delta 10 is whole again and
         // locate says where its base is.
         put(2, vec![blob(BlobKind::Data, 20, 40, None)]);
-        c.sync(&backend, &key).unwrap();
+        c.sync(&backend, &key, 4).unwrap();
         assert_eq!(broken(&c).iter().map(|b| b.0).collect::<Vec<_>>(), [11, 13]);
         let loc = c.locate(&BlobId([10; 32])).unwrap().unwrap();
         assert_eq!(
@@ -575,7 +575,7 @@ mod tests {
                 .unwrap();
             drop(conn);
             let mut c = Catalog::open(t.path(), "repo-s").unwrap();
-            c.sync(&backend, &key).unwrap();
+            c.sync(&backend, &key, 4).unwrap();
             assert_eq!(c.counts().unwrap(), (1, 1), "schema {version}");
             assert!(c.locate(&BlobId([10; 32])).unwrap().is_some());
             assert!(c.broken_deltas().unwrap().is_empty());
@@ -657,10 +657,10 @@ mod tests {
         put_index(&backend, &key, 1, 10);
         put_index(&backend, &key, 2, 20);
         let mut c = Catalog::open(t.path(), "repo-x").unwrap();
-        c.sync(&backend, &key).unwrap();
+        c.sync(&backend, &key, 4).unwrap();
         assert!(c.contains(&BlobId([20; 32])).unwrap());
         let only_1: HashSet<ObjectId> = [ObjectId([1; 32])].into();
-        let seen = c.observe_packs(&only_1, &backend, &key).unwrap();
+        let seen = c.observe_packs(&only_1, &backend, &key, 4).unwrap();
         assert_eq!(seen.newly_absent, [ObjectId([2; 32])]);
         assert_eq!(seen.absent, [ObjectId([2; 32])]);
         assert!(!c.contains(&BlobId([20; 32])).unwrap());
@@ -668,17 +668,17 @@ mod tests {
         assert!(c.contains(&BlobId([10; 32])).unwrap());
         // Another index object naming the absent pack: still nothing.
         put_index(&backend, &key, 2, 21);
-        c.sync(&backend, &key).unwrap();
+        c.sync(&backend, &key, 4).unwrap();
         assert!(!c.contains(&BlobId([21; 32])).unwrap());
         // The same listing again changes nothing; the pack's return brings its entries back.
         assert!(
-            c.observe_packs(&only_1, &backend, &key)
+            c.observe_packs(&only_1, &backend, &key, 4)
                 .unwrap()
                 .newly_absent
                 .is_empty()
         );
         let both: HashSet<ObjectId> = [ObjectId([1; 32]), ObjectId([2; 32])].into();
-        let seen = c.observe_packs(&both, &backend, &key).unwrap();
+        let seen = c.observe_packs(&both, &backend, &key, 4).unwrap();
         assert_eq!(seen.returned, [ObjectId([2; 32])]);
         assert!(seen.absent.is_empty());
         assert!(c.contains(&BlobId([20; 32])).unwrap());
@@ -694,7 +694,7 @@ mod tests {
         c.remember_snapshots(&[ObjectId([3; 32]), ObjectId([4; 32])], 100)
             .unwrap();
         c.remember_snapshots(&[ObjectId([3; 32])], 200).unwrap();
-        c.rebuild(&backend, &key).unwrap();
+        c.rebuild(&backend, &key, 4).unwrap();
         assert_eq!(
             c.seen_snapshots().unwrap(),
             [(ObjectId([3; 32]), 100), (ObjectId([4; 32]), 100)],

@@ -9,7 +9,9 @@ use rusqlite::params;
 use super::*;
 
 impl Catalog {
-    /// Brings the catalog up to date with the repository's index objects.
+    /// Brings the catalog up to date with the repository's index objects: one listing, then
+    /// the index objects it does not know yet, read `connections` at a time (in batches, so
+    /// memory holds a batch of them, not all).
     ///
     /// An index object that cannot be read or decoded is skipped, not fatal: one damaged object
     /// must not lock the operator out of every other snapshot (or out of `check`). Its blobs are
@@ -19,6 +21,7 @@ impl Catalog {
         &mut self,
         backend: &dyn Backend,
         key: &MasterKey,
+        connections: usize,
     ) -> Result<Vec<String>> {
         let listed: HashSet<String> = backend
             .list(ObjectKind::Index)?
@@ -33,15 +36,22 @@ impl Catalog {
         };
         if !known.is_subset(&listed) {
             self.clear()?;
-            return self.sync(backend, key);
+            return self.sync(backend, key, connections);
         }
         let mut skipped = Vec::new();
-        for name in listed.difference(&known) {
-            let decoded = ObjectId::from_hex(name)
-                .and_then(|id| index::decode(key, &id, &backend.get(ObjectKind::Index, name)?));
-            match decoded {
-                Ok(packs) => self.add_index(name, &packs)?,
-                Err(e) => skipped.push(format!("{e} (index object {name} skipped)")),
+        let mut missing: Vec<&String> = listed.difference(&known).collect();
+        missing.sort();
+        for batch in missing.chunks(connections.max(1) * 2) {
+            // Read errors become skips, so the map itself never fails.
+            let decoded = crate::parallel::try_map(connections, batch, |name| {
+                Ok(ObjectId::from_hex(name)
+                    .and_then(|id| index::decode(key, &id, &backend.get(ObjectKind::Index, name)?)))
+            })?;
+            for (name, d) in batch.iter().zip(decoded) {
+                match d {
+                    Ok(packs) => self.add_index(name, &packs)?,
+                    Err(e) => skipped.push(format!("{e} (index object {name} skipped)")),
+                }
             }
         }
         skipped.sort();
@@ -55,9 +65,10 @@ impl Catalog {
         &mut self,
         backend: &dyn Backend,
         key: &MasterKey,
+        connections: usize,
     ) -> Result<Vec<String>> {
         self.clear()?;
-        self.sync(backend, key)
+        self.sync(backend, key, connections)
     }
 
     fn clear(&mut self) -> Result<()> {
@@ -169,6 +180,7 @@ impl Catalog {
         stored: &HashSet<ObjectId>,
         backend: &dyn Backend,
         key: &MasterKey,
+        connections: usize,
     ) -> Result<PackObservation> {
         let mut out = PackObservation::default();
         for p in self.packs()? {
@@ -218,7 +230,7 @@ impl Catalog {
             }
             sql("commit", tx.commit())?;
             if rebuild {
-                out.warnings = self.rebuild(backend, key)?;
+                out.warnings = self.rebuild(backend, key, connections)?;
             }
         }
         out.absent = self.absent_packs()?;
