@@ -46,5 +46,7 @@ mod restore;
 mod retention;
 #[path = "it/s3.rs"]
 mod s3;
+#[path = "it/s3_faults.rs"]
+mod s3_faults;
 #[path = "it/tree.rs"]
 mod tree;
