@@ -19,7 +19,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -569,54 +569,73 @@ fn sibling(env: &Env) -> Env {
     e
 }
 
+/// Four hosts back up into one prefix at once (`--retry-lock`: they wait out the pruner),
+/// each at least [`ROUNDS`] times and on until the pruner has run twice between their backups
+/// (at most 12 rounds); a fifth process runs `forget --keep-last 1 --prune` in a loop meanwhile
+/// (waiting up to a minute for the backups' locks). Every host's latest snapshot restores
+/// byte-exact, and `check --read-data` passes.
 #[test]
 fn s3_four_hosts_back_up_while_a_fifth_prunes() {
+    const ROUNDS: usize = 3;
     let Some(server) = s3::server() else { return };
     let env = Env::new();
     let r = Repo::new("hosts");
     let repo = r.at(server.port);
     init(&env, &repo);
-    let common = Rng::new(17).text(3 << 20);
-    const ROUNDS: usize = 3;
+    // A part common to every backup, so the hosts race to store the same chunks.
+    let common = Rng::new(17).bytes(2 << 20);
 
     let done = Arc::new(AtomicBool::new(false));
+    let pruned = Arc::new(AtomicU64::new(0));
     let pruner = {
-        let (repo, done) = (repo.clone(), Arc::clone(&done));
+        let (repo, done, pruned) = (repo.clone(), Arc::clone(&done), Arc::clone(&pruned));
         // Its own cache, as on a machine of its own.
         let env = sibling(&env);
         thread::spawn(move || {
-            let mut runs = [0u32; 2];
+            let mut locked_out = 0u32;
             while !done.load(Ordering::SeqCst) {
                 let out = run(
                     &env,
                     &repo,
-                    &["snapshot", "forget", "--keep-last", "1", "--prune"],
+                    &[
+                        "--retry-lock",
+                        "1m",
+                        "snapshot",
+                        "forget",
+                        "--keep-last",
+                        "1",
+                        "--prune",
+                    ],
                     b"",
                 );
                 match out.code {
-                    exit::OK => runs[0] += 1,
-                    exit::LOCKED => runs[1] += 1,
+                    exit::OK => {
+                        pruned.fetch_add(1, Ordering::SeqCst);
+                    }
+                    exit::LOCKED => locked_out += 1,
                     _ => panic!("forget --prune failed: {}", out.stderr),
                 }
-                thread::sleep(Duration::from_millis(50));
             }
-            runs
+            locked_out
         })
     };
     let hosts: Vec<_> = (0..4)
         .map(|h| {
-            let (repo, common) = (repo.clone(), common.clone());
+            let (repo, common, pruned) = (repo.clone(), common.clone(), Arc::clone(&pruned));
             let env = sibling(&env);
             thread::spawn(move || {
                 let host = format!("host{h}");
                 let mut last = None;
-                for round in 0..ROUNDS {
-                    let mut data = Rng::new(100 + (h * 10 + round) as u64).text(2 << 20);
+                let mut round = 0;
+                while round < ROUNDS || (pruned.load(Ordering::SeqCst) < 2 && round < 12) {
+                    let mut data = Rng::new(100 + (h * 100 + round) as u64).bytes(1 << 20);
                     data.extend_from_slice(&common);
                     let out = run(
                         &env,
                         &repo,
                         &[
+                            "--retry-lock",
+                            "5m",
                             "snapshot",
                             "create",
                             "--json",
@@ -630,17 +649,26 @@ fn s3_four_hosts_back_up_while_a_fifth_prunes() {
                     );
                     out.ok(&format!("backup {round} of {host}"));
                     last = Some((out.json()["id"].as_str().unwrap().to_string(), data));
+                    round += 1;
+                    // A pause, as between two cron jobs: the pruner's chance.
+                    thread::sleep(Duration::from_millis(100 * (h as u64 + 1)));
                 }
-                (host, last.unwrap())
+                (host, round, last.unwrap())
             })
         })
         .collect();
     let latest: Vec<_> = hosts.into_iter().map(|h| h.join().unwrap()).collect();
+    let pruned_meanwhile = pruned.load(Ordering::SeqCst);
     done.store(true, Ordering::SeqCst);
-    let [pruned, locked_out] = pruner.join().unwrap();
+    let locked_out = pruner.join().unwrap();
+    let rounds: Vec<usize> = latest.iter().map(|l| l.1).collect();
     eprintln!(
-        "s3 hosts: 4 hosts × {ROUNDS} backups; forget --prune ran {pruned} times and was \
-         locked out {locked_out} times meanwhile"
+        "s3 hosts: 4 hosts, {rounds:?} backups each; forget --prune ran {pruned_meanwhile} times \
+         meanwhile and gave up on the lock {locked_out} times"
+    );
+    assert!(
+        pruned_meanwhile >= 1,
+        "the pruner never ran between the backups"
     );
     run(
         &env,
@@ -651,7 +679,7 @@ fn s3_four_hosts_back_up_while_a_fifth_prunes() {
     .ok("a last forget --prune");
     let ids = snapshot_ids(&r);
     assert_eq!(ids.len(), 4, "one snapshot per host is kept: {ids:?}");
-    for (host, (id, data)) in &latest {
+    for (host, _, (id, data)) in &latest {
         assert!(ids.contains(id), "{host}'s latest snapshot {id} was forgotten");
         let got = run(&env, &repo, &["snapshot", "restore", id, "--stdout"], b"");
         got.ok(&format!("restore of {host}'s latest"));
