@@ -497,16 +497,19 @@ fn is_transient(e: &object_store::Error) -> bool {
         Some(Failure::ErrorBody { s3_code, .. }) => {
             s3_code.is_some_and(|c| TRANSIENT_S3_CODES.contains(&c.as_str()))
         }
-        Some(Failure::Connection { kind, .. }) => match kind {
-            HttpErrorKind::Connect
-            | HttpErrorKind::Request
-            | HttpErrorKind::Timeout
-            | HttpErrorKind::Interrupted => true,
-            // A body that could not be decoded, or a failure reqwest does not name: an I/O
-            // error under it decides (a reset or end of stream while reading is one).
-            _ => io_cause(e).is_some_and(crate::error::is_transient_io),
-        },
-        None => io_cause(e).is_some_and(crate::error::is_transient_io),
+        Some(Failure::Connection {
+            kind:
+                HttpErrorKind::Connect
+                | HttpErrorKind::Request
+                | HttpErrorKind::Timeout
+                | HttpErrorKind::Interrupted,
+            ..
+        }) => true,
+        // A body that could not be decoded, a failure reqwest does not name, or none of the
+        // above: an I/O error under it decides (a reset or end of stream while reading is one).
+        Some(Failure::Connection { .. }) | None => {
+            io_cause(e).is_some_and(crate::error::is_transient_io)
+        }
     }
 }
 
@@ -561,13 +564,15 @@ fn describe(e: &object_store::Error) -> String {
             let what = match kind {
                 HttpErrorKind::Connect => "the connection to the server failed",
                 HttpErrorKind::Timeout => "the request timed out",
-                HttpErrorKind::Request | HttpErrorKind::Interrupted => {
-                    "the connection was dropped"
-                }
+                HttpErrorKind::Request | HttpErrorKind::Interrupted => "the connection was dropped",
                 HttpErrorKind::Decode => "the answer could not be read",
                 _ => "the request failed",
             };
-            format!("{what}: {cause}")
+            if kind == HttpErrorKind::Timeout {
+                format!("{what}: {cause} (TRESOR_S3_TIMEOUT sets the limit, in seconds)")
+            } else {
+                format!("{what}: {cause}")
+            }
         }
         None => e.to_string(),
     }
@@ -797,7 +802,9 @@ mod tests {
             assert_eq!(e.is_transient(), transient, "{status}");
             let text = e.to_string();
             assert!(
-                text.starts_with(&format!("storing x: the server answered {status} (SlowDown: ")),
+                text.starts_with(&format!(
+                    "storing x: the server answered {status} (SlowDown: "
+                )),
                 "{text}"
             );
         }

@@ -22,7 +22,8 @@
 //!
 //! Independently, a share of the requests is delayed by up to `max_delay_ms` before forwarding.
 //! [`Proxy::set_down`] makes the server "go away": every new connection is reset at once, and
-//! every open one at its next request, until it is set up again. [`Counts`] says what was
+//! every open one at its next request, until it is set up again; [`Proxy::set_hang`] makes it
+//! hang (requests read, never answered). [`Counts`] says what was
 //! injected, so that a test can assert the faults really happened.
 
 use std::io::{self, BufRead, BufReader, Write};
@@ -80,6 +81,8 @@ pub struct Counts {
     pub truncated: AtomicU64,
     /// Connections and requests refused while the server was "away".
     pub refused: AtomicU64,
+    /// Requests left unanswered while the server hung.
+    pub hung: AtomicU64,
 }
 
 /// A snapshot of [`Counts`].
@@ -94,6 +97,7 @@ pub struct Tally {
     pub error_503: u64,
     pub truncated: u64,
     pub refused: u64,
+    pub hung: u64,
 }
 
 impl Tally {
@@ -108,7 +112,8 @@ impl std::fmt::Display for Tally {
         write!(
             f,
             "{} requests, {} forwarded; injected: {} delays, {} resets before forwarding, \
-             {} lost replies, {} × 500, {} × 503, {} truncated replies, {} refused while away",
+             {} lost replies, {} × 500, {} × 503, {} truncated replies, {} refused while away, \
+             {} unanswered while hung",
             self.requests,
             self.forwarded,
             self.delayed,
@@ -117,7 +122,8 @@ impl std::fmt::Display for Tally {
             self.error_500,
             self.error_503,
             self.truncated,
-            self.refused
+            self.refused,
+            self.hung
         )
     }
 }
@@ -127,6 +133,7 @@ struct Shared {
     faults: Mutex<Faults>,
     rng: Mutex<u64>,
     down: AtomicBool,
+    hang: AtomicBool,
     counts: Counts,
 }
 
@@ -166,6 +173,7 @@ impl Proxy {
             faults: Mutex::new(Faults::none()),
             rng: Mutex::new(seed | 1),
             down: AtomicBool::new(false),
+            hang: AtomicBool::new(false),
             counts: Counts::default(),
         });
         let s = Arc::clone(&shared);
@@ -199,6 +207,12 @@ impl Proxy {
         self.shared.down.store(down, Ordering::SeqCst);
     }
 
+    /// Makes the server hang (`true`): every request is read and never answered (its
+    /// connection held open) until this is set back, when those connections are closed.
+    pub fn set_hang(&self, hang: bool) {
+        self.shared.hang.store(hang, Ordering::SeqCst);
+    }
+
     /// What was done so far.
     pub fn tally(&self) -> Tally {
         let c = &self.shared.counts;
@@ -213,6 +227,7 @@ impl Proxy {
             error_503: g(&c.error_503),
             truncated: g(&c.truncated),
             refused: g(&c.refused),
+            hung: g(&c.hung),
         }
     }
 }
@@ -371,6 +386,14 @@ fn serve(s: &Shared, client: TcpStream) -> io::Result<()> {
             reset(&client);
             return Ok(());
         }
+        if s.hang.load(Ordering::SeqCst) {
+            s.counts.hung.fetch_add(1, Ordering::Relaxed);
+            while s.hang.load(Ordering::SeqCst) {
+                thread::sleep(Duration::from_millis(20));
+            }
+            let _ = client.shutdown(Shutdown::Both);
+            return Ok(());
+        }
         let f = *s.faults.lock().unwrap();
         let roll = s.draw() % 1000;
         let mut at = 0u64;
@@ -392,7 +415,7 @@ fn serve(s: &Shared, client: TcpStream) -> io::Result<()> {
         if fault == Fault::ResetBefore {
             s.counts.reset_before.fetch_add(1, Ordering::Relaxed);
             // Half of them a reset, half a plain close; the body stays unread either way.
-            if s.draw() % 2 == 0 {
+            if s.draw().is_multiple_of(2) {
                 reset(&client);
             } else {
                 let _ = client.shutdown(Shutdown::Both);

@@ -176,29 +176,63 @@ fn s3_commands_under_five_percent_faults() {
     let proxy = Proxy::start(server.port, seed);
     let mut outcomes = Outcomes::new();
     for round in 0..rounds {
-        fault_round(&proxy, seed.wrapping_add(round), &mut outcomes);
+        fault_round(&proxy, seed.wrapping_add(round), 50, &mut outcomes);
     }
     let tally = proxy.tally();
-    eprintln!("s3 faults: {tally}");
-    let mut lines: Vec<_> = outcomes.iter().collect();
-    lines.sort();
-    for (what, [ok, failed]) in lines {
-        eprintln!("s3 faults: {what}: {ok} succeeded, {failed} failed cleanly");
-    }
+    report("5 %", &tally, &outcomes);
     assert!(
         tally.failures() > 0 && tally.delayed > 0,
         "no fault was injected: {tally}"
     );
 }
 
-fn fault_round(proxy: &Proxy, seed: u64, outcomes: &mut Outcomes) {
+/// The same at 40 % faults, where some commands run out of retries: each of those must fail
+/// cleanly (and a backup leave no snapshot); the commands are repeated until they succeed, and
+/// the repository is whole afterwards. Rounds go on (up to 6) until at least one command has
+/// failed, and the test fails if none did: else it proved nothing about failures.
+#[test]
+fn s3_commands_under_forty_percent_faults_fail_cleanly() {
+    let Some(server) = s3::server() else { return };
+    let rounds = harness::env_u64("TRESOR_S3_HARSH_ROUNDS", 1);
+    let seed = harness::env_u64(
+        "TRESOR_S3_FAULT_SEED",
+        u64::from_str_radix(&harness::random_hex(4), 16).unwrap(),
+    );
+    eprintln!("s3 harsh faults: {rounds} rounds, seed {seed} (TRESOR_S3_FAULT_SEED replays them)");
+    let proxy = Proxy::start(server.port, seed);
+    let mut outcomes = Outcomes::new();
+    let failed = |o: &Outcomes| o.values().map(|o| o[1]).sum::<u32>();
+    // Rounds go on (up to 6) until a command has failed.
+    let mut round = 0;
+    while round < rounds || (failed(&outcomes) == 0 && round < 6) {
+        fault_round(&proxy, seed.wrapping_add(round), 400, &mut outcomes);
+        round += 1;
+    }
+    let tally = proxy.tally();
+    report(&format!("40 %, {round} rounds"), &tally, &outcomes);
+    assert!(
+        failed(&outcomes) > 0,
+        "no command failed at 40 % faults in {round} rounds: {outcomes:?}"
+    );
+}
+
+fn report(what: &str, tally: &crate::harness::proxy::Tally, outcomes: &Outcomes) {
+    eprintln!("s3 faults ({what}): {tally}");
+    let mut lines: Vec<_> = outcomes.iter().collect();
+    lines.sort();
+    for (cmd, [ok, failed]) in lines {
+        eprintln!("s3 faults ({what}): {cmd}: {ok} succeeded, {failed} failed cleanly");
+    }
+}
+
+fn fault_round(proxy: &Proxy, seed: u64, permille: u32, outcomes: &mut Outcomes) {
     let server = s3::server().unwrap();
     let env = Env::new();
     let r = Repo::new("faults");
     let (direct, faulty) = (r.at(server.port), r.at(proxy.port));
     proxy.set_faults(Faults::none());
     init(&env, &faulty);
-    proxy.set_faults(Faults::spread(50));
+    proxy.set_faults(Faults::spread(permille));
 
     let src = env.path("src");
     let mut rng = Rng::new(seed);
@@ -224,7 +258,7 @@ fn fault_round(proxy: &Proxy, seed: u64, outcomes: &mut Outcomes) {
         let out = until_ok(
             outcomes,
             what,
-            5,
+            10,
             || run(&env, &faulty, args, input),
             |_| {
                 assert_eq!(
@@ -263,7 +297,7 @@ fn fault_round(proxy: &Proxy, seed: u64, outcomes: &mut Outcomes) {
     until_ok(
         outcomes,
         "restore of a tree",
-        5,
+        10,
         || {
             let _ = fs::remove_dir_all(&target);
             run(
@@ -290,8 +324,15 @@ fn fault_round(proxy: &Proxy, seed: u64, outcomes: &mut Outcomes) {
     let out = until_ok(
         outcomes,
         "restore of a stream",
-        5,
-        || run(&env, &faulty, &["snapshot", "restore", &dump, "--stdout"], b""),
+        10,
+        || {
+            run(
+                &env,
+                &faulty,
+                &["snapshot", "restore", &dump, "--stdout"],
+                b"",
+            )
+        },
         |_| {},
     );
     assert!(
@@ -302,7 +343,7 @@ fn fault_round(proxy: &Proxy, seed: u64, outcomes: &mut Outcomes) {
     until_ok(
         outcomes,
         "check --read-data",
-        5,
+        10,
         || run(&env, &faulty, &["check", "--read-data"], b""),
         |_| {},
     );
@@ -318,7 +359,7 @@ fn fault_round(proxy: &Proxy, seed: u64, outcomes: &mut Outcomes) {
     until_ok(
         outcomes,
         "forget --keep-last 1 --prune",
-        5,
+        10,
         || {
             run(
                 &env,
@@ -346,7 +387,12 @@ fn fault_round(proxy: &Proxy, seed: u64, outcomes: &mut Outcomes) {
     // Without faults: everything is there.
     proxy.set_faults(Faults::none());
     run(&env, &direct, &["check", "--read-data"], b"").ok("check --read-data without faults");
-    let out = run(&env, &direct, &["snapshot", "restore", &dump, "--stdout"], b"");
+    let out = run(
+        &env,
+        &direct,
+        &["snapshot", "restore", &dump, "--stdout"],
+        b"",
+    );
     out.ok("restore of the stream without faults");
     assert!(out.stdout == stream, "the stream survives faults and prune");
     let target = env.path("target2");
@@ -453,7 +499,8 @@ fn s3_server_gone_mid_backup_then_back() {
     let data = Arc::new(Rng::new(15).bytes(24 << 20));
 
     let hold = Arc::new(AtomicBool::new(true));
-    let (mut guard, feeder) = spawn_stream_backup(&env, &faulty, Arc::clone(&data), Arc::clone(&hold));
+    let (mut guard, feeder) =
+        spawn_stream_backup(&env, &faulty, Arc::clone(&data), Arc::clone(&hold));
     wait_for_new_packs(&r, &HashSet::new(), 2, &mut guard);
     proxy.set_down(true);
     hold.store(false, Ordering::SeqCst);
@@ -491,7 +538,12 @@ fn s3_server_gone_mid_backup_then_back() {
     let id = out.json()["id"].as_str().unwrap().to_string();
     eprintln!("s3 away: the next run: {}", out.stdout_str().trim());
     run(&env, &direct, &["check", "--read-data"], b"").ok("check --read-data after the outage");
-    let got = run(&env, &direct, &["snapshot", "restore", &id, "--stdout"], b"");
+    let got = run(
+        &env,
+        &direct,
+        &["snapshot", "restore", &id, "--stdout"],
+        b"",
+    );
     got.ok("restore after the outage");
     assert!(got.stdout == *data, "the stream restores byte-exact");
 }
@@ -506,7 +558,8 @@ fn s3_backup_killed_then_packs_adopted() {
     let data = Arc::new(Rng::new(16).bytes(32 << 20));
 
     let hold = Arc::new(AtomicBool::new(true));
-    let (mut guard, feeder) = spawn_stream_backup(&env, &repo, Arc::clone(&data), Arc::clone(&hold));
+    let (mut guard, feeder) =
+        spawn_stream_backup(&env, &repo, Arc::clone(&data), Arc::clone(&hold));
     wait_for_new_packs(&r, &HashSet::new(), 3, &mut guard);
     let child = guard.0.as_mut().unwrap();
     child.kill().unwrap();
@@ -516,7 +569,10 @@ fn s3_backup_killed_then_packs_adopted() {
     feeder.join().unwrap();
     assert_eq!(harness::code_of(&st), 128 + 9, "killed by SIGKILL: {st}");
     let stored = pack_names(&r);
-    assert!(snapshot_ids(&r).is_empty(), "a killed backup left a snapshot");
+    assert!(
+        snapshot_ids(&r).is_empty(),
+        "a killed backup left a snapshot"
+    );
 
     let out = run(
         &env,
@@ -545,7 +601,10 @@ fn s3_backup_killed_then_packs_adopted() {
         "the packs stored before the kill were not adopted: {j}"
     );
     // Every pack the killed run stored is still there and indexed (check names unindexed ones).
-    assert!(pack_names(&r).is_superset(&stored), "a stored pack vanished");
+    assert!(
+        pack_names(&r).is_superset(&stored),
+        "a stored pack vanished"
+    );
     let out = run(&env, &repo, &["check", "--read-data", "--json"], b"");
     out.ok("check --read-data after the kill");
     let report = out.json();
@@ -680,10 +739,58 @@ fn s3_four_hosts_back_up_while_a_fifth_prunes() {
     let ids = snapshot_ids(&r);
     assert_eq!(ids.len(), 4, "one snapshot per host is kept: {ids:?}");
     for (host, _, (id, data)) in &latest {
-        assert!(ids.contains(id), "{host}'s latest snapshot {id} was forgotten");
+        assert!(
+            ids.contains(id),
+            "{host}'s latest snapshot {id} was forgotten"
+        );
         let got = run(&env, &repo, &["snapshot", "restore", id, "--stdout"], b"");
         got.ok(&format!("restore of {host}'s latest"));
         assert!(got.stdout == *data, "{host}'s latest restores byte-exact");
     }
     run(&env, &repo, &["check", "--read-data"], b"").ok("check --read-data");
+}
+
+/// A server that accepts requests and never answers: with `TRESOR_S3_TIMEOUT=2` each request
+/// gives up after 2 s, the retries are spent, and the command fails naming the timeout (the
+/// harness's own deadline of 300 s would fail the test if it hung). Once the server answers
+/// again the same command succeeds.
+#[test]
+fn s3_hung_server_times_out() {
+    let Some(server) = s3::server() else { return };
+    let proxy = Proxy::start(server.port, 2);
+    let env = Env::new();
+    let r = Repo::new("hung");
+    let faulty = r.at(proxy.port);
+    init(&env, &faulty);
+    proxy.set_hang(true);
+    let mut cmd = command(&env, &faulty, &["snapshot", "list"]);
+    cmd.env("TRESOR_S3_TIMEOUT", "2")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = harness::wait_with_timeout(
+        cmd.spawn().unwrap(),
+        Duration::from_secs(300),
+        "snapshot list, server hung",
+    );
+    proxy.set_hang(false);
+    let tally = proxy.tally();
+    eprintln!(
+        "s3 hung: exit {}, {tally}; stderr: {}",
+        out.code,
+        out.stderr.trim()
+    );
+    assert!(tally.hung > 1, "the requests were not held: {tally}");
+    assert_clean_failure(&out, "snapshot list against a hung server");
+    out.stderr_has("timed out");
+    let mut bad = command(&env, &faulty, &["snapshot", "list"]);
+    bad.env("TRESOR_S3_TIMEOUT", "soon");
+    let out = harness::run_command(bad, "snapshot list, a bad TRESOR_S3_TIMEOUT");
+    assert_ne!(
+        out.code,
+        exit::OK,
+        "a malformed TRESOR_S3_TIMEOUT is refused"
+    );
+    out.stderr_has("TRESOR_S3_TIMEOUT");
+    run(&env, &faulty, &["snapshot", "list"], b"").ok("snapshot list once the server answers");
 }
