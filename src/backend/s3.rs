@@ -472,13 +472,12 @@ const TRANSIENT_S3_CODES: &[&str] = &[
     "RequestTimeTooSkewed",
 ];
 
-/// Whether repeating the request may succeed: a connection that could not be made, broke or
-/// timed out; a 408, 429 or 5xx answer; a `200 OK` carrying a "try again" S3 error code; an
+/// Whether repeating the request may succeed: any failure of the transport (a connection that
+/// could not be made, broke or timed out, an answer that could not be read); a 408, 429 or 5xx answer; a `200 OK` carrying a "try again" S3 error code; an
 /// I/O error of a "try again" kind. Everything else (404, 403, a missing bucket, a malformed
 /// request, an invalid path) is permanent.
 fn is_transient(e: &object_store::Error) -> bool {
     use object_store::Error as E;
-    use object_store::client::HttpErrorKind;
     match e {
         E::NotFound { .. }
         | E::PermissionDenied { .. }
@@ -497,19 +496,12 @@ fn is_transient(e: &object_store::Error) -> bool {
         Some(Failure::ErrorBody { s3_code, .. }) => {
             s3_code.is_some_and(|c| TRANSIENT_S3_CODES.contains(&c.as_str()))
         }
-        Some(Failure::Connection {
-            kind:
-                HttpErrorKind::Connect
-                | HttpErrorKind::Request
-                | HttpErrorKind::Timeout
-                | HttpErrorKind::Interrupted,
-            ..
-        }) => true,
-        // A body that could not be decoded, a failure reqwest does not name, or none of the
-        // above: an I/O error under it decides (a reset or end of stream while reading is one).
-        Some(Failure::Connection { .. }) | None => {
-            io_cause(e).is_some_and(crate::error::is_transient_io)
-        }
+        // Any failure of the transport: also those reqwest does not name (hyper's "connection
+        // was not ready" when the server dropped a pooled connection, found by the outage
+        // test) or a body that could not be read. Repeating a request that fails the same way
+        // each time costs a few seconds; failing one that a repeat would cure costs the run.
+        Some(Failure::Connection { .. }) => true,
+        None => io_cause(e).is_some_and(crate::error::is_transient_io),
     }
 }
 
@@ -813,13 +805,12 @@ mod tests {
             (K::Request, true),
             (K::Timeout, true),
             (K::Interrupted, true),
-            // The I/O error under it (connection refused) decides.
             (K::Unknown, true),
             (K::Decode, true),
         ] {
             let e = classify("reading x".into(), http_error(kind));
             assert_eq!(e.is_transient(), transient, "{kind:?}");
-            assert!(e.to_string().ends_with(": Connection refused"), "{e}");
+            assert!(e.to_string().contains(": Connection refused"), "{e}");
         }
         let e = classify("reading x".into(), http_error(K::Connect));
         assert_eq!(

@@ -515,6 +515,9 @@ fn s3_server_gone_mid_backup_then_back() {
     );
     assert!(tally.refused > 0, "nothing was refused: {tally}");
     assert_clean_failure(&out, "backup while the server is gone");
+    // Every attempt was made: a dropped pooled connection ("connection was not ready") was
+    // once taken for a permanent error and the retries stopped early.
+    out.stderr_has("times with a transient error; gave up");
     assert!(
         snapshot_ids(&r).is_empty(),
         "a backup that lost its server left a snapshot"
