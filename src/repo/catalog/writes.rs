@@ -11,7 +11,8 @@ use super::*;
 impl Catalog {
     /// Brings the catalog up to date with the repository's index objects.
     ///
-    /// An index object that cannot be read or decoded is skipped, not fatal: one damaged object
+    /// An index object that is missing or cannot be decoded is skipped, not fatal (a storage or
+    /// I/O error reading it is returned: it says nothing about the object): one damaged object
     /// must not lock the operator out of every other snapshot (or out of `check`). Its blobs are
     /// then unknown: a backup stores them again, a restore that needs them fails naming the
     /// blob. The returned list names each skipped object and why; it is retried next time.
@@ -41,6 +42,12 @@ impl Catalog {
                 .and_then(|id| index::decode(key, &id, &backend.get(ObjectKind::Index, name)?));
             match decoded {
                 Ok(packs) => self.add_index(name, &packs)?,
+                // The storage failing to answer says nothing about the object: skipping it
+                // would report a healthy index object as damaged (prune then failed with
+                // "corrupt index after prune" when a read of it ran out of retries).
+                Err(e @ (Error::Storage { .. } | Error::Io { .. } | Error::NoSpace { .. })) => {
+                    return Err(e);
+                }
                 Err(e) => skipped.push(format!("{e} (index object {name} skipped)")),
             }
         }
