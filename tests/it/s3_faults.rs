@@ -106,8 +106,9 @@ fn assert_clean_failure(out: &Out, what: &str) {
     assert_ne!(
         out.code,
         exit::DAMAGED,
-        "{what}: injected faults were reported as damage: {}",
-        out.stderr
+        "{what}: injected faults were reported as damage: {}{}",
+        out.stderr,
+        out.stdout_str()
     );
     assert!(
         out.stderr.contains("s3:http://"),
