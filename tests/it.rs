@@ -52,5 +52,7 @@ mod retention;
 mod s3;
 #[path = "it/s3_commands.rs"]
 mod s3_commands;
+#[path = "it/s3_faults.rs"]
+mod s3_faults;
 #[path = "it/tree.rs"]
 mod tree;

@@ -29,14 +29,23 @@
 //!
 //! # Errors
 //!
-//! A 404 is [`Error::Missing`] (naming the object); connection failures, timeouts, 429 and 5xx
-//! answers are [`Error::transient`]; anything else (403 for a wrong key, a missing bucket, a
-//! malformed request) is [`Error::permanent`]. `object_store` does not retry by itself here:
-//! [`super::open`] wraps this backend in a [`super::RetryBackend`].
+//! A 404 is [`Error::Missing`] (naming the object); connections that cannot be made, break or
+//! time out, 408, 429 and 5xx answers, and a `200 OK` carrying an S3 "try again" error code are
+//! [`Error::transient`]; anything else (403 for a wrong key, a missing bucket, a malformed
+//! request) is [`Error::permanent`]. The message says the failure in a few words ("the server
+//! answered 503 Service Unavailable (SlowDown: …)", "the connection to the server failed:
+//! Connection refused") after the object and the location. `object_store` does not retry by
+//! itself here: [`super::open`] wraps this backend in a [`super::RetryBackend`], which adds
+//! how many attempts were made.
+//!
+//! Every request has a deadline, so a server that stops answering cannot hang a command:
+//! [`CONNECT_TIMEOUT`] to connect, [`DEFAULT_TIMEOUT`] (or `TRESOR_S3_TIMEOUT` seconds) for the
+//! whole request, a pack's upload included.
 
 #![forbid(unsafe_code)]
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
@@ -194,6 +203,32 @@ pub struct S3Settings {
     pub region: String,
     /// `TRESOR_S3_ALLOW_HTTP=1`: plain http to any host.
     pub allow_http: bool,
+    /// The longest one request may take; `None`: [`DEFAULT_TIMEOUT`]. [`S3Backend::new`]
+    /// sets it from `TRESOR_S3_TIMEOUT` (whole seconds); [`S3Settings::from_env`] leaves it
+    /// `None`.
+    pub timeout: Option<Duration>,
+}
+
+/// The longest one request may take by default: a whole pack (16 MiB by default) must be sent
+/// in this time (at 56 KB/s or more). A server that stops answering fails the request after it
+/// (and [`super::RetryBackend`] tries again); raise it with `TRESOR_S3_TIMEOUT` for a slower
+/// link or larger packs.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The longest opening a connection may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `TRESOR_S3_TIMEOUT` parsed: whole seconds, at least 1.
+fn timeout_from_env() -> Result<Option<Duration>> {
+    match var("TRESOR_S3_TIMEOUT") {
+        None => Ok(None),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(secs) if secs > 0 => Ok(Some(Duration::from_secs(secs))),
+            _ => Err(Error::InvalidArgument(format!(
+                "TRESOR_S3_TIMEOUT={v:?}: expected a whole number of seconds, at least 1"
+            ))),
+        },
+    }
 }
 
 impl S3Settings {
@@ -205,6 +240,7 @@ impl S3Settings {
             session_token: var("AWS_SESSION_TOKEN"),
             region: var("AWS_DEFAULT_REGION").unwrap_or_else(|| "us-east-1".to_string()),
             allow_http: var("TRESOR_S3_ALLOW_HTTP").as_deref() == Some("1"),
+            timeout: None,
         })
     }
 }
@@ -219,11 +255,12 @@ impl S3Backend {
             &location,
             var("TRESOR_S3_ALLOW_HTTP").as_deref() == Some("1"),
         )?;
-        let settings = S3Settings::from_env().ok_or_else(|| {
+        let mut settings = S3Settings::from_env().ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "{location}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY to the S3 credentials"
             ))
         })?;
+        settings.timeout = timeout_from_env()?;
         Self::with_settings(location, &settings)
     }
 
@@ -238,7 +275,12 @@ impl S3Backend {
             .with_secret_access_key(&settings.secret_access_key)
             .with_virtual_hosted_style_request(false)
             .with_allow_http(allow_http)
-            .with_client_options(ClientOptions::new().with_allow_http(allow_http))
+            .with_client_options(
+                ClientOptions::new()
+                    .with_allow_http(allow_http)
+                    .with_timeout(settings.timeout.unwrap_or(DEFAULT_TIMEOUT))
+                    .with_connect_timeout(CONNECT_TIMEOUT),
+            )
             // RetryBackend retries (and stops on a signal); one layer of retries is enough.
             .with_retry(RetryConfig {
                 max_retries: 0,
@@ -331,9 +373,7 @@ impl S3Backend {
 }
 
 /// Maps an `object_store` error to a permanent or transient storage error (see the module
-/// documentation). `object_store` keeps the HTTP status in a private type, so a status is
-/// recognised in the error's text ("status code: 503"), and a connection failure or timeout
-/// by the public [`object_store::client::HttpError`] in its chain.
+/// documentation), its message said in a few words ([`describe`]).
 fn classify(context: String, e: object_store::Error) -> Error {
     let context = match &e {
         object_store::Error::PermissionDenied { .. }
@@ -343,37 +383,203 @@ fn classify(context: String, e: object_store::Error) -> Error {
         ),
         _ => context,
     };
-    if is_transient(&e) {
-        Error::transient(context, e)
+    let transient = is_transient(&e);
+    let message = describe(&e);
+    if transient {
+        Error::transient(context, message)
     } else {
-        Error::permanent(context, e)
+        Error::permanent(context, message)
     }
 }
 
-fn is_transient(e: &object_store::Error) -> bool {
-    use object_store::client::{HttpError, HttpErrorKind};
+/// What an S3 answer or a failed connection says: the HTTP status of an error response (with
+/// the S3 error code), or the kind of connection failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Failure {
+    /// An error response: the status, its reason phrase, the S3 `<Code>` and `<Message>`.
+    Status {
+        code: u16,
+        reason: String,
+        s3_code: Option<String>,
+        s3_message: Option<String>,
+    },
+    /// A `200 OK` whose body is an S3 error document (as `CompleteMultipartUpload` may send).
+    ErrorBody {
+        s3_code: Option<String>,
+        s3_message: Option<String>,
+    },
+    /// The connection could not be made, broke, or timed out.
+    Connection {
+        kind: object_store::client::HttpErrorKind,
+        cause: String,
+    },
+}
+
+/// The text of an XML element in an S3 error document.
+fn xml_element(body: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let at = body.find(&open)? + open.len();
+    let len = body[at..].find("</")?;
+    Some(body[at..at + len].trim().to_string()).filter(|t| !t.is_empty())
+}
+
+/// The failure an `object_store` error reports, if it is one of those of [`Failure`].
+///
+/// `object_store` keeps the HTTP status in a type it does not export (`RetryError`), so the
+/// status of an error response is read from that type's message ("…non-2xx status code: 503
+/// Service Unavailable: BODY"), which is the one place it is shown; connection failures are the
+/// public [`object_store::client::HttpError`] in the error's chain, their kind decided by
+/// `object_store` from reqwest's and hyper's error types.
+fn failure(e: &object_store::Error) -> Option<Failure> {
+    use object_store::client::HttpError;
+    const STATUS: &str = "non-2xx status code: ";
+    const ERROR_BODY: &str = "Server returned error response: ";
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut http: Option<&HttpError> = None;
     while let Some(s) = source {
-        if let Some(h) = s.downcast_ref::<HttpError>() {
-            return matches!(
-                h.kind(),
-                HttpErrorKind::Connect
-                    | HttpErrorKind::Request
-                    | HttpErrorKind::Timeout
-                    | HttpErrorKind::Interrupted
-            );
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return crate::error::is_transient_io(io);
-        }
-        let text = s.to_string();
-        if let Some(at) = text.find("status code: ") {
-            let code = text[at + "status code: ".len()..].get(..3).unwrap_or("");
-            return code == "429" || code.starts_with('5');
+        if http.is_none() {
+            http = s.downcast_ref::<HttpError>();
         }
         source = s.source();
     }
-    false
+    if let Some(h) = http {
+        // The innermost cause says most ("Connection refused (os error 111)").
+        let mut cause = h.to_string();
+        let mut s = std::error::Error::source(h);
+        while let Some(c) = s {
+            cause = c.to_string();
+            s = c.source();
+        }
+        return Some(Failure::Connection {
+            kind: h.kind(),
+            cause,
+        });
+    }
+    let text = e.to_string();
+    if let Some(at) = text.find(STATUS) {
+        let rest = &text[at + STATUS.len()..];
+        let code: u16 = rest.get(..3)?.parse().ok()?;
+        let (head, body) = rest.split_once(':').unwrap_or((rest, ""));
+        return Some(Failure::Status {
+            code,
+            reason: head.get(3..).unwrap_or("").trim().to_string(),
+            s3_code: xml_element(body, "Code"),
+            s3_message: xml_element(body, "Message"),
+        });
+    }
+    let at = text.find(ERROR_BODY)?;
+    let body = &text[at + ERROR_BODY.len()..];
+    Some(Failure::ErrorBody {
+        s3_code: xml_element(body, "Code"),
+        s3_message: xml_element(body, "Message"),
+    })
+}
+
+/// S3 error codes that say "try again" (sent with a 5xx status, or in a `200 OK` body).
+const TRANSIENT_S3_CODES: &[&str] = &[
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+];
+
+/// Whether repeating the request may succeed: any failure of the transport (a connection that
+/// could not be made, broke or timed out, an answer that could not be read); a 408, 429 or 5xx answer; a `200 OK` carrying a "try again" S3 error code; an
+/// I/O error of a "try again" kind. Everything else (404, 403, a missing bucket, a malformed
+/// request, an invalid path) is permanent.
+fn is_transient(e: &object_store::Error) -> bool {
+    use object_store::Error as E;
+    match e {
+        E::NotFound { .. }
+        | E::PermissionDenied { .. }
+        | E::Unauthenticated { .. }
+        | E::InvalidPath { .. }
+        | E::AlreadyExists { .. }
+        | E::Precondition { .. }
+        | E::NotModified { .. }
+        | E::NotSupported { .. }
+        | E::NotImplemented { .. }
+        | E::UnknownConfigurationKey { .. } => return false,
+        _ => {}
+    }
+    match failure(e) {
+        Some(Failure::Status { code, .. }) => code == 408 || code == 429 || code >= 500,
+        Some(Failure::ErrorBody { s3_code, .. }) => {
+            s3_code.is_some_and(|c| TRANSIENT_S3_CODES.contains(&c.as_str()))
+        }
+        // Any failure of the transport: also those reqwest does not name (hyper's "connection
+        // was not ready" when the server dropped a pooled connection, found by the outage
+        // test) or a body that could not be read. Repeating a request that fails the same way
+        // each time costs a few seconds; failing one that a repeat would cure costs the run.
+        Some(Failure::Connection { .. }) => true,
+        None => io_cause(e).is_some_and(crate::error::is_transient_io),
+    }
+}
+
+/// The first I/O error in an error's chain.
+fn io_cause(e: &object_store::Error) -> Option<&std::io::Error> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// The failure in a few words ("the server answered 503 Service Unavailable (SlowDown: …)",
+/// "the connection failed: Connection refused (os error 111)"); the whole `object_store`
+/// message for anything else.
+fn describe(e: &object_store::Error) -> String {
+    use object_store::client::HttpErrorKind;
+    let s3 = |code: &Option<String>, message: &Option<String>| match (code, message) {
+        (Some(c), Some(m)) => format!(" ({c}: {m})"),
+        (Some(c), None) => format!(" ({c})"),
+        (None, Some(m)) => format!(" ({m})"),
+        (None, None) => String::new(),
+    };
+    match failure(e) {
+        Some(Failure::Status {
+            code,
+            reason,
+            s3_code,
+            s3_message,
+        }) => {
+            let reason = if reason.is_empty() {
+                String::new()
+            } else {
+                format!(" {reason}")
+            };
+            format!(
+                "the server answered {code}{reason}{}",
+                s3(&s3_code, &s3_message)
+            )
+        }
+        Some(Failure::ErrorBody {
+            s3_code,
+            s3_message,
+        }) => format!(
+            "the server answered with an error document{}",
+            s3(&s3_code, &s3_message)
+        ),
+        Some(Failure::Connection { kind, cause }) => {
+            let what = match kind {
+                HttpErrorKind::Connect => "the connection to the server failed",
+                HttpErrorKind::Timeout => "the request timed out",
+                HttpErrorKind::Request | HttpErrorKind::Interrupted => "the connection was dropped",
+                HttpErrorKind::Decode => "the answer could not be read",
+                _ => "the request failed",
+            };
+            if kind == HttpErrorKind::Timeout {
+                format!("{what}: {cause} (TRESOR_S3_TIMEOUT sets the limit, in seconds)")
+            } else {
+                format!("{what}: {cause}")
+            }
+        }
+        None => e.to_string(),
+    }
 }
 
 impl Backend for S3Backend {
@@ -585,6 +791,100 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    /// An `object_store` error as the S3 client makes it for an answer with `status` and
+    /// `body` (the text of its private `RetryError`).
+    fn status_error(status: &str, body: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: format!(
+                "Error performing PUT http://h/b/k in 3ms - Server returned non-2xx status \
+                 code: {status}: {body}"
+            )
+            .into(),
+        }
+    }
+
+    fn http_error(kind: object_store::client::HttpErrorKind) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(object_store::client::HttpError::new(
+                kind,
+                std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused"),
+            )),
+        }
+    }
+
+    #[test]
+    fn errors_are_classified_by_status_and_connection_kind() {
+        use object_store::client::HttpErrorKind as K;
+        let slow = "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code>\
+                    <Message>Please reduce your request rate.</Message></Error>";
+        for (status, transient) in [
+            ("503 Service Unavailable", true),
+            ("500 Internal Server Error", true),
+            ("502 Bad Gateway", true),
+            ("429 Too Many Requests", true),
+            ("408 Request Timeout", true),
+            ("400 Bad Request", false),
+            ("409 Conflict", false),
+            ("411 Length Required", false),
+        ] {
+            let e = classify("storing x".into(), status_error(status, slow));
+            assert_eq!(e.is_transient(), transient, "{status}");
+            let text = e.to_string();
+            assert!(
+                text.starts_with(&format!(
+                    "storing x: the server answered {status} (SlowDown: "
+                )),
+                "{text}"
+            );
+        }
+        for (kind, transient) in [
+            (K::Connect, true),
+            (K::Request, true),
+            (K::Timeout, true),
+            (K::Interrupted, true),
+            (K::Unknown, true),
+            (K::Decode, true),
+        ] {
+            let e = classify("reading x".into(), http_error(kind));
+            assert_eq!(e.is_transient(), transient, "{kind:?}");
+            assert!(e.to_string().contains(": Connection refused"), "{e}");
+        }
+        let e = classify("reading x".into(), http_error(K::Connect));
+        assert_eq!(
+            e.to_string(),
+            "reading x: the connection to the server failed: Connection refused"
+        );
+        let e = classify("reading x".into(), http_error(K::Timeout));
+        assert!(e.to_string().contains("the request timed out"), "{e}");
+        // A 200 OK carrying an S3 error document.
+        let body = |code: &str| object_store::Error::Generic {
+            store: "S3",
+            source: format!(
+                "Server returned error response: <Error><Code>{code}</Code><Message>m</Message>\
+                 </Error>"
+            )
+            .into(),
+        };
+        assert!(classify("c".into(), body("InternalError")).is_transient());
+        assert!(!classify("c".into(), body("InvalidPart")).is_transient());
+        // Typed answers are permanent whatever their text says.
+        let denied = object_store::Error::PermissionDenied {
+            path: "k".into(),
+            source: "non-2xx status code: 503 Service Unavailable".into(),
+        };
+        assert!(!classify("c".into(), denied).is_transient());
+        // Anything unrecognised is permanent, and shown whole.
+        let odd = object_store::Error::Generic {
+            store: "S3",
+            source: "something odd".into(),
+        };
+        let e = classify("c".into(), odd);
+        assert!(!e.is_transient());
+        assert!(e.to_string().contains("something odd"), "{e}");
     }
 
     #[test]

@@ -68,6 +68,9 @@ struct PackRead {
     /// second copy of a blob the catalog places elsewhere), with their sealed bytes: verified
     /// afterwards by [`verify_deferred`], which can ask the catalog.
     deferred: Vec<(PackEntry, Vec<u8>)>,
+    /// The storage failed to answer (after its retries): no verdict on the pack, the check
+    /// stops with this error instead of reporting damage.
+    storage_error: Option<Error>,
 }
 
 /// Pass 2: reads the selected packs in parallel, stamping the ledger for clean ones.
@@ -120,6 +123,9 @@ pub(super) fn read_packs(
             .collect();
         let mut clean = Vec::new();
         for mut r in results {
+            if let Some(e) = r.storage_error.take() {
+                return Err(e);
+            }
             verify_deferred(repo, reader, &mut r, report)?;
             report.packs_read += 1;
             report.bytes_read += r.bytes;
@@ -241,9 +247,16 @@ fn read_pack(reader: &BlobReader, id: &ObjectId, entries: &[PackEntry], bases: &
         pack_problems: Vec::new(),
         blob_problems: Vec::new(),
         deferred: Vec::new(),
+        storage_error: None,
     };
     let bytes = match reader.pack_bytes(id) {
         Ok(b) => b,
+        // A network backend's failure, or a transient I/O error, is no verdict on the pack (a
+        // local read error such as EIO still is).
+        Err(e) if e.is_transient() || matches!(e, Error::Storage { .. }) => {
+            r.storage_error = Some(e);
+            return r;
+        }
         Err(e) => {
             r.pack_problems.push(format!("cannot be read: {e}"));
             for e in entries {

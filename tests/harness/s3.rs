@@ -194,6 +194,7 @@ impl S3 {
             session_token: None,
             region: "us-east-1".into(),
             allow_http: false,
+            timeout: None,
         }
     }
 

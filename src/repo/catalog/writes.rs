@@ -13,7 +13,8 @@ impl Catalog {
     /// the index objects it does not know yet, read `connections` at a time (in batches, so
     /// memory holds a batch of them, not all).
     ///
-    /// An index object that cannot be read or decoded is skipped, not fatal: one damaged object
+    /// An index object that is missing or cannot be decoded is skipped, not fatal (a storage or
+    /// I/O error reading it is returned: it says nothing about the object): one damaged object
     /// must not lock the operator out of every other snapshot (or out of `check`). Its blobs are
     /// then unknown: a backup stores them again, a restore that needs them fails naming the
     /// blob. The returned list names each skipped object and why; it is retried next time.
@@ -42,7 +43,7 @@ impl Catalog {
         let mut missing: Vec<&String> = listed.difference(&known).collect();
         missing.sort();
         for batch in missing.chunks(connections.max(1) * 2) {
-            // Read errors become skips, so the map itself never fails.
+            // Read errors become results, so the map itself never fails.
             let decoded = crate::parallel::try_map(connections, batch, |name| {
                 Ok(ObjectId::from_hex(name)
                     .and_then(|id| index::decode(key, &id, &backend.get(ObjectKind::Index, name)?)))
@@ -50,6 +51,12 @@ impl Catalog {
             for (name, d) in batch.iter().zip(decoded) {
                 match d {
                     Ok(packs) => self.add_index(name, &packs)?,
+                    // The storage failing to answer says nothing about the object: skipping it
+                    // would report a healthy index object as damaged (prune then failed with
+                    // "corrupt index after prune" when a read of it ran out of retries).
+                    Err(e @ (Error::Storage { .. } | Error::Io { .. } | Error::NoSpace { .. })) => {
+                        return Err(e);
+                    }
                     Err(e) => skipped.push(format!("{e} (index object {name} skipped)")),
                 }
             }
