@@ -634,7 +634,7 @@ fn sibling(env: &Env) -> Env {
 
 /// Four hosts back up into one prefix at once (`--retry-lock`: they wait out the pruner),
 /// each at least [`ROUNDS`] times and on until the pruner has run twice between their backups
-/// (at most 12 rounds); a fifth process runs `forget --keep-last 1 --prune` in a loop meanwhile
+/// (at most 12 rounds), giving the pruner a gap after each round; a fifth process runs `forget --keep-last 1 --prune` in a loop meanwhile
 /// (waiting up to a minute for the backups' locks). Every host's latest snapshot restores
 /// byte-exact, and `check --read-data` passes.
 #[test]
@@ -713,8 +713,16 @@ fn s3_four_hosts_back_up_while_a_fifth_prunes() {
                     out.ok(&format!("backup {round} of {host}"));
                     last = Some((out.json()["id"].as_str().unwrap().to_string(), data));
                     round += 1;
-                    // A pause, as between two cron jobs: the pruner's chance.
+                    // A pause, as between two cron jobs: the pruner's chance. Four hosts
+                    // whose backups keep overlapping hold a shared lock without a gap, and an
+                    // exclusive lock waits for a gap (as restic's does), so after each round a
+                    // host waits (up to a minute) for the pruner to have run once more.
+                    let seen = pruned.load(Ordering::SeqCst);
+                    let until = Instant::now() + Duration::from_secs(60);
                     thread::sleep(Duration::from_millis(100 * (h as u64 + 1)));
+                    while pruned.load(Ordering::SeqCst) == seen && Instant::now() < until {
+                        thread::sleep(Duration::from_millis(50));
+                    }
                 }
                 (host, round, last.unwrap())
             })
