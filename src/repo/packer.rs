@@ -356,6 +356,16 @@ mod tests {
         })
     }
 
+    /// The names of the packs the storage holds.
+    fn stored_packs(backend: &dyn Backend) -> HashSet<String> {
+        backend
+            .list(ObjectKind::Pack)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
+    }
+
     fn open(backend: Arc<Gate>, cache: &std::path::Path, connections: usize) -> Repo {
         let opts = InitOptions {
             kdf: KdfParams {
@@ -408,12 +418,7 @@ mod tests {
             "three uploads were in flight at once"
         );
         assert!(report.packs_written >= 9, "{report:?}");
-        let stored: HashSet<String> = backend
-            .list(ObjectKind::Pack)
-            .unwrap()
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
+        let stored = stored_packs(backend.as_ref());
         let mut indexed = 0;
         for name in repo.index_names().unwrap() {
             for p in repo.load_index(&name).unwrap() {
@@ -434,12 +439,7 @@ mod tests {
             store(&mut repo, 60).is_err(),
             "the refused put fails the packer"
         );
-        let stored: HashSet<String> = backend
-            .list(ObjectKind::Pack)
-            .unwrap()
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
+        let stored = stored_packs(backend.as_ref());
         for name in repo.index_names().unwrap() {
             for p in repo.load_index(&name).unwrap() {
                 assert!(stored.contains(&p.id.to_hex()), "index names a lost pack");

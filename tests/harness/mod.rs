@@ -165,6 +165,40 @@ pub fn wait_with_timeout(mut child: Child, timeout: Duration, what: &str) -> Out
 
 /// Runs a prepared command with standard input closed, collecting its output, within the
 /// default deadline.
+/// Runs `cmd` fed `input`, capturing its output, killed after `timeout`.
+pub fn run_command_input(mut cmd: Command, input: Input, timeout: Duration, what: &str) -> Out {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    match input {
+        Input::Null => {
+            cmd.stdin(Stdio::null());
+            wait_with_timeout(cmd.spawn().unwrap(), timeout, what)
+        }
+        Input::File(p) => {
+            cmd.stdin(fs::File::open(&p).unwrap());
+            wait_with_timeout(cmd.spawn().unwrap(), timeout, what)
+        }
+        Input::Bytes(b) => {
+            cmd.stdin(Stdio::piped());
+            let mut child = cmd.spawn().unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            let feeder = thread::spawn(move || {
+                let _ = stdin.write_all(&b);
+            });
+            let out = wait_with_timeout(child, timeout, what);
+            feeder.join().unwrap();
+            out
+        }
+    }
+}
+
+/// The restored copy of a backed-up directory `src`'s file `rel` somewhere under `target`.
+pub fn restored_src_file(target: &Path, rel: &str) -> PathBuf {
+    all_files(target)
+        .into_iter()
+        .find(|p| p.ends_with(Path::new("src").join(rel)))
+        .unwrap_or_else(|| panic!("{rel} was not restored under {}", target.display()))
+}
+
 pub fn run_command(mut cmd: Command, what: &str) -> Out {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -288,8 +322,6 @@ impl Env {
 
     /// Runs the binary with `input` on stdin and a deadline.
     pub fn run_full<S: AsRef<OsStr>>(&self, args: &[S], input: Input, timeout: Duration) -> Out {
-        let mut cmd = self.command(args);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let what = format!(
             "tresor {}",
             args.iter()
@@ -297,27 +329,7 @@ impl Env {
                 .collect::<Vec<_>>()
                 .join(" ")
         );
-        match input {
-            Input::Null => {
-                cmd.stdin(Stdio::null());
-                wait_with_timeout(cmd.spawn().unwrap(), timeout, &what)
-            }
-            Input::File(p) => {
-                cmd.stdin(fs::File::open(&p).unwrap());
-                wait_with_timeout(cmd.spawn().unwrap(), timeout, &what)
-            }
-            Input::Bytes(b) => {
-                cmd.stdin(Stdio::piped());
-                let mut child = cmd.spawn().unwrap();
-                let mut stdin = child.stdin.take().unwrap();
-                let feeder = thread::spawn(move || {
-                    let _ = stdin.write_all(&b);
-                });
-                let out = wait_with_timeout(child, timeout, &what);
-                feeder.join().unwrap();
-                out
-            }
-        }
+        run_command_input(self.command(args), input, timeout, &what)
     }
 
     pub fn run<S: AsRef<OsStr>>(&self, args: &[S]) -> Out {

@@ -3,9 +3,7 @@
 //! (`--connections`) that leave a repository `check --read-data` passes.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
-use std::process::Stdio;
 
 use serde_json::Value;
 
@@ -34,22 +32,12 @@ fn run(env: &Env, repo: &str, vars: &[(&str, &str)], args: &[&str], stdin: &[u8]
     for (k, v) in vars {
         cmd.env(k, v);
     }
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = harness::wait_with_timeout(
-        child,
+    harness::run_command_input(
+        cmd,
+        harness::Input::Bytes(stdin.to_vec()),
         std::time::Duration::from_secs(180),
         &format!("tresor {}", args.join(" ")),
-    );
-    feeder.join().unwrap();
-    out
+    )
 }
 
 fn count(v: &Value, kind: &str) -> u64 {

@@ -4,12 +4,9 @@
 //! `forget --prune`), and a wrong secret key refused with a clear message.
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use crate::conformance;
-use crate::harness::{self, Env, Out, Rng, s3};
+use crate::harness::{self, Env, Input, Out, Rng, s3};
 
 #[test]
 fn s3_conforms() {
@@ -34,30 +31,12 @@ pub(crate) fn run(env: &Env, repo: &str, secret: Option<&str>, args: &[&str], st
     if let Some(s) = secret {
         cmd.env("AWS_SECRET_ACCESS_KEY", s);
     }
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = harness::wait_with_timeout(
-        child,
+    harness::run_command_input(
+        cmd,
+        Input::Bytes(stdin.to_vec()),
         std::time::Duration::from_secs(180),
         &format!("tresor {}", args.join(" ")),
-    );
-    feeder.join().unwrap();
-    out
-}
-
-/// The restored copy of `src`'s file `rel` under `target`.
-fn restored(target: &Path, rel: &str) -> PathBuf {
-    harness::all_files(target)
-        .into_iter()
-        .find(|p| p.ends_with(Path::new("src").join(rel)))
-        .unwrap_or_else(|| panic!("{rel} was not restored under {}", target.display()))
+    )
 }
 
 #[test]
@@ -129,7 +108,7 @@ fn cli_repository_life_on_s3() {
     .ok("snapshot restore to a directory");
     for (rel, data) in &files {
         assert!(
-            fs::read(restored(&target, rel)).unwrap() == *data,
+            fs::read(harness::restored_src_file(&target, rel)).unwrap() == *data,
             "{rel} restored byte-exact"
         );
     }
@@ -206,10 +185,13 @@ fn cli_repository_life_on_s3() {
         b"",
     )
     .ok("restore of the kept tree after prune");
-    assert_eq!(fs::read(restored(&target, "a.txt")).unwrap(), b"changed");
+    assert_eq!(
+        fs::read(harness::restored_src_file(&target, "a.txt")).unwrap(),
+        b"changed"
+    );
     for (rel, data) in &files[1..] {
         assert!(
-            fs::read(restored(&target, rel)).unwrap() == *data,
+            fs::read(harness::restored_src_file(&target, rel)).unwrap() == *data,
             "{rel} restored byte-exact after prune"
         );
     }

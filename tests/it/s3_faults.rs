@@ -16,7 +16,6 @@
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,6 +27,7 @@ use tresor::backend::{Backend, ObjectKind};
 
 use crate::harness::proxy::{Faults, Proxy};
 use crate::harness::{self, Env, KillOnDrop, Out, Rng, exit, s3};
+use crate::s3::command;
 
 /// A repository prefix, reachable directly and through a proxy.
 struct Repo {
@@ -54,36 +54,14 @@ impl Repo {
     }
 }
 
-/// The command `tresor ARGS` against `repo`, with the server's credentials.
-fn command(env: &Env, repo: &str, args: &[&str]) -> std::process::Command {
-    let server = s3::server().unwrap();
-    let mut cmd = env.command(args);
-    cmd.env("TRESOR_REPO", repo).env_remove("AWS_SESSION_TOKEN");
-    for (k, v) in server.vars() {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
-/// Runs `tresor ARGS` against `repo`, fed `stdin`.
+/// Runs `tresor ARGS` against `repo` with the server's credentials, fed `stdin`.
 fn run(env: &Env, repo: &str, args: &[&str], stdin: &[u8]) -> Out {
-    let mut cmd = command(env, repo, args);
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let feeder = thread::spawn(move || {
-        let _ = input.write_all(&data);
-    });
-    let out = harness::wait_with_timeout(
-        child,
+    harness::run_command_input(
+        command(env, repo, args),
+        harness::Input::Bytes(stdin.to_vec()),
         Duration::from_secs(300),
         &format!("tresor {}", args.join(" ")),
-    );
-    feeder.join().unwrap();
-    out
+    )
 }
 
 /// `repo init` with 1 MiB packs.
@@ -125,14 +103,6 @@ fn snapshot_ids(repo: &Repo) -> HashSet<String> {
         .into_iter()
         .map(|(n, _)| n)
         .collect()
-}
-
-/// The restored copy of `src`'s file `rel` under `target`.
-fn restored(target: &Path, rel: &str) -> PathBuf {
-    harness::all_files(target)
-        .into_iter()
-        .find(|p| p.ends_with(Path::new("src").join(rel)))
-        .unwrap_or_else(|| panic!("{rel} was not restored under {}", target.display()))
 }
 
 /// How the commands run under faults ended: [succeeded, failed cleanly].
@@ -318,7 +288,7 @@ fn fault_round(proxy: &Proxy, seed: u64, permille: u32, outcomes: &mut Outcomes)
     );
     for (rel, data) in &files {
         assert!(
-            fs::read(restored(&target, rel)).unwrap() == *data,
+            fs::read(harness::restored_src_file(&target, rel)).unwrap() == *data,
             "{rel} restored byte-exact under faults"
         );
     }
@@ -410,10 +380,13 @@ fn fault_round(proxy: &Proxy, seed: u64, permille: u32, outcomes: &mut Outcomes)
         b"",
     )
     .ok("restore of the kept tree without faults");
-    assert_eq!(fs::read(restored(&target, "a.txt")).unwrap(), b"changed");
+    assert_eq!(
+        fs::read(harness::restored_src_file(&target, "a.txt")).unwrap(),
+        b"changed"
+    );
     for (rel, data) in &files[1..] {
         assert!(
-            fs::read(restored(&target, rel)).unwrap() == *data,
+            fs::read(harness::restored_src_file(&target, rel)).unwrap() == *data,
             "{rel} restored byte-exact after faults and prune"
         );
     }
