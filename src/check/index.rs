@@ -37,6 +37,7 @@ pub(super) fn check_index_objects(
             report.index_objects += 1;
             let packs = match packs {
                 Ok(p) => p,
+                Err(e) if super::storage_failure(&e) => return Err(e),
                 Err(e) => {
                     report.problems.push(format!("index object {name}: {e}"));
                     continue;
@@ -81,6 +82,8 @@ pub(super) fn check_index_objects(
                         &name[..8.min(name.len())]
                     ),
                 ),
+                // The storage not answering is no verdict on the pack.
+                Err(e) if super::storage_failure(&e) => return Err(e),
                 Err(e) => damage.pack(p.id, strip_pack_prefix(&e.to_string(), &p.id)),
             }
         }

@@ -284,6 +284,13 @@ pub fn check(
     Ok(report)
 }
 
+/// Whether a read failed because the storage did not answer (a network backend's failure after
+/// its retries, or a transient I/O error): no verdict on the object, so the check stops with
+/// the error rather than report damage. A local read error such as EIO is a verdict.
+pub(super) fn storage_failure(e: &Error) -> bool {
+    e.is_transient() || matches!(e, Error::Storage { .. })
+}
+
 fn strip_pack_prefix(msg: &str, pack: &ObjectId) -> String {
     let prefix = format!("pack {}", pack.to_hex());
     msg.strip_prefix(&prefix)

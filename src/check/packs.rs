@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 
-use super::{CheckOptions, CheckReport, Damage, Subset, strip_pack_prefix};
+use super::{CheckOptions, CheckReport, Damage, Subset, storage_failure, strip_pack_prefix};
 use crate::error::{Error, Result};
 use crate::format::BlobKind;
 use crate::format::codec;
@@ -209,6 +209,7 @@ fn verify_deferred(
         match verify_blob(reader, &e, &sealed, &bases) {
             Ok(()) => {}
             Err(Error::Corrupt { reason, .. }) => r.blob_problems.push((e.id, reason)),
+            Err(err) if storage_failure(&err) => return Err(err),
             Err(err) => r.blob_problems.push((e.id, err.to_string())),
         }
     }
@@ -251,9 +252,7 @@ fn read_pack(reader: &BlobReader, id: &ObjectId, entries: &[PackEntry], bases: &
     };
     let bytes = match reader.pack_bytes(id) {
         Ok(b) => b,
-        // A network backend's failure, or a transient I/O error, is no verdict on the pack (a
-        // local read error such as EIO still is).
-        Err(e) if e.is_transient() || matches!(e, Error::Storage { .. }) => {
+        Err(e) if storage_failure(&e) => {
             r.storage_error = Some(e);
             return r;
         }
@@ -304,7 +303,8 @@ fn read_pack(reader: &BlobReader, id: &ObjectId, entries: &[PackEntry], bases: &
     }
     // Blobs in parallel too: packs differ a lot in how much they inflate to, and work-stealing
     // keeps both cores busy to the last pack.
-    let mut problems: Vec<(BlobId, String)> = entries
+    // A delta's base is read from its own pack: the storage failing that read is no verdict.
+    let results: Vec<(BlobId, Error)> = entries
         .par_iter()
         .filter_map(|e| {
             let end = e.offset as usize + e.stored_len as usize;
@@ -312,14 +312,18 @@ fn read_pack(reader: &BlobReader, id: &ObjectId, entries: &[PackEntry], bases: &
                 Some(s) => verify_blob(reader, e, s, bases),
                 None => Err(Error::corrupt("blob", "lies past the end of its pack")),
             };
-            match result {
-                Ok(()) => None,
-                Err(Error::Corrupt { reason, .. }) => Some((e.id, reason)),
-                Err(err) => Some((e.id, err.to_string())),
-            }
+            result.err().map(|err| (e.id, err))
         })
         .collect();
-    r.blob_problems.append(&mut problems);
+    for (id, err) in results {
+        match err {
+            Error::Corrupt { reason, .. } => r.blob_problems.push((id, reason)),
+            err if storage_failure(&err) => {
+                r.storage_error.get_or_insert(err);
+            }
+            err => r.blob_problems.push((id, err.to_string())),
+        }
+    }
     r
 }
 

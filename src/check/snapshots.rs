@@ -39,6 +39,7 @@ pub(super) fn check_snapshots(
         report.snapshots += 1;
         let snap = match repo.load_snapshot(&name) {
             Ok(s) => s,
+            Err(e) if super::storage_failure(&e) => return Err(e),
             Err(e) => {
                 report.problems.push(format!("snapshot object {name}: {e}"));
                 affected.insert((String::new(), name), Vec::new());
