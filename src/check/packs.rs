@@ -227,9 +227,13 @@ fn verify_blob(reader: &BlobReader, e: &PackEntry, sealed: &[u8], bases: &Bases)
             format!("its delta base {} is not indexed", base_id.to_hex()),
         )
     })?;
-    let base_plain = reader
-        .read_base(base)
-        .map_err(|e| Error::corrupt("blob", format!("its delta base cannot be read: {e}")))?;
+    let base_plain = reader.read_base(base).map_err(|e| {
+        if storage_failure(&e) {
+            e
+        } else {
+            Error::corrupt("blob", format!("its delta base cannot be read: {e}"))
+        }
+    })?;
     codec::decode_delta(
         reader.key(),
         &e.id,

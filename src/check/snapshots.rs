@@ -175,6 +175,9 @@ impl TreeVisitor for Judge<'_> {
     }
 
     fn unreadable(&mut self, id: &BlobId, e: Error) -> Result<()> {
+        if super::storage_failure(&e) {
+            return Err(e);
+        }
         self.damage.blob(*id, format!("tree cannot be read: {e}"));
         self.top()?.paths.push("/".to_string());
         Ok(())
