@@ -834,4 +834,49 @@ pub(crate) mod tests {
             );
         }
     }
+
+    /// `read_bases` (the base readers' coalesced reads) returns, in the order asked, what one
+    /// read each returns; a base in a pack that is not there fails alone.
+    #[test]
+    fn bases_read_together_match_bases_read_one_by_one() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("big.txt"), text(3 << 20, 7)).unwrap();
+        let (_backend, mut r) = repo(t.path());
+        let opts = CreateOptions {
+            sources: vec![SourceSpec::Path(src)],
+            ..Default::default()
+        };
+        create(&mut r, &opts, &NoProgress).unwrap();
+        let mut bases = Vec::new();
+        for pack in r.catalog().packs().unwrap() {
+            for e in r.catalog().pack_entries(&pack.id).unwrap() {
+                if e.kind == crate::format::BlobKind::Data {
+                    let loc = r.locate(&e.id).unwrap();
+                    bases.push(crate::repo::catalog::DeltaBase::at(e.id, &loc));
+                }
+            }
+        }
+        assert!(
+            bases.len() > 20,
+            "{} data blobs: the test needs many",
+            bases.len()
+        );
+        // Out of pack order, with every other one left out (gaps) and one asked twice.
+        let mut asked: Vec<_> = bases.iter().step_by(2).copied().rev().collect();
+        asked.push(bases[0]);
+        let mut lost = bases[1];
+        lost.pack = crate::format::id::ObjectId([0xee; 32]);
+        asked.insert(3, lost);
+        let together = r.reader().read_bases(&asked);
+        assert_eq!(together.len(), asked.len());
+        for (b, got) in asked.iter().zip(&together) {
+            if b.pack == lost.pack {
+                assert!(got.is_err(), "a base in a missing pack cannot be read");
+            } else {
+                assert_eq!(got.as_ref().unwrap(), &r.reader().read_base(b).unwrap());
+            }
+        }
+    }
 }

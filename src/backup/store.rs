@@ -3,7 +3,8 @@
 //!
 //! A delta needs its base read from the repository first: those reads run on
 //! [`Repo::connections`] threads of their own (over object storage each waits a round trip,
-//! and the rayon pool is for encoding), each handing its chunk on to the rayon pool.
+//! and the rayon pool is for encoding). Each takes what is queued, up to a batch, reads the
+//! bases with one ranged read per run of neighbours and hands the chunks on to the rayon pool.
 
 #![forbid(unsafe_code)]
 
@@ -43,6 +44,10 @@ pub(super) struct BlobStore<'r> {
     blobs_reused: u64,
     blobs_delta: u64,
 }
+
+/// The most queued chunks a base-reading thread takes at once, reading their bases with
+/// coalesced ranged reads ([`crate::repo::BlobReader::read_bases`]).
+const BASE_BATCH: usize = 8;
 
 /// A chunk back from an encoder: id, plaintext length, sealed bytes and, for a delta, its base.
 type Encoded = (BlobId, u32, Result<(Vec<u8>, Option<BlobId>)>);
@@ -89,13 +94,28 @@ fn base_readers(
         let spawned = std::thread::Builder::new()
             .name("tresor-base".into())
             .spawn(move || {
-                for (id, data, b) in rx {
-                    // The delta is an optimisation: a base that cannot be read means a whole blob.
-                    let base = reader.read_base(&b).ok().map(|p| (b, p));
-                    let (key, done) = (Arc::clone(&key), done.clone());
-                    rayon::spawn(move || {
-                        let _ = done.send(encode_chunk(&key, id, data, base, level));
-                    });
+                while let Ok(first) = rx.recv() {
+                    // What else is queued, up to a batch: the bases of neighbouring changed
+                    // chunks are neighbours in the previous version's packs, so one ranged
+                    // read serves many (one round trip instead of one each).
+                    let mut jobs = vec![first];
+                    while jobs.len() < BASE_BATCH {
+                        match rx.try_recv() {
+                            Ok(job) => jobs.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    let bases: Vec<DeltaBase> = jobs.iter().map(|j| j.2).collect();
+                    let plains = reader.read_bases(&bases);
+                    for ((id, data, b), plain) in jobs.into_iter().zip(plains) {
+                        // The delta is an optimisation: a base that cannot be read means a
+                        // whole blob.
+                        let base = plain.ok().map(|p| (b, p));
+                        let (key, done) = (Arc::clone(&key), done.clone());
+                        rayon::spawn(move || {
+                            let _ = done.send(encode_chunk(&key, id, data, base, level));
+                        });
+                    }
                 }
             });
         if spawned.is_ok() {

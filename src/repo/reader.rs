@@ -279,6 +279,49 @@ impl BlobReader {
             .map_err(|e| in_pack(e, &base.pack, " (a delta base)"))
     }
 
+    /// Reads and decodes several delta bases with coalesced ranged reads (one request per run
+    /// of neighbouring bases, [`plan_runs`]), one after the other on the calling thread: a
+    /// backup reads the bases of the changed chunks it has queued, which follow each other in
+    /// the packs of the previous version. Each base gets its own result (a base that cannot be
+    /// read only means its chunk is stored whole), in the order given.
+    pub fn read_bases(&self, bases: &[DeltaBase]) -> Vec<Result<Vec<u8>>> {
+        let wanted: Vec<(ObjectId, u64, u64)> = bases
+            .iter()
+            .map(|b| (b.pack, b.offset as u64, b.stored_len as u64))
+            .collect();
+        let mut out: Vec<Option<Result<Vec<u8>>>> = (0..bases.len()).map(|_| None).collect();
+        for run in plan_runs(&wanted, MAX_GAP, MAX_RUN) {
+            let fetched =
+                self.backend
+                    .get_range(ObjectKind::Pack, &run.pack.to_hex(), run.offset, run.len);
+            for &p in &run.parts {
+                let b = &bases[p];
+                let at = (b.offset as u64 - run.offset) as usize;
+                let piece = match &fetched {
+                    Ok(bytes) => bytes.get(at..at + b.stored_len as usize).ok_or_else(|| {
+                        Error::corrupt(
+                            format!("pack {}", run.pack.to_hex()),
+                            "a ranged read came back short",
+                        )
+                    }),
+                    // Every base of the run shares the one failure.
+                    Err(e) => Err(Error::Storage {
+                        context: format!("reading delta bases of pack {}", run.pack.to_hex()),
+                        transient: e.is_transient(),
+                        source: e.to_string().into(),
+                    }),
+                };
+                out[p] = Some(piece.and_then(|stored| {
+                    codec::decode_unhashed(&self.key, BlobKind::Data, &b.id, stored, b.raw_len)
+                        .map_err(|e| in_pack(e, &b.pack, " (a delta base)"))
+                }));
+            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::corrupt("delta base", "not read"))))
+            .collect()
+    }
+
     /// The sealed bytes of the blob found at `loc`, as stored (`repo copy` re-seals them).
     pub fn read_stored(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
         self.range(&loc.pack, loc.offset, loc.stored_len)
