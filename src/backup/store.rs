@@ -22,7 +22,8 @@ use crate::format::tree::{Node, Tree};
 use crate::repo::catalog::DeltaBase;
 use crate::repo::{Packer, Repo};
 
-/// Plaintext bytes handed to the encoders and not yet packed; bounds memory.
+/// Plaintext bytes handed to the encoders and not yet packed, delta bases included ([`charge`]);
+/// bounds memory.
 const MAX_ENCODING_BYTES: usize = 24 << 20;
 
 /// Decides what to store and how (dedup, delta or whole, compression on the rayon pool); the
@@ -49,8 +50,9 @@ pub(super) struct BlobStore<'r> {
 /// coalesced ranged reads ([`crate::repo::BlobReader::read_bases`]).
 const BASE_BATCH: usize = 8;
 
-/// A chunk back from an encoder: id, plaintext length, sealed bytes and, for a delta, its base.
-type Encoded = (BlobId, u32, Result<(Vec<u8>, Option<BlobId>)>);
+/// A chunk back from an encoder: id, plaintext length, the bytes it was charged to the
+/// encoding budget ([`charge`]), sealed bytes and, for a delta, its base.
+type Encoded = (BlobId, u32, usize, Result<(Vec<u8>, Option<BlobId>)>);
 
 /// A chunk whose delta base must be read first: id, plaintext, base.
 type BaseJob = (BlobId, Vec<u8>, DeltaBase);
@@ -63,6 +65,7 @@ fn encode_chunk(
     data: Vec<u8>,
     base: Option<(DeltaBase, Vec<u8>)>,
     level: i32,
+    charged: usize,
 ) -> Encoded {
     let delta = base.and_then(|(b, base_plain)| {
         let limit = codec::delta_limit(data.len(), b.stored_len, b.raw_len);
@@ -75,7 +78,13 @@ fn encode_chunk(
         Some(d) => Ok(d),
         None => codec::encode(key, BlobKind::Data, &id, &data, level).map(|s| (s, None)),
     };
-    (id, data.len() as u32, sealed)
+    (id, data.len() as u32, charged, sealed)
+}
+
+/// What a chunk costs the encoding budget: its plaintext and, when a delta base is to be read
+/// for it, the base's plaintext (held from its read until the chunk is encoded).
+fn charge(data: &[u8], base: Option<&DeltaBase>) -> usize {
+    data.len() + base.map_or(0, |b| b.raw_len as usize)
 }
 
 /// Starts `n` base-reading threads (see the module documentation); `None` if none could start
@@ -110,10 +119,11 @@ fn base_readers(
                     for ((id, data, b), plain) in jobs.into_iter().zip(plains) {
                         // The delta is an optimisation: a base that cannot be read means a
                         // whole blob.
+                        let charged = charge(&data, Some(&b));
                         let base = plain.ok().map(|p| (b, p));
                         let (key, done) = (Arc::clone(&key), done.clone());
                         rayon::spawn(move || {
-                            let _ = done.send(encode_chunk(&key, id, data, base, level));
+                            let _ = done.send(encode_chunk(&key, id, data, base, level, charged));
                         });
                     }
                 }
@@ -221,7 +231,7 @@ impl<'r> BlobStore<'r> {
             self.take_encoded(true)?;
         }
         self.encoding += 1;
-        self.encoding_bytes += data.len();
+        self.encoding_bytes += charge(&data, base.as_ref());
         if let (Some(b), Some(tx)) = (base, &self.base_tx) {
             if let Err(e) = tx.send((id, data, b)) {
                 // The readers are gone: read the base with the encoding, as without them.
@@ -238,9 +248,10 @@ impl<'r> BlobStore<'r> {
     fn spawn_encode(&self, id: BlobId, data: Vec<u8>, base: Option<DeltaBase>) {
         let (key, tx, level) = (Arc::clone(&self.key), self.encoded_tx.clone(), self.level);
         let reader = self.packer.repo().reader().clone();
+        let charged = charge(&data, base.as_ref());
         rayon::spawn(move || {
             let base = base.and_then(|b| reader.read_base(&b).ok().map(|p| (b, p)));
-            let _ = tx.send(encode_chunk(&key, id, data, base, level));
+            let _ = tx.send(encode_chunk(&key, id, data, base, level, charged));
         });
     }
 
@@ -259,9 +270,9 @@ impl<'r> BlobStore<'r> {
                     Err(_) => return Ok(()),
                 }
             };
-            let (id, raw_len, sealed) = msg;
+            let (id, raw_len, charged, sealed) = msg;
             self.encoding -= 1;
-            self.encoding_bytes -= raw_len as usize;
+            self.encoding_bytes -= charged;
             let (sealed, base) = sealed?;
             let kind = if base.is_some() {
                 self.blobs_delta += 1;
