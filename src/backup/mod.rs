@@ -3,17 +3,18 @@
 //! Threads and order of work:
 //!
 //! 1. A reader thread walks the sources ([`source::produce`]) and sends batches of items
-//!    (≈ 8 MiB of chunks each) through a bounded channel. It skips excluded entries and, for
+//!    (≈ 4 MiB of chunks each) through a channel that holds one. It skips excluded entries and, for
 //!    files the parent snapshot ([`parent::choose`]) holds unchanged, sends the parent's chunk
 //!    list instead of reading them; it owns its own read-only catalog connection for that.
 //! 2. This thread takes a batch, hashes its chunks on rayon (both cores), decides new vs. known
 //!    against the in-flight set and the catalog, and hands each new chunk to a rayon task that
 //!    compresses and seals it, without waiting: encoders stay busy across batch boundaries
-//!    (at most 24 MiB of plaintext is being encoded at once). Sealed chunks are appended to the
+//!    (at most 16 MiB of plaintext and delta bases is being encoded at once). Sealed chunks are appended to the
 //!    open pack as they come back (order within a pack does not matter: trees refer by id).
 //!    It also builds file and directory nodes.
-//! 3. A full pack is handed to an uploader thread (a rendezvous: at most one pack is being
-//!    stored while the next one fills), which stores it durably.
+//! 3. A full pack is handed to an uploader thread (a rendezvous; at most two full packs are
+//!    being stored while the next one fills, whatever the number of connections), which stores
+//!    it durably.
 //! 4. Once enough packs are durable, an index object describing them is written, then the
 //!    catalog learns them and they leave the in-flight set.
 //! 5. After the sources end: last pack, last index object, then — only if no source failed
@@ -50,7 +51,7 @@ use base::BasePicker;
 use store::BlobStore;
 
 /// Chunk bytes per batch handed from the reader to the workers.
-const BATCH_BYTES: usize = 8 << 20;
+const BATCH_BYTES: usize = 4 << 20;
 /// Items per batch (bounds small-file batches).
 const BATCH_ITEMS: usize = 4096;
 /// Errors kept in a snapshot summary.
@@ -289,7 +290,7 @@ fn start_reader(
     excludes: Excludes,
     commands: Arc<source::RunningCommands>,
 ) -> Result<(thread::JoinHandle<()>, Receiver<Vec<Item>>)> {
-    let (tx, rx) = bounded::<Vec<Item>>(2);
+    let (tx, rx) = bounded::<Vec<Item>>(1);
     let chunker = repo.chunker().clone();
     let sources = opts.sources.clone();
     let reader = thread::Builder::new()

@@ -24,7 +24,7 @@ use crate::repo::{Packer, Repo};
 
 /// Plaintext bytes handed to the encoders and not yet packed, delta bases included ([`charge`]);
 /// bounds memory.
-const MAX_ENCODING_BYTES: usize = 24 << 20;
+const MAX_ENCODING_BYTES: usize = 16 << 20;
 
 /// Decides what to store and how (dedup, delta or whole, compression on the rayon pool); the
 /// repository's [`Packer`] packs, uploads and indexes it in crash-safe order.

@@ -229,7 +229,7 @@ pub const TWO_THREAD_MIN: usize = 64 << 20;
 
 /// The helper of [`ChunkerSpec::split_two_threads`] releases what it has cut past in steps of
 /// this many bytes.
-const HELPER_RELEASE_BYTES: usize = 16 << 20;
+const HELPER_RELEASE_BYTES: usize = 4 << 20;
 
 /// Iterates over the chunks of a reader. Each item is an owned chunk or the reader's error.
 pub struct Chunker<'a, R> {

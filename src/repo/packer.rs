@@ -21,11 +21,15 @@
 //! **Threads.** Sealing and adding happen on the caller's thread; [`Repo::connections`] upload
 //! threads store packs, so the next pack fills while the previous ones are written (over
 //! object storage each upload waits round trips, so several run at once). The handoff is a
-//! rendezvous (a sealed pack waits until an upload thread is free), which bounds memory to
-//! about one pack per upload thread plus the one filling. Packs become durable in any order;
-//! each is listed in an index object only once its own upload succeeded.
+//! rendezvous (a sealed pack waits until an upload thread is free), and the bytes of sealed
+//! packs not yet stored are bounded by [`UPLOAD_BYTES_PACKS`] packs' worth whatever the number
+//! of upload threads: memory is one pack filling plus at most that many in flight, the same
+//! bound on every backend (more threads help the small packs and the index objects, not the
+//! memory). Packs become durable in any order; each is listed in an index object only once its
+//! own upload succeeded.
 
 use std::collections::HashSet;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
 use crossbeam_channel::{Receiver, Sender, bounded};
@@ -43,6 +47,45 @@ const PACKS_PER_INDEX: usize = 8;
 
 /// Entries per index object (~2 MiB sealed).
 const ENTRIES_PER_INDEX: usize = 50_000;
+
+/// Sealed packs' bytes that may be on their way to storage at once, in packs of the
+/// repository's pack size (see the module documentation). Two keep a local disk's fsync and an
+/// object store's round trips overlapped with the filling of the next pack.
+const UPLOAD_BYTES_PACKS: usize = 2;
+
+/// `len` bytes of a pack an upload thread holds, counted out of [`InFlight`] when dropped.
+struct Held<'a>(&'a InFlight, usize);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.release(self.1);
+    }
+}
+
+/// Bytes of sealed packs handed to the upload threads and not yet stored or failed.
+#[derive(Default)]
+struct InFlight {
+    bytes: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl InFlight {
+    /// Waits until `len` more bytes fit within `limit` (or nothing is in flight), then counts
+    /// them.
+    fn acquire(&self, len: usize, limit: usize) {
+        let mut n = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
+        while *n > 0 && *n + len > limit {
+            n = self.freed.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n += len;
+    }
+
+    fn release(&self, len: usize) {
+        let mut n = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
+        *n = n.saturating_sub(len);
+        self.freed.notify_all();
+    }
+}
 
 /// What a packer wrote.
 #[derive(Clone, Debug, Default)]
@@ -66,6 +109,9 @@ pub struct Packer<'r> {
     upload_tx: Option<Sender<FinishedPack>>,
     done_rx: Receiver<Result<IndexedPack>>,
     uploaders: Vec<thread::JoinHandle<()>>,
+    /// Sealed bytes with the upload threads, at most `upload_limit`.
+    in_flight: Arc<InFlight>,
+    upload_limit: usize,
     /// Durable packs not yet in an index object.
     durable: Vec<IndexedPack>,
     /// Of those, how many this packer wrote.
@@ -105,20 +151,24 @@ impl<'r> Packer<'r> {
     fn new(repo: &'r mut Repo) -> Result<Packer<'r>> {
         let (upload_tx, upload_rx) = bounded::<FinishedPack>(0);
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let in_flight = Arc::new(InFlight::default());
         let mut uploaders = Vec::new();
         for _ in 0..repo.connections.max(1) {
-            let backend = std::sync::Arc::clone(&repo.backend);
+            let backend = Arc::clone(&repo.backend);
             let (upload_rx, done_tx) = (upload_rx.clone(), done_tx.clone());
+            let in_flight = Arc::clone(&in_flight);
             let h = thread::Builder::new()
                 .name("tresor-upload".into())
                 .spawn(move || {
                     for p in upload_rx {
-                        let size = p.bytes.len() as u64;
+                        let size = p.bytes.len();
+                        // Counted out when the put returns, or unwinds.
+                        let _held = Held(&in_flight, size);
                         let r = backend
                             .put_bytes(ObjectKind::Pack, &p.id.to_hex(), p.bytes.into())
                             .map(|()| IndexedPack {
                                 id: p.id,
-                                size,
+                                size: size as u64,
                                 entries: p.entries,
                             });
                         if done_tx.send(r).is_err() {
@@ -140,6 +190,8 @@ impl<'r> Packer<'r> {
             upload_tx: Some(upload_tx),
             done_rx,
             uploaders,
+            in_flight,
+            upload_limit: UPLOAD_BYTES_PACKS * pack_capacity(pack_size),
             durable: Vec::new(),
             fresh: 0,
             entries: 0,
@@ -205,11 +257,13 @@ impl<'r> Packer<'r> {
             PackWriter::with_capacity(pack_capacity(self.pack_size)),
         );
         let finished = full.finish(&self.repo.key)?;
-        self.report.bytes_written += finished.bytes.len() as u64;
+        let len = finished.bytes.len();
+        self.report.bytes_written += len as u64;
         let tx = self
             .upload_tx
             .as_ref()
             .ok_or_else(|| Error::InvalidArgument("uploader closed".into()))?;
+        self.in_flight.acquire(len, self.upload_limit);
         if tx.send(finished).is_err() {
             // The uploader stopped: its error is waiting in done_rx.
             self.collect(true)?;
@@ -407,15 +461,16 @@ mod tests {
     }
 
     #[test]
-    fn uploads_run_in_parallel_and_every_indexed_pack_is_stored() {
+    fn uploads_run_in_parallel_within_the_memory_bound_and_every_indexed_pack_is_stored() {
         let t = tempfile::tempdir().unwrap();
-        let backend = gate(3, 0);
-        let mut repo = open(Arc::clone(&backend), t.path(), 3);
+        // Four upload threads, but full packs' memory allows two at once.
+        let backend = gate(UPLOAD_BYTES_PACKS, 0);
+        let mut repo = open(Arc::clone(&backend), t.path(), 4);
         let report = store(&mut repo, 36).unwrap();
         assert_eq!(
             backend.most.load(Ordering::SeqCst),
-            3,
-            "three uploads were in flight at once"
+            UPLOAD_BYTES_PACKS,
+            "as many full packs were in flight at once as the memory bound allows, no more"
         );
         assert!(report.packs_written >= 9, "{report:?}");
         let stored = stored_packs(backend.as_ref());

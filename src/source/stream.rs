@@ -16,7 +16,7 @@ use crate::source::{Item, Sink, SourceSpec, emit_chunks};
 
 /// Mapped bytes already chunked are unmapped (not evicted) after this many, so a mapped input
 /// adds at most this much to the resident set.
-const RELEASE_BYTES: usize = 16 << 20;
+const RELEASE_BYTES: usize = 4 << 20;
 
 /// Stream source `spec`, stored as file `name` of the root; `known` and `prior`: what the
 /// parent holds of it.
