@@ -13,15 +13,19 @@
 //! made on the segment list just as `apply` makes them on bytes.
 //!
 //! Bounds, whatever the scripts say. Work: each step of a script costs a binary search plus the
-//! segments it yields; the segment list is flattened (the current version materialised as a new
-//! root) whenever it grows past [`SEGMENTS_PER_BYTE`] of the version's length, and a script
-//! whose composition would yield more than [`HARD_SEGMENTS_PER_BYTE`] is composed again against
-//! the flattened version below it. So a level never costs much more than the copy `apply` would
-//! make, and a realistic chain (a few rows changed per level) costs one copy in all. Memory: the
-//! scripts and the root are borrowed; beyond them, a segment list of at most a few times the
-//! largest version's length (24 bytes a segment), one flattened version and the output. Like
-//! `apply`, the lengths a chain claims are trusted to be bounded by the caller
-//! ([`crate::format::MAX_BLOB_LEN`]); no version is materialised before its script is checked.
+//! segments it yields, so a level costs about the length of the segment list, and a long chain
+//! the sum of those lengths. After a level (but the last) the list is flattened (the current
+//! version materialised as a new root, one copy) once the segments composed since the last
+//! flattening add up to more than one per [`BYTES_PER_SEGMENT`] bytes of the version: moving a
+//! segment costs about what copying that many bytes does, so composing never costs much more
+//! than the copies `apply` would make, and a realistic chain (a few rows changed per level) is
+//! flattened once every dozen levels or so. A script whose composition would yield more than
+//! one segment per [`HARD_BYTES_PER_SEGMENT`] bytes is stopped and composed again against the
+//! flattened version below it. Memory: the scripts and the root are borrowed; beyond them, a
+//! segment list of at most a few times the largest version's length (24 bytes a segment), one
+//! flattened version and the output. Like `apply`, the lengths a chain claims are trusted to be
+//! bounded by the caller ([`crate::format::MAX_BLOB_LEN`]); no version is materialised before
+//! its script is checked.
 
 use crate::format::delta::{self, ScriptError};
 
@@ -31,16 +35,17 @@ fn bad(what: &'static str) -> ScriptError {
     what
 }
 
-/// After a level (but the last), the segment list is flattened when it holds more than one
-/// segment per this many bytes of the version (plus [`SEGMENT_SLACK`]): composing the next
-/// script then costs about what copying the version would.
-const SEGMENTS_PER_BYTE: usize = 32;
+/// After a level (but the last), the segment list is flattened once the segments composed
+/// since the last flattening (the list's length at each level, summed) pass one per this many
+/// bytes of the version, plus [`SEGMENT_SLACK`]. The list itself is never longer than that sum.
+const BYTES_PER_SEGMENT: usize = 32;
 
 /// While a script is composed, more segments than one per this many bytes of its version (plus
 /// [`SEGMENT_SLACK`]) stop the composition: the version below is flattened and the script
 /// composed again. Against a flat version a script yields at most one segment per copy and one
-/// per literal run, at most one per 8 bytes ([`delta::MIN_COPY`] is 16), so the second try finishes.
-const HARD_SEGMENTS_PER_BYTE: usize = 8;
+/// per literal run, at most one per 8 bytes ([`delta::MIN_COPY`] is 16), so the second try
+/// finishes.
+const HARD_BYTES_PER_SEGMENT: usize = 8;
 
 /// Segments always allowed, so that small chunks are not flattened for nothing.
 const SEGMENT_SLACK: usize = 64;
@@ -272,37 +277,45 @@ pub fn apply_chain(root: &[u8], scripts: &[(&[u8], usize)]) -> Result<Vec<u8>> {
     decode(root, scripts, &mut Stats::default())
 }
 
+/// Materialises the version `cur` describes as the new root `flat`, which `cur` then covers.
+fn flatten(cur: &mut Segments, flat: &mut Option<Vec<u8>>, root: &[u8], literals: &[&[u8]]) {
+    let bytes = cur.materialise(flat.as_deref().unwrap_or(root), literals);
+    *cur = Segments::whole(bytes.len());
+    *flat = Some(bytes);
+}
+
 fn decode(root: &[u8], scripts: &[(&[u8], usize)], stats: &mut Stats) -> Result<Vec<u8>> {
     let mut flat: Option<Vec<u8>> = None;
     let mut cur = Segments::whole(root.len());
     let mut literals: Vec<&[u8]> = Vec::with_capacity(scripts.len());
+    // Segments composed since the root or the last flattening.
+    let mut work = 0usize;
     for (level, &(script, raw_len)) in scripts.iter().enumerate() {
         let (ops, lits) = split(script)?;
         literals.push(lits);
         let src = level + 1;
-        let cap = raw_len / HARD_SEGMENTS_PER_BYTE + SEGMENT_SLACK;
+        let cap = raw_len / HARD_BYTES_PER_SEGMENT + SEGMENT_SLACK;
         let mut next = Segments(Vec::with_capacity(cur.0.len() + 16));
         let done = compose(&cur, ops, src, lits.len(), raw_len, cap, &mut next)?;
         stats.peak = stats.peak.max(next.0.len());
+        work = work.saturating_add(next.0.len());
         if !done {
             // Too many segments: flatten the version below and compose against it, which
             // yields at most one segment per 8 bytes.
-            let bytes = cur.materialise(flat.as_deref().unwrap_or(root), &literals);
-            cur = Segments::whole(bytes.len());
-            flat = Some(bytes);
+            flatten(&mut cur, &mut flat, root, &literals);
             stats.flattened += 1;
             stats.retried += 1;
             next.0.clear();
             compose(&cur, ops, src, lits.len(), raw_len, usize::MAX, &mut next)?;
             stats.peak = stats.peak.max(next.0.len());
+            work = next.0.len();
         }
         cur = next;
         let last = level + 1 == scripts.len();
-        if !last && cur.0.len() > raw_len / SEGMENTS_PER_BYTE + SEGMENT_SLACK {
-            let bytes = cur.materialise(flat.as_deref().unwrap_or(root), &literals);
-            cur = Segments::whole(bytes.len());
-            flat = Some(bytes);
+        if !last && work > raw_len / BYTES_PER_SEGMENT + SEGMENT_SLACK {
+            flatten(&mut cur, &mut flat, root, &literals);
             stats.flattened += 1;
+            work = 0;
         }
     }
     Ok(cur.materialise(flat.as_deref().unwrap_or(root), &literals))
@@ -399,12 +412,36 @@ mod tests {
         let chain = chain_of(&versions);
         for depth in 1..chain.len() {
             let stats = same(&root, &chain[..depth]);
-            assert_eq!((stats.flattened, stats.retried), (0, 0), "{stats:?}");
+            assert_eq!(stats.retried, 0, "{stats:?}");
+            assert!(stats.flattened <= depth / 8, "{stats:?}");
             assert_eq!(
                 apply_chain(&root, &refs(&chain[..depth])).unwrap(),
                 versions[depth]
             );
         }
+    }
+
+    #[test]
+    fn long_chains_are_flattened_now_and_then() {
+        // Each level rewrites a few rows: the list grows by a few segments a level and stays
+        // far below one per 32 bytes, but composing it again at every level would cost more
+        // than copying the version now and then.
+        let root = rows(2000, 0);
+        let mut versions = vec![root.clone()];
+        for k in 1..60usize {
+            let mut v = versions[k - 1].clone();
+            for e in 0..4 {
+                let at = (k * 7919 + e * 15_401) % (v.len() - 40);
+                v[at..at + 20].copy_from_slice(&[b'a' + (k % 26) as u8; 20]);
+            }
+            versions.push(v);
+        }
+        let chain = chain_of(&versions);
+        let stats = same(&root, &chain);
+        let per_byte = root.len() / BYTES_PER_SEGMENT + SEGMENT_SLACK;
+        assert!(stats.flattened >= 2, "{stats:?}");
+        assert!(stats.peak <= per_byte, "{stats:?}");
+        assert_eq!(stats.retried, 0, "{stats:?}");
     }
 
     #[test]
@@ -552,7 +589,7 @@ mod tests {
         assert_eq!((stats.flattened, stats.retried), (0, 0), "{stats:?}");
         let stats = same(&root, &[sparse.clone(), straddle.clone()]);
         assert_eq!((stats.flattened, stats.retried), (1, 1), "{stats:?}");
-        let cap = straddle.1 / HARD_SEGMENTS_PER_BYTE + SEGMENT_SLACK;
+        let cap = straddle.1 / HARD_BYTES_PER_SEGMENT + SEGMENT_SLACK;
         assert!(stats.peak <= cap + 4001, "{stats:?}");
         // Errors after the cap are still found.
         let mut broken = straddle.clone();
