@@ -27,6 +27,7 @@ use tresor::format::pack;
 use tresor::format::snapshot::Snapshot;
 use tresor::format::tree::Tree;
 use tresor::format::{self, BlobKind, PACK_MAGIC, PACK_TRAILER_LEN};
+use tresor::format::{chain, delta};
 use tresor::repo::config::Config;
 use tresor::repo::keys;
 
@@ -54,6 +55,7 @@ pub const TARGETS: &[&str] = &[
     "codec_decode",
     "codec_decode_sealed",
     "delta_decode_sealed",
+    "delta_chain",
     "pack_header",
     "pack_header_sealed",
     "index_object",
@@ -73,6 +75,7 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "codec_decode" => codec_decode(data),
         "codec_decode_sealed" => codec_decode_sealed(data),
         "delta_decode_sealed" => delta_decode_sealed(data),
+        "delta_chain" => delta_chain(data),
         "pack_header" => pack_header(data),
         "pack_header_sealed" => pack_header_sealed(data),
         "index_object" => index_object(data),
@@ -249,6 +252,65 @@ pub fn delta_decode_sealed(data: &[u8]) -> bool {
         Err(e) => panic!("delta encoding of {} bytes failed: {e}", frame.len()),
     }
     accepted
+}
+
+/// Deepest chain a `delta_chain` input describes (the depth chains are built to).
+pub const DELTA_CHAIN_MAX_DEPTH: usize = 64;
+
+/// The levels of a `delta_chain` input: `root_len u16 LE (2) ‖ root ‖ level*`, each level
+/// `raw_len u16 LE (2) ‖ script_len u16 LE (2) ‖ script`, at most [`DELTA_CHAIN_MAX_DEPTH`].
+/// What is cut short is cut to what is left: a root or script shorter than it says, a raw
+/// length of one byte, an empty script.
+pub fn delta_chain_levels(data: &[u8]) -> (&[u8], Vec<(&[u8], usize)>) {
+    fn u16_at(b: &[u8]) -> usize {
+        usize::from(b[0]) | usize::from(b.get(1).copied().unwrap_or(0)) << 8
+    }
+    fn take(b: &[u8], n: usize) -> (&[u8], &[u8]) {
+        b.split_at(n.min(b.len()))
+    }
+    let (head, rest) = take(data, 2);
+    let (root, mut rest) = take(rest, if head.is_empty() { 0 } else { u16_at(head) });
+    let mut levels = Vec::new();
+    while !rest.is_empty() && levels.len() < DELTA_CHAIN_MAX_DEPTH {
+        let (raw, r) = take(rest, 2);
+        let (len, r) = take(r, 2);
+        let script_len = if len.is_empty() { 0 } else { u16_at(len) };
+        let (script, r) = take(r, script_len);
+        levels.push((script, u16_at(raw)));
+        rest = r;
+    }
+    (root, levels)
+}
+
+/// `chain::apply_chain` on a root and the scripts above it (layout: [`delta_chain_levels`]),
+/// checked against `delta::apply` run level by level: the same bytes, or the same error.
+///
+/// Round trip: the levels' script bytes taken as successive versions of the root, encoded as a
+/// chain with `delta::encode`, must decode to the last of them.
+pub fn delta_chain(data: &[u8]) -> bool {
+    let (root, levels) = delta_chain_levels(data);
+    let mut sequential = Ok(root.to_vec());
+    for &(script, raw_len) in &levels {
+        sequential = sequential.and_then(|v| delta::apply(&v, script, raw_len));
+    }
+    let composed = chain::apply_chain(root, &levels);
+    assert!(
+        composed == sequential,
+        "the chain decoder and apply level by level disagree"
+    );
+
+    let mut scripts = Vec::with_capacity(levels.len());
+    let mut prev = root;
+    for &(version, _) in &levels {
+        scripts.push((delta::encode(prev, version), version.len()));
+        prev = version;
+    }
+    let refs: Vec<(&[u8], usize)> = scripts.iter().map(|(s, n)| (&s[..], *n)).collect();
+    match chain::apply_chain(root, &refs) {
+        Ok(top) => assert!(top == prev, "chain round trip changed the top version"),
+        Err(e) => panic!("a freshly encoded chain does not decode: {e}"),
+    }
+    composed.is_ok()
 }
 
 /// Reads a whole pack the way `tresor check --read-data` does: trailer, then sealed header.
@@ -689,6 +751,55 @@ pub fn seeds() -> Vec<Seed> {
     input.extend_from_slice(&[7u8; 16]);
     input.extend_from_slice(b"not a zstd frame at all");
     push("delta_decode_sealed", "garbage", input, false);
+
+    // Chains: a dump edited day after day (rows rewritten, inserted, removed, moved), at
+    // depth 3 and at the deepest, then the deep one claiming a byte too many and cut short.
+    let mut versions = vec![sql_text(40)];
+    for day in 1..DELTA_CHAIN_MAX_DEPTH {
+        let mut v = versions[day - 1].clone();
+        let at = day * 389 % v.len().saturating_sub(64).max(1);
+        match day % 4 {
+            0 => v[at..at + 12].copy_from_slice(b"~~rewritten~"),
+            1 => {
+                v.splice(at..at, format!("{day}\tnew row\n").into_bytes());
+            }
+            2 => {
+                v.drain(at..at + 20);
+            }
+            _ => {
+                let row: Vec<u8> = v.drain(at..at + 30).collect();
+                v.extend_from_slice(&row);
+            }
+        }
+        versions.push(v);
+    }
+    let chain_input = |versions: &[Vec<u8>]| {
+        let mut input = (versions[0].len() as u16).to_le_bytes().to_vec();
+        input.extend_from_slice(&versions[0]);
+        for w in versions.windows(2) {
+            let script = delta::encode(&w[0], &w[1]);
+            input.extend_from_slice(&(w[1].len() as u16).to_le_bytes());
+            input.extend_from_slice(&(script.len() as u16).to_le_bytes());
+            input.extend_from_slice(&script);
+        }
+        input
+    };
+    push("delta_chain", "chain-3", chain_input(&versions[..4]), true);
+    let deep = chain_input(&versions);
+    push("delta_chain", "chain-64", deep.clone(), true);
+    // The top level claiming a byte more than its script makes.
+    let mut longer = deep.clone();
+    let top = delta::encode(&versions[versions.len() - 2], &versions[versions.len() - 1]);
+    let at = longer.len() - top.len() - 4;
+    longer[at..at + 2]
+        .copy_from_slice(&(versions[versions.len() - 1].len() as u16 + 1).to_le_bytes());
+    push("delta_chain", "chain-64-longer", longer, false);
+    push(
+        "delta_chain",
+        "chain-64-cut",
+        deep[..deep.len() - 3].to_vec(),
+        false,
+    );
 
     // A pack of those blobs, and its header plaintext behind a blob area of the same size.
     let mut w = PackWriter::new();

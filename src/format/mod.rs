@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod chain;
 pub mod chunker;
 pub mod codec;
 pub mod crypto;
