@@ -47,6 +47,7 @@ fn main() {
                 stored_len: 400_000,
                 raw_len: 1 << 20,
                 base: None,
+                depth: 0,
             });
         }
         made += entries.len() as u64;

@@ -405,10 +405,10 @@ impl Copier<'_, '_, '_> {
                     kind: loc.kind,
                     body,
                     raw_len: loc.raw_len,
-                    base: loc.base.map(|b| b.id),
+                    base: loc.base().map(|b| b.id),
                     anchor,
                     stored_len: loc.stored_len as u64,
-                    loc: *loc,
+                    loc: loc.clone(),
                     stored: if loc.kind == BlobKind::Delta {
                         stored
                     } else {
@@ -443,9 +443,10 @@ impl Copier<'_, '_, '_> {
                     "body too short for a base id",
                 ));
             }
-            if self.is_delta_in_target(&tbase)? {
-                // A base is never a delta: the target holds this chunk as one (a backup made
-                // there stored it so), so this blob is stored whole.
+            let Some(depth) = self.delta_depth_in_target(&tbase)? else {
+                // The target cannot hold a delta against the base as it has it (a version 2
+                // target, where a base is never a delta, or a chain as deep as chains grow), so
+                // this blob is stored whole.
                 let plain = self.source.reader().decode(&f.src, &f.loc, &f.stored)?;
                 let level = self.packer.repo().config().compression_level;
                 let sealed =
@@ -454,9 +455,9 @@ impl Copier<'_, '_, '_> {
                     .add(BlobKind::Data, f.id, &sealed, f.raw_len, None)?;
                 self.count(f.raw_len, false);
                 return Ok(());
-            }
+            };
             f.body[..32].copy_from_slice(&tbase.0);
-            base = Some(tbase);
+            base = Some((tbase, depth));
         }
         let sealed = codec::seal_body(self.target_key(), f.kind, &f.id, &f.body)?;
         self.packer.add(f.kind, f.id, &sealed, f.raw_len, base)?;
@@ -475,17 +476,26 @@ impl Copier<'_, '_, '_> {
 
     /// Whether the target's index lists `id` as a delta blob (what this run stores under a
     /// delta base's id is never a delta: bases are data blobs in the source too).
-    fn is_delta_in_target(&self, id: &BlobId) -> Result<bool> {
-        Ok(self
-            .packer
-            .repo()
-            .catalog()
-            .locate(id)?
-            .is_some_and(|l| l.kind == BlobKind::Delta))
+    /// The depth a delta against the target's blob `base` gets there, or `None` when the
+    /// target may not hold such a delta: `base` is a delta and the target has no chains
+    /// (repository version 2), or its chain is already as deep as chains grow.
+    fn delta_depth_in_target(&self, base: &BlobId) -> Result<Option<u8>> {
+        let depth = match self.packer.pending_depth(base) {
+            Some(d) => d,
+            None => self
+                .packer
+                .repo()
+                .catalog()
+                .locate(base)?
+                .map_or(0, |l| l.depth),
+        };
+        let chains = self.packer.repo().config().version >= crate::format::CHAIN_REPO_VERSION;
+        Ok(((depth == 0 || chains) && depth < crate::format::MAX_CHAIN_DEPTH).then_some(depth + 1))
     }
 
-    /// Makes sure the delta base `src` (a data blob of the source) is in the target before a
-    /// delta against it is stored; returns its target id.
+    /// Makes sure the delta base `src` (a blob of the source: a whole one, or a delta whose own
+    /// base comes first) is in the target before a delta against it is stored; returns its
+    /// target id.
     fn base(&mut self, src: &BlobId) -> Result<BlobId> {
         if self.shared {
             if self.packer.claim(src)? {
@@ -501,12 +511,6 @@ impl Copier<'_, '_, '_> {
             return Ok(*t);
         }
         let loc = self.source.locate(src)?;
-        if loc.kind == BlobKind::Delta {
-            return Err(Error::corrupt(
-                format!("delta base {} in the source", src.to_hex()),
-                "is itself a delta",
-            ));
-        }
         let f = self.fetch(&[(*src, loc)])?;
         for x in f {
             self.store(x)?;

@@ -2,8 +2,9 @@
 //!
 //! Plan: mark every blob the remaining snapshots reach (a temporary disk set); for each indexed
 //! pack, count the stored bytes of the used blobs it holds (as the catalog places them). A pack
-//! with no used blob is deleted; a pack whose unused share exceeds `max_unused` is repacked
-//! (its used blobs are authenticated and copied, still sealed, into new packs).
+//! with no used blob is deleted; a pack whose unused share exceeds `max_unused`, or that holds
+//! an unused delta whose base is unused too (which would otherwise outlive its base), is
+//! repacked (its used blobs are authenticated and copied, still sealed, into new packs).
 //!
 //! Execute, in crash-safe order — nothing is deleted before what replaces it is durable:
 //!
@@ -119,11 +120,16 @@ pub fn plan(repo: &Repo, keep_roots: &[BlobId], max_unused: f64) -> Result<Plan>
         s.packs += 1;
         s.pack_bytes += p.size;
         let (mut used_bytes, mut used_blobs, mut used_header_bytes) = (0u64, 0u64, 0u64);
+        // An unused delta whose base is unused too: left where it is, it would outlive its
+        // base (a chain's dead middle, once the days above it are forgotten).
+        let mut dangling = false;
         for e in repo.catalog().pack_entries(&p.id)? {
             if used.contains(&e.id)? {
                 used_bytes += e.stored_len as u64;
                 used_blobs += 1;
                 used_header_bytes += e.header_len() as u64;
+            } else if let Some(b) = e.base {
+                dangling |= !used.contains(&b)?;
             }
         }
         s.used_blobs += used_blobs;
@@ -146,7 +152,7 @@ pub fn plan(repo: &Repo, keep_roots: &[BlobId], max_unused: f64) -> Result<Plan>
             s.delete_packs += 1;
             s.delete_bytes += p.size;
             delete.insert(p.id);
-        } else if unused as f64 > max_unused * p.size as f64 {
+        } else if unused as f64 > max_unused * p.size as f64 || dangling {
             s.repack_packs += 1;
             s.repack_bytes += p.size;
             s.repack_copy_bytes += used_bytes + used_header_bytes;
@@ -234,7 +240,13 @@ pub fn execute(repo: &mut Repo, plan: Plan) -> Result<PruneReport> {
             // Never copy damage forward: the blob must authenticate and decode to its id (a
             // delta against its base, which stays where it is or is copied on its own).
             packer.repo().reader().decode(&e.id, &loc, sealed)?;
-            packer.add(e.kind, e.id, sealed, e.raw_len, e.base)?;
+            packer.add(
+                e.kind,
+                e.id,
+                sealed,
+                e.raw_len,
+                e.base.map(|b| (b, e.depth)),
+            )?;
         }
     }
     let written = packer.finish()?;

@@ -115,7 +115,7 @@ fn salvage(
                 let base = match e.base {
                     None => None,
                     Some(b) => match repo.catalog().locate(&b) {
-                        Ok(Some(loc)) => Some(crate::repo::catalog::DeltaBase::at(b, &loc)),
+                        Ok(Some(loc)) => Some((b, loc)),
                         _ => None,
                     },
                 };
@@ -124,14 +124,14 @@ fn salvage(
                         crate::format::codec::decode(repo.key(), e.kind, &e.id, sealed, e.raw_len)
                             .map(|_| ())
                     }
-                    (Some(_), Some(base)) => {
-                        match repo.reader().read_base(&base) {
+                    (Some(_), Some((b, loc))) => {
+                        match repo.reader().read(&b, &loc) {
                             Ok(plain) => crate::format::codec::decode_delta(
                                 repo.key(),
                                 &e.id,
                                 sealed,
                                 e.raw_len,
-                                &base.id,
+                                &b,
                                 &plain,
                             )
                             .map(|_| ()),

@@ -843,41 +843,59 @@ pub(crate) mod tests {
         let t = tempfile::tempdir().unwrap();
         let src = t.path().join("src");
         std::fs::create_dir_all(&src).unwrap();
-        std::fs::write(src.join("big.txt"), text(3 << 20, 7)).unwrap();
         let (_backend, mut r) = repo(t.path());
         let opts = CreateOptions {
-            sources: vec![SourceSpec::Path(src)],
+            sources: vec![SourceSpec::Path(src.clone())],
             ..Default::default()
         };
-        create(&mut r, &opts, &NoProgress).unwrap();
+        // Three versions with scattered edits: whole blobs, deltas and chained deltas.
+        let mut data = text(3 << 20, 7);
+        for day in 0..3u8 {
+            for k in 0..40 {
+                let at = (k * 77_777 + day as usize * 1_001) % data.len();
+                data[at] = b'A' + day;
+            }
+            std::fs::write(src.join("big.txt"), &data).unwrap();
+            create(&mut r, &opts, &NoProgress).unwrap();
+        }
         let mut bases = Vec::new();
         for pack in r.catalog().packs().unwrap() {
             for e in r.catalog().pack_entries(&pack.id).unwrap() {
-                if e.kind == crate::format::BlobKind::Data {
-                    let loc = r.locate(&e.id).unwrap();
-                    bases.push(crate::repo::catalog::DeltaBase::at(e.id, &loc));
+                if e.kind.is_content() {
+                    bases.push((e.id, r.locate(&e.id).unwrap()));
                 }
             }
         }
         assert!(
             bases.len() > 20,
-            "{} data blobs: the test needs many",
+            "{} content blobs: the test needs many",
             bases.len()
         );
+        assert!(
+            bases.iter().any(|(_, l)| l.depth >= 2),
+            "the test needs chained deltas"
+        );
         // Out of pack order, with every other one left out (gaps) and one asked twice.
-        let mut asked: Vec<_> = bases.iter().step_by(2).copied().rev().collect();
-        asked.push(bases[0]);
-        let mut lost = bases[1];
-        lost.pack = crate::format::id::ObjectId([0xee; 32]);
-        asked.insert(3, lost);
+        let mut asked: Vec<_> = bases.iter().step_by(2).cloned().rev().collect();
+        asked.push(bases[0].clone());
+        let mut lost = bases[1].clone();
+        lost.1.pack = crate::format::id::ObjectId([0xee; 32]);
+        asked.insert(3, lost.clone());
         let together = r.reader().read_bases(&asked);
         assert_eq!(together.len(), asked.len());
-        for (b, got) in asked.iter().zip(&together) {
-            if b.pack == lost.pack {
+        for ((id, loc), got) in asked.iter().zip(&together) {
+            if loc.pack == lost.1.pack {
                 assert!(got.is_err(), "a base in a missing pack cannot be read");
             } else {
-                assert_eq!(got.as_ref().unwrap(), &r.reader().read_base(b).unwrap());
+                assert_eq!(got.as_ref().unwrap(), &r.reader().read(id, loc).unwrap());
             }
+        }
+        // And as a batch of a restore.
+        let batch: Vec<_> = bases.iter().step_by(3).cloned().collect();
+        let many = r.reader().read_many(&batch).unwrap();
+        for ((id, loc), got) in batch.iter().zip(&many) {
+            assert_eq!(got, &r.reader().read(id, loc).unwrap());
+            assert_eq!(r.key().blob_id(got), *id);
         }
     }
 }

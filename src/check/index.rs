@@ -116,8 +116,8 @@ fn catalog_agrees(repo: &Repo, pack: &ObjectId, entries: &[PackEntry]) -> Result
         match repo.catalog().blob_row(&e.id)? {
             None => return Ok(false),
             Some((l, base)) if l.pack == *pack => {
-                if (l.kind, l.offset, l.stored_len, l.raw_len, base)
-                    != (e.kind, e.offset, e.stored_len, e.raw_len, e.base)
+                if (l.kind, l.offset, l.stored_len, l.raw_len, base, l.depth)
+                    != (e.kind, e.offset, e.stored_len, e.raw_len, e.base, e.depth)
                 {
                     return Ok(false);
                 }

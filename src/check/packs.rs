@@ -15,7 +15,7 @@ use crate::format::codec;
 use crate::format::id::{BlobId, ObjectId};
 use crate::format::pack::{self, PackEntry};
 use crate::progress::PhaseProgress;
-use crate::repo::catalog::{DeltaBase, PackRecord};
+use crate::repo::catalog::{BlobLocation, PackRecord};
 use crate::repo::{BlobReader, Repo};
 
 /// Chooses which indexed packs to read, in ledger order.
@@ -153,10 +153,20 @@ pub(super) fn read_packs(
     Ok(())
 }
 
-/// Where the bases of a pack's delta blobs are, by base id.
-type Bases = HashMap<BlobId, DeltaBase>;
+/// Where the bases of a pack's delta blobs are (with their own chains), by base id.
+type Bases = HashMap<BlobId, BlobLocation>;
 
-/// Locates the bases of the delta blobs among `entries` (those that are indexed as data blobs;
+/// Where the base `b` of a delta is, with its chain: `None` when it is not indexed, is a tree,
+/// or its chain cannot be followed (the structural pass reports those).
+fn locate_base(repo: &Repo, b: &BlobId) -> Result<Option<BlobLocation>> {
+    match repo.catalog().locate(b) {
+        Ok(Some(loc)) if loc.kind != BlobKind::Tree => Ok(Some(loc)),
+        Ok(_) | Err(Error::Corrupt { .. }) | Err(Error::Missing { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Locates the bases of the delta blobs among `entries` (those whose chains can be followed;
 /// the others are reported by the structural pass).
 fn delta_bases(repo: &Repo, entries: &[PackEntry]) -> Result<Bases> {
     let mut out = HashMap::new();
@@ -164,10 +174,8 @@ fn delta_bases(repo: &Repo, entries: &[PackEntry]) -> Result<Bases> {
         if out.contains_key(&b) {
             continue;
         }
-        if let Some((loc, None)) = repo.catalog().blob_row(&b)?
-            && loc.kind == BlobKind::Data
-        {
-            out.insert(b, DeltaBase::at(b, &loc));
+        if let Some(loc) = locate_base(repo, &b)? {
+            out.insert(b, loc);
         }
     }
     Ok(out)
@@ -186,10 +194,8 @@ fn verify_deferred(
     for (e, sealed) in std::mem::take(&mut r.deferred) {
         let Some(base_id) = e.base else { continue };
         let mut bases = Bases::new();
-        if let Some((loc, None)) = repo.catalog().blob_row(&base_id)?
-            && loc.kind == BlobKind::Data
-        {
-            bases.insert(base_id, DeltaBase::at(base_id, &loc));
+        if let Some(loc) = locate_base(repo, &base_id)? {
+            bases.insert(base_id, loc);
         } else {
             let used = repo
                 .catalog()
@@ -216,7 +222,9 @@ fn verify_deferred(
     Ok(())
 }
 
-/// Verifies one blob of a pack: a delta is decoded against its base, read from its own pack.
+/// Verifies one blob of a pack: a delta is decoded against its base, read from its own pack
+/// (and decoded through its own chain, each blob of which is authenticated; the base's id
+/// check covers their bytes).
 fn verify_blob(reader: &BlobReader, e: &PackEntry, sealed: &[u8], bases: &Bases) -> Result<()> {
     let Some(base_id) = e.base else {
         return codec::decode(reader.key(), e.kind, &e.id, sealed, e.raw_len).map(|_| ());
@@ -227,7 +235,7 @@ fn verify_blob(reader: &BlobReader, e: &PackEntry, sealed: &[u8], bases: &Bases)
             format!("its delta base {} is not indexed", base_id.to_hex()),
         )
     })?;
-    let base_plain = reader.read_base(base).map_err(|e| {
+    let base_plain = reader.read(&base_id, base).map_err(|e| {
         if storage_failure(&e) {
             e
         } else {

@@ -260,17 +260,25 @@ pub fn encode_delta_within(
     key.seal(&blob_aad(BlobKind::Delta, id), &body).map(Some)
 }
 
-/// Decodes a delta blob with its base's plaintext: authenticates, checks that the blob names
-/// `base_id` as its base, inflates within `raw_len` (and a window of at most
-/// 2^[`format::DELTA_WINDOW_LOG_MAX`]), checks the length and the id.
-pub fn decode_delta(
+/// What a delta blob holds once opened ([`open_delta`]).
+pub enum DeltaPayload {
+    /// A decompressed copy script ([`crate::format::delta`]), to run against the base.
+    Script(Vec<u8>),
+    /// A zstd frame made with the base as reference prefix (the first encoding, still read).
+    Prefix(Vec<u8>),
+}
+
+/// Opens a delta blob: authenticates it, checks that it names `base_id` as its base and
+/// inflates its copy script within the bound a chunk of `raw_len` bytes allows. Nothing is
+/// applied yet: a chain of deltas is decoded by composing their scripts
+/// ([`crate::format::chain`]).
+pub fn open_delta(
     key: &MasterKey,
     id: &BlobId,
     stored: &[u8],
     raw_len: u32,
     base_id: &BlobId,
-    base_plain: &[u8],
-) -> Result<Vec<u8>> {
+) -> Result<DeltaPayload> {
     let what = || format!("delta blob {}", id.to_hex());
     let raw_len = raw_len as usize;
     if raw_len > format::MAX_BLOB_LEN {
@@ -290,28 +298,78 @@ pub fn decode_delta(
             format!("names another base than the index ({})", base_id.to_hex()),
         ));
     }
-    let plain = match payload.first() {
+    match payload.first() {
         Some(&format::magic::delta::SCRIPT) => {
             let bound = crate::format::delta::max_script_len(raw_len);
-            let mut script = Vec::with_capacity(bound);
-            decompress(&payload[1..], bound, &mut script, &what)?;
-            crate::format::delta::apply(base_plain, &script, raw_len)
-                .map_err(|e| Error::corrupt(what(), format!("bad copy script: {e}")))?
+            // A chain holds all its scripts at once: allocate what the frame says it holds
+            // (refused above the bound), not the bound.
+            let frame = &payload[1..];
+            let size = match zstd::zstd_safe::get_frame_content_size(frame) {
+                Ok(Some(n)) if n <= bound as u64 => n as usize,
+                Ok(Some(n)) => {
+                    return Err(Error::corrupt(
+                        what(),
+                        format!("its script would be {n} bytes, more than {bound}"),
+                    ));
+                }
+                _ => bound,
+            };
+            let mut script = Vec::with_capacity(size);
+            decompress(frame, size, &mut script, &what)?;
+            Ok(DeltaPayload::Script(script))
         }
         Some(&format::magic::delta::ZSTD_PREFIX_MAGIC) => {
-            decode_prefix_frame(payload, raw_len, base_plain, &what)?
+            Ok(DeltaPayload::Prefix(payload.to_vec()))
         }
-        _ => return Err(Error::corrupt(what(), "unknown delta encoding")),
-    };
-    if plain.len() != raw_len {
+        _ => Err(Error::corrupt(what(), "unknown delta encoding")),
+    }
+}
+
+/// Runs an opened delta's prefix frame ([`DeltaPayload::Prefix`]) against its base's plaintext,
+/// within `raw_len` bytes.
+pub fn apply_prefix(id: &BlobId, frame: &[u8], raw_len: u32, base_plain: &[u8]) -> Result<Vec<u8>> {
+    let what = || format!("delta blob {}", id.to_hex());
+    decode_prefix_frame(frame, raw_len as usize, base_plain, &what)
+}
+
+/// Checks a decoded chunk against the length and the id the index gives it.
+pub fn check_decoded(key: &MasterKey, id: &BlobId, plain: &[u8], raw_len: u32) -> Result<()> {
+    let what = || format!("delta blob {}", id.to_hex());
+    if plain.len() != raw_len as usize {
         return Err(Error::corrupt(
             what(),
             format!("{} bytes, index says {raw_len}", plain.len()),
         ));
     }
-    if key.blob_id(&plain) != *id {
+    if key.blob_id(plain) != *id {
         return Err(Error::corrupt(what(), "content does not match its id"));
     }
+    Ok(())
+}
+
+/// Decodes a delta blob with its base's plaintext: authenticates, checks that the blob names
+/// `base_id` as its base, inflates within `raw_len` (and a window of at most
+/// 2^[`format::DELTA_WINDOW_LOG_MAX`]), checks the length and the id.
+pub fn decode_delta(
+    key: &MasterKey,
+    id: &BlobId,
+    stored: &[u8],
+    raw_len: u32,
+    base_id: &BlobId,
+    base_plain: &[u8],
+) -> Result<Vec<u8>> {
+    let plain = match open_delta(key, id, stored, raw_len, base_id)? {
+        DeltaPayload::Script(script) => {
+            crate::format::delta::apply(base_plain, &script, raw_len as usize).map_err(|e| {
+                Error::corrupt(
+                    format!("delta blob {}", id.to_hex()),
+                    format!("bad copy script: {e}"),
+                )
+            })?
+        }
+        DeltaPayload::Prefix(frame) => apply_prefix(id, &frame, raw_len, base_plain)?,
+    };
+    check_decoded(key, id, &plain, raw_len)?;
     Ok(plain)
 }
 

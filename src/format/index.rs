@@ -8,6 +8,7 @@
 //! per pack:  pack id (32) ‖ pack size: u64 ‖ entry_count: u32
 //!            per entry: kind: u8 ‖ blob id (32) ‖ offset: u32 ‖ stored_len: u32 ‖ raw_len: u32
 //!                       ‖ (kind 2, delta, only) base blob id (32)
+//!                       ‖ (kind 3, chained delta, only) base blob id (32) ‖ depth: u8
 //! ```
 //!
 //! The object's name is the BLAKE3 hash of its stored (sealed) bytes.
@@ -16,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::format::crypto::MasterKey;
 use crate::format::id::{BlobId, ObjectId};
 use crate::format::pack::PackEntry;
-use crate::format::{self, BlobKind, INDEX_MAGIC};
+use crate::format::{self, INDEX_MAGIC};
 
 /// One pack's entries in an index object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,7 +36,7 @@ const ENTRY_LEN: usize = 1 + 32 + 4 + 4 + 4;
 pub fn encode(key: &MasterKey, packs: &[IndexedPack]) -> Result<(ObjectId, Vec<u8>)> {
     let n: usize = packs
         .iter()
-        .map(|p| 44 + p.entries.len() * (ENTRY_LEN + format::DELTA_BASE_LEN))
+        .map(|p| 44 + p.entries.len() * (ENTRY_LEN + format::DELTA_BASE_LEN + 1))
         .sum();
     let mut out = Vec::with_capacity(12 + n);
     out.extend_from_slice(&INDEX_MAGIC);
@@ -45,14 +46,12 @@ pub fn encode(key: &MasterKey, packs: &[IndexedPack]) -> Result<(ObjectId, Vec<u
         out.extend_from_slice(&p.size.to_le_bytes());
         out.extend_from_slice(&(p.entries.len() as u32).to_le_bytes());
         for e in &p.entries {
-            out.push(e.kind as u8);
+            out.push(e.stored_kind());
             out.extend_from_slice(&e.id.0);
             out.extend_from_slice(&e.offset.to_le_bytes());
             out.extend_from_slice(&e.stored_len.to_le_bytes());
             out.extend_from_slice(&e.raw_len.to_le_bytes());
-            if let Some(b) = &e.base {
-                out.extend_from_slice(&b.0);
-            }
+            e.put_tail(&mut out);
         }
     }
     let sealed = key.seal(format::aad::INDEX, &out)?;
@@ -111,17 +110,14 @@ pub fn decode(key: &MasterKey, name: &ObjectId, stored: &[u8]) -> Result<Vec<Ind
         let mut entries = Vec::with_capacity(n);
         for _ in 0..n {
             let kb = c.take(1)?[0];
-            let kind = BlobKind::from_u8(kb)
+            let (kind, tail_len) = crate::format::pack::parse_stored_kind(kb)
                 .ok_or_else(|| Error::corrupt(what(), format!("unknown blob kind {kb}")))?;
             let id = BlobId::from_slice(c.take(32)?)?;
             let offset = c.u32()?;
             let stored_len = c.u32()?;
             let raw_len = c.u32()?;
-            let base = if kind == BlobKind::Delta {
-                Some(BlobId::from_slice(c.take(format::DELTA_BASE_LEN)?)?)
-            } else {
-                None
-            };
+            let (base, depth) = crate::format::pack::parse_entry_tail(c.take(tail_len)?)
+                .map_err(|m| Error::corrupt(what(), m))?;
             if offset as u64 + stored_len as u64 > size {
                 return Err(Error::corrupt(what(), "entry lies outside its pack"));
             }
@@ -132,6 +128,7 @@ pub fn decode(key: &MasterKey, name: &ObjectId, stored: &[u8]) -> Result<Vec<Ind
                 stored_len,
                 raw_len,
                 base,
+                depth,
             });
         }
         packs.push(IndexedPack { id, size, entries });
@@ -145,6 +142,7 @@ pub fn decode(key: &MasterKey, name: &ObjectId, stored: &[u8]) -> Result<Vec<Ind
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::BlobKind;
 
     #[test]
     fn round_trip_and_rejects_damage() {
@@ -160,6 +158,7 @@ mod tests {
                     stored_len: 100,
                     raw_len: 300,
                     base: None,
+                    depth: 0,
                 },
                 PackEntry {
                     kind: BlobKind::Tree,
@@ -168,6 +167,7 @@ mod tests {
                     stored_len: 50,
                     raw_len: 50,
                     base: None,
+                    depth: 0,
                 },
                 PackEntry {
                     kind: BlobKind::Delta,
@@ -176,6 +176,16 @@ mod tests {
                     stored_len: 70,
                     raw_len: 400,
                     base: Some(BlobId([2; 32])),
+                    depth: 1,
+                },
+                PackEntry {
+                    kind: BlobKind::Delta,
+                    id: BlobId([5; 32]),
+                    offset: 220,
+                    stored_len: 30,
+                    raw_len: 400,
+                    base: Some(BlobId([4; 32])),
+                    depth: 2,
                 },
             ],
         }];

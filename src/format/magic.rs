@@ -4,10 +4,25 @@
 //! the format can be read in one place. All integers on disk are little-endian.
 
 /// Version of the repository format written by this build (stored in the config). Version 2
-/// added delta blobs ([`BlobKind::Delta`]); version 1 repositories are read and written too,
-/// but never receive delta blobs and get trees of at most [`TREE_VERSION_REPO_V1`], so builds
-/// that know only version 1 can still read them.
-pub const REPO_VERSION: u32 = 2;
+/// added delta blobs ([`BlobKind::Delta`]) against whole data blobs; version 3 added delta
+/// chains (a delta's base may be a delta, up to [`MAX_CHAIN_DEPTH`] deep, recorded in index
+/// entries of kind [`CHAIN_DELTA_KIND`]). Older repositories are read and written too, each
+/// with only what its version allows, so builds that know only that version can still read
+/// them: version 1 never receives delta blobs and gets trees of at most
+/// [`TREE_VERSION_REPO_V1`]; version 2 receives deltas whose base is a whole data blob.
+pub const REPO_VERSION: u32 = 3;
+
+/// Oldest repository version that may hold delta chains.
+pub const CHAIN_REPO_VERSION: u32 = 3;
+
+/// Deepest delta chain a writer makes and a reader follows: a delta of depth `d` decodes from a
+/// whole data blob through `d` copy scripts (see docs/design.md, "Delta chains").
+pub const MAX_CHAIN_DEPTH: u8 = 32;
+
+/// Kind byte of a pack-header or index entry for a delta of depth 2 or more: stored like a
+/// delta entry (kind 2) followed by one more byte, the depth. A depth-1 delta keeps kind 2, so
+/// repositories without chains stay byte-identical.
+pub const CHAIN_DELTA_KIND: u8 = 3;
 
 /// Oldest repository version this build opens.
 pub const MIN_REPO_VERSION: u32 = 1;

@@ -6,14 +6,18 @@
 //!
 //! The header's plaintext is `n` entries of [`format::PACK_ENTRY_LEN`] bytes: kind (u8), blob id
 //! (32), stored length (u32 LE), raw length (u32 LE); a delta entry (kind 2) is followed by its
-//! base blob's id (32 bytes). Offsets are implicit: blob `i` starts at
+//! base blob's id (32 bytes); a chained delta entry (kind 3, [`format::CHAIN_DELTA_KIND`]) by its
+//! base blob's id and its depth (u8, 2..=[`format::MAX_CHAIN_DEPTH`]). Offsets are implicit: blob `i` starts at
 //! the sum of the stored lengths before it. The header lets the index be rebuilt from packs
 //! alone. A pack is named by the BLAKE3 hash of all its bytes.
 
 use crate::error::{Error, Result};
 use crate::format::crypto::MasterKey;
 use crate::format::id::{BlobId, ObjectId};
-use crate::format::{self, BlobKind, DELTA_BASE_LEN, PACK_ENTRY_LEN, PACK_MAGIC, PACK_TRAILER_LEN};
+use crate::format::{
+    self, BlobKind, CHAIN_DELTA_KIND, DELTA_BASE_LEN, MAX_CHAIN_DEPTH, PACK_ENTRY_LEN, PACK_MAGIC,
+    PACK_TRAILER_LEN,
+};
 
 /// One blob's place in a pack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -30,17 +34,83 @@ pub struct PackEntry {
     pub raw_len: u32,
     /// The base blob of a [`BlobKind::Delta`] blob; `None` for every other kind.
     pub base: Option<BlobId>,
+    /// A delta's depth: how many copy scripts lie between it and the whole data blob at the
+    /// root of its chain, itself included (1 when its base is a whole blob); 0 for every other
+    /// kind. Recorded by the writer, so that readers can refuse cycles (see docs/design.md).
+    pub depth: u8,
 }
 
 impl PackEntry {
     /// Bytes this entry takes in a pack header or an index object entry list.
     pub fn header_len(&self) -> usize {
-        PACK_ENTRY_LEN
-            + if self.base.is_some() {
+        PACK_ENTRY_LEN + entry_tail_len(self)
+    }
+
+    /// The kind byte this entry is stored with.
+    pub fn stored_kind(&self) -> u8 {
+        if self.depth >= 2 {
+            CHAIN_DELTA_KIND
+        } else {
+            self.kind as u8
+        }
+    }
+
+    /// Appends what follows the fixed part of this entry: a delta's base id, and a chained
+    /// delta's depth.
+    pub fn put_tail(&self, out: &mut Vec<u8>) {
+        if let Some(b) = &self.base {
+            out.extend_from_slice(&b.0);
+            if self.depth >= 2 {
+                out.push(self.depth);
+            }
+        }
+    }
+}
+
+/// Bytes after the fixed part of an entry ([`PackEntry::put_tail`]).
+fn entry_tail_len(e: &PackEntry) -> usize {
+    match (e.base, e.depth) {
+        (None, _) => 0,
+        (Some(_), 0 | 1) => DELTA_BASE_LEN,
+        (Some(_), _) => DELTA_BASE_LEN + 1,
+    }
+}
+
+/// A stored entry kind byte: the blob kind and how many tail bytes follow the fixed part
+/// (base id, depth), or `None` for an unknown kind.
+pub fn parse_stored_kind(b: u8) -> Option<(BlobKind, usize)> {
+    match b {
+        CHAIN_DELTA_KIND => Some((BlobKind::Delta, DELTA_BASE_LEN + 1)),
+        _ => BlobKind::from_u8(b).map(|k| {
+            let tail = if k == BlobKind::Delta {
                 DELTA_BASE_LEN
             } else {
                 0
+            };
+            (k, tail)
+        }),
+    }
+}
+
+/// Parses an entry tail ([`PackEntry::put_tail`]) of `tail` bytes: base and depth.
+pub fn parse_entry_tail(tail: &[u8]) -> std::result::Result<(Option<BlobId>, u8), String> {
+    match tail.len() {
+        0 => Ok((None, 0)),
+        DELTA_BASE_LEN => Ok((
+            Some(BlobId::from_slice(tail).map_err(|e| e.to_string())?),
+            1,
+        )),
+        n if n == DELTA_BASE_LEN + 1 => {
+            let depth = tail[DELTA_BASE_LEN];
+            if !(2..=MAX_CHAIN_DEPTH).contains(&depth) {
+                return Err(format!(
+                    "a chained delta entry records depth {depth} (2 to {MAX_CHAIN_DEPTH} allowed)"
+                ));
             }
+            let base = BlobId::from_slice(&tail[..DELTA_BASE_LEN]).map_err(|e| e.to_string())?;
+            Ok((Some(base), depth))
+        }
+        _ => Err("bad entry tail".into()),
     }
 }
 
@@ -76,19 +146,25 @@ impl PackWriter {
         }
     }
 
-    /// Appends a sealed blob; `base` is the base of a delta blob and `None` otherwise.
+    /// Appends a sealed blob; `base` is the base of a delta blob with the delta's depth
+    /// (1..=[`MAX_CHAIN_DEPTH`]), and `None` otherwise.
     pub fn add(
         &mut self,
         kind: BlobKind,
         id: BlobId,
         sealed: &[u8],
         raw_len: u32,
-        base: Option<BlobId>,
+        base: Option<(BlobId, u8)>,
     ) -> Result<()> {
         if (kind == BlobKind::Delta) != base.is_some() {
             return Err(Error::InvalidArgument(
                 "a delta blob needs a base, and only a delta blob has one".into(),
             ));
+        }
+        if base.is_some_and(|(_, d)| !(1..=MAX_CHAIN_DEPTH).contains(&d)) {
+            return Err(Error::InvalidArgument(format!(
+                "a delta's depth must be 1 to {MAX_CHAIN_DEPTH}"
+            )));
         }
         let offset = u32::try_from(self.buf.len())
             .map_err(|_| Error::InvalidArgument("pack grew past 4 GiB".into()))?;
@@ -101,7 +177,8 @@ impl PackWriter {
             offset,
             stored_len,
             raw_len,
-            base,
+            base: base.map(|(b, _)| b),
+            depth: base.map_or(0, |(_, d)| d),
         });
         Ok(())
     }
@@ -120,13 +197,11 @@ impl PackWriter {
     pub fn finish(mut self, key: &MasterKey) -> Result<FinishedPack> {
         let mut header = Vec::with_capacity(self.entries.iter().map(PackEntry::header_len).sum());
         for e in &self.entries {
-            header.push(e.kind as u8);
+            header.push(e.stored_kind());
             header.extend_from_slice(&e.id.0);
             header.extend_from_slice(&e.stored_len.to_le_bytes());
             header.extend_from_slice(&e.raw_len.to_le_bytes());
-            if let Some(b) = &e.base {
-                header.extend_from_slice(&b.0);
-            }
+            e.put_tail(&mut header);
         }
         let sealed = key.seal(format::aad::PACK_HEADER, &header)?;
         self.buf.extend_from_slice(&sealed);
@@ -184,21 +259,17 @@ pub fn parse_header(
         }
         let (e, tail) = rest.split_at(PACK_ENTRY_LEN);
         rest = tail;
-        let kind = BlobKind::from_u8(e[0])
+        let (kind, tail_len) = parse_stored_kind(e[0])
             .ok_or_else(|| Error::corrupt(what(), format!("unknown blob kind {}", e[0])))?;
         let id = BlobId::from_slice(&e[1..33])?;
         let stored_len = u32::from_le_bytes([e[33], e[34], e[35], e[36]]);
         let raw_len = u32::from_le_bytes([e[37], e[38], e[39], e[40]]);
-        let base = if kind == BlobKind::Delta {
-            if rest.len() < DELTA_BASE_LEN {
-                return Err(Error::corrupt(what(), "a delta entry lacks its base"));
-            }
-            let (b, tail) = rest.split_at(DELTA_BASE_LEN);
-            rest = tail;
-            Some(BlobId::from_slice(b)?)
-        } else {
-            None
-        };
+        if rest.len() < tail_len {
+            return Err(Error::corrupt(what(), "a delta entry lacks its base"));
+        }
+        let (t, tail) = rest.split_at(tail_len);
+        rest = tail;
+        let (base, depth) = parse_entry_tail(t).map_err(|m| Error::corrupt(what(), m))?;
         let off = u32::try_from(offset).map_err(|_| Error::corrupt(what(), "offsets overflow"))?;
         entries.push(PackEntry {
             kind,
@@ -207,6 +278,7 @@ pub fn parse_header(
             stored_len,
             raw_len,
             base,
+            depth,
         });
         offset += stored_len as u64;
     }
@@ -314,9 +386,9 @@ mod tests {
             .unwrap();
         // Only a delta has a base, and a delta must have one.
         assert!(w.add(BlobKind::Delta, id, &sd, n, None).is_err());
-        assert!(w.add(BlobKind::Data, id, &sd, n, Some(bid)).is_err());
-        assert!(w.add(BlobKind::Tree, id, &sd, n, Some(bid)).is_err());
-        w.add(BlobKind::Delta, id, &sd, n, Some(bid)).unwrap();
+        assert!(w.add(BlobKind::Data, id, &sd, n, Some((bid, 1))).is_err());
+        assert!(w.add(BlobKind::Tree, id, &sd, n, Some((bid, 1))).is_err());
+        w.add(BlobKind::Delta, id, &sd, n, Some((bid, 1))).unwrap();
         let p = w.finish(&k).unwrap();
         let entries = header_of(&k, &p.id, &p.bytes).unwrap();
         assert_eq!(entries, p.entries);

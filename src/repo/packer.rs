@@ -28,6 +28,8 @@
 //! memory). Packs become durable in any order; each is listed in an index object only once its
 //! own upload succeeded.
 
+use std::collections::HashMap;
+#[cfg(test)]
 use std::collections::HashSet;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
@@ -118,8 +120,9 @@ pub struct Packer<'r> {
     fresh: usize,
     /// Entries they list.
     entries: usize,
-    /// Blobs claimed and not yet indexed.
-    pending: HashSet<BlobId>,
+    /// Blobs claimed and not yet indexed, with the depth they were added with (0 for whole
+    /// blobs and for claimed blobs not yet added).
+    pending: HashMap<BlobId, u8>,
     report: PackerReport,
 }
 
@@ -195,7 +198,7 @@ impl<'r> Packer<'r> {
             durable: Vec::new(),
             fresh: 0,
             entries: 0,
-            pending: HashSet::new(),
+            pending: HashMap::new(),
             report: PackerReport::default(),
         })
     }
@@ -208,11 +211,17 @@ impl<'r> Packer<'r> {
     /// Whether the blob `id` must be stored: `false` when the repository has it or it is in
     /// flight; otherwise it is marked in flight and the caller must [`Packer::add`] it.
     pub fn claim(&mut self, id: &BlobId) -> Result<bool> {
-        if self.pending.contains(id) || self.repo.catalog.contains(id)? {
+        if self.pending.contains_key(id) || self.repo.catalog.contains(id)? {
             return Ok(false);
         }
-        self.pending.insert(*id);
+        self.pending.insert(*id, 0);
         Ok(true)
+    }
+
+    /// The depth a blob this packer stored and has not yet indexed was added with (0: whole);
+    /// `None` for any other blob (the catalog knows those).
+    pub fn pending_depth(&self, id: &BlobId) -> Option<u8> {
+        self.pending.get(id).copied()
     }
 
     /// Adds a sealed blob to the open pack; a full pack goes to the upload thread, and index
@@ -223,9 +232,12 @@ impl<'r> Packer<'r> {
         id: BlobId,
         sealed: &[u8],
         raw_len: u32,
-        base: Option<BlobId>,
+        base: Option<(BlobId, u8)>,
     ) -> Result<()> {
         self.pack.add(kind, id, sealed, raw_len, base)?;
+        if let Some((_, depth)) = base {
+            self.pending.insert(id, depth);
+        }
         if self.pack.len() >= self.pack_size {
             self.ship_pack()?;
         }

@@ -17,6 +17,7 @@
 //! id; a delta blob is decoded against its base, which is read and authenticated first (bases
 //! are never deltas, so that is one step). Damage reports name the pack.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rayon::prelude::*;
@@ -93,14 +94,60 @@ pub fn plan_runs(wanted: &[(ObjectId, u64, u64)], max_gap: u64, max_run: u64) ->
     runs
 }
 
-/// What one planned piece of a batch turned into.
-enum Piece {
-    /// A blob's plaintext, by its place in the batch.
-    Plain(usize, Vec<u8>),
-    /// A delta's sealed bytes (decoded once its base is), by its place in the batch.
-    Delta(usize, Vec<u8>),
-    /// A base's plaintext, by its place among the bases.
-    Base(usize, Vec<u8>),
+/// The sealed bytes a set of coalesced ranged reads brought back, found by (pack, offset).
+struct Fetched {
+    runs: Vec<Run>,
+    data: Vec<Result<Vec<u8>>>,
+    /// (pack, offset) of each planned piece → (run, start within the run, length).
+    at: HashMap<(ObjectId, u32), (usize, usize, usize)>,
+}
+
+impl Fetched {
+    /// The sealed bytes of the piece `len` bytes long at `offset` of `pack`.
+    fn piece(&self, pack: &ObjectId, offset: u32, len: u32) -> Result<&[u8]> {
+        let &(r, at, n) = self
+            .at
+            .get(&(*pack, offset))
+            .ok_or_else(|| Error::corrupt("read plan", "a piece was not planned"))?;
+        let bytes = match &self.data[r] {
+            Ok(b) => b,
+            // Every blob of a failed read shares its failure, of the same kind (damage stays
+            // damage, a missing pack stays missing).
+            Err(Error::Corrupt { object, reason }) => {
+                return Err(Error::corrupt(object.clone(), reason.clone()));
+            }
+            Err(Error::Missing { object }) => {
+                return Err(Error::Missing {
+                    object: object.clone(),
+                });
+            }
+            Err(e) => {
+                return Err(Error::Storage {
+                    context: format!("reading pack {}", self.runs[r].pack.to_hex()),
+                    transient: e.is_transient(),
+                    source: e.to_string().into(),
+                });
+            }
+        };
+        bytes
+            .get(at..at + n.min(len as usize))
+            .filter(|b| b.len() == len as usize)
+            .ok_or_else(|| {
+                Error::corrupt(
+                    format!("pack {}", pack.to_hex()),
+                    "a ranged read came back short",
+                )
+            })
+    }
+}
+
+/// The pieces (pack, offset, stored length) a blob's decoding needs: itself and, for a delta,
+/// every blob of its chain.
+fn pieces_of(loc: &BlobLocation, out: &mut Vec<(ObjectId, u64, u64)>) {
+    out.push((loc.pack, loc.offset as u64, loc.stored_len as u64));
+    for b in &loc.chain {
+        out.push((b.pack, b.offset as u64, b.stored_len as u64));
+    }
 }
 
 impl BlobReader {
@@ -127,107 +174,54 @@ impl BlobReader {
         if batch.len() == 1 {
             return Ok(vec![self.read(&batch[0].0, &batch[0].1)?]);
         }
-        let mut bases: Vec<DeltaBase> = Vec::new();
-        let mut base_of: Vec<Option<usize>> = vec![None; batch.len()];
-        let mut wanted: Vec<(ObjectId, u64, u64)> = Vec::with_capacity(batch.len());
-        for (i, (id, loc)) in batch.iter().enumerate() {
-            wanted.push((loc.pack, loc.offset as u64, loc.stored_len as u64));
-            if loc.kind == BlobKind::Delta {
-                let base = loc.base.ok_or_else(|| {
-                    Error::corrupt(
-                        format!("delta blob {}", id.to_hex()),
-                        "the index names no base",
-                    )
-                })?;
-                let j = match bases.iter().position(|b| b.id == base.id) {
-                    Some(j) => j,
-                    None => {
-                        bases.push(base);
-                        bases.len() - 1
-                    }
-                };
-                base_of[i] = Some(j);
-            }
-        }
-        for b in &bases {
-            wanted.push((b.pack, b.offset as u64, b.stored_len as u64));
-        }
-        let runs = plan_runs(&wanted, MAX_GAP, MAX_RUN);
-        let fetched = crate::parallel::try_map(self.connections, &runs, |run| {
-            self.backend
-                .get_range(ObjectKind::Pack, &run.pack.to_hex(), run.offset, run.len)
-        })?;
+        let fetched = self.fetch(batch, true);
         // Decoding on the rayon pool: one run often holds a whole batch.
-        let parts: Vec<(usize, usize)> = runs
-            .iter()
-            .enumerate()
-            .flat_map(|(r, run)| run.parts.iter().map(move |&p| (r, p)))
-            .collect();
-        let pieces: Vec<Piece> = parts
+        batch
             .par_iter()
-            .map(|&(r, p)| {
-                let run = &runs[r];
-                let (_, offset, len) = wanted[p];
-                let at = (offset - run.offset) as usize;
-                let stored = fetched[r].get(at..at + len as usize).ok_or_else(|| {
-                    Error::corrupt(
-                        format!("pack {}", run.pack.to_hex()),
-                        "a ranged read came back short",
-                    )
-                })?;
-                Ok(if p < batch.len() {
-                    let (id, loc) = &batch[p];
-                    if loc.kind == BlobKind::Delta {
-                        Piece::Delta(p, stored.to_vec())
-                    } else {
-                        Piece::Plain(
-                            p,
-                            codec::decode(&self.key, loc.kind, id, stored, loc.raw_len)
-                                .map_err(|e| in_pack(e, &loc.pack, ""))?,
-                        )
-                    }
-                } else {
-                    let j = p - batch.len();
-                    let b = &bases[j];
-                    Piece::Base(
-                        j,
-                        codec::decode_unhashed(&self.key, BlobKind::Data, &b.id, stored, b.raw_len)
-                            .map_err(|e| in_pack(e, &b.pack, " (a delta base)"))?,
-                    )
+            .map(|(id, loc)| {
+                let stored = fetched.piece(&loc.pack, loc.offset, loc.stored_len)?;
+                self.decode_with(id, loc, stored, &|b| {
+                    fetched.piece(&b.pack, b.offset, b.stored_len)
                 })
             })
-            .collect::<Result<_>>()?;
-        drop(fetched);
-        let mut plain: Vec<Option<Vec<u8>>> = vec![None; batch.len()];
-        let mut deltas: Vec<(usize, Vec<u8>)> = Vec::new();
-        let mut base_plain: Vec<Option<Vec<u8>>> = vec![None; bases.len()];
-        for piece in pieces {
-            match piece {
-                Piece::Plain(i, v) => plain[i] = Some(v),
-                Piece::Delta(i, v) => deltas.push((i, v)),
-                Piece::Base(j, v) => base_plain[j] = Some(v),
+            .collect()
+    }
+
+    /// Plans and makes the coalesced ranged reads of what decoding `batch` needs, `parallel`ly
+    /// ([`BlobReader::connections`] at a time) or one after the other.
+    fn fetch(&self, batch: &[(BlobId, BlobLocation)], parallel: bool) -> Fetched {
+        let mut wanted = Vec::with_capacity(batch.len());
+        for (_, loc) in batch {
+            pieces_of(loc, &mut wanted);
+        }
+        self.fetch_pieces(&wanted, parallel)
+    }
+
+    /// Plans and makes the coalesced ranged reads of `wanted` (pack, offset, length) pieces.
+    fn fetch_pieces(&self, wanted: &[(ObjectId, u64, u64)], parallel: bool) -> Fetched {
+        let runs = plan_runs(wanted, MAX_GAP, MAX_RUN);
+        let get = |run: &Run| {
+            self.backend
+                .get_range(ObjectKind::Pack, &run.pack.to_hex(), run.offset, run.len)
+        };
+        let data: Vec<Result<Vec<u8>>> = if parallel && runs.len() > 1 {
+            // Every run gets its own result: a failed read fails only the blobs it holds.
+            crate::parallel::try_map(self.connections, &runs, |run| Ok(get(run)))
+                .unwrap_or_else(|_| runs.iter().map(get).collect())
+        } else {
+            runs.iter().map(get).collect()
+        };
+        let mut at = HashMap::with_capacity(wanted.len());
+        for (r, run) in runs.iter().enumerate() {
+            for &p in &run.parts {
+                let (pack, offset, len) = wanted[p];
+                at.insert(
+                    (pack, offset as u32),
+                    (r, (offset - run.offset) as usize, len as usize),
+                );
             }
         }
-        let decoded: Vec<(usize, Vec<u8>)> = deltas
-            .par_iter()
-            .map(|(i, stored)| {
-                let (id, loc) = &batch[*i];
-                let j = base_of[*i].ok_or_else(|| Error::corrupt("delta", "no base planned"))?;
-                let bp = base_plain[j]
-                    .as_deref()
-                    .ok_or_else(|| Error::corrupt("delta base", "not read"))?;
-                codec::decode_delta(&self.key, id, stored, loc.raw_len, &bases[j].id, bp)
-                    .map(|v| (*i, v))
-                    .map_err(|e| in_pack(e, &loc.pack, ""))
-            })
-            .collect::<Result<_>>()?;
-        for (i, v) in decoded {
-            plain[i] = Some(v);
-        }
-        plain
-            .into_iter()
-            .map(|p| p.ok_or_else(|| Error::corrupt("blob", "not read")))
-            .collect()
+        Fetched { runs, data, at }
     }
 
     /// The master key (for ids of plaintext: verifying restored files).
@@ -254,71 +248,113 @@ impl BlobReader {
     }
 
     /// Decodes the sealed bytes of a blob whose location is known (read already, e.g. as part
-    /// of a whole pack); a delta's base is read from the storage.
+    /// of a whole pack); a delta's chain is read from the storage.
     pub fn decode(&self, id: &BlobId, loc: &BlobLocation, stored: &[u8]) -> Result<Vec<u8>> {
         if loc.kind != BlobKind::Delta {
             return codec::decode(&self.key, loc.kind, id, stored, loc.raw_len)
                 .map_err(|e| in_pack(e, &loc.pack, ""));
         }
-        let base = loc.base.as_ref().ok_or_else(|| {
-            Error::corrupt(
-                format!("delta blob {}", id.to_hex()),
-                "the index names no base",
-            )
-        })?;
-        let base_plain = self.read_base(base)?;
-        codec::decode_delta(&self.key, id, stored, loc.raw_len, &base.id, &base_plain)
-            .map_err(|e| in_pack(e, &loc.pack, ""))
+        let mut wanted = Vec::with_capacity(loc.chain.len());
+        for b in &loc.chain {
+            wanted.push((b.pack, b.offset as u64, b.stored_len as u64));
+        }
+        let fetched = self.fetch_pieces(&wanted, true);
+        self.decode_with(id, loc, stored, &|b| {
+            fetched.piece(&b.pack, b.offset, b.stored_len)
+        })
     }
 
-    /// Reads and decodes a delta's base (always a plain data blob), authenticated but not
-    /// hashed: the delta's own id check covers it (see [`codec::decode_unhashed`]).
-    pub fn read_base(&self, base: &DeltaBase) -> Result<Vec<u8>> {
-        let stored = self.range(&base.pack, base.offset, base.stored_len)?;
-        codec::decode_unhashed(&self.key, BlobKind::Data, &base.id, &stored, base.raw_len)
-            .map_err(|e| in_pack(e, &base.pack, " (a delta base)"))
-    }
-
-    /// Reads and decodes several delta bases with coalesced ranged reads (one request per run
-    /// of neighbouring bases, [`plan_runs`]), one after the other on the calling thread: a
-    /// backup reads the bases of the changed chunks it has queued, which follow each other in
-    /// the packs of the previous version. Each base gets its own result (a base that cannot be
-    /// read only means its chunk is stored whole), in the order given.
-    pub fn read_bases(&self, bases: &[DeltaBase]) -> Vec<Result<Vec<u8>>> {
-        let wanted: Vec<(ObjectId, u64, u64)> = bases
-            .iter()
-            .map(|b| (b.pack, b.offset as u64, b.stored_len as u64))
-            .collect();
-        let mut out: Vec<Option<Result<Vec<u8>>>> = (0..bases.len()).map(|_| None).collect();
-        for run in plan_runs(&wanted, MAX_GAP, MAX_RUN) {
-            let fetched =
-                self.backend
-                    .get_range(ObjectKind::Pack, &run.pack.to_hex(), run.offset, run.len);
-            for &p in &run.parts {
-                let b = &bases[p];
-                let at = (b.offset as u64 - run.offset) as usize;
-                let piece = match &fetched {
-                    Ok(bytes) => bytes.get(at..at + b.stored_len as usize).ok_or_else(|| {
-                        Error::corrupt(
-                            format!("pack {}", run.pack.to_hex()),
-                            "a ranged read came back short",
-                        )
-                    }),
-                    // Every base of the run shares the one failure.
-                    Err(e) => Err(Error::Storage {
-                        context: format!("reading delta bases of pack {}", run.pack.to_hex()),
-                        transient: e.is_transient(),
-                        source: e.to_string().into(),
-                    }),
-                };
-                out[p] = Some(piece.and_then(|stored| {
-                    codec::decode_unhashed(&self.key, BlobKind::Data, &b.id, stored, b.raw_len)
-                        .map_err(|e| in_pack(e, &b.pack, " (a delta base)"))
-                }));
+    /// Decodes blob `id` from its sealed bytes `stored`, a delta through its whole chain, whose
+    /// sealed bytes `member` gives: the root is decoded whole, every delta above it is opened
+    /// (authenticated, its script inflated), the scripts are composed into one pass over the
+    /// root ([`crate::format::chain`]), and the result is checked against the blob's id (the
+    /// chain's blobs are authenticated; the id check covers their bytes too).
+    fn decode_with<'f>(
+        &self,
+        id: &BlobId,
+        loc: &BlobLocation,
+        stored: &'f [u8],
+        member: &dyn Fn(&DeltaBase) -> Result<&'f [u8]>,
+    ) -> Result<Vec<u8>> {
+        if loc.kind != BlobKind::Delta {
+            return codec::decode(&self.key, loc.kind, id, stored, loc.raw_len)
+                .map_err(|e| in_pack(e, &loc.pack, ""));
+        }
+        let what = || format!("delta blob {}", id.to_hex());
+        let root = loc
+            .root()
+            .ok_or_else(|| Error::corrupt(what(), "the index names no base"))?;
+        if root.kind != BlobKind::Data {
+            return Err(Error::corrupt(
+                what(),
+                "its chain does not end in a data blob",
+            ));
+        }
+        let mut plain = codec::decode_unhashed(
+            &self.key,
+            BlobKind::Data,
+            &root.id,
+            member(root)?,
+            root.raw_len,
+        )
+        .map_err(|e| in_pack(e, &root.pack, " (a delta base)"))?;
+        // From just above the root up to the blob itself: (id, sealed, raw length, base id).
+        let n = loc.chain.len();
+        let mut levels: Vec<(BlobId, &[u8], u32, BlobId, ObjectId)> = Vec::with_capacity(n);
+        for i in (0..n - 1).rev() {
+            let b = &loc.chain[i];
+            levels.push((b.id, member(b)?, b.raw_len, loc.chain[i + 1].id, b.pack));
+        }
+        levels.push((*id, stored, loc.raw_len, loc.chain[0].id, loc.pack));
+        let mut scripts: Vec<(Vec<u8>, usize)> = Vec::with_capacity(levels.len());
+        for (lid, sealed, raw_len, base_id, pack) in levels {
+            match codec::open_delta(&self.key, &lid, sealed, raw_len, &base_id)
+                .map_err(|e| in_pack(e, &pack, ""))?
+            {
+                codec::DeltaPayload::Script(s) => scripts.push((s, raw_len as usize)),
+                codec::DeltaPayload::Prefix(frame) => {
+                    // The first delta encoding cannot be composed: materialise what is below.
+                    plain = self.compose(id, &plain, &scripts)?;
+                    scripts.clear();
+                    plain = codec::apply_prefix(&lid, &frame, raw_len, &plain)
+                        .map_err(|e| in_pack(e, &pack, ""))?;
+                }
             }
         }
-        out.into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Error::corrupt("delta base", "not read"))))
+        if !scripts.is_empty() {
+            plain = self.compose(id, &plain, &scripts)?;
+        }
+        codec::check_decoded(&self.key, id, &plain, loc.raw_len)
+            .map_err(|e| in_pack(e, &loc.pack, ""))?;
+        Ok(plain)
+    }
+
+    fn compose(&self, id: &BlobId, root: &[u8], scripts: &[(Vec<u8>, usize)]) -> Result<Vec<u8>> {
+        let refs: Vec<(&[u8], usize)> = scripts.iter().map(|(s, n)| (&s[..], *n)).collect();
+        crate::format::chain::apply_chain(root, &refs).map_err(|e| {
+            Error::corrupt(
+                format!("delta blob {}", id.to_hex()),
+                format!("bad copy script in its chain: {e}"),
+            )
+        })
+    }
+
+    /// Reads and decodes the blobs a backup's deltas are made against, with coalesced ranged
+    /// reads (one request per run of neighbouring blobs, [`plan_runs`]), one after the other on
+    /// the calling thread: a backup reads the bases of the changed chunks it has queued, which
+    /// follow each other in the packs of the previous version, as do the blobs of their
+    /// chains. Each gets its own result (a base that cannot be read only means its chunk is
+    /// stored whole), in the order given.
+    pub fn read_bases(&self, bases: &[(BlobId, BlobLocation)]) -> Vec<Result<Vec<u8>>> {
+        let fetched = self.fetch(bases, false);
+        bases
+            .iter()
+            .map(|(id, loc)| {
+                let stored = fetched.piece(&loc.pack, loc.offset, loc.stored_len)?;
+                self.decode_with(id, loc, stored, &|b| {
+                    fetched.piece(&b.pack, b.offset, b.stored_len)
+                })
+            })
             .collect()
     }
 

@@ -179,8 +179,15 @@ where
         }
         for c in &node.content {
             (self.visit)(&c.0)?;
-            if let Some(base) = self.repo.catalog().delta_base(&c.0)? {
+            // A delta needs its whole chain, down to the whole blob at its root. The walk is
+            // bounded: the catalog keeps only chains whose recorded depths descend.
+            let mut at = c.0;
+            for _ in 0..crate::format::MAX_CHAIN_DEPTH {
+                let Some(base) = self.repo.catalog().delta_base(&at)? else {
+                    break;
+                };
                 (self.visit)(&base)?;
+                at = base;
             }
         }
         Ok(())

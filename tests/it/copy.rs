@@ -299,10 +299,11 @@ fn deltas_are_copied_with_their_bases() {
     }
 }
 
-/// Bases are never deltas: when the target holds a copied delta's base as a delta itself (its
-/// own backups stored that chunk so), the copied chunk is stored whole, and restores exactly.
+/// Chains across a copy: when the target holds a copied delta's base as a delta itself (its
+/// own backups stored that chunk so), the copied delta is chained on it one deeper than the
+/// target's copy (not the source's depth), and restores exactly.
 #[test]
-fn a_delta_whose_base_is_a_delta_in_the_target_is_stored_whole() {
+fn a_delta_whose_base_is_a_delta_in_the_target_is_chained_on_it() {
     let days = three_days();
     let src = Env::new();
     init(&src, &CHUNKS);
@@ -323,14 +324,27 @@ fn a_delta_whose_base_is_a_delta_in_the_target_is_stored_whole() {
     let c = copy_of(&dst, &s2);
     assert!(dst.restore_stdout(&c, None) == days[2], "day 2 differs");
     check_read_data(&dst, "check after copying deltas on deltas");
-    // Every delta's base is a data blob.
+    // Some copied delta has a target delta as base, and every delta is one deeper than its base.
     let all = deltas(&dst);
-    for (d, b) in &all {
-        assert!(
-            !all.iter().any(|(x, _)| x == b),
-            "delta {d} has the delta {b} as base"
-        );
-    }
+    assert!(
+        all.iter().any(|(_, b)| all.iter().any(|(x, _)| x == b)),
+        "no delta was chained on a delta of the target"
+    );
+    let path = harness::all_files(&dst.cache)
+        .into_iter()
+        .filter(|p| p.file_name().unwrap() == "catalog.sqlite")
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .expect("no catalog");
+    let off: i64 = rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM blobs d JOIN blobs b ON b.id = d.base
+             WHERE d.kind = 2 AND d.depth != b.depth + 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(off, 0, "a delta not one deeper than its base in the target");
 }
 
 /// A target made with `--copy-chunker-params-from` ids and cuts like the source: after a copy,

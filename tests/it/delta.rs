@@ -256,17 +256,27 @@ fn changed_dumps_are_stored_as_deltas_and_restore_exactly() {
     for (d, (id, dump)) in ids.iter().zip(&days).enumerate() {
         assert_restores(&env, id, dump, &format!("day {d}"));
     }
-    // Bases are plain data blobs: a day-2 delta never names a day-1 delta as its base.
+    // Chains: a day-2 delta is made against the day-1 version, itself a delta, one deeper;
+    // every delta is exactly one deeper than its base.
     let c = catalog(&env);
     let chained: i64 = c
         .query_row(
             "SELECT count(*) FROM blobs d JOIN blobs b ON b.id = d.base
-             WHERE d.kind = 2 AND b.kind != 0",
+             WHERE d.kind = 2 AND b.kind = 2 AND d.depth = 2",
             [],
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(chained, 0, "a delta's base is itself a delta");
+    assert!(chained >= 3, "{chained} day-2 deltas against day-1 deltas");
+    let off: i64 = c
+        .query_row(
+            "SELECT count(*) FROM blobs d JOIN blobs b ON b.id = d.base
+             WHERE d.kind = 2 AND d.depth != b.depth + 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(off, 0, "a delta not one deeper than its base");
     check_clean(&env, "check --read-data of three days of deltas");
 }
 
@@ -593,7 +603,7 @@ fn a_version_1_repository_gets_no_deltas() {
     {
         let repo = open();
         let mut config = repo.config().clone();
-        assert_eq!(config.version, 2, "a new repository is version 2");
+        assert_eq!(config.version, 3, "a new repository is version 3");
         config.version = 1;
         LocalBackend::new(&env.repo)
             .put(

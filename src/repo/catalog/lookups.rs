@@ -82,47 +82,67 @@ impl Catalog {
         sql("lookup", st.exists([&id.0[..]]))
     }
 
-    /// Where a blob is stored; for a delta blob, also where its base is. A delta whose base is
-    /// not indexed is reported as damage (a prune keeps bases alive, so it means a lost pack).
+    /// Where a blob is stored; for a delta blob, also where every blob of its chain is (see
+    /// [`BlobLocation::chain`]). A delta whose chain cannot be followed is reported as damage:
+    /// a base that is not indexed (prune keeps bases alive, so it means a lost pack), a base
+    /// that is a tree, or a chain whose recorded depths do not descend (which also refuses
+    /// cycles) or that runs deeper than [`crate::format::MAX_CHAIN_DEPTH`].
     pub fn locate(&self, id: &BlobId) -> Result<Option<BlobLocation>> {
-        let Some((mut loc, base_id)) = self.blob_row(id)? else {
+        let Some((mut loc, mut next)) = self.blob_row(id)? else {
             return Ok(None);
         };
-        if let Some(base_id) = base_id {
-            let what = || format!("delta blob {}", id.to_hex());
-            let base = match self.blob_row(&base_id)? {
-                Some((b, _)) if b.kind == BlobKind::Data => b,
-                Some(_) => {
-                    return Err(Error::corrupt(
-                        what(),
-                        format!("its base {} is not a data blob", base_id.to_hex()),
-                    ));
-                }
-                None if self.lost_pack_of(&base_id)?.is_some() => {
+        let what = || format!("delta blob {}", id.to_hex());
+        let mut depth = loc.depth;
+        let mut of = *id;
+        while let Some(base_id) = next {
+            let Some((b, base_next)) = self.blob_row(&base_id)? else {
+                if self.lost_pack_of(&base_id)?.is_some() {
                     return Err(self.missing_blob(
                         &base_id,
-                        &format!(", the base of delta blob {}", id.to_hex()),
+                        &format!(", in the delta chain of blob {}", id.to_hex()),
                     ));
                 }
-                None => {
-                    return Err(Error::corrupt(
-                        what(),
-                        format!("its base blob {} is not in the index", base_id.to_hex()),
-                    ));
-                }
+                return Err(Error::corrupt(
+                    what(),
+                    format!(
+                        "the base {} of {} is not in the index",
+                        base_id.to_hex(),
+                        of.to_hex()
+                    ),
+                ));
             };
-            loc.base = Some(DeltaBase::at(base_id, &base));
+            if b.kind == BlobKind::Tree {
+                return Err(Error::corrupt(
+                    what(),
+                    format!("its chain holds tree blob {}", base_id.to_hex()),
+                ));
+            }
+            if b.depth >= depth || loc.chain.len() >= crate::format::MAX_CHAIN_DEPTH as usize {
+                return Err(Error::corrupt(
+                    what(),
+                    format!(
+                        "its delta chain does not descend to a whole blob (base {} of depth {} under depth {depth})",
+                        base_id.to_hex(),
+                        b.depth
+                    ),
+                ));
+            }
+            depth = b.depth;
+            of = base_id;
+            loc.chain.push(DeltaBase::at(base_id, &b));
+            next = base_next;
         }
         Ok(Some(loc))
     }
 
-    /// Delta blobs whose base is not indexed or is not a data blob: (delta, base, problem).
+    /// Delta blobs whose base is not indexed, is a tree, or is a delta at least as deep:
+    /// (delta, base, problem).
     pub fn broken_deltas(&self) -> Result<Vec<(BlobId, BlobId, String)>> {
         let mut st = sql(
             "prepare",
             self.conn.prepare(
                 "SELECT b.id, b.base, bb.kind FROM blobs b LEFT JOIN blobs bb ON bb.id = b.base
-                 WHERE b.kind = 2 AND (bb.id IS NULL OR bb.kind != 0)",
+                 WHERE b.kind = 2 AND (bb.id IS NULL OR bb.kind = 1 OR bb.depth >= b.depth)",
             ),
         )?;
         let rows = sql(
@@ -141,7 +161,11 @@ impl Catalog {
             let base = BlobId::from_slice(&base.unwrap_or_default()).unwrap_or(BlobId([0; 32]));
             let problem = match kind {
                 None => format!("its delta base {} is not in any index", base.to_hex()),
-                Some(_) => format!("its delta base {} is not a data blob", base.to_hex()),
+                Some(1) => format!("its delta base {} is a tree blob", base.to_hex()),
+                Some(_) => format!(
+                    "its delta base {} is a delta at least as deep (a chain must descend)",
+                    base.to_hex()
+                ),
             };
             out.push((BlobId::from_slice(&id)?, base, problem));
         }
@@ -158,12 +182,12 @@ impl Catalog {
         let mut st = sql(
             "prepare",
             self.conn.prepare_cached(
-                "SELECT b.kind, p.id, b.offset, b.stored_len, b.raw_len, b.base FROM blobs b
+                "SELECT b.kind, p.id, b.offset, b.stored_len, b.raw_len, b.base, b.depth FROM blobs b
                  JOIN packs p ON p.rowid = b.pack WHERE b.id = ?1",
             ),
         )?;
         let row = sql("lookup", st.query_row([&id.0[..]], blob_row).optional())?;
-        let Some((k, pack, offset, stored_len, raw_len, base)) = row else {
+        let Some((k, pack, offset, stored_len, raw_len, base, depth)) = row else {
             return Ok(None);
         };
         let kind = blob_kind(k)?;
@@ -173,7 +197,8 @@ impl Catalog {
             offset,
             stored_len,
             raw_len,
-            base: None,
+            depth,
+            chain: Vec::new(),
         };
         Ok(Some((loc, base_id(kind, base)?)))
     }
@@ -225,14 +250,14 @@ impl Catalog {
         let mut st = sql(
             "prepare",
             self.conn.prepare_cached(
-                "SELECT b.kind, b.id, b.offset, b.stored_len, b.raw_len, b.base FROM blobs b
+                "SELECT b.kind, b.id, b.offset, b.stored_len, b.raw_len, b.base, b.depth FROM blobs b
                  JOIN packs p ON p.rowid = b.pack WHERE p.id = ?1 ORDER BY b.offset",
             ),
         )?;
         let rows = sql("pack entries", st.query_map([&pack.0[..]], blob_row))?;
         let mut out = Vec::new();
         for row in rows {
-            let (k, id, offset, stored_len, raw_len, base) = sql("pack entries", row)?;
+            let (k, id, offset, stored_len, raw_len, base, depth) = sql("pack entries", row)?;
             let kind = blob_kind(k)?;
             out.push(PackEntry {
                 kind,
@@ -241,6 +266,7 @@ impl Catalog {
                 stored_len,
                 raw_len,
                 base: base_id(kind, base)?,
+                depth,
             });
         }
         Ok(out)

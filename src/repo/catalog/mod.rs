@@ -42,10 +42,10 @@ mod writes;
 pub use blob_set::DiskBlobSet;
 
 /// Bump when the tables change; an older catalog is then rebuilt.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Where a blob is stored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlobLocation {
     /// Data or tree.
     pub kind: BlobKind,
@@ -57,15 +57,33 @@ pub struct BlobLocation {
     pub stored_len: u32,
     /// Plaintext length.
     pub raw_len: u32,
-    /// For a delta blob, its base: a data blob, and where that is stored.
-    pub base: Option<DeltaBase>,
+    /// For a delta blob, its depth (1 when its base is a whole data blob); 0 otherwise.
+    pub depth: u8,
+    /// For a delta blob, its chain: its base first, then the base's base, and so on down to
+    /// the whole data blob at the root (last), each with where it is stored; empty otherwise.
+    pub chain: Vec<DeltaBase>,
 }
 
-/// Where a delta blob's base is stored (the base is always a plain data blob).
+impl BlobLocation {
+    /// A delta's base (the blob its copy script copies from).
+    pub fn base(&self) -> Option<&DeltaBase> {
+        self.chain.first()
+    }
+
+    /// The whole data blob a delta's chain starts from.
+    pub fn root(&self) -> Option<&DeltaBase> {
+        self.chain.last()
+    }
+}
+
+/// Where one blob of a delta chain is stored: a delta (decoded against the next one of the
+/// chain) or, at the root, a whole data blob.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeltaBase {
     /// The base blob's id.
     pub id: BlobId,
+    /// Data (the root) or delta.
+    pub kind: BlobKind,
     /// The pack that holds it.
     pub pack: ObjectId,
     /// Offset within the pack.
@@ -77,10 +95,25 @@ pub struct DeltaBase {
 }
 
 impl DeltaBase {
+    /// Where this blob is, as a location of its own; a delta's chain below it is not known
+    /// here (empty), so only a whole data blob's location is complete.
+    pub fn location(&self) -> BlobLocation {
+        BlobLocation {
+            kind: self.kind,
+            pack: self.pack,
+            offset: self.offset,
+            stored_len: self.stored_len,
+            raw_len: self.raw_len,
+            depth: 0,
+            chain: Vec::new(),
+        }
+    }
+
     /// The base `id`, stored where `loc` says.
     pub fn at(id: BlobId, loc: &BlobLocation) -> Self {
         DeltaBase {
             id,
+            kind: loc.kind,
             pack: loc.pack,
             offset: loc.offset,
             stored_len: loc.stored_len,
@@ -115,7 +148,7 @@ CREATE TABLE IF NOT EXISTS packs (
 CREATE TABLE IF NOT EXISTS blobs (
     id BLOB PRIMARY KEY, kind INTEGER NOT NULL, pack INTEGER NOT NULL,
     offset INTEGER NOT NULL, stored_len INTEGER NOT NULL, raw_len INTEGER NOT NULL,
-    base BLOB) WITHOUT ROWID;
+    base BLOB, depth INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS blobs_by_pack ON blobs (pack);
 CREATE TABLE IF NOT EXISTS index_objects (name TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS verified (pack BLOB PRIMARY KEY, at INTEGER NOT NULL) WITHOUT ROWID;
@@ -150,8 +183,8 @@ pub struct PackRecord {
     pub verified_at: Option<i64>,
 }
 
-/// (kind, id or pack id, offset, stored_len, raw_len, base id) of a blob row.
-type BlobRow = (u8, Vec<u8>, u32, u32, u32, Option<Vec<u8>>);
+/// (kind, id or pack id, offset, stored_len, raw_len, base id, depth) of a blob row.
+type BlobRow = (u8, Vec<u8>, u32, u32, u32, Option<Vec<u8>>, u8);
 
 fn blob_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlobRow> {
     Ok((
@@ -161,6 +194,7 @@ fn blob_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlobRow> {
         r.get(3)?,
         r.get(4)?,
         r.get(5)?,
+        r.get(6)?,
     ))
 }
 
@@ -260,8 +294,10 @@ impl Catalog {
             // knew no delta blobs), so adding the column upgrades them and keeps the ledger.
             // Version 4 lacked the absent-pack and seen-snapshot tables, which SCHEMA just
             // created empty (nothing recorded absent yet: the next listing of packs does it).
-            (Some(v), Some(r)) if (v == "2" || v == "3" || v == "4") && r == repo_id => {
-                let add_base = if v == "4" {
+            // Versions 2 to 5 lack the depth column: the builds that wrote them knew only
+            // deltas against whole blobs, which are depth 1.
+            (Some(v), Some(r)) if ["2", "3", "4", "5"].contains(&v.as_str()) && r == repo_id => {
+                let add_base = if v == "4" || v == "5" {
                     ""
                 } else {
                     "ALTER TABLE blobs ADD COLUMN base BLOB;"
@@ -270,6 +306,8 @@ impl Catalog {
                     "upgrade",
                     conn.execute_batch(&format!(
                         "BEGIN; {add_base}
+                         ALTER TABLE blobs ADD COLUMN depth INTEGER NOT NULL DEFAULT 0;
+                         UPDATE blobs SET depth = 1 WHERE kind = 2;
                          UPDATE meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';
                          COMMIT;"
                     )),
@@ -340,6 +378,7 @@ mod tests {
             stored_len: 10,
             raw_len: 20,
             base: None,
+            depth: 0,
         }
     }
 
@@ -385,8 +424,11 @@ mod tests {
             [],
         )
         .unwrap();
-        conn.execute("INSERT INTO blobs VALUES (x'00', 0, 1, 0, 0, 0, NULL)", [])
-            .unwrap();
+        conn.execute(
+            "INSERT INTO blobs VALUES (x'00', 0, 1, 0, 0, 0, NULL, 0)",
+            [],
+        )
+        .unwrap();
         drop(conn);
         let mut c = Catalog::open(t.path(), "repo-a").unwrap();
         assert_eq!(c.counts().unwrap(), (0, 0), "old catalog must be discarded");
@@ -444,6 +486,11 @@ mod tests {
             stored_len: 10,
             raw_len: 20,
             base: base.map(|x| BlobId([x; 32])),
+            depth: u8::from(kind == BlobKind::Delta),
+        };
+        let chained = |b: u8, offset, base: u8, depth| PackEntry {
+            depth,
+            ..blob(BlobKind::Delta, b, offset, Some(base))
         };
         let put = |pack: u8, entries: Vec<PackEntry>| {
             let (name, bytes) = index::encode(
@@ -460,7 +507,8 @@ mod tests {
                 .unwrap();
         };
         // Pack 1: delta 10 on base 20 (not indexed yet), delta 11 on the tree 12, delta 13 on
-        // delta 10 (bases are never deltas).
+        // delta 10 at the same depth (a chain must descend), delta 14 on delta 10 one deeper
+        // (a chain), delta 15 and 16 on each other (a cycle, however deep they say they are).
         put(
             1,
             vec![
@@ -468,6 +516,9 @@ mod tests {
                 blob(BlobKind::Delta, 11, 10, Some(12)),
                 blob(BlobKind::Tree, 12, 20, None),
                 blob(BlobKind::Delta, 13, 30, Some(10)),
+                chained(14, 40, 10, 2),
+                chained(15, 50, 16, 3),
+                chained(16, 60, 15, 4),
             ],
         );
         let mut c = Catalog::open(t.path(), "repo-d").unwrap();
@@ -490,22 +541,37 @@ mod tests {
                     20,
                     format!("its delta base {} is not in any index", hex(20))
                 ),
-                (
-                    11,
-                    12,
-                    format!("its delta base {} is not a data blob", hex(12))
-                ),
+                (11, 12, format!("its delta base {} is a tree blob", hex(12))),
                 (
                     13,
                     10,
-                    format!("its delta base {} is not a data blob", hex(10))
+                    format!(
+                        "its delta base {} is a delta at least as deep (a chain must descend)",
+                        hex(10)
+                    )
+                ),
+                (
+                    15,
+                    16,
+                    format!(
+                        "its delta base {} is a delta at least as deep (a chain must descend)",
+                        hex(16)
+                    )
                 ),
             ]
         );
-        for (d, b) in [(10, 20), (11, 12), (13, 10)] {
+        // (delta, the blob its error names, its own base)
+        for (d, named, b) in [
+            (10, 20, 20),
+            (11, 12, 12),
+            (13, 10, 10),
+            (14, 20, 10),
+            (15, 16, 16),
+            (16, 16, 15),
+        ] {
             let err = c.locate(&BlobId([d; 32])).unwrap_err();
             assert!(matches!(err, Error::Corrupt { .. }), "{err}");
-            assert!(err.to_string().contains(&hex(b)), "{err}");
+            assert!(err.to_string().contains(&hex(named)), "{err}");
             // The raw row still names the base, for check and prune.
             assert_eq!(
                 c.delta_base(&BlobId([d; 32])).unwrap(),
@@ -519,23 +585,47 @@ mod tests {
         // locate says where its base is.
         put(2, vec![blob(BlobKind::Data, 20, 40, None)]);
         c.sync(&backend, &key, 4).unwrap();
-        assert_eq!(broken(&c).iter().map(|b| b.0).collect::<Vec<_>>(), [11, 13]);
+        assert_eq!(
+            broken(&c).iter().map(|b| b.0).collect::<Vec<_>>(),
+            [11, 13, 15]
+        );
         let loc = c.locate(&BlobId([10; 32])).unwrap().unwrap();
         assert_eq!(
-            (loc.kind, loc.pack, loc.offset),
-            (BlobKind::Delta, ObjectId([1; 32]), 0)
+            (loc.kind, loc.pack, loc.offset, loc.depth),
+            (BlobKind::Delta, ObjectId([1; 32]), 0, 1)
         );
+        let base20 = DeltaBase {
+            id: BlobId([20; 32]),
+            kind: BlobKind::Data,
+            pack: ObjectId([2; 32]),
+            offset: 40,
+            stored_len: 10,
+            raw_len: 20,
+        };
+        assert_eq!(loc.chain, [base20]);
+        assert!(
+            c.locate(&BlobId([20; 32]))
+                .unwrap()
+                .unwrap()
+                .chain
+                .is_empty()
+        );
+        // A chain: 14 on 10 on 20, listed down to the root.
+        let loc = c.locate(&BlobId([14; 32])).unwrap().unwrap();
+        assert_eq!(loc.depth, 2);
         assert_eq!(
-            loc.base,
-            Some(DeltaBase {
-                id: BlobId([20; 32]),
-                pack: ObjectId([2; 32]),
-                offset: 40,
-                stored_len: 10,
-                raw_len: 20,
-            })
+            loc.chain
+                .iter()
+                .map(|b| (b.id.0[0], b.kind))
+                .collect::<Vec<_>>(),
+            [(10, BlobKind::Delta), (20, BlobKind::Data)]
         );
-        assert_eq!(c.locate(&BlobId([20; 32])).unwrap().unwrap().base, None);
+        assert_eq!(loc.root(), Some(&base20));
+        // The cycle stays refused.
+        for d in [15, 16] {
+            let err = c.locate(&BlobId([d; 32])).unwrap_err();
+            assert!(err.to_string().contains("does not descend"), "{err}");
+        }
         // Pack entries keep the base, as the index object has it.
         let entries = c.pack_entries(&ObjectId([1; 32])).unwrap();
         assert_eq!(entries[0].base, Some(BlobId([20; 32])));
@@ -608,18 +698,24 @@ mod tests {
                 stored_len: 10,
                 raw_len: 20,
                 base: base.map(|b| BlobId([b; 32])),
+                depth: u8::from(base.is_some()),
             }],
         };
         let delta20 = copy(BlobKind::Delta, 1, Some(20));
         let whole = copy(BlobKind::Data, 2, None);
         let delta5 = copy(BlobKind::Delta, 3, Some(5));
-        let orders: [&[&IndexedPack]; 6] = [
+        // Deeper in a chain, with the smallest base of all: depth decides first.
+        let mut deep2 = copy(BlobKind::Delta, 4, Some(2));
+        deep2.entries[0].depth = 3;
+        let orders: [&[&IndexedPack]; 8] = [
             &[&delta20, &whole],
             &[&whole, &delta20],
             &[&delta20, &delta5],
             &[&delta5, &delta20],
             &[&delta20, &delta5, &whole],
             &[&delta5, &whole, &delta20],
+            &[&deep2, &delta20],
+            &[&delta20, &deep2],
         ];
         let mut chosen = Vec::new();
         for (n, order) in orders.iter().enumerate() {
@@ -633,6 +729,7 @@ mod tests {
         }
         let whole_copy = (BlobKind::Data, 2, None);
         let smaller_base = (BlobKind::Delta, 3, Some(5));
+        let shallower = (BlobKind::Delta, 1, Some(20));
         assert_eq!(
             chosen,
             [
@@ -641,7 +738,9 @@ mod tests {
                 smaller_base,
                 smaller_base,
                 whole_copy,
-                whole_copy
+                whole_copy,
+                shallower,
+                shallower
             ]
         );
     }

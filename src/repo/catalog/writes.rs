@@ -102,18 +102,24 @@ impl Catalog {
                 "prepare",
                 tx.prepare_cached("SELECT rowid FROM packs WHERE id = ?1"),
             )?;
-            // A blob stored twice (two backups at once) keeps one row, chosen by what the
-            // copies are, never by the order index objects load in: a whole copy over a delta
-            // (it needs no base), among deltas the one with the smallest base id. Prune keeps
-            // the bases of the rows it sees; a later catalog must use the same copies.
+            // A blob stored twice (two backups at once, a re-rooting prune) keeps one row,
+            // chosen by what the copies are, never by the order index objects load in: the
+            // shallowest copy (a whole one, depth 0, needs no base), among deltas of one depth
+            // the one with the smallest base id. Taking the shallowest is what keeps chains
+            // acyclic: a delta of depth d was written against a base that had a copy of depth
+            // d - 1, so the copy kept of that base is shallower than d (docs/design.md, "Delta
+            // chains"). Prune keeps the bases of the rows it sees; a later catalog must use the
+            // same copies.
             let mut ins_blob = sql(
                 "prepare",
                 tx.prepare_cached(
-                    "INSERT INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                    "INSERT INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, pack = excluded.pack,
                          offset = excluded.offset, stored_len = excluded.stored_len,
-                         raw_len = excluded.raw_len, base = excluded.base
-                     WHERE blobs.kind = 2 AND (excluded.kind != 2 OR excluded.base < blobs.base)",
+                         raw_len = excluded.raw_len, base = excluded.base, depth = excluded.depth
+                     WHERE excluded.depth < blobs.depth
+                        OR (excluded.depth = blobs.depth AND blobs.kind = 2
+                            AND excluded.base < blobs.base)",
                 ),
             )?;
             let mut absent = sql(
@@ -164,7 +170,8 @@ impl Catalog {
                             e.offset,
                             e.stored_len,
                             e.raw_len,
-                            e.base.as_ref().map(|b| &b.0[..])
+                            e.base.as_ref().map(|b| &b.0[..]),
+                            e.depth
                         ]),
                     )?;
                 }
