@@ -37,6 +37,11 @@ use crate::repo::catalog::DiskBlobSet;
 /// Default for `--max-unused`: a pack is repacked when more than this share of it is unused.
 pub const DEFAULT_MAX_UNUSED: f64 = 0.10;
 
+/// A delta a kept snapshot names is stored whole again (re-rooted) when the part of its chain
+/// that no kept snapshot names itself holds at least this many times what the delta would take
+/// stored whole: then storing it whole lets prune free that part (docs/design.md §14).
+pub const REROOT_FACTOR: f64 = 1.25;
+
 /// Sealing overhead of a pack header (nonce and tag) plus the trailer.
 const PACK_OVERHEAD: u64 = 24 + 16 + PACK_TRAILER_LEN as u64;
 
@@ -65,6 +70,13 @@ pub struct PruneSummary {
     pub repack_copy_bytes: u64,
     /// Unused bytes left in packs under the threshold.
     pub unused_bytes_kept: u64,
+    /// Deltas kept snapshots name that are stored whole again, so that the part of their
+    /// chains no kept snapshot names can go ([`REROOT_FACTOR`]).
+    pub rerooted_blobs: u64,
+    /// What those take whole (estimated from their chains' roots).
+    pub rerooted_bytes: u64,
+    /// Bytes kept only because a kept delta's chain needs them.
+    pub chain_only_bytes: u64,
     /// Indexed packs that are missing and hold nothing needed: dropped from the index.
     pub missing_packs: u64,
     /// Bytes this prune frees (predicted by the plan; exact after execution).
@@ -78,6 +90,8 @@ pub struct Plan {
     used: DiskBlobSet,
     delete: HashSet<ObjectId>,
     repack: Vec<ObjectId>,
+    /// Deltas to store whole (see [`REROOT_FACTOR`]).
+    reroot: HashSet<BlobId>,
 }
 
 /// The root trees of every snapshot, for a prune that keeps them all. Refuses when a snapshot
@@ -103,7 +117,8 @@ pub fn plan(repo: &Repo, keep_roots: &[BlobId], max_unused: f64) -> Result<Plan>
             ),
         ));
     }
-    let used = crate::repo::walk::mark_all(repo, keep_roots)?;
+    let reroot = reroots(repo, keep_roots)?;
+    let used = crate::repo::walk::mark_all_storing_whole(repo, keep_roots, &reroot.0)?;
     let stored: HashMap<ObjectId, u64> = repo.stored_packs()?.into_iter().collect();
     let mut s = PruneSummary {
         snapshots_kept: keep_roots.len() as u64,
@@ -124,6 +139,11 @@ pub fn plan(repo: &Repo, keep_roots: &[BlobId], max_unused: f64) -> Result<Plan>
         // base (a chain's dead middle, once the days above it are forgotten).
         let mut dangling = false;
         for e in repo.catalog().pack_entries(&p.id)? {
+            // A delta stored whole again: this copy goes.
+            if reroot.0.contains(&e.id) {
+                dangling = true;
+                continue;
+            }
             if used.contains(&e.id)? {
                 used_bytes += e.stored_len as u64;
                 used_blobs += 1;
@@ -163,15 +183,20 @@ pub fn plan(repo: &Repo, keep_roots: &[BlobId], max_unused: f64) -> Result<Plan>
     }
     // Every blob a kept snapshot needs must be indexed in a pack that exists: otherwise the
     // repository is damaged, and judging what is unused could only guess.
+    // (The deltas stored whole again are needed too: their old copies are not counted above.)
     let needed = used.len()?;
-    if s.used_blobs < needed {
+    if s.used_blobs + (reroot.0.len() as u64) < needed {
         return Err(Error::Missing {
             object: format!(
                 "{} blobs kept snapshots need (no index lists them in a pack that exists; refusing to prune: run `tresor check`, then `tresor repair index` or `tresor repair snapshots --forget`)",
-                needed - s.used_blobs
+                needed - s.used_blobs - reroot.0.len() as u64
             ),
         });
     }
+    s.rerooted_blobs = reroot.0.len() as u64;
+    s.rerooted_bytes = reroot.1;
+    s.chain_only_bytes = reroot.2;
+    s.repack_copy_bytes += reroot.1;
     let pack_size = repo.config().pack_size as u64;
     let new_packs = s.repack_copy_bytes.div_ceil(pack_size.max(1));
     s.bytes_freed = (s.delete_bytes + s.repack_bytes)
@@ -181,7 +206,64 @@ pub fn plan(repo: &Repo, keep_roots: &[BlobId], max_unused: f64) -> Result<Plan>
         used,
         delete,
         repack,
+        reroot: reroot.0,
     })
+}
+
+/// The deltas to store whole again ([`REROOT_FACTOR`]), what they will take whole, and the
+/// bytes kept only as parts of the chains of the others.
+///
+/// A delta the kept snapshots name has a *dead part* of its chain: the blobs below it, down to
+/// the first one a kept snapshot names itself (or to the root), which only its decoding needs.
+/// After a `forget` of the older days of a series, the oldest kept day's deltas have the whole
+/// forgotten past as their dead part; storing them whole (the next days chain on them) lets
+/// that past go.
+fn reroots(repo: &Repo, keep_roots: &[BlobId]) -> Result<(HashSet<BlobId>, u64, u64)> {
+    let named = crate::repo::walk::mark_all_named(repo, keep_roots)?;
+    let (mut out, mut whole_bytes, mut chain_only) = (HashSet::new(), 0u64, 0u64);
+    let mut seen_dead: HashSet<BlobId> = HashSet::new();
+    for p in repo.catalog().packs()? {
+        for e in repo.catalog().pack_entries(&p.id)? {
+            let Some(mut base) = e.base else { continue };
+            if !named.contains(&e.id)? || named.contains(&base)? {
+                continue;
+            }
+            // Down the dead part: (stored bytes, the root's stored and raw length).
+            let (mut dead, mut root) = (0u64, None);
+            let mut first_seen = false;
+            for _ in 0..crate::format::MAX_CHAIN_DEPTH {
+                let Some((loc, next)) = repo.catalog().blob_row(&base)? else {
+                    break;
+                };
+                if named.contains(&base)? {
+                    break;
+                }
+                first_seen |= !seen_dead.insert(base);
+                dead += loc.stored_len as u64;
+                match next {
+                    Some(n) => base = n,
+                    None => {
+                        root = Some((loc.stored_len, loc.raw_len));
+                        break;
+                    }
+                }
+            }
+            let Some((rs, rr)) = root else {
+                // The dead part ends at a named blob: a dead middle, kept (it is small: at
+                // most the deltas between two kept days).
+                chain_only += dead;
+                continue;
+            };
+            let whole = (e.raw_len as u64 * rs as u64) / (rr as u64).max(1);
+            if dead as f64 >= REROOT_FACTOR * whole as f64 {
+                out.insert(e.id);
+                whole_bytes += whole;
+            } else if !first_seen {
+                chain_only += dead;
+            }
+        }
+    }
+    Ok((out, whole_bytes, chain_only))
 }
 
 /// What an executed prune did.
@@ -215,6 +297,28 @@ pub fn execute(repo: &mut Repo, plan: Plan) -> Result<PruneReport> {
     //    durable).
     let copied = DiskBlobSet::new()?;
     let mut packer = repo.packer()?;
+    let level = packer.repo().config().compression_level;
+    for id in &plan.reroot {
+        crate::interrupt::check()?;
+        let loc = packer.repo().locate(id)?;
+        // Decoded through its chain (and so verified): never store damage whole.
+        let plain = packer.repo().reader().read(id, &loc)?;
+        let sealed = crate::format::codec::encode(
+            packer.repo().key(),
+            crate::format::BlobKind::Data,
+            id,
+            &plain,
+            level,
+        )?;
+        packer.add(
+            crate::format::BlobKind::Data,
+            *id,
+            &sealed,
+            loc.raw_len,
+            None,
+        )?;
+        copied.insert(id)?;
+    }
     for id in &plan.repack {
         crate::interrupt::check()?;
         let bytes = packer.repo().reader().pack_bytes(id)?;

@@ -58,9 +58,24 @@ pub(super) fn check_snapshots(
     Ok(())
 }
 
-/// Whether a blob cannot be restored (missing from the index, damaged, or in a bad pack).
+/// Whether a blob cannot be restored (missing from the index, damaged, or in a bad pack; for
+/// a delta, also when any blob of its chain is).
 fn blob_is_bad(repo: &Repo, id: &BlobId, damage: &mut Damage) -> Result<bool> {
+    blob_is_bad_within(
+        repo,
+        id,
+        damage,
+        crate::format::MAX_CHAIN_DEPTH as usize + 1,
+    )
+}
+
+/// [`blob_is_bad`] following at most `steps` blobs of a chain: a chain longer than any a
+/// reader follows (a cycle in a damaged index) cannot be decoded.
+fn blob_is_bad_within(repo: &Repo, id: &BlobId, damage: &mut Damage, steps: usize) -> Result<bool> {
     if damage.blobs.contains_key(id) {
+        return Ok(true);
+    }
+    if steps == 0 {
         return Ok(true);
     }
     match repo.catalog().blob_row(id)? {
@@ -77,7 +92,7 @@ fn blob_is_bad(repo: &Repo, id: &BlobId, damage: &mut Damage) -> Result<bool> {
         }
         Some((loc, base)) => Ok(damage.packs.contains_key(&loc.pack)
             || match base {
-                Some(b) => blob_is_bad(repo, &b, damage)?,
+                Some(b) => blob_is_bad_within(repo, &b, damage, steps - 1)?,
                 None => false,
             }),
     }

@@ -374,6 +374,14 @@ pub(super) fn print_plan(p: &tresor::prune::PruneSummary, verb: &str) {
             String::new()
         }
     );
+    if p.rerooted_blobs > 0 || p.chain_only_bytes > 0 {
+        println!(
+            "store {} deltas whole again ({}) so the chains below them can go; {} stay only because kept deltas are decoded through them",
+            p.rerooted_blobs,
+            human(p.rerooted_bytes),
+            human(p.chain_only_bytes)
+        );
+    }
 }
 
 pub(super) fn prune(g: &Global, a: PruneArgs) -> Result<u8> {

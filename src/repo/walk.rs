@@ -150,7 +150,17 @@ pub fn reach(
     skip: impl FnMut(&BlobId) -> Result<bool>,
     visit: impl FnMut(&BlobId) -> Result<()>,
 ) -> Result<()> {
-    walk(repo, root, &mut Reach { repo, skip, visit })
+    walk(
+        repo,
+        root,
+        &mut Reach {
+            repo,
+            skip,
+            visit,
+            chains: true,
+            whole: None,
+        },
+    )
 }
 
 /// The visitor of [`reach`].
@@ -158,6 +168,10 @@ struct Reach<'a, S, V> {
     repo: &'a Repo,
     skip: S,
     visit: V,
+    /// Whether the chains of deltas are visited too.
+    chains: bool,
+    /// Deltas whose chains are not followed (they are being stored whole).
+    whole: Option<&'a std::collections::HashSet<BlobId>>,
 }
 
 impl<S, V> TreeVisitor for Reach<'_, S, V>
@@ -179,10 +193,16 @@ where
         }
         for c in &node.content {
             (self.visit)(&c.0)?;
+            if !self.chains {
+                continue;
+            }
             // A delta needs its whole chain, down to the whole blob at its root. The walk is
             // bounded: the catalog keeps only chains whose recorded depths descend.
             let mut at = c.0;
             for _ in 0..crate::format::MAX_CHAIN_DEPTH {
+                if self.whole.is_some_and(|w| w.contains(&at)) {
+                    break;
+                }
                 let Some(base) = self.repo.catalog().delta_base(&at)? else {
                     break;
                 };
@@ -192,6 +212,53 @@ where
         }
         Ok(())
     }
+}
+
+/// Every tree and file chunk the given roots reach, without the chains of deltas: what
+/// snapshots name themselves (prune tells those from blobs needed only as bases).
+pub fn mark_all_named<'a>(
+    repo: &Repo,
+    roots: impl IntoIterator<Item = &'a BlobId>,
+) -> Result<DiskBlobSet> {
+    let set = DiskBlobSet::new()?;
+    for r in roots {
+        walk(
+            repo,
+            r,
+            &mut Reach {
+                repo,
+                skip: |t: &BlobId| Ok(!set.insert(t)?),
+                visit: |id: &BlobId| set.insert(id).map(|_| ()),
+                chains: false,
+                whole: None,
+            },
+        )?;
+    }
+    Ok(set)
+}
+
+/// Every blob reachable from the given roots, as [`mark_all`] marks them, except the chains
+/// of the deltas in `whole` (a prune stores those whole: they no longer need their bases).
+pub fn mark_all_storing_whole<'a>(
+    repo: &Repo,
+    roots: impl IntoIterator<Item = &'a BlobId>,
+    whole: &std::collections::HashSet<BlobId>,
+) -> Result<DiskBlobSet> {
+    let set = DiskBlobSet::new()?;
+    for r in roots {
+        walk(
+            repo,
+            r,
+            &mut Reach {
+                repo,
+                skip: |t: &BlobId| Ok(!set.insert(t)?),
+                visit: |id: &BlobId| set.insert(id).map(|_| ()),
+                chains: true,
+                whole: Some(whole),
+            },
+        )?;
+    }
+    Ok(set)
 }
 
 /// Every blob reachable from the given roots.

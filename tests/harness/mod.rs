@@ -744,6 +744,14 @@ pub fn chmod(p: &Path, mode: u32) {
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// Bytes of every regular file under `dir`.
+pub fn dir_bytes(dir: &Path) -> u64 {
+    all_files(dir)
+        .iter()
+        .map(|f| fs::metadata(f).unwrap().len())
+        .sum()
+}
+
 /// Every regular file under `dir`, recursively (symlinks not followed), sorted.
 pub fn all_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

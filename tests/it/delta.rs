@@ -353,8 +353,8 @@ fn no_deltas_when_compression_is_off() {
 /// What it proves: a delta keeps its base alive through forget and prune. Day 1 and day 2 are
 /// stored as deltas whose bases are day 0's chunks. Forgetting day 0 and pruning with
 /// `--max-unused 0%` repacks day 0's pack (its tree is now unused): the bases must be copied,
-/// not dropped. Forgetting day 1 too deletes day 1's deltas, but day 2's deltas still need day
-/// 0's chunks (a base is always a plain data blob), which must survive a second prune.
+/// not dropped. Forgetting day 1 too leaves day 2's deltas, whose chains run through day 1's
+/// deltas down to day 0's chunks, which must survive a second prune.
 #[test]
 fn prune_keeps_the_bases_of_kept_deltas() {
     let env = Env::new();
@@ -407,6 +407,67 @@ fn prune_keeps_the_bases_of_kept_deltas() {
         .run(&["prune", "--dry-run", "--json"])
         .ok("prune --dry-run")
         .json();
+    assert_eq!(again["delete_packs"], 0, "{again}");
+}
+
+/// What it proves: after the older days of a chained series are forgotten, prune stores the
+/// oldest kept day's deltas whole again (their chains run through the forgotten days down to
+/// day 0) and frees the forgotten past: the repository shrinks to about what the kept days
+/// alone take, every kept day restores byte-exact, `check --read-data` is clean, and a second
+/// prune finds nothing to do. The control: while every day is kept, no delta is stored whole.
+#[test]
+fn prune_frees_a_forgotten_past_by_storing_the_oldest_kept_deltas_whole() {
+    let env = Env::new();
+    init(&env, &[]);
+    let mut t = Table::day0();
+    let mut days = vec![t.dump()];
+    for d in 1..9 {
+        t = t.next(d);
+        days.push(t.dump());
+    }
+    let ids: Vec<String> = days
+        .iter()
+        .map(|d| id_of(&env.create_stdin("db.sql", d)))
+        .collect();
+    let all = env
+        .run(&["prune", "--dry-run", "--json"])
+        .ok("prune --dry-run with every day kept")
+        .json();
+    assert_eq!(all["rerooted_blobs"], 0, "{all}");
+    let before = harness::dir_bytes(&env.repo);
+
+    for id in &ids[..6] {
+        env.run(&["snapshot", "forget", id]).ok("forget");
+    }
+    let out = env.run(&["prune", "--json"]);
+    no_panic(&out.stderr);
+    let report = out.ok("prune after forgetting six days").json();
+    assert!(
+        num(&report["plan"], "rerooted_blobs") >= 3,
+        "day 6's deltas are stored whole again: {report}"
+    );
+    let after = harness::dir_bytes(&env.repo);
+    for (d, id) in ids.iter().enumerate().skip(6) {
+        assert_restores(&env, id, &days[d], &format!("day {d} after the prune"));
+    }
+    check_clean(&env, "check after storing deltas whole again");
+
+    // The kept days alone, in a fresh repository.
+    let fresh = Env::new();
+    init(&fresh, &[]);
+    for d in &days[6..] {
+        fresh.create_stdin("db.sql", d);
+    }
+    let alone = harness::dir_bytes(&fresh.repo);
+    assert!(
+        after < before && after * 10 <= alone * 13,
+        "after prune {after} bytes; all nine days {before}; the three kept days alone {alone}"
+    );
+    let again = env
+        .run(&["prune", "--dry-run", "--json"])
+        .ok("second prune --dry-run")
+        .json();
+    assert_eq!(again["rerooted_blobs"], 0, "{again}");
     assert_eq!(again["delete_packs"], 0, "{again}");
 }
 
