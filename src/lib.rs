@@ -38,6 +38,7 @@ pub mod error;
 pub mod forget;
 pub mod format;
 pub mod interrupt;
+pub mod jobs;
 pub mod listing;
 pub mod mount;
 pub mod parallel;
@@ -47,6 +48,7 @@ pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod source;
+pub mod units;
 pub mod usage;
 pub mod vfs;
 

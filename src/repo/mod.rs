@@ -21,6 +21,7 @@ mod key_ring;
 pub mod keys;
 pub mod lock;
 pub mod objects;
+pub mod password;
 pub mod packer;
 pub mod reader;
 mod snapshots;
