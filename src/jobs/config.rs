@@ -269,7 +269,10 @@ impl Config {
 pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::io(format!("reading configuration file {}", path.display()), e))?;
-    parse(&text, path, overrides)
+    // Relative names in the file are relative to its directory, wherever tresor runs from.
+    let path = std::path::absolute(path)
+        .map_err(|e| Error::io(format!("resolving {}", path.display()), e))?;
+    parse(&text, &path, overrides)
 }
 
 /// A duration written like `26h`, `30d`, `1d12h` (s, m, h, d, w, M, y).
@@ -847,7 +850,7 @@ impl Job {
                 ct.insert("read-data-max-age".into(), V::String(fmt_secs(a)));
             }
             if let Some(b) = c.budget {
-                ct.insert("budget".into(), V::String(format!("{b} B")));
+                ct.insert("budget".into(), V::String(crate::jobs::run::human(b)));
             }
             t.insert("check".into(), V::Table(ct));
         }
@@ -884,6 +887,20 @@ impl Job {
             ),
         );
         t.insert("retry-lock".into(), V::String(fmt_secs(self.retry_lock)));
+        // Unset lists and tables say nothing.
+        fn prune_empty(t: &mut toml::Table) {
+            for (_, v) in t.iter_mut() {
+                if let V::Table(inner) = v {
+                    prune_empty(inner);
+                }
+            }
+            t.retain(|_, v| match v {
+                V::Array(a) => !a.is_empty(),
+                V::Table(t) => !t.is_empty(),
+                _ => true,
+            });
+        }
+        prune_empty(&mut t);
         t
     }
 }

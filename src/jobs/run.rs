@@ -356,11 +356,21 @@ impl StepOut {
     }
 }
 
-/// Opens `job`'s repository with its password and cache directory.
+/// Opens `job`'s repository with its password and cache directory (`cache-dir`, else the
+/// usual default, else without `HOME` /var/cache/tresor).
 pub fn open_repo(job: &Job) -> Result<Repo> {
     let backend = backend::open(&Location::parse_os(&job.repository)?)?;
     let pw = job.password.read()?;
-    let cache = job.cache_dir.clone().unwrap_or_else(repo::default_cache_dir);
+    let cache = job.cache_dir.clone().unwrap_or_else(|| {
+        // Without HOME (a bare cron environment) the default is under the temp dir, which
+        // boot wipes: a job keeps its catalog in /var/cache/tresor instead.
+        let d = repo::default_cache_dir();
+        if d.starts_with(std::env::temp_dir()) {
+            PathBuf::from("/var/cache/tresor")
+        } else {
+            d
+        }
+    });
     Repo::open_with(backend, &pw, &cache, &repo::OpenOptions::default())
 }
 
@@ -523,7 +533,8 @@ pub fn run_job(job: &Job, ctx: &RunContext<'_>) -> Result<JobReport> {
         steps.skip("snapshot", Some(message.into()));
         let mut r = report(job, started_at, steps, &log);
         r.result = StepResult::Skipped;
-        state::record(&ctx.state_dir, &r.record())?;
+        // Not recorded: the running one owns the history (and holds the lock that keeps
+        // its read-modify-write whole).
         return Ok(r);
     };
     let history = state::history(&ctx.state_dir, &job.name)?;

@@ -100,7 +100,6 @@ pub fn render(s: &Schedule, kind: Kind) -> Vec<(String, String)> {
                 "# Installed by `tresor schedule install {job}`.\n\
                  [Unit]\n\
                  Description=tresor backup job {job}\n\
-                 Documentation=man:tresor(1)\n\
                  Wants=network-online.target\n\
                  After=network-online.target\n\
                  \n\
