@@ -1,5 +1,5 @@
 //! Sizes and shares as people write them on command lines and in the configuration file
-//! (`5GiB`, `10%`). Durations are [`crate::forget::policy::parse_duration`].
+//! (`5GiB`, `10%`), and bytes as people read them. Durations are [`crate::forget::policy::parse_duration`].
 
 #![forbid(unsafe_code)]
 
@@ -14,9 +14,11 @@ pub fn parse_size(s: &str) -> Result<u64> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (n, unit) = t.split_at(split);
-    let n: f64 = n
-        .parse()
-        .map_err(|_| bad(format!("bad size {s:?}: give a number and a unit, like 5GiB")))?;
+    let n: f64 = n.parse().map_err(|_| {
+        bad(format!(
+            "bad size {s:?}: give a number and a unit, like 5GiB"
+        ))
+    })?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kib" => 1024.0,
@@ -45,6 +47,22 @@ pub fn parse_share(s: &str) -> Result<f64> {
         )));
     }
     Ok(v / 100.0)
+}
+
+/// Bytes in binary units (`512 B`, `4.1 MiB`).
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 #[cfg(test)]

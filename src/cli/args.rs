@@ -71,12 +71,7 @@ pub(super) struct Global {
     pub(super) connections: Option<u16>,
     /// The configuration file of `run`, `status`, `config check` and `schedule` [default:
     /// /etc/tresor/tresor.toml, else $XDG_CONFIG_HOME/tresor/tresor.toml].
-    #[arg(
-        long,
-        env = "TRESOR_CONFIG",
-        global = true,
-        value_name = "FILE"
-    )]
+    #[arg(long, env = "TRESOR_CONFIG", global = true, value_name = "FILE")]
     pub(super) config: Option<PathBuf>,
 }
 

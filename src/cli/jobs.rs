@@ -64,8 +64,7 @@ pub(super) fn run_jobs(g: &Global, a: RunArgs) -> Result<u8> {
             );
             break;
         }
-        let r = tresor::jobs::run::run_job(j, &ctx)
-            .with_context(|| format!("job {}", j.name))?;
+        let r = tresor::jobs::run::run_job(j, &ctx).with_context(|| format!("job {}", j.name))?;
         if a.json {
             println!("{}", serde_json::to_string(&r)?);
         } else if !g.quiet || r.result == StepResult::Failed {
@@ -115,11 +114,7 @@ pub(super) fn job_status(g: &Global, a: StatusArgs) -> Result<u8> {
         let last = state::history(&dir, &j.name)?.pop();
         all.push((s, last));
     }
-    let format = if a.json {
-        StatusFormat::Json
-    } else {
-        a.format
-    };
+    let format = if a.json { StatusFormat::Json } else { a.format };
     match format {
         StatusFormat::Json => {
             let v: Vec<&status::JobStatus> = all.iter().map(|(s, _)| s).collect();
@@ -141,9 +136,15 @@ pub(super) fn job_status(g: &Global, a: StatusArgs) -> Result<u8> {
                     ),
                     _ => "never succeeded".to_string(),
                 };
-                let run = s.last_run.as_ref().map_or("no run recorded".to_string(), |r| {
-                    format!("last run {} (exit {}) at {}", r.result, r.exit_code, r.started)
-                });
+                let run = s
+                    .last_run
+                    .as_ref()
+                    .map_or("no run recorded".to_string(), |r| {
+                        format!(
+                            "last run {} (exit {}) at {}",
+                            r.result, r.exit_code, r.started
+                        )
+                    });
                 let check = s
                     .last_check
                     .as_ref()
@@ -263,7 +264,10 @@ pub(super) fn schedule_install(g: &Global, a: ScheduleInstallArgs) -> Result<u8>
     }
     if a.dir.is_none() && kind == schedule::Kind::Systemd {
         let timer = format!("tresor-{}.timer", a.job);
-        for args in [vec!["daemon-reload"], vec!["enable", "--now", timer.as_str()]] {
+        for args in [
+            vec!["daemon-reload"],
+            vec!["enable", "--now", timer.as_str()],
+        ] {
             let st = std::process::Command::new("systemctl").args(&args).status();
             match st {
                 Ok(s) if s.success() => println!("systemctl {}: done", args.join(" ")),

@@ -403,21 +403,7 @@ fn with_requests(repo: &Repo, mut v: serde_json::Value) -> serde_json::Value {
     v
 }
 
-/// Bytes in binary units.
-fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+use tresor::units::human;
 
 #[cfg(test)]
 mod tests {

@@ -162,7 +162,11 @@ pub fn decide_among(
     apply_policy(&snaps, policy, by)
 }
 
-fn apply_policy(snaps: &[(ObjectId, Snapshot)], policy: &Policy, by: GroupBy) -> Result<Vec<Verdict>> {
+fn apply_policy(
+    snaps: &[(ObjectId, Snapshot)],
+    policy: &Policy,
+    by: GroupBy,
+) -> Result<Vec<Verdict>> {
     if policy.is_empty() {
         return Err(Error::InvalidArgument(
             "no retention policy: give at least one --keep-… option (or snapshot ids); refusing to forget everything".into(),

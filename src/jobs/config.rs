@@ -214,7 +214,7 @@ pub struct Job {
     pub notify: Notify,
     /// Overlapping runs.
     pub overlap: Overlap,
-    /// Seconds to wait for a conflicting repository lock.
+    /// Seconds to wait for a conflicting repository lock (`retry-lock`, default 10 min).
     pub retry_lock: u64,
 }
 
@@ -275,55 +275,44 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Config> {
     parse(&text, &path, overrides)
 }
 
-/// A duration written like `26h`, `30d`, `1d12h` (s, m, h, d, w, M, y).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Secs(u64);
+/// A value the file writes as a string and `parse` reads; its error becomes the TOML error
+/// (with the value's line).
+macro_rules! parsed_string {
+    ($(#[$doc:meta])* $name:ident($inner:ty), $parse:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug)]
+        struct $name($inner);
 
-impl<'de> Deserialize<'de> for Secs {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Secs, D::Error> {
-        let s = String::deserialize(d)?;
-        crate::forget::policy::parse_duration(&s)
-            .map(Secs)
-            .map_err(serde::de::Error::custom)
-    }
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<$name, D::Error> {
+                let s = String::deserialize(d)?;
+                let parse: fn(&str) -> std::result::Result<$inner, String> = $parse;
+                parse(&s).map($name).map_err(serde::de::Error::custom)
+            }
+        }
+    };
 }
 
-/// A size written like `2GiB`, `500MB`.
-#[derive(Clone, Copy, Debug)]
-struct Bytes(u64);
-
-impl<'de> Deserialize<'de> for Bytes {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Bytes, D::Error> {
-        let s = String::deserialize(d)?;
-        crate::units::parse_size(&s)
-            .map(Bytes)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-/// A share written like `10%`.
-#[derive(Clone, Copy, Debug)]
-struct Share(f64);
-
-impl<'de> Deserialize<'de> for Share {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Share, D::Error> {
-        let s = String::deserialize(d)?;
-        crate::units::parse_share(&s)
-            .map(Share)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-/// `always | never | hourly | daily | weekly | monthly`, or for prune also `"N%"`.
-#[derive(Clone, Copy, Debug)]
-struct When(Due);
-
-impl<'de> Deserialize<'de> for When {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<When, D::Error> {
-        let s = String::deserialize(d)?;
-        parse_due(&s).map(When).map_err(serde::de::Error::custom)
-    }
-}
+parsed_string!(
+    /// A duration written like `26h`, `30d`, `1d12h` (s, m, h, d, w, M, y).
+    Secs(u64),
+    crate::forget::policy::parse_duration
+);
+parsed_string!(
+    /// A size written like `2GiB`, `500MB`.
+    Bytes(u64),
+    |s| crate::units::parse_size(s).map_err(|e| e.to_string())
+);
+parsed_string!(
+    /// A share written like `10%`.
+    Share(f64),
+    |s| crate::units::parse_share(s).map_err(|e| e.to_string())
+);
+parsed_string!(
+    /// `always | never | hourly | daily | weekly | monthly`, or for prune also `"N%"`.
+    When(Due),
+    parse_due
+);
 
 fn parse_due(s: &str) -> std::result::Result<Due, String> {
     Ok(match s.trim() {
@@ -467,10 +456,7 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Config> {
             base.join(p)
         }
     };
-    let defaults = raw
-        .defaults
-        .map(Spanned::into_inner)
-        .unwrap_or_default();
+    let defaults = raw.defaults.map(Spanned::into_inner).unwrap_or_default();
     if raw.jobs.is_empty() {
         return Err(Error::Config {
             at: file,
@@ -559,11 +545,8 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Config> {
         let commands: Vec<(String, String)> =
             pick!(commands).unwrap_or_default().into_iter().collect();
         for (n, c) in &commands {
-            let ok_name = !n.is_empty()
-                && n != "."
-                && n != ".."
-                && !n.contains('/')
-                && !n.contains('\0');
+            let ok_name =
+                !n.is_empty() && n != "." && n != ".." && !n.contains('/') && !n.contains('\0');
             if !ok_name {
                 return Err(err(format!(
                     "command stream name {n:?} must be a file name (no `/`)"
@@ -574,9 +557,7 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Config> {
             }
         }
         if paths.is_empty() && commands.is_empty() {
-            return Err(err(
-                "nothing to back up: give `paths` or `commands`".into(),
-            ));
+            return Err(err("nothing to back up: give `paths` or `commands`".into()));
         }
         let keep = pick!(keep).map(|k| Policy {
             keep_last: k.last,
@@ -679,7 +660,7 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Config> {
             hook_timeout: pick!(hook_timeout).map_or(3600, |s| s.0),
             notify,
             overlap: pick!(overlap).unwrap_or(Overlap::Wait),
-            retry_lock: pick!(retry_lock).map_or(0, |s| s.0),
+            retry_lock: pick!(retry_lock).map_or(600, |s| s.0),
         });
     }
     // Jobs in file order (the map sorted them by name).
@@ -740,7 +721,7 @@ pub fn mask_urls(text: &str) -> String {
 
 fn fmt_secs(s: u64) -> String {
     for (unit, n) in [("d", 86_400), ("h", 3600), ("m", 60)] {
-        if s >= n && s % n == 0 {
+        if s >= n && s.is_multiple_of(n) {
             return format!("{}{unit}", s / n);
         }
     }
@@ -784,7 +765,10 @@ impl Job {
                 t.insert("password-file".into(), V::String(f.display().to_string()));
             }
             PasswordSource::Command(_) => {
-                t.insert("password-command".into(), V::String("(set, not shown)".into()));
+                t.insert(
+                    "password-command".into(),
+                    V::String("(set, not shown)".into()),
+                );
             }
             PasswordSource::Env => {
                 t.insert("password".into(), V::String("$TRESOR_PASSWORD".into()));
@@ -807,10 +791,7 @@ impl Job {
         t.insert("tags".into(), strs(&tags));
         t.insert("exclude".into(), strs(&self.excludes.patterns));
         t.insert("exclude-file".into(), paths(&self.excludes.files));
-        t.insert(
-            "exclude-if-present".into(),
-            strs(&self.excludes.if_present),
-        );
+        t.insert("exclude-if-present".into(), strs(&self.excludes.if_present));
         t.insert("exclude-caches".into(), V::Boolean(self.excludes.caches));
         t.insert(
             "one-file-system".into(),
@@ -863,7 +844,10 @@ impl Job {
         h.insert("failure".into(), strs(&self.hooks.failure));
         h.insert("finally".into(), strs(&self.hooks.finally));
         t.insert("hooks".into(), V::Table(h));
-        t.insert("hook-timeout".into(), V::String(fmt_secs(self.hook_timeout)));
+        t.insert(
+            "hook-timeout".into(),
+            V::String(fmt_secs(self.hook_timeout)),
+        );
         let mut n = toml::Table::new();
         if let Some(p) = &self.notify.ping {
             n.insert("ping".into(), V::String(mask_urls(p)));
@@ -872,7 +856,14 @@ impl Job {
             n.insert("command".into(), V::String(mask_urls(c)));
             n.insert(
                 "when".into(),
-                V::String(if self.notify.command_always { "always" } else { "failure" }.into()),
+                V::String(
+                    if self.notify.command_always {
+                        "always"
+                    } else {
+                        "failure"
+                    }
+                    .into(),
+                ),
             );
         }
         t.insert("notify".into(), V::Table(n));
@@ -935,13 +926,22 @@ password-command = "cat /root/pw"
 "#;
 
     fn parse_ok(text: &str) -> Config {
-        parse(text, Path::new("/etc/tresor/tresor.toml"), &Overrides::default()).unwrap()
+        parse(
+            text,
+            Path::new("/etc/tresor/tresor.toml"),
+            &Overrides::default(),
+        )
+        .unwrap()
     }
 
     fn parse_err(text: &str) -> String {
-        parse(text, Path::new("/etc/tresor/tresor.toml"), &Overrides::default())
-            .unwrap_err()
-            .to_string()
+        parse(
+            text,
+            Path::new("/etc/tresor/tresor.toml"),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string()
     }
 
     #[test]
@@ -956,7 +956,10 @@ password-command = "cat /root/pw"
             web.password,
             PasswordSource::File("/etc/tresor/password".into())
         );
-        assert_eq!(web.paths, vec![PathBuf::from("/etc"), PathBuf::from("/var/www")]);
+        assert_eq!(
+            web.paths,
+            vec![PathBuf::from("/etc"), PathBuf::from("/var/www")]
+        );
         assert_eq!(
             web.commands,
             vec![("shop.sql".to_string(), "pg_dump shop".to_string())]
@@ -977,7 +980,11 @@ password-command = "cat /root/pw"
         assert!(web.notify.ping.is_some() && !web.notify.command_always);
         let db = &c.jobs[1];
         assert_eq!(db.name, "db");
-        assert_eq!(db.hooks.finally, vec!["echo done"], "inherited from [defaults]");
+        assert_eq!(
+            db.hooks.finally,
+            vec!["echo done"],
+            "inherited from [defaults]"
+        );
         assert_eq!(db.password, PasswordSource::Command("cat /root/pw".into()));
         assert_eq!(db.prune, Due::UnusedOver(0.2));
         assert!(db.keep.is_none() && db.check.is_none());
@@ -986,7 +993,9 @@ password-command = "cat /root/pw"
 
     #[test]
     fn errors_name_the_line() {
-        let unknown = parse_err("[jobs.a]\npaths = [\"/x\"]\npassword-file = \"p\"\nrepository = \"/r\"\nexclud = [\"*.o\"]\n");
+        let unknown = parse_err(
+            "[jobs.a]\npaths = [\"/x\"]\npassword-file = \"p\"\nrepository = \"/r\"\nexclud = [\"*.o\"]\n",
+        );
         assert!(unknown.contains("line 5"), "{unknown}");
         assert!(unknown.contains("unknown field `exclud`"), "{unknown}");
         let duration = parse_err(
@@ -999,13 +1008,27 @@ password-command = "cat /root/pw"
         assert!(nopw.contains("no password source"), "{nopw}");
         let nothing = parse_err("[jobs.web]\nrepository = \"/r\"\npassword-file = \"p\"\n");
         assert!(nothing.contains("nothing to back up"), "{nothing}");
-        let prune = parse_err("[jobs.web]\nrepository = \"/r\"\npassword-file = \"p\"\npaths = [\"/x\"]\nprune = \"sometimes\"\n");
-        assert!(prune.contains("line 5") && prune.contains("bad schedule"), "{prune}");
-        let global = parse_err("[jobs.web]\nrepository = \"/r\"\npassword-file = \"p\"\npaths = [\"/x\"]\nstate-dir = \"/s\"\n");
-        assert!(global.contains("line 5") && global.contains("[defaults] only"), "{global}");
-        let both = parse_err("[jobs.web]\nrepository = \"/r\"\npassword-file = \"p\"\npassword-command = \"c\"\npaths = [\"/x\"]\n");
+        let prune = parse_err(
+            "[jobs.web]\nrepository = \"/r\"\npassword-file = \"p\"\npaths = [\"/x\"]\nprune = \"sometimes\"\n",
+        );
+        assert!(
+            prune.contains("line 5") && prune.contains("bad schedule"),
+            "{prune}"
+        );
+        let global = parse_err(
+            "[jobs.web]\nrepository = \"/r\"\npassword-file = \"p\"\npaths = [\"/x\"]\nstate-dir = \"/s\"\n",
+        );
+        assert!(
+            global.contains("line 5") && global.contains("[defaults] only"),
+            "{global}"
+        );
+        let both = parse_err(
+            "[jobs.web]\nrepository = \"/r\"\npassword-file = \"p\"\npassword-command = \"c\"\npaths = [\"/x\"]\n",
+        );
         assert!(both.contains("give one"), "{both}");
-        let relative = parse_err("[jobs.web]\nrepository = \"/r\"\npassword-file = \"p\"\npaths = [\"etc\"]\n");
+        let relative = parse_err(
+            "[jobs.web]\nrepository = \"/r\"\npassword-file = \"p\"\npaths = [\"etc\"]\n",
+        );
         assert!(relative.contains("relative"), "{relative}");
         assert!(parse_err("[defaults]\nrepository = \"/r\"\n").contains("no jobs"));
     }
@@ -1013,7 +1036,12 @@ password-command = "cat /root/pw"
     #[test]
     fn overrides_beat_the_file_and_paths_are_anchored() {
         let text = "[defaults]\nrepository = \"repo\"\npassword-file = \"pw\"\n[jobs.a]\npaths = [\"/x\"]\n";
-        let c = parse(text, Path::new("/etc/tresor/tresor.toml"), &Overrides::default()).unwrap();
+        let c = parse(
+            text,
+            Path::new("/etc/tresor/tresor.toml"),
+            &Overrides::default(),
+        )
+        .unwrap();
         assert_eq!(c.jobs[0].repository, OsString::from("/etc/tresor/repo"));
         assert_eq!(
             c.jobs[0].password,
@@ -1027,7 +1055,10 @@ password-command = "cat /root/pw"
         let c = parse(text, Path::new("/etc/tresor/tresor.toml"), &o).unwrap();
         assert_eq!(c.jobs[0].repository, OsString::from("/elsewhere"));
         assert_eq!(c.jobs[0].password, PasswordSource::Env);
-        assert_eq!(anchor_location("s3:https://h/b", Path::new("/e")), "s3:https://h/b");
+        assert_eq!(
+            anchor_location("s3:https://h/b", Path::new("/e")),
+            "s3:https://h/b"
+        );
         assert_eq!(anchor_location("local:r", Path::new("/e")), "local:r");
         assert_eq!(anchor_location("./a:b", Path::new("/e")), "/e/./a:b");
     }

@@ -53,8 +53,8 @@ pub struct HookOutcome {
 /// `timeout`. The error's message ends with the command's output.
 pub fn run(command: &str, env: &HookEnv, stdin: &[u8], timeout: Duration) -> Result<HookOutcome> {
     let started = Instant::now();
-    let (reader, writer) = std::io::pipe()
-        .map_err(|e| Error::io("creating a pipe for a hook's output", e))?;
+    let (reader, writer) =
+        std::io::pipe().map_err(|e| Error::io("creating a pipe for a hook's output", e))?;
     let writer2 = writer
         .try_clone()
         .map_err(|e| Error::io("creating a pipe for a hook's output", e))?;
@@ -76,9 +76,12 @@ pub fn run(command: &str, env: &HookEnv, stdin: &[u8], timeout: Duration) -> Res
         .env("TRESOR_SNAPSHOT", &env.snapshot)
         .env("TRESOR_LOG_TAIL", &env.log_tail)
         .process_group(0);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::Hook(format!("{} hook `{command}` could not start: {e}", env.step)))?;
+    let mut child = cmd.spawn().map_err(|e| {
+        Error::Hook(format!(
+            "{} hook `{command}` could not start: {e}",
+            env.step
+        ))
+    })?;
     // The parent's copies of the write ends went into `cmd`; drop it so EOF comes with the
     // last child.
     drop(cmd);
@@ -220,14 +223,23 @@ mod tests {
     fn failures_and_timeouts_are_errors() {
         let e = run("echo why; exit 4", &env(), b"", Duration::from_secs(10)).unwrap_err();
         let m = e.to_string();
-        assert!(m.contains("exit") && m.contains('4') && m.contains("why"), "{m}");
+        assert!(
+            m.contains("exit") && m.contains('4') && m.contains("why"),
+            "{m}"
+        );
         let t = Instant::now();
         let e = run("sleep 30", &env(), b"", Duration::from_millis(300)).unwrap_err();
         assert!(e.to_string().contains("timeout"), "{e}");
         assert!(t.elapsed() < Duration::from_secs(10));
         // A hook that leaves a background process holding the pipe still returns.
         let t = Instant::now();
-        run("sleep 30 & echo started", &env(), b"", Duration::from_secs(10)).unwrap();
+        run(
+            "sleep 30 & echo started",
+            &env(),
+            b"",
+            Duration::from_secs(10),
+        )
+        .unwrap();
         assert!(t.elapsed() < Duration::from_secs(10));
     }
 }

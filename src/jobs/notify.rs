@@ -107,10 +107,19 @@ mod tests {
     #[test]
     fn ping_urls() {
         let u = "https://hc.example/ping/abc";
-        assert_eq!(ping_url(u, Ping::Start), "https://hc.example/ping/abc/start");
+        assert_eq!(
+            ping_url(u, Ping::Start),
+            "https://hc.example/ping/abc/start"
+        );
         assert_eq!(ping_url(u, Ping::Success), u);
-        assert_eq!(ping_url("https://h/p/abc/", Ping::Fail), "https://h/p/abc/fail");
-        assert_eq!(ping_url("https://h/p/abc?rid=1", Ping::Fail), "https://h/p/abc/fail?rid=1");
+        assert_eq!(
+            ping_url("https://h/p/abc/", Ping::Fail),
+            "https://h/p/abc/fail"
+        );
+        assert_eq!(
+            ping_url("https://h/p/abc?rid=1", Ping::Fail),
+            "https://h/p/abc/fail?rid=1"
+        );
         assert_eq!(tail_bytes("aé", 1), "");
         assert_eq!(tail_bytes("abc", 2), "bc");
     }
@@ -123,9 +132,16 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let e = ping(&format!("http://127.0.0.1:{port}/secret-uuid"), Ping::Start, "")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("ping http://127.0.0.1:") && !e.contains("secret-uuid"), "{e}");
+        let e = ping(
+            &format!("http://127.0.0.1:{port}/secret-uuid"),
+            Ping::Start,
+            "",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("ping http://127.0.0.1:") && !e.contains("secret-uuid"),
+            "{e}"
+        );
     }
 }

@@ -29,8 +29,8 @@ use crate::backend::{self, Location};
 use crate::backup::{self, CreateOptions, Progress};
 use crate::check::{self, CheckOptions};
 use crate::error::{Error, Result, exit};
-use crate::format::snapshot::ExcludeRecord;
 use crate::forget::{self, GroupBy};
+use crate::format::snapshot::ExcludeRecord;
 use crate::jobs::config::{Due, Job};
 use crate::jobs::hooks::{self, HookEnv};
 use crate::jobs::notify::{self, Ping};
@@ -169,9 +169,39 @@ impl JobReport {
         }
     }
 
-    /// One line for humans and cron mail: `web: ok, snapshot 3fa9c1d2 (…), 2.1 s`.
+    /// One line for humans and cron mail: `web: ok, snapshot 3fa9c1d2 (…), forgot 1, prune
+    /// not-due, check ok, 2.1 s`, or `web: failed at snapshot: … (skipped: forget, prune), 0.3 s`.
     pub fn summary(&self) -> String {
-        let mut parts = vec![self.result.as_str().to_string()];
+        let mut parts = Vec::new();
+        if let Some(f) = self.failed_step() {
+            parts.push(format!(
+                "failed at {}: {}",
+                f.step,
+                f.message.as_deref().unwrap_or("(no message)")
+            ));
+            let skipped: Vec<&str> = self
+                .steps
+                .iter()
+                .filter(|s| s.result == StepResult::Skipped && s.message.is_some())
+                .map(|s| s.step)
+                .collect();
+            if !skipped.is_empty() {
+                parts.push(format!("skipped {}", skipped.join(", ")));
+            }
+        } else {
+            parts.push(self.result.as_str().to_string());
+            if let Some(s) = self
+                .steps
+                .iter()
+                .find(|s| s.result == StepResult::Skipped && s.message.is_some())
+            {
+                parts.push(format!(
+                    "{}: {}",
+                    s.step,
+                    s.message.as_deref().unwrap_or("")
+                ));
+            }
+        }
         if let Some(id) = &self.snapshot {
             parts.push(format!(
                 "snapshot {} ({} files, {} added)",
@@ -182,43 +212,22 @@ impl JobReport {
         }
         for s in &self.steps {
             let shown = match (s.step, s.result) {
+                (_, StepResult::Skipped) | (_, StepResult::Failed) => continue,
                 ("snapshot", StepResult::Ok) => continue,
-                (_, StepResult::Skipped) if s.message.is_none() => continue,
-                ("forget", StepResult::Ok) => {
-                    format!("forgot {}", self.forgotten.unwrap_or(0))
-                }
+                ("before" | "after" | "failure" | "finally", StepResult::Ok) => continue,
+                ("forget", StepResult::Ok) => format!("forgot {}", self.forgotten.unwrap_or(0)),
                 ("prune", StepResult::Ok) => {
                     format!("pruned {}", human(self.bytes_freed.unwrap_or(0)))
                 }
-                ("before" | "after" | "failure" | "finally", StepResult::Ok) => continue,
                 (step, r) => format!("{step} {}", r.as_str()),
             };
             parts.push(shown);
-        }
-        if let Some(f) = self.failed_step()
-            && let Some(m) = &f.message
-        {
-            parts.push(format!("{}: {m}", f.step));
         }
         format!("{}: {}, {:.1} s", self.job, parts.join(", "), self.seconds)
     }
 }
 
-/// Bytes in binary units.
-pub fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use crate::units::human;
 
 /// Where a run's warnings and errors go as they happen (the CLI prints them on stderr).
 pub trait Reporter: Sync {
@@ -381,8 +390,7 @@ pub fn period_due(due: Due, last: Option<&str>, now: chrono::DateTime<chrono::Ut
     match due {
         Due::Always | Due::UnusedOver(_) => true,
         Due::Never => false,
-        Due::Every(secs) => match last.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        {
+        Due::Every(secs) => match last.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
             None => true,
             Some(t) => {
                 let elapsed = (now - t.with_timezone(&chrono::Utc)).num_seconds().max(0) as u64;
@@ -440,7 +448,11 @@ pub fn plan(job: &Job, state_dir: &Path) -> Result<Vec<String>> {
         }
     ));
     v.push(match &job.keep {
-        Some(p) => format!("forget: among the snapshots tagged {}, per host: {}", job.tag(), describe_policy(p)),
+        Some(p) => format!(
+            "forget: among the snapshots tagged {}, per host: {}",
+            job.tag(),
+            describe_policy(p)
+        ),
         None => "forget: no keep rules, skipped".into(),
     });
     let last_prune = last_run_of(&history, "prune", &["ok"]);
@@ -454,7 +466,11 @@ pub fn plan(job: &Job, state_dir: &Path) -> Result<Vec<String>> {
             "prune: {} (last {}): {}",
             crate::jobs::config::describe_due(d),
             last_prune.unwrap_or("never"),
-            if period_due(d, last_prune, t) { "due" } else { "not due" }
+            if period_due(d, last_prune, t) {
+                "due"
+            } else {
+                "not due"
+            }
         ),
     });
     v.push(match &job.check {
@@ -465,7 +481,11 @@ pub fn plan(job: &Job, state_dir: &Path) -> Result<Vec<String>> {
                 "check: {} (last {}): {}{}{}",
                 crate::jobs::config::describe_due(c.when),
                 last.unwrap_or("never"),
-                if period_due(c.when, last, t) { "due" } else { "not due" },
+                if period_due(c.when, last, t) {
+                    "due"
+                } else {
+                    "not due"
+                },
                 c.read_data_max_age
                     .map(|a| format!(", re-read packs not verified for {a} s"))
                     .unwrap_or_default(),
@@ -488,7 +508,11 @@ pub fn plan(job: &Job, state_dir: &Path) -> Result<Vec<String>> {
         v.push(format!(
             "notify: command `{}` {}",
             crate::jobs::config::mask_urls(c),
-            if job.notify.command_always { "after every run" } else { "after a failure" }
+            if job.notify.command_always {
+                "after every run"
+            } else {
+                "after a failure"
+            }
         ));
     }
     Ok(v)
@@ -596,7 +620,10 @@ pub fn run_job(job: &Job, ctx: &RunContext<'_>) -> Result<JobReport> {
     run_hooks("before", &job.hooks.before, &mut steps, &outcome);
     if steps.failed() {
         for s in ["snapshot", "forget", "prune", "check"] {
-            steps.skip(s, Some("a before hook failed; the repository was not touched".into()));
+            steps.skip(
+                s,
+                Some("a before hook failed; the repository was not touched".into()),
+            );
         }
     } else {
         repository_steps(job, &history, &log, &mut steps, &mut outcome);
@@ -644,14 +671,21 @@ pub fn run_job(job: &Job, ctx: &RunContext<'_>) -> Result<JobReport> {
             job: job.name.clone(),
             step: "notify".into(),
             result: r.result.as_str().into(),
-            failed_step: r.failed_step().map(|s| s.step.to_string()).unwrap_or_default(),
+            failed_step: r
+                .failed_step()
+                .map(|s| s.step.to_string())
+                .unwrap_or_default(),
             exit_code: r.exit_code,
             snapshot: r.snapshot.clone().unwrap_or_default(),
             log_tail: r.log_tail.clone(),
         };
         let input = format!("{}\n\n{}\n", r.summary(), r.log_tail);
-        if let Err(e) = hooks::run(cmd, &e, input.as_bytes(), Duration::from_secs(job.hook_timeout))
-        {
+        if let Err(e) = hooks::run(
+            cmd,
+            &e,
+            input.as_bytes(),
+            Duration::from_secs(job.hook_timeout),
+        ) {
             log.problem(&format!("warning: notification command: {e}"));
             notify_warnings.push(e.to_string());
         }
@@ -747,7 +781,10 @@ fn repository_steps(
             );
             log.note(&message);
             let out = if s.incomplete {
-                let m = format!("{message}; INCOMPLETE: {} entries could not be read", s.errors.len());
+                let m = format!(
+                    "{message}; INCOMPLETE: {} entries could not be read",
+                    s.errors.len()
+                );
                 log.problem(&format!("warning: {m}"));
                 StepOut {
                     result: StepResult::Warning,
@@ -879,10 +916,14 @@ fn repository_bytes(repo: &Repo) -> Option<u64> {
 
 fn snapshot(repo: &mut Repo, job: &Job, log: &Log<'_>) -> Result<backup::CreateResult> {
     let mut sources: Vec<SourceSpec> = job.paths.iter().cloned().map(SourceSpec::Path).collect();
-    sources.extend(job.commands.iter().map(|(name, command)| SourceSpec::Command {
-        name: name.clone(),
-        command: command.clone(),
-    }));
+    sources.extend(
+        job.commands
+            .iter()
+            .map(|(name, command)| SourceSpec::Command {
+                name: name.clone(),
+                command: command.clone(),
+            }),
+    );
     let mut patterns = job.excludes.patterns.clone();
     for f in &job.excludes.files {
         patterns.extend(crate::source::exclude::read_patterns(f)?);
@@ -958,7 +999,11 @@ fn run_check(
         log.problem(&format!("damage: {p}"));
     }
     let read = if opts.reads_data() {
-        format!(", read {} packs ({})", report.packs_read, human(report.bytes_read))
+        format!(
+            ", read {} packs ({})",
+            report.packs_read,
+            human(report.bytes_read)
+        )
     } else {
         String::new()
     };
@@ -990,7 +1035,10 @@ mod tests {
             .with_timezone(&chrono::Utc);
         let day = Due::Every(86_400);
         assert!(period_due(day, None, now));
-        assert!(period_due(day, Some("2026-01-07T02:35:00Z"), now), "minutes early");
+        assert!(
+            period_due(day, Some("2026-01-07T02:35:00Z"), now),
+            "minutes early"
+        );
         assert!(!period_due(day, Some("2026-01-07T12:00:00Z"), now));
         let week = Due::Every(7 * 86_400);
         assert!(period_due(week, Some("2026-01-01T02:31:00Z"), now));
@@ -1003,10 +1051,34 @@ mod tests {
     fn the_worst_step_decides() {
         let mut s = Steps { list: Vec::new() };
         let t = || (now(), Instant::now());
-        s.push("snapshot", t(), StepOut { result: StepResult::Warning, code: exit::INCOMPLETE, message: None });
+        s.push(
+            "snapshot",
+            t(),
+            StepOut {
+                result: StepResult::Warning,
+                code: exit::INCOMPLETE,
+                message: None,
+            },
+        );
         assert_eq!(s.worst(), (StepResult::Warning, exit::INCOMPLETE));
-        s.push("after", t(), StepOut { result: StepResult::Failed, code: exit::FATAL, message: None });
-        s.push("check", t(), StepOut { result: StepResult::Failed, code: exit::DAMAGED, message: None });
+        s.push(
+            "after",
+            t(),
+            StepOut {
+                result: StepResult::Failed,
+                code: exit::FATAL,
+                message: None,
+            },
+        );
+        s.push(
+            "check",
+            t(),
+            StepOut {
+                result: StepResult::Failed,
+                code: exit::DAMAGED,
+                message: None,
+            },
+        );
         s.skip("finally", None);
         assert_eq!(s.worst(), (StepResult::Failed, exit::DAMAGED));
     }

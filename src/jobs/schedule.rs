@@ -67,7 +67,10 @@ pub fn parse_at(s: &str) -> Result<(u8, u8)> {
 /// The names of the files a schedule of `job` consists of.
 pub fn file_names(job: &str, kind: Kind) -> Vec<String> {
     match kind {
-        Kind::Systemd => vec![format!("tresor-{job}.service"), format!("tresor-{job}.timer")],
+        Kind::Systemd => vec![
+            format!("tresor-{job}.service"),
+            format!("tresor-{job}.timer"),
+        ],
         // cron.d ignores names with a dot.
         Kind::Cron => vec![format!("tresor-{job}")],
     }
@@ -163,7 +166,8 @@ pub fn render(s: &Schedule, kind: Kind) -> Vec<(String, String)> {
 
 /// Writes the files of `s` into `dir`; returns their paths.
 pub fn install(s: &Schedule, kind: Kind, dir: &Path) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let mut out = Vec::new();
     for (name, text) in render(s, kind) {
         let p = dir.join(name);
@@ -236,10 +240,17 @@ mod tests {
     fn units_and_cron_lines() {
         let files = render(&sched(), Kind::Systemd);
         assert_eq!(files[0].0, "tresor-web.service");
-        assert!(files[0].1.contains("ExecStart=/usr/local/bin/tresor --config /etc/tresor/tresor.toml run web"));
+        assert!(
+            files[0].1.contains(
+                "ExecStart=/usr/local/bin/tresor --config /etc/tresor/tresor.toml run web"
+            )
+        );
         assert!(files[0].1.contains("IOSchedulingClass=idle") && files[0].1.contains("Nice=10"));
         assert!(files[1].1.contains("OnCalendar=*-*-* 02:30:00"));
-        assert!(files[1].1.contains("Persistent=true") && files[1].1.contains("RandomizedDelaySec=1800"));
+        assert!(
+            files[1].1.contains("Persistent=true")
+                && files[1].1.contains("RandomizedDelaySec=1800")
+        );
         let cron = &render(&sched(), Kind::Cron)[0];
         assert_eq!(cron.0, "tresor-web");
         let line = cron.1.lines().last().unwrap();
@@ -251,7 +262,10 @@ mod tests {
         install(&sched(), Kind::Cron, d.path()).unwrap();
         assert_eq!(show("web", d.path()).unwrap().len(), 1);
         std::fs::write(d.path().join("tresor-web.timer"), "mine").unwrap();
-        assert!(remove("web", d.path()).is_err(), "a file tresor did not write stays");
+        assert!(
+            remove("web", d.path()).is_err(),
+            "a file tresor did not write stays"
+        );
         std::fs::remove_file(d.path().join("tresor-web.timer")).unwrap();
         assert_eq!(remove("web", d.path()).unwrap().len(), 1);
         assert!(show("web", d.path()).unwrap().is_empty());

@@ -159,28 +159,52 @@ fn unix(time: &str) -> Option<i64> {
 
 /// The statuses in the Prometheus text exposition format.
 pub fn prometheus(statuses: &[(JobStatus, Option<RunRecord>)]) -> String {
-    type Metric = (&'static str, &'static str, fn(&JobStatus, Option<&RunRecord>) -> Option<f64>);
+    type Metric = (
+        &'static str,
+        &'static str,
+        fn(&JobStatus, Option<&RunRecord>) -> Option<f64>,
+    );
     let metrics: [Metric; 8] = [
-        ("tresor_job_last_success_timestamp_seconds", "Unix time of the job's last successful run (or newest snapshot).", |s, _| {
-            s.last_success.as_deref().and_then(unix).map(|t| t as f64)
-        }),
-        ("tresor_job_last_run_timestamp_seconds", "Unix time the job's last run started.", |_, r| {
-            r.and_then(|r| unix(&r.started)).map(|t| t as f64)
-        }),
-        ("tresor_job_last_run_duration_seconds", "How long the job's last run took.", |_, r| r.map(|r| r.seconds)),
-        ("tresor_job_last_run_exit_code", "Exit code of the job's last run (0 is success).", |_, r| {
-            r.map(|r| f64::from(r.exit_code))
-        }),
-        ("tresor_job_last_run_bytes_added", "Bytes the job's last snapshot added to the repository.", |_, r| {
-            r.and_then(|r| r.bytes_added).map(|b| b as f64)
-        }),
-        ("tresor_job_repository_bytes", "Bytes of the repository's packs after the job's last run.", |s, _| {
-            s.repository_bytes.map(|b| b as f64)
-        }),
-        ("tresor_job_max_age_seconds", "The job's max-age window.", |s, _| s.max_age_seconds.map(|a| a as f64)),
-        ("tresor_job_stale", "1 when the job has not succeeded within its max-age.", |s, _| {
-            Some(if s.stale { 1.0 } else { 0.0 })
-        }),
+        (
+            "tresor_job_last_success_timestamp_seconds",
+            "Unix time of the job's last successful run (or newest snapshot).",
+            |s, _| s.last_success.as_deref().and_then(unix).map(|t| t as f64),
+        ),
+        (
+            "tresor_job_last_run_timestamp_seconds",
+            "Unix time the job's last run started.",
+            |_, r| r.and_then(|r| unix(&r.started)).map(|t| t as f64),
+        ),
+        (
+            "tresor_job_last_run_duration_seconds",
+            "How long the job's last run took.",
+            |_, r| r.map(|r| r.seconds),
+        ),
+        (
+            "tresor_job_last_run_exit_code",
+            "Exit code of the job's last run (0 is success).",
+            |_, r| r.map(|r| f64::from(r.exit_code)),
+        ),
+        (
+            "tresor_job_last_run_bytes_added",
+            "Bytes the job's last snapshot added to the repository.",
+            |_, r| r.and_then(|r| r.bytes_added).map(|b| b as f64),
+        ),
+        (
+            "tresor_job_repository_bytes",
+            "Bytes of the repository's packs after the job's last run.",
+            |s, _| s.repository_bytes.map(|b| b as f64),
+        ),
+        (
+            "tresor_job_max_age_seconds",
+            "The job's max-age window.",
+            |s, _| s.max_age_seconds.map(|a| a as f64),
+        ),
+        (
+            "tresor_job_stale",
+            "1 when the job has not succeeded within its max-age.",
+            |s, _| Some(if s.stale { 1.0 } else { 0.0 }),
+        ),
     ];
     let mut out = String::new();
     for (name, help, value) in metrics {
@@ -228,7 +252,10 @@ mod tests {
         .unwrap();
         let job = &c.jobs[0];
         let s = status(job, d.path(), None, false).unwrap();
-        assert!(s.stale && s.last_success.is_none(), "never succeeded: stale");
+        assert!(
+            s.stale && s.last_success.is_none(),
+            "never succeeded: stale"
+        );
         let old = (chrono::Utc::now() - chrono::Duration::hours(3)).to_rfc3339();
         let rec = RunRecord {
             job: "web".into(),
@@ -248,8 +275,14 @@ mod tests {
         let s = status(job, d.path(), Some(4 * 3600), false).unwrap();
         assert!(!s.stale, "3 h old against --max-age 4h");
         let text = prometheus(&collect(&[job], d.path()).unwrap());
-        assert!(text.contains("tresor_job_last_run_bytes_added{job=\"web\"} 1234"), "{text}");
+        assert!(
+            text.contains("tresor_job_last_run_bytes_added{job=\"web\"} 1234"),
+            "{text}"
+        );
         assert!(text.contains("tresor_job_stale{job=\"web\"} 1"), "{text}");
-        assert!(text.contains("# TYPE tresor_job_repository_bytes gauge"), "{text}");
+        assert!(
+            text.contains("# TYPE tresor_job_repository_bytes gauge"),
+            "{text}"
+        );
     }
 }

@@ -98,9 +98,8 @@ impl Jobs {
             .stdout_str()
             .lines()
             .map(|l| {
-                serde_json::from_str(l).unwrap_or_else(|e| {
-                    panic!("not JSON ({e}): {l}\n--- stderr\n{}", out.stderr)
-                })
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n--- stderr\n{}", out.stderr))
             })
             .collect();
         (out.code, objects)
@@ -167,9 +166,13 @@ hooks = {{ before = [{b:?}], after = [{a:?}], failure = [{f:?}], finally = [{z:?
     let names: Vec<&str> = s.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(
         names,
-        ["before", "snapshot", "forget", "prune", "check", "after", "failure", "finally"]
+        [
+            "before", "snapshot", "forget", "prune", "check", "after", "failure", "finally"
+        ]
     );
-    for step in ["before", "snapshot", "forget", "prune", "check", "after", "finally"] {
+    for step in [
+        "before", "snapshot", "forget", "prune", "check", "after", "finally",
+    ] {
         assert_eq!(result_of(&s, step), "ok", "{step}: {r}");
     }
     assert_eq!(result_of(&s, "failure"), "skipped");
@@ -197,7 +200,10 @@ hooks = {{ before = [{b:?}], after = [{a:?}], failure = [{f:?}], finally = [{z:?
     assert_eq!(r["snapshot"], id);
     assert_eq!(
         j.env.restore_stdout(id, Some("dump.sql")),
-        (1..=500).map(|n| format!("{n}\n")).collect::<String>().into_bytes()
+        (1..=500)
+            .map(|n| format!("{n}\n"))
+            .collect::<String>()
+            .into_bytes()
     );
     let ls = j
         .env
@@ -221,7 +227,10 @@ hooks = {{ before = [{b:?}], after = [{a:?}], failure = [{f:?}], finally = [{z:?
     let before = j.repo_fingerprint();
     let plan = j.run(&["run", "--dry-run"]);
     plan.ok("run --dry-run");
-    assert!(plan.stdout_str().contains("forget: among the snapshots tagged job:files"));
+    assert!(
+        plan.stdout_str()
+            .contains("forget: among the snapshots tagged job:files")
+    );
     assert_eq!(before, j.repo_fingerprint());
 }
 
@@ -247,7 +256,10 @@ notify = {{ command = "cat > {n}; echo \"$TRESOR_JOB $TRESOR_RESULT $TRESOR_FAIL
     };
     j.write(&jobs("seq 1 100"));
     assert_eq!(j.run_json(&[]).0, exit::OK);
-    assert!(!notified.exists(), "the command notifies failures only by default");
+    assert!(
+        !notified.exists(),
+        "the command notifies failures only by default"
+    );
     j.write(&jobs("seq 1 100; echo dump failed >&2; exit 3"));
     let before = j.env.list();
     let (code, reports) = j.run_json(&[]);
@@ -298,7 +310,11 @@ hooks = {{ before = ["echo stopping app", "echo cannot stop app >&2; exit 7", {b
     let out = j.run(&["run"]);
     out.expect_code(exit::FATAL, "a before hook failed");
     assert!(out.stderr.contains("cannot stop app"), "{}", out.stderr);
-    assert!(out.stdout_str().starts_with("files: failed"), "{}", out.stdout_str());
+    assert!(
+        out.stdout_str().starts_with("files: failed"),
+        "{}",
+        out.stdout_str()
+    );
     assert_eq!(before, j.repo_fingerprint(), "the repository was touched");
     // The rest of the before list does not run; failure and finally do.
     assert_eq!(
@@ -335,7 +351,10 @@ hooks = {{ before = ["echo start >> {log}; touch {started}; sleep 2"], finally =
         let first = KillOnDrop(Some(cmd.spawn().unwrap()));
         let t = Instant::now();
         while !started.exists() {
-            assert!(t.elapsed() < Duration::from_secs(30), "the first run never started");
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "the first run never started"
+            );
             thread::sleep(Duration::from_millis(20));
         }
         let (code, reports) = j.run_json(&[]);
@@ -346,7 +365,11 @@ hooks = {{ before = ["echo start >> {log}; touch {started}; sleep 2"], finally =
         assert_eq!(code, exit::OK);
         if overlap == "skip" {
             assert_eq!(reports[0]["result"], "skipped", "{reports:?}");
-            assert_eq!(j.log_lines(), ["start", "end"], "the second run ran nothing");
+            assert_eq!(
+                j.log_lines(),
+                ["start", "end"],
+                "the second run ran nothing"
+            );
         } else {
             assert_eq!(reports[0]["result"], "ok", "{reports:?}");
             assert_eq!(
@@ -423,7 +446,8 @@ notify = {{ ping = "{base}/ping/secret-uuid" }}
         data = j.env.path("data").display().to_string(),
     ));
     // Never run: stale, and the repository has no snapshot of the job either.
-    j.run(&["status"]).expect_code(exit::STALE, "status before any run");
+    j.run(&["status"])
+        .expect_code(exit::STALE, "status before any run");
     let (code, _) = j.run_json(&[]);
     assert_eq!(code, exit::OK);
     {
@@ -432,7 +456,13 @@ notify = {{ ping = "{base}/ping/secret-uuid" }}
             .iter()
             .map(|r| (r.method.as_str(), r.path.as_str()))
             .collect();
-        assert_eq!(got, [("POST", "/ping/secret-uuid/start"), ("POST", "/ping/secret-uuid")]);
+        assert_eq!(
+            got,
+            [
+                ("POST", "/ping/secret-uuid/start"),
+                ("POST", "/ping/secret-uuid")
+            ]
+        );
         assert!(reqs[1].body.starts_with("files: ok"), "{:?}", reqs[1]);
     }
     let st = j.run(&["status", "--json"]);
@@ -460,12 +490,19 @@ notify = {{ ping = "{base}/ping/secret-uuid" }}
     red.expect_code(exit::STALE, "status --max-age 1s");
     assert!(red.stdout_str().contains("STALE") && red.stdout_str().contains("last run failed"));
     let prom = j.run(&["status", "--max-age", "1s", "--format", "prometheus"]);
-    assert!(prom.stdout_str().contains("tresor_job_stale{job=\"files\"} 1"));
-    assert!(prom.stdout_str().contains("tresor_job_last_run_exit_code{job=\"files\"} 12"));
+    assert!(
+        prom.stdout_str()
+            .contains("tresor_job_stale{job=\"files\"} 1")
+    );
+    assert!(
+        prom.stdout_str()
+            .contains("tresor_job_last_run_exit_code{job=\"files\"} 12")
+    );
     // Fixed: green again.
     fs::write(j.password_file(), good).unwrap();
     j.run(&["run"]).ok("run after the fix");
-    j.run(&["status", "--max-age", "1m"]).ok("status after the fix");
+    j.run(&["status", "--max-age", "1m"])
+        .ok("status after the fix");
     // The history lost: the last success is found in the repository by its job tag.
     fs::remove_dir_all(j.env.path("state")).unwrap();
     let v = j.run(&["status", "--json"]).json();
@@ -481,11 +518,31 @@ fn config_check_names_the_line_of_each_mistake() {
     let data = j.env.path("data").display().to_string();
     // The defaults take 5 lines and a blank one; the jobs start on line 7.
     let cases = [
-        (format!("[jobs.a]\npaths = [{data:?}]\nexclud = [\"*.o\"]\n"), 9, "unknown field `exclud`"),
-        (format!("[jobs.a]\npaths = [{data:?}]\nmax-age = \"26 hours\"\n"), 9, "duration"),
-        (format!("[jobs.a]\npaths = [{data:?}]\nprune = \"sometimes\"\n"), 9, "bad schedule"),
-        ("[jobs.a]\nkeep = { daily = 7 }\n".to_string(), 7, "nothing to back up"),
-        (format!("[jobs.a]\npaths = [{data:?}]\nkeep = {{ dayly = 7 }}\n"), 9, "unknown field `dayly`"),
+        (
+            format!("[jobs.a]\npaths = [{data:?}]\nexclud = [\"*.o\"]\n"),
+            9,
+            "unknown field `exclud`",
+        ),
+        (
+            format!("[jobs.a]\npaths = [{data:?}]\nmax-age = \"26 hours\"\n"),
+            9,
+            "duration",
+        ),
+        (
+            format!("[jobs.a]\npaths = [{data:?}]\nprune = \"sometimes\"\n"),
+            9,
+            "bad schedule",
+        ),
+        (
+            "[jobs.a]\nkeep = { daily = 7 }\n".to_string(),
+            7,
+            "nothing to back up",
+        ),
+        (
+            format!("[jobs.a]\npaths = [{data:?}]\nkeep = {{ dayly = 7 }}\n"),
+            9,
+            "unknown field `dayly`",
+        ),
     ];
     for (jobs, line, what) in cases {
         j.write(&jobs);
@@ -505,7 +562,12 @@ fn config_check_names_the_line_of_each_mistake() {
     .unwrap();
     let out = j.run(&["config", "check"]);
     out.expect_code(exit::USAGE, "no password source");
-    assert!(out.stderr.contains("line 4: job \"web\": no password source"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("line 4: job \"web\": no password source"),
+        "{}",
+        out.stderr
+    );
     // A valid file: the effective settings, secrets masked, and exit 0.
     j.write(&format!(
         "[jobs.web]\npaths = [{data:?}]\nnotify = {{ ping = \"https://hc.example/ping/secret-uuid\" }}\n"
@@ -513,13 +575,23 @@ fn config_check_names_the_line_of_each_mistake() {
     let out = j.run(&["config", "check"]);
     out.ok("config check");
     let text = out.stdout_str();
-    assert!(text.contains("[jobs.web]") && text.contains("job:web"), "{text}");
-    assert!(text.contains("https://hc.example/…") && !text.contains("secret-uuid"), "{text}");
+    assert!(
+        text.contains("[jobs.web]") && text.contains("job:web"),
+        "{text}"
+    );
+    assert!(
+        text.contains("https://hc.example/…") && !text.contains("secret-uuid"),
+        "{text}"
+    );
     // A password file that is not there is named too.
     fs::remove_file(j.password_file()).unwrap();
     let out = j.run(&["config", "check"]);
     out.expect_code(exit::USAGE, "missing password file");
-    assert!(out.stderr.contains("line 7: job \"web\": password file"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("line 7: job \"web\": password file"),
+        "{}",
+        out.stderr
+    );
     // Environment beats the file: TRESOR_PASSWORD replaces the missing file.
     let mut cmd = j.command(&["config", "check"]);
     cmd.env("TRESOR_PASSWORD", &j.env.password);
@@ -535,8 +607,18 @@ fn schedules_completions_and_the_man_page() {
     ));
     let units = j.env.path("units");
     let dir = units.display().to_string();
-    j.run(&["schedule", "install", "web", "--at", "02:30", "--randomized-delay", "30m", "--dir", &dir])
-        .ok("schedule install");
+    j.run(&[
+        "schedule",
+        "install",
+        "web",
+        "--at",
+        "02:30",
+        "--randomized-delay",
+        "30m",
+        "--dir",
+        &dir,
+    ])
+    .ok("schedule install");
     let service = fs::read_to_string(units.join("tresor-web.service")).unwrap();
     let timer = fs::read_to_string(units.join("tresor-web.timer")).unwrap();
     assert!(service.contains(&format!("--config {} run web", j.config.display())));
@@ -561,11 +643,23 @@ fn schedules_completions_and_the_man_page() {
     let shown = j.run(&["schedule", "show", "web", "--dir", &dir]);
     shown.ok("schedule show");
     assert!(shown.stdout_str().contains("OnCalendar"));
-    j.run(&["schedule", "remove", "web", "--dir", &dir]).ok("schedule remove");
+    j.run(&["schedule", "remove", "web", "--dir", &dir])
+        .ok("schedule remove");
     assert!(!units.join("tresor-web.timer").exists());
     // cron: the line's fields, and its command runs as cron would run it (`\%` → `%`).
-    j.run(&["schedule", "install", "web", "--cron", "--at", "4:05", "--randomized-delay", "1s", "--dir", &dir])
-        .ok("schedule install --cron");
+    j.run(&[
+        "schedule",
+        "install",
+        "web",
+        "--cron",
+        "--at",
+        "4:05",
+        "--randomized-delay",
+        "1s",
+        "--dir",
+        &dir,
+    ])
+    .ok("schedule install --cron");
     let cron = fs::read_to_string(units.join("tresor-web")).unwrap();
     let line = cron.lines().last().unwrap();
     let fields: Vec<&str> = line.splitn(7, ' ').collect();
@@ -573,7 +667,10 @@ fn schedules_completions_and_the_man_page() {
     let command = fields[6].replace("\\%", "%");
     assert!(!fields[6].replace("\\%", "").contains('%'), "{line}");
     let mut sh = Command::new("sh");
-    sh.arg("-c").arg(&command).env_clear().env("PATH", "/usr/bin:/bin");
+    sh.arg("-c")
+        .arg(&command)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin");
     harness::run_command(sh, "the cron command").ok("the cron line's command");
     assert_eq!(j.env.list().len(), 1, "the cron command ran the job");
     for shell in ["bash", "zsh", "fish"] {
@@ -584,4 +681,35 @@ fn schedules_completions_and_the_man_page() {
     let man = j.run(&["man"]);
     man.ok("man");
     assert!(man.stdout_str().starts_with(".ie") || man.stdout_str().contains(".TH tresor"));
+}
+
+#[test]
+fn prune_runs_when_due_by_period_or_by_unused_share() {
+    let j = Jobs::new();
+    let data = j.env.path("data");
+    let big = data.join("big.bin");
+    let jobs = |prune: &str| {
+        format!(
+            "[jobs.files]\npaths = [{:?}]\nkeep = {{ last = 1 }}\nprune = {prune:?}\n",
+            data.display().to_string()
+        )
+    };
+    let run_with = |prune: &str, seed: u64| {
+        fs::write(&big, harness::Rng::new(seed).bytes(3 << 20)).unwrap();
+        j.write(&jobs(prune));
+        let (code, reports) = j.run_json(&[]);
+        assert_eq!(code, exit::OK, "{reports:?}");
+        reports[0].clone()
+    };
+    // daily: due on the first run, not on the second the same day.
+    assert_eq!(result_of(&steps(&run_with("daily", 1)), "prune"), "ok");
+    let r = run_with("daily", 2);
+    assert_eq!(result_of(&steps(&r), "prune"), "not-due");
+    // The forgotten snapshot's 3 MiB are now unused: over 20 %, under 90 %.
+    let r = run_with("90%", 3);
+    assert_eq!(result_of(&steps(&r), "prune"), "not-due", "{r}");
+    let r = run_with("20%", 4);
+    assert_eq!(result_of(&steps(&r), "prune"), "ok", "{r}");
+    assert!(r["bytes_freed"].as_u64().unwrap() > 3 << 20, "{r}");
+    j.env.run(&["check"]).ok("check after the job's prune");
 }
