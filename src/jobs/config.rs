@@ -163,6 +163,15 @@ pub struct Notify {
     pub command_always: bool,
 }
 
+/// A repository a job copies its new snapshots into (`copy = [{ repository = …, … }]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CopyTarget {
+    /// Its location.
+    pub repository: OsString,
+    /// Its password (default: the job's own).
+    pub password: PasswordSource,
+}
+
 /// What a second run of a job does while one is still going.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -216,6 +225,8 @@ pub struct Job {
     pub overlap: Overlap,
     /// Seconds to wait for a conflicting repository lock (`retry-lock`, default 10 min).
     pub retry_lock: u64,
+    /// Repositories the job's snapshots are copied into after each run (`copy`).
+    pub copy: Vec<CopyTarget>,
 }
 
 impl Job {
@@ -370,6 +381,15 @@ struct RawSettings {
     notify: Option<RawNotify>,
     overlap: Option<Overlap>,
     retry_lock: Option<Secs>,
+    copy: Option<Vec<RawCopy>>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawCopy {
+    repository: String,
+    password_file: Option<PathBuf>,
+    password_command: Option<String>,
 }
 
 #[derive(Deserialize, Default, Clone)]
@@ -637,6 +657,24 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Config> {
             caches: pick!(exclude_caches).unwrap_or(false),
             one_file_system: pick!(one_file_system).unwrap_or(false),
         };
+        let mut copy = Vec::new();
+        for c in pick!(copy).unwrap_or_default() {
+            let target_password = match (c.password_command, c.password_file) {
+                (Some(_), Some(_)) => {
+                    return Err(err(format!(
+                        "copy target {}: both `password-file` and `password-command` are set; give one",
+                        mask_urls(&c.repository)
+                    )));
+                }
+                (Some(cmd), None) => PasswordSource::Command(cmd),
+                (None, Some(f)) => PasswordSource::File(rel(&f)),
+                (None, None) => password.clone(),
+            };
+            copy.push(CopyTarget {
+                repository: OsString::from(anchor_location(&c.repository, &base)),
+                password: target_password,
+            });
+        }
         jobs.push(Job {
             name: name.clone(),
             line,
@@ -661,6 +699,7 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Config> {
             notify,
             overlap: pick!(overlap).unwrap_or(Overlap::Wait),
             retry_lock: pick!(retry_lock).map_or(600, |s| s.0),
+            copy,
         });
     }
     // Jobs in file order (the map sorted them by name).
@@ -878,6 +917,25 @@ impl Job {
             ),
         );
         t.insert("retry-lock".into(), V::String(fmt_secs(self.retry_lock)));
+        let copies = self
+            .copy
+            .iter()
+            .map(|c| {
+                let mut ct = toml::Table::new();
+                ct.insert(
+                    "repository".into(),
+                    V::String(mask_urls(&c.repository.to_string_lossy())),
+                );
+                let pw = match &c.password {
+                    PasswordSource::File(f) => f.display().to_string(),
+                    PasswordSource::Command(_) => "(a command, not shown)".into(),
+                    PasswordSource::Env => "$TRESOR_PASSWORD".into(),
+                };
+                ct.insert("password".into(), V::String(pw));
+                V::Table(ct)
+            })
+            .collect();
+        t.insert("copy".into(), V::Array(copies));
         // Unset lists and tables say nothing.
         fn prune_empty(t: &mut toml::Table) {
             for (_, v) in t.iter_mut() {
@@ -921,6 +979,7 @@ notify = { ping = "https://hc.example/ping/UUID", command = "mail -s 'tresor: $T
 
 [jobs.db]
 commands = { "crm.sql" = "pg_dump crm" }
+copy = [{ repository = "s3:https://s3.example/offsite" }, { repository = "usb", password-file = "/etc/tresor/usb.pw" }]
 prune = "20%"
 password-command = "cat /root/pw"
 "#;
@@ -989,6 +1048,17 @@ password-command = "cat /root/pw"
         assert_eq!(db.prune, Due::UnusedOver(0.2));
         assert!(db.keep.is_none() && db.check.is_none());
         assert_eq!(db.overlap, Overlap::Wait);
+        assert_eq!(db.copy.len(), 2);
+        assert_eq!(
+            db.copy[0].password, db.password,
+            "the job's password by default"
+        );
+        assert_eq!(db.copy[1].repository, OsString::from("/etc/tresor/usb"));
+        assert_eq!(
+            db.copy[1].password,
+            PasswordSource::File("/etc/tresor/usb.pw".into())
+        );
+        assert!(web.copy.is_empty());
     }
 
     #[test]

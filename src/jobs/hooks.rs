@@ -5,7 +5,8 @@
 //! the given bytes), standard output and error captured together, with the job's environment
 //! ([`HookEnv`]) added. A command that outlives its timeout gets SIGTERM for its whole process
 //! group, then SIGKILL two seconds later, and counts as failed. A command killed by a signal
-//! has no exit code; it failed too.
+//! has no exit code; it failed too. When tresor is asked to stop (SIGINT, SIGTERM, SIGHUP) while
+//! a hook runs, the hook's group is ended the same way and the step fails as interrupted.
 
 #![forbid(unsafe_code)]
 
@@ -97,6 +98,12 @@ pub fn run(command: &str, env: &HookEnv, stdin: &[u8], timeout: Duration) -> Res
             Ok(Some(st)) => break Some(st),
             Ok(None) => {}
             Err(e) => return Err(Error::io(format!("waiting for hook `{command}`"), e)),
+        }
+        if let Some(signal) = crate::interrupt::received() {
+            // Ctrl-C or SIGTERM reaches tresor, not the hook's own process group: end it.
+            end_group(&mut child);
+            let _ = child.wait();
+            return Err(Error::Interrupted { signal });
         }
         if Instant::now() >= deadline {
             timed_out = true;

@@ -9,12 +9,13 @@
 //! 6. `prune` when due ([`Due`]): a period since the last successful prune, or the unused
 //!    share of the stored bytes over a threshold.
 //! 7. `check` when due, reading what its `read-data-max-age` and `budget` say.
-//! 8. `after` hooks when no step failed, else `failure` hooks; then `finally` hooks.
-//! 9. The run is recorded in the history; then the success or fail ping and the
+//! 8. `copy`: the job's snapshots each `copy` target lacks, through [`crate::copy::copy`].
+//! 9. `after` hooks when no step failed, else `failure` hooks; then `finally` hooks.
+//! 10. The run is recorded in the history; then the success or fail ping and the
 //!    notification command.
 //!
 //! A failed snapshot skips forget and prune (old backups are never deleted after a failed new
-//! one) and check; a failed forget skips prune. The job's result is its worst step's: a failed
+//! one), check and copy; a failed forget skips prune. The job's result is its worst step's: a failed
 //! step outranks a warning, and between two failed steps the higher exit code wins.
 
 #![forbid(unsafe_code)]
@@ -121,6 +122,8 @@ pub struct JobReport {
     pub bytes_freed: Option<u64>,
     /// Bytes of the repository's packs at the end.
     pub repository_bytes: Option<u64>,
+    /// Snapshots copied into the `copy` targets.
+    pub copied: Option<u64>,
     /// Each step, in order.
     pub steps: Vec<StepReport>,
     /// Warnings and errors that need a notification that cannot be delivered; the run's
@@ -216,6 +219,7 @@ impl JobReport {
                 ("snapshot", StepResult::Ok) => continue,
                 ("before" | "after" | "failure" | "finally", StepResult::Ok) => continue,
                 ("forget", StepResult::Ok) => format!("forgot {}", self.forgotten.unwrap_or(0)),
+                ("copy", StepResult::Ok) => format!("copied {}", self.copied.unwrap_or(0)),
                 ("prune", StepResult::Ok) => {
                     format!("pruned {}", human(self.bytes_freed.unwrap_or(0)))
                 }
@@ -368,8 +372,17 @@ impl StepOut {
 /// Opens `job`'s repository with its password and cache directory (`cache-dir`, else the
 /// usual default, else without `HOME` /var/cache/tresor).
 pub fn open_repo(job: &Job) -> Result<Repo> {
-    let backend = backend::open(&Location::parse_os(&job.repository)?)?;
-    let pw = job.password.read()?;
+    open_at(job, &job.repository, &job.password)
+}
+
+/// Opens the repository at `location` with `password`, in `job`'s cache directory.
+fn open_at(
+    job: &Job,
+    location: &std::ffi::OsStr,
+    password: &crate::jobs::config::PasswordSource,
+) -> Result<Repo> {
+    let backend = backend::open(&Location::parse_os(location)?)?;
+    let pw = password.read()?;
     let cache = job.cache_dir.clone().unwrap_or_else(|| {
         // Without HOME (a bare cron environment) the default is under the temp dir, which
         // boot wipes: a job keeps its catalog in /var/cache/tresor instead.
@@ -495,7 +508,15 @@ pub fn plan(job: &Job, state_dir: &Path) -> Result<Vec<String>> {
             )
         }
     });
+    for c in &job.copy {
+        v.push(format!(
+            "copy: the snapshots tagged {} that {} lacks",
+            job.tag(),
+            crate::jobs::config::mask_urls(&c.repository.to_string_lossy())
+        ));
+    }
     v.push(hooks("after", &job.hooks.after));
+
     v.push(hooks("failure", &job.hooks.failure));
     v.push(hooks("finally", &job.hooks.finally));
     if let Some(p) = &job.notify.ping {
@@ -619,7 +640,7 @@ pub fn run_job(job: &Job, ctx: &RunContext<'_>) -> Result<JobReport> {
     };
     run_hooks("before", &job.hooks.before, &mut steps, &outcome);
     if steps.failed() {
-        for s in ["snapshot", "forget", "prune", "check"] {
+        for s in ["snapshot", "forget", "prune", "check", "copy"] {
             steps.skip(
                 s,
                 Some("a before hook failed; the repository was not touched".into()),
@@ -647,6 +668,7 @@ pub fn run_job(job: &Job, ctx: &RunContext<'_>) -> Result<JobReport> {
     r.forgotten = outcome.forgotten;
     r.bytes_freed = outcome.bytes_freed;
     r.repository_bytes = outcome.repository_bytes;
+    r.copied = outcome.copied;
     let recorded = state::record(&ctx.state_dir, &r.record());
     if let Err(e) = &recorded {
         log.problem(&format!("error: recording the run: {e}"));
@@ -710,6 +732,7 @@ fn report(job: &Job, started: (String, Instant), steps: Steps, log: &Log<'_>) ->
         forgotten: None,
         bytes_freed: None,
         repository_bytes: None,
+        copied: None,
         steps: steps.list,
         notify_warnings: Vec::new(),
         log_tail: log.tail(),
@@ -725,6 +748,7 @@ struct Outcome {
     forgotten: Option<u64>,
     bytes_freed: Option<u64>,
     repository_bytes: Option<u64>,
+    copied: Option<u64>,
 }
 
 fn repository_steps(
@@ -760,7 +784,7 @@ fn repository_steps(
         Err(e) => {
             log.problem(&format!("error: snapshot: {e}"));
             steps.push("snapshot", t, StepOut::failed(&e));
-            for s in ["forget", "prune", "check"] {
+            for s in ["forget", "prune", "check", "copy"] {
                 steps.skip(s, Some("the snapshot failed".into()));
             }
             return;
@@ -799,7 +823,7 @@ fn repository_steps(
         Err(e) => {
             log.problem(&format!("error: snapshot: {e}"));
             steps.push("snapshot", t, StepOut::failed(&e));
-            for s in ["forget", "prune", "check"] {
+            for s in ["forget", "prune", "check", "copy"] {
                 steps.skip(s, Some("the snapshot failed".into()));
             }
             outcome.repository_bytes = repository_bytes(&repo);
@@ -880,6 +904,7 @@ fn repository_steps(
         if let Err(e) = lock(&mut repo, "check", false) {
             log.problem(&format!("error: check: {e}"));
             steps.push("check", (now(), Instant::now()), StepOut::failed(&e));
+            steps.skip("copy", Some("the repository could not be locked".into()));
             outcome.repository_bytes = repository_bytes(&repo);
             return;
         }
@@ -905,6 +930,69 @@ fn repository_steps(
         }
     }
     outcome.repository_bytes = repository_bytes(&repo);
+    if job.copy.is_empty() {
+        steps.skip("copy", None);
+    } else {
+        let t = (now(), Instant::now());
+        let mut copied = 0u64;
+        let mut out = None;
+        for target in &job.copy {
+            match copy_to(&repo, job, target, log) {
+                Ok(n) => copied += n,
+                Err(e) => {
+                    let shown =
+                        crate::jobs::config::mask_urls(&target.repository.to_string_lossy());
+                    log.problem(&format!("error: copy to {shown}: {e}"));
+                    out = Some(StepOut {
+                        result: StepResult::Failed,
+                        code: e.exit_code(),
+                        message: Some(format!("copy to {shown}: {e}")),
+                    });
+                }
+            }
+        }
+        outcome.copied = Some(copied);
+        let out = out.unwrap_or_else(|| {
+            StepOut::ok(format!(
+                "copied {copied} snapshots into {} repositories",
+                job.copy.len()
+            ))
+        });
+        steps.push("copy", t, out);
+    }
+}
+
+/// Copies the job's snapshots that `target` lacks into it (the source is locked already).
+fn copy_to(
+    source: &Repo,
+    job: &Job,
+    target: &crate::jobs::config::CopyTarget,
+    log: &Log<'_>,
+) -> Result<u64> {
+    let mut repo = open_at(job, &target.repository, &target.password)?;
+    crate::interrupt::set_cooperative(true);
+    for note in repo.lock(
+        &format!("tresor run {}: copy", job.name),
+        false,
+        Duration::from_secs(job.retry_lock),
+        LockTiming::default(),
+    )? {
+        log.problem(&format!("note: {note}"));
+    }
+    let opts = crate::copy::CopyOptions {
+        snapshots: Vec::new(),
+        hosts: Vec::new(),
+        tags: vec![job.tag()],
+        dry_run: false,
+    };
+    let r = crate::copy::copy(source, &mut repo, &opts, &crate::progress::Silent)?;
+    log.note(&format!(
+        "copy: {} snapshots copied into {}, {} added",
+        r.copied.len(),
+        crate::jobs::config::mask_urls(&target.repository.to_string_lossy()),
+        human(r.bytes_added)
+    ));
+    Ok(r.copied.len() as u64)
 }
 
 fn repository_bytes(repo: &Repo) -> Option<u64> {

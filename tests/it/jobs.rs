@@ -167,7 +167,7 @@ hooks = {{ before = [{b:?}], after = [{a:?}], failure = [{f:?}], finally = [{z:?
     assert_eq!(
         names,
         [
-            "before", "snapshot", "forget", "prune", "check", "after", "failure", "finally"
+            "before", "snapshot", "forget", "prune", "check", "copy", "after", "failure", "finally"
         ]
     );
     for step in [
@@ -712,4 +712,52 @@ fn prune_runs_when_due_by_period_or_by_unused_share() {
     assert_eq!(result_of(&steps(&r), "prune"), "ok", "{r}");
     assert!(r["bytes_freed"].as_u64().unwrap() > 3 << 20, "{r}");
     j.env.run(&["check"]).ok("check after the job's prune");
+}
+
+#[test]
+fn copy_targets_get_the_jobs_snapshots() {
+    let j = Jobs::new();
+    let offsite = j.env.path("offsite");
+    j.env
+        .run_with(
+            &harness::init_args(),
+            &[("TRESOR_REPO", offsite.as_os_str())],
+        )
+        .ok("init the copy target");
+    j.write(&format!(
+        "[jobs.files]\npaths = [{:?}]\ncopy = [{{ repository = {:?} }}]\n",
+        j.env.path("data").display().to_string(),
+        offsite.display().to_string()
+    ));
+    // A snapshot that is not the job's stays behind.
+    j.env.create(&[j.env.path("data/a.txt")]);
+    for n in 1..=2 {
+        fs::write(j.env.path("data/a.txt"), format!("version {n}\n")).unwrap();
+        let (code, reports) = j.run_json(&[]);
+        assert_eq!(code, exit::OK, "{reports:?}");
+        assert_eq!(result_of(&steps(&reports[0]), "copy"), "ok");
+        assert_eq!(
+            reports[0]["copied"], 1,
+            "only the new snapshot: {}",
+            reports[0]
+        );
+    }
+    let listed = j.env.run_with(
+        &["snapshot", "list", "--json"],
+        &[("TRESOR_REPO", offsite.as_os_str())],
+    );
+    let copies = listed.ok("list the target").json();
+    let copies = copies.as_array().unwrap();
+    assert_eq!(copies.len(), 2);
+    assert!(
+        copies
+            .iter()
+            .all(|c| c["tags"].to_string().contains("job:files"))
+    );
+    let last = copies[1]["id"].as_str().unwrap();
+    let out = j.env.run_with(
+        &["snapshot", "ls", last, "-R"],
+        &[("TRESOR_REPO", offsite.as_os_str())],
+    );
+    assert!(out.ok("ls the copy").stdout_str().contains("a.txt"));
 }
