@@ -12,7 +12,7 @@
 //! 8. `copy`: the job's snapshots each `copy` target lacks, through [`crate::copy::copy`].
 //! 9. `after` hooks when no step failed, else `failure` hooks; then `finally` hooks.
 //! 10. The run is recorded in the history; then the success or fail ping and the
-//!    notification command.
+//!     notification command.
 //!
 //! A failed snapshot skips forget and prune (old backups are never deleted after a failed new
 //! one), check and copy; a failed forget skips prune. The job's result is its worst step's: a failed
