@@ -640,12 +640,12 @@ pub fn run_job(job: &Job, ctx: &RunContext<'_>) -> Result<JobReport> {
     };
     run_hooks("before", &job.hooks.before, &mut steps, &outcome);
     if steps.failed() {
-        for s in ["snapshot", "forget", "prune", "check", "copy"] {
-            steps.skip(
-                s,
-                Some("a before hook failed; the repository was not touched".into()),
-            );
-        }
+        steps.skip("snapshot", Some("a before hook failed".into()));
+        skip_after_failure(
+            job,
+            &mut steps,
+            "a before hook failed; the repository was not touched",
+        );
     } else {
         repository_steps(job, &history, &log, &mut steps, &mut outcome);
     }
@@ -717,6 +717,19 @@ pub fn run_job(job: &Job, ctx: &RunContext<'_>) -> Result<JobReport> {
     Ok(r)
 }
 
+/// Records the repository steps after the snapshot as skipped: with `why` those the job has,
+/// silently those it does not.
+fn skip_after_failure(job: &Job, steps: &mut Steps, why: &str) {
+    for (step, configured) in [
+        ("forget", job.keep.is_some()),
+        ("prune", job.prune != Due::Never),
+        ("check", job.check.is_some()),
+        ("copy", !job.copy.is_empty()),
+    ] {
+        steps.skip(step, configured.then(|| why.to_string()));
+    }
+}
+
 fn report(job: &Job, started: (String, Instant), steps: Steps, log: &Log<'_>) -> JobReport {
     let (result, exit_code) = steps.worst();
     JobReport {
@@ -784,9 +797,7 @@ fn repository_steps(
         Err(e) => {
             log.problem(&format!("error: snapshot: {e}"));
             steps.push("snapshot", t, StepOut::failed(&e));
-            for s in ["forget", "prune", "check", "copy"] {
-                steps.skip(s, Some("the snapshot failed".into()));
-            }
+            skip_after_failure(job, steps, "the snapshot failed");
             return;
         }
     };
@@ -823,9 +834,7 @@ fn repository_steps(
         Err(e) => {
             log.problem(&format!("error: snapshot: {e}"));
             steps.push("snapshot", t, StepOut::failed(&e));
-            for s in ["forget", "prune", "check", "copy"] {
-                steps.skip(s, Some("the snapshot failed".into()));
-            }
+            skip_after_failure(job, steps, "the snapshot failed");
             outcome.repository_bytes = repository_bytes(&repo);
             return;
         }
