@@ -115,6 +115,24 @@ pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
 
+    /// A configuration file (`tresor.toml`) is malformed or incomplete; `at` is
+    /// `FILE line N` (or just the file), `message` says what is wrong.
+    #[error("{at}: {message}")]
+    Config { at: String, message: String },
+
+    /// A password source failed: the file could not be read, the command failed, or the
+    /// password is empty.
+    #[error("{0}")]
+    Password(String),
+
+    /// A job hook (`before`, `after`, …) failed, timed out or could not be started.
+    #[error("{0}")]
+    Hook(String),
+
+    /// A notification (an HTTP ping) could not be delivered.
+    #[error("{0}")]
+    Notify(String),
+
     /// The local catalog (a cache) failed.
     #[error("catalog {context}: {source}")]
     Catalog {
@@ -135,7 +153,43 @@ pub fn signal_name(signal: i32) -> String {
     }
 }
 
+/// The process exit codes (the table in README.md): the CLI exits with them, and `tresor run`
+/// reports one per step.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// A fatal error.
+    pub const FATAL: u8 = 1;
+    /// Bad usage (clap's own code), or a configuration file that is not valid.
+    pub const USAGE: u8 = 2;
+    /// The snapshot was written but some sources could not be read.
+    pub const INCOMPLETE: u8 = 3;
+    /// `tresor status`: a job has not succeeded within its `max-age`.
+    pub const STALE: u8 = 4;
+    /// No repository at the given location.
+    pub const NO_REPO: u8 = 10;
+    /// Another process holds a conflicting lock.
+    pub const LOCKED: u8 = 11;
+    /// Wrong password.
+    pub const WRONG_PASSWORD: u8 = 12;
+    /// A repository object is corrupt or missing.
+    pub const DAMAGED: u8 = 13;
+}
+
 impl Error {
+    /// The exit code this error ends the process with (see [`exit`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::RepoNotFound(_) => exit::NO_REPO,
+            Error::WrongPassword { .. } => exit::WRONG_PASSWORD,
+            Error::Locked(_) => exit::LOCKED,
+            Error::Corrupt { .. } | Error::Missing { .. } | Error::Mismatch { .. } => exit::DAMAGED,
+            Error::Config { .. } => exit::USAGE,
+            Error::Interrupted { signal } => u8::try_from(128 + signal).unwrap_or(exit::FATAL),
+            _ => exit::FATAL,
+        }
+    }
+
     /// Whether this is a refusal to write by the storage: a read-only file system or missing
     /// write permission (a mounted backup disk, a read-only snapshot of a volume).
     pub fn is_read_only(&self) -> bool {

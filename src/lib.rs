@@ -16,15 +16,16 @@
 //! The folders are the tiers; a module uses only its own tier and lower ones.
 //!
 //! - T0, [`format`]: pure encodings, no I/O. [`error`], [`interrupt`] (the process-wide stop
-//!   flag), [`progress`] (the progress trait of phased operations) and [`parallel`] (requests
-//!   in flight on a few threads) are shared by every tier.
+//!   flag), [`progress`] (the progress trait of phased operations), [`parallel`] (requests
+//!   in flight on a few threads) and [`units`] (sizes and shares) are shared by every tier.
 //! - T1, storage: [`backend`] (bytes under names) and [`repo`] (the only door to them: keys,
 //!   config, catalog, locks, snapshots, blob reading and pack writing).
 //! - T2, operations: [`source`] (what a backup reads, with change detection and excludes),
 //!   [`backup`], [`restore`], [`check`], [`copy`], [`prune`], [`forget`], [`repair`], [`listing`],
 //!   [`usage`], [`vfs`] and [`mount`]. Operations never call each other; they share
 //!   [`repo::Repo`].
-//! - T3, the CLI, lives in the binary (`src/cli/`).
+//! - T3: [`jobs`] (the configuration file, `tresor run`, hooks, notifications, status,
+//!   schedules) orchestrates the operations; the CLI lives in the binary (`src/cli/`).
 //!
 //! docs/design.md is the on-disk format specification and has the module map.
 
@@ -38,6 +39,7 @@ pub mod error;
 pub mod forget;
 pub mod format;
 pub mod interrupt;
+pub mod jobs;
 pub mod listing;
 pub mod mount;
 pub mod parallel;
@@ -47,6 +49,7 @@ pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod source;
+pub mod units;
 pub mod usage;
 pub mod vfs;
 

@@ -94,6 +94,52 @@ pub struct Plan {
     reroot: HashSet<BlobId>,
 }
 
+/// Guards a prune against freeing the data of snapshots that disappeared without `snapshot
+/// forget` (see [`crate::repo::history::audit`]), which may be an attack or an accident:
+/// refuses ([`Error::Missing`]) unless `allow_missing`; then (unless `dry_run`) records them as
+/// forgotten and returns a warning naming them.
+pub fn guard_missing_snapshots(
+    repo: &Repo,
+    allow_missing: bool,
+    dry_run: bool,
+) -> Result<Option<String>> {
+    let history = crate::repo::history::audit(repo)?;
+    if history.missing.is_empty() {
+        return Ok(None);
+    }
+    let list: Vec<String> = history
+        .missing
+        .iter()
+        .map(|m| format!("{} ({})", &m.id[..m.id.len().min(8)], m.evidence))
+        .collect();
+    if !allow_missing {
+        return Err(Error::Missing {
+            object: format!(
+                "snapshots: {} disappeared without `snapshot forget`: {}; refusing to prune, which would free their data (restore them from a copy of the repository, or, if they were removed on purpose, run `tresor prune --allow-missing-snapshots`)",
+                history.missing.len(),
+                list.join("; ")
+            ),
+        });
+    }
+    if dry_run {
+        return Ok(None);
+    }
+    let ids = history
+        .missing
+        .iter()
+        .map(|m| ObjectId::from_hex(&m.id))
+        .collect::<Result<Vec<_>>>()?;
+    repo.forget_snapshots(
+        &ids,
+        "prune --allow-missing-snapshots (disappeared without forget)",
+    )?;
+    Ok(Some(format!(
+        "recorded {} snapshots that disappeared without `snapshot forget` as forgotten: {}",
+        ids.len(),
+        list.join("; ")
+    )))
+}
+
 /// The root trees of every snapshot, for a prune that keeps them all. Refuses when a snapshot
 /// object cannot be read: what it needs is unknown, so nothing may be judged unused.
 pub fn all_roots(repo: &Repo) -> Result<Vec<BlobId>> {

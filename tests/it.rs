@@ -30,6 +30,8 @@ mod fuzz_seeds;
 mod hardening;
 #[path = "it/integrity.rs"]
 mod integrity;
+#[path = "it/jobs.rs"]
+mod jobs;
 #[path = "it/json.rs"]
 mod json;
 #[path = "it/listing.rs"]

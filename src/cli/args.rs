@@ -69,6 +69,10 @@ pub(super) struct Global {
         value_parser = clap::value_parser!(u16).range(1..=256)
     )]
     pub(super) connections: Option<u16>,
+    /// The configuration file of `run`, `status`, `config check` and `schedule` [default:
+    /// /etc/tresor/tresor.toml, else $XDG_CONFIG_HOME/tresor/tresor.toml].
+    #[arg(long, env = "TRESOR_CONFIG", global = true, value_name = "FILE")]
+    pub(super) config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -93,6 +97,110 @@ pub(super) enum Command {
     /// Key files: list them, add a password, remove one, change the password in use.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Run jobs of the configuration file: hooks, snapshot, forget, prune, check,
+    /// notifications. One summary line per job; the exit code is the worst step's.
+    Run(RunArgs),
+    /// Per job: the last successful snapshot's age, the last run, the last check, the
+    /// repository's size; exit 4 when a job has not succeeded within its max-age.
+    Status(StatusArgs),
+    /// The configuration file.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Run a job daily from a systemd timer or cron.
+    #[command(subcommand)]
+    Schedule(ScheduleCmd),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) on standard output.
+    Man,
+}
+
+#[derive(Args)]
+pub(super) struct RunArgs {
+    /// Jobs to run, in this order [default: every job, in file order].
+    pub(super) jobs: Vec<String>,
+    /// Print what each job would do; touch nothing.
+    #[arg(long)]
+    pub(super) dry_run: bool,
+    /// Print one JSON object per job (one per line) with each step's result and timings.
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(super) enum StatusFormat {
+    Text,
+    Json,
+    Prometheus,
+}
+
+#[derive(Args)]
+pub(super) struct StatusArgs {
+    /// Jobs [default: every job].
+    pub(super) jobs: Vec<String>,
+    /// Stale when the last success is older than this (`26h`, `2d`) [default: each job's
+    /// `max-age`].
+    #[arg(long, value_name = "DURATION")]
+    pub(super) max_age: Option<String>,
+    /// Print JSON (same as --format json).
+    #[arg(long)]
+    pub(super) json: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
+    pub(super) format: StatusFormat,
+}
+
+#[derive(Subcommand)]
+pub(super) enum ConfigCmd {
+    /// Validate the file and print the effective settings of each job (secrets masked).
+    Check,
+}
+
+#[derive(Subcommand)]
+pub(super) enum ScheduleCmd {
+    /// Write a systemd service + timer (or with --cron a cron.d file) that runs JOB daily.
+    Install(ScheduleInstallArgs),
+    /// Print the installed schedule files of JOB.
+    Show(ScheduleJobArgs),
+    /// Remove the installed schedule files of JOB.
+    Remove(ScheduleJobArgs),
+}
+
+#[derive(Args)]
+pub(super) struct ScheduleInstallArgs {
+    /// The job.
+    pub(super) job: String,
+    /// Time of day, HH:MM (local time).
+    #[arg(long, default_value = "02:30", value_name = "HH:MM")]
+    pub(super) at: String,
+    /// A line in /etc/cron.d instead of a systemd timer.
+    #[arg(long)]
+    pub(super) cron: bool,
+    /// Start up to this much later, at random (`30m`), so many machines do not start at once.
+    #[arg(long, value_name = "DURATION")]
+    pub(super) randomized_delay: Option<String>,
+    /// The user cron runs the job as.
+    #[arg(long, default_value = "root")]
+    pub(super) user: String,
+    /// Write the files here instead of /etc/systemd/system or /etc/cron.d (and do not call
+    /// systemctl).
+    #[arg(long, value_name = "DIR")]
+    pub(super) dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub(super) struct ScheduleJobArgs {
+    /// The job.
+    pub(super) job: String,
+    /// Look here instead of /etc/systemd/system and /etc/cron.d.
+    #[arg(long, value_name = "DIR")]
+    pub(super) dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub(super) struct CompletionsArgs {
+    /// The shell.
+    pub(super) shell: clap_complete::Shell,
 }
 
 #[derive(Subcommand)]

@@ -73,30 +73,9 @@ pub(super) fn parse_age(s: &str) -> Result<u64> {
         .ok_or_else(|| anyhow!("age {s:?} is too large"))
 }
 
-/// `5GiB`, `500MB`, `1T`, `4096` → bytes (K/M/G/T are powers of 1024 with or without `i`;
-/// `KB`/`MB`/`GB`/`TB` are powers of 1000).
+/// `5GiB`, `500MB` → bytes (see [`tresor::units::parse_size`]).
 pub(super) fn parse_size(s: &str) -> Result<u64> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (n, unit) = t.split_at(split);
-    let n: f64 = n
-        .parse()
-        .map_err(|_| anyhow!("bad size {s:?}: give a number and a unit, like 5GiB"))?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kib" => 1024.0,
-        "m" | "mib" => 1024f64.powi(2),
-        "g" | "gib" => 1024f64.powi(3),
-        "t" | "tib" => 1024f64.powi(4),
-        "kb" => 1e3,
-        "mb" => 1e6,
-        "gb" => 1e9,
-        "tb" => 1e12,
-        _ => bail!("bad size {s:?}: unknown unit {unit:?}"),
-    };
-    Ok((n * mult) as u64)
+    Ok(tresor::units::parse_size(s)?)
 }
 
 pub(super) fn check(g: &Global, a: CheckArgs) -> Result<u8> {
@@ -335,17 +314,9 @@ pub(super) fn unlock(g: &Global, a: UnlockArgs) -> Result<u8> {
     Ok(exit::OK)
 }
 
-/// `10%`, `2.5%` or `10` (percent) → a share between 0 and 1.
+/// `10%` → 0.1 (see [`tresor::units::parse_share`]).
 pub(super) fn parse_share(s: &str) -> Result<f64> {
-    let v: f64 = s
-        .trim()
-        .trim_end_matches('%')
-        .parse()
-        .map_err(|_| anyhow!("bad percentage {s:?}: give e.g. 10%"))?;
-    if !(0.0..=100.0).contains(&v) {
-        bail!("percentage {s:?} must be between 0% and 100%");
-    }
-    Ok(v / 100.0)
+    Ok(tresor::units::parse_share(s)?)
 }
 
 pub(super) fn print_plan(p: &tresor::prune::PruneSummary, verb: &str) {
@@ -406,41 +377,8 @@ pub(super) fn run_prune(
     allow_missing: bool,
     json: bool,
 ) -> Result<u8> {
-    // A snapshot that vanished without `forget` may be an attack or an accident: its data
-    // must not be freed until the user says so.
-    let history = tresor::repo::history::audit(repo)?;
-    if !history.missing.is_empty() {
-        let list: Vec<String> = history
-            .missing
-            .iter()
-            .map(|m| format!("{} ({})", &m.id[..8], m.evidence))
-            .collect();
-        if !allow_missing {
-            return Err(Error::Missing {
-                object: format!(
-                    "snapshots: {} disappeared without `snapshot forget`: {}; refusing to prune, which would free their data (restore them from a copy of the repository, or, if they were removed on purpose, run `tresor prune --allow-missing-snapshots`)",
-                    history.missing.len(),
-                    list.join("; ")
-                ),
-            }
-            .into());
-        }
-        if !dry_run {
-            let ids = history
-                .missing
-                .iter()
-                .map(|m| ObjectId::from_hex(&m.id))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            repo.forget_snapshots(
-                &ids,
-                "prune --allow-missing-snapshots (disappeared without forget)",
-            )?;
-            eprintln!(
-                "tresor: warning: recorded {} snapshots that disappeared without `snapshot forget` as forgotten: {}",
-                ids.len(),
-                list.join("; ")
-            );
-        }
+    if let Some(w) = tresor::prune::guard_missing_snapshots(repo, allow_missing, dry_run)? {
+        eprintln!("tresor: warning: {w}");
     }
     if !dry_run {
         // Packs of interrupted backups are judged like the others.

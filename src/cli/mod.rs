@@ -4,16 +4,19 @@
 //! This module holds the clap argument tree, dispatch, exit-code mapping, the password sources
 //! and opening/locking the repository; the commands live in `snapshots` (create, list, show,
 //! restore, ls, diff, stats), `maintenance` (check, repair, unlock, prune, forget, mount),
-//! `copying` (repo copy) and `keys` (key list, add, remove, passwd).
+//! `copying` (repo copy), `keys` (key list, add, remove, passwd) and `jobs` (run, status, config
+//! check, schedule, completions, man).
 
 mod args;
 mod copying;
+mod jobs;
 mod keys;
 mod maintenance;
 mod snapshots;
 
 use args::*;
 use copying::*;
+use jobs::*;
 use keys::*;
 use maintenance::*;
 use snapshots::*;
@@ -42,24 +45,7 @@ use tresor::restore;
 use tresor::source::SourceSpec;
 
 /// Exit codes (also in README.md).
-pub mod exit {
-    /// Success.
-    pub const OK: u8 = 0;
-    /// A fatal error.
-    pub const FATAL: u8 = 1;
-    /// Bad usage (clap's own code).
-    pub const USAGE: u8 = 2;
-    /// The snapshot was written but some sources could not be read.
-    pub const INCOMPLETE: u8 = 3;
-    /// No repository at the given location.
-    pub const NO_REPO: u8 = 10;
-    /// Another process holds a conflicting lock.
-    pub const LOCKED: u8 = 11;
-    /// Wrong password.
-    pub const WRONG_PASSWORD: u8 = 12;
-    /// A repository object is corrupt or missing.
-    pub const DAMAGED: u8 = 13;
-}
+pub use tresor::error::exit;
 
 /// Entry point: runs the CLI and maps errors to exit codes.
 pub fn main() -> ExitCode {
@@ -114,21 +100,9 @@ fn render_error(e: &anyhow::Error) -> String {
 }
 
 fn code_for(e: &anyhow::Error) -> u8 {
-    for c in e.chain() {
-        if let Some(err) = c.downcast_ref::<Error>() {
-            return match err {
-                Error::RepoNotFound(_) => exit::NO_REPO,
-                Error::WrongPassword { .. } => exit::WRONG_PASSWORD,
-                Error::Locked(_) => exit::LOCKED,
-                Error::Corrupt { .. } | Error::Missing { .. } | Error::Mismatch { .. } => {
-                    exit::DAMAGED
-                }
-                Error::Interrupted { signal } => u8::try_from(128 + signal).unwrap_or(exit::FATAL),
-                _ => exit::FATAL,
-            };
-        }
-    }
-    exit::FATAL
+    e.chain()
+        .find_map(|c| c.downcast_ref::<Error>())
+        .map_or(exit::FATAL, Error::exit_code)
 }
 
 fn run(cli: Cli) -> Result<u8> {
@@ -154,6 +128,14 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Key(KeyCmd::Add(a)) => key_add(g, a),
         Command::Key(KeyCmd::Remove(a)) => key_remove(g, a),
         Command::Key(KeyCmd::Passwd(a)) => key_passwd(g, a),
+        Command::Run(a) => run_jobs(g, a),
+        Command::Status(a) => job_status(g, a),
+        Command::Config(ConfigCmd::Check) => config_check(g),
+        Command::Schedule(ScheduleCmd::Install(a)) => schedule_install(g, a),
+        Command::Schedule(ScheduleCmd::Show(a)) => schedule_show(a),
+        Command::Schedule(ScheduleCmd::Remove(a)) => schedule_remove(a),
+        Command::Completions(a) => completions(a),
+        Command::Man => man(),
     }
 }
 
@@ -165,34 +147,10 @@ fn repo_location(g: &Global) -> Result<Location> {
     Ok(Location::parse_os(given)?)
 }
 
-fn first_line(bytes: &[u8]) -> Zeroizing<Vec<u8>> {
-    let end = bytes
-        .iter()
-        .position(|b| *b == b'\n')
-        .unwrap_or(bytes.len());
-    let line = &bytes[..end];
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    Zeroizing::new(line.to_vec())
-}
-
 /// The password, from (in order) --password-command, --password-file, TRESOR_PASSWORD, a prompt.
 fn password(g: &Global, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
     if let Some(cmd) = &g.password_command {
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .with_context(|| format!("running password command `{cmd}`"))?;
-        if !out.status.success() {
-            bail!(
-                "password command `{cmd}` {}",
-                tresor::source::describe_status(&out.status)
-            );
-        }
-        let p = first_line(&out.stdout);
-        drop(Zeroizing::new(out.stdout));
-        return non_empty(p);
+        return Ok(tresor::repo::password::from_command(cmd)?);
     }
     password_from(
         g.password_file.as_deref(),
@@ -216,10 +174,7 @@ fn password_from(
 ) -> Result<Zeroizing<Vec<u8>>> {
     let (what, prompt) = names;
     if let Some(f) = file {
-        let bytes = Zeroizing::new(
-            std::fs::read(f).with_context(|| format!("reading {what} file {}", f.display()))?,
-        );
-        return non_empty(first_line(&bytes));
+        return Ok(tresor::repo::password::from_file(f, what)?);
     }
     if let Some(p) = std::env::var_os(var) {
         use std::os::unix::ffi::OsStrExt;
@@ -244,10 +199,7 @@ fn password_from(
 }
 
 fn non_empty(p: Zeroizing<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>> {
-    if p.is_empty() {
-        bail!("the password is empty");
-    }
-    Ok(p)
+    Ok(tresor::repo::password::non_empty(p)?)
 }
 
 fn open(g: &Global) -> Result<Repo> {
@@ -451,21 +403,7 @@ fn with_requests(repo: &Repo, mut v: serde_json::Value) -> serde_json::Value {
     v
 }
 
-/// Bytes in binary units.
-fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+use tresor::units::human;
 
 #[cfg(test)]
 mod tests {

@@ -146,6 +146,27 @@ pub fn decide(repo: &Repo, policy: &Policy, by: GroupBy, named: &[String]) -> Re
             })
             .collect());
     }
+    apply_policy(&snaps, policy, by)
+}
+
+/// [`decide`] by a policy among the snapshots `only` accepts (those of one job): the others are
+/// neither judged nor in the verdicts.
+pub fn decide_among(
+    repo: &Repo,
+    policy: &Policy,
+    by: GroupBy,
+    only: &dyn Fn(&Snapshot) -> bool,
+) -> Result<Vec<Verdict>> {
+    let (mut snaps, _) = repo.snapshots()?;
+    snaps.retain(|(_, s)| only(s));
+    apply_policy(&snaps, policy, by)
+}
+
+fn apply_policy(
+    snaps: &[(ObjectId, Snapshot)],
+    policy: &Policy,
+    by: GroupBy,
+) -> Result<Vec<Verdict>> {
     if policy.is_empty() {
         return Err(Error::InvalidArgument(
             "no retention policy: give at least one --keep-… option (or snapshot ids); refusing to forget everything".into(),

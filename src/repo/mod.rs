@@ -22,6 +22,7 @@ pub mod keys;
 pub mod lock;
 pub mod objects;
 pub mod packer;
+pub mod password;
 pub mod reader;
 mod snapshots;
 pub mod view;

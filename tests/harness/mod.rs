@@ -33,6 +33,7 @@ pub mod exit {
     pub const FATAL: i32 = 1;
     pub const USAGE: i32 = 2;
     pub const INCOMPLETE: i32 = 3;
+    pub const STALE: i32 = 4;
     pub const NO_REPO: i32 = 10;
     pub const LOCKED: i32 = 11;
     pub const WRONG_PASSWORD: i32 = 12;

@@ -1,0 +1,763 @@
+//! Jobs from a configuration file: `tresor run` (step order, the failure rules, overlapping
+//! runs, pings to a real local HTTP server), `tresor status` going red and green, `config
+//! check` naming the line of each mistake, `schedule`, completions and the man page. Every
+//! command is the real binary; hooks are real shell commands that record what they see.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{self, BIN, Env, KillOnDrop, Out, exit};
+
+/// A test's world for jobs: a repository made with the cheap KDF, a password file, and a
+/// configuration file whose `[defaults]` point at them (state and cache inside the test dir).
+struct Jobs {
+    env: Env,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+impl Jobs {
+    fn new() -> Jobs {
+        let env = Env::with_password_file();
+        env.init();
+        fs::create_dir_all(env.path("data/sub")).unwrap();
+        fs::write(env.path("data/a.txt"), b"alpha\n").unwrap();
+        fs::write(env.path("data/sub/b.txt"), b"beta\n").unwrap();
+        fs::write(env.path("data/junk.tmp"), b"junk\n").unwrap();
+        Jobs {
+            config: env.path("tresor.toml"),
+            log: env.path("hooks.log"),
+            env,
+        }
+    }
+
+    fn password_file(&self) -> PathBuf {
+        self.env.path("password.txt")
+    }
+
+    /// Writes the file: `[defaults]` for this test's repository, then `jobs`.
+    fn write(&self, jobs: &str) {
+        let text = format!(
+            "[defaults]\nrepository = {:?}\npassword-file = {:?}\ncache-dir = {:?}\nstate-dir = {:?}\n\n{jobs}",
+            self.env.repo.display().to_string(),
+            self.password_file().display().to_string(),
+            self.env.cache.display().to_string(),
+            self.env.path("state").display().to_string(),
+        );
+        fs::write(&self.config, text).unwrap();
+    }
+
+    /// A hook that appends `NAME $TRESOR_STEP $TRESOR_RESULT` and the number of snapshot
+    /// objects in the repository to the hook log.
+    fn hook(&self, name: &str) -> String {
+        format!(
+            "echo \"{name} $TRESOR_STEP $TRESOR_RESULT $TRESOR_JOB snaps=$(ls {}/snapshots 2>/dev/null | wc -l)\" >> {}",
+            self.env.repo.display(),
+            self.log.display()
+        )
+    }
+
+    fn log_lines(&self) -> Vec<String> {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The binary with only PATH in its environment (as cron runs it: no HOME, no TRESOR_*).
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .current_dir("/");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Out {
+        harness::run_command(self.command(args), &format!("tresor {}", args.join(" ")))
+    }
+
+    /// `run --json JOB…`: the exit code and one object per job.
+    fn run_json(&self, jobs: &[&str]) -> (i32, Vec<Value>) {
+        let mut args = vec!["run", "--json"];
+        args.extend_from_slice(jobs);
+        let out = self.run(&args);
+        let objects = out
+            .stdout_str()
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n--- stderr\n{}", out.stderr))
+            })
+            .collect();
+        (out.code, objects)
+    }
+
+    /// Names and contents of every file in the repository (the "untouched" fingerprint).
+    fn repo_fingerprint(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut v: Vec<(PathBuf, Vec<u8>)> = harness::all_files(&self.env.repo)
+            .into_iter()
+            .map(|f| {
+                let data = fs::read(&f).unwrap();
+                (f, data)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn steps(report: &Value) -> Vec<(String, String)> {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap().to_string(),
+                s["result"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn result_of<'a>(steps: &'a [(String, String)], step: &str) -> &'a str {
+    &steps.iter().find(|(s, _)| s == step).unwrap().1
+}
+
+#[test]
+fn steps_run_in_order_and_snapshots_carry_the_job_tag() {
+    let j = Jobs::new();
+    let data = j.env.path("data");
+    j.write(&format!(
+        r#"[jobs.files]
+paths = [{data:?}]
+exclude = ["*.tmp"]
+commands = {{ "dump.sql" = "seq 1 500" }}
+tags = ["nightly"]
+keep = {{ last = 2 }}
+prune = "always"
+check = {{ read-data-max-age = "30d", budget = "1GiB" }}
+hooks = {{ before = [{b:?}], after = [{a:?}], failure = [{f:?}], finally = [{z:?}] }}
+"#,
+        data = data.display().to_string(),
+        b = j.hook("before"),
+        a = j.hook("after"),
+        f = j.hook("failure"),
+        z = j.hook("finally"),
+    ));
+    let (code, reports) = j.run_json(&[]);
+    assert_eq!(code, exit::OK, "{reports:?}");
+    let r = &reports[0];
+    assert_eq!(r["result"], "ok");
+    let s = steps(r);
+    let names: Vec<&str> = s.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "before", "snapshot", "forget", "prune", "check", "copy", "after", "failure", "finally"
+        ]
+    );
+    for step in [
+        "before", "snapshot", "forget", "prune", "check", "after", "finally",
+    ] {
+        assert_eq!(result_of(&s, step), "ok", "{step}: {r}");
+    }
+    assert_eq!(result_of(&s, "failure"), "skipped");
+    // The before hook saw no snapshot yet, after and finally saw it.
+    assert_eq!(
+        j.log_lines(),
+        [
+            "before before running files snaps=0",
+            "after after ok files snaps=1",
+            "finally finally ok files snaps=1",
+        ]
+    );
+    let snaps = j.env.list();
+    assert_eq!(snaps.len(), 1);
+    let tags: Vec<&str> = snaps[0]["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(tags, ["nightly", "job:files"]);
+    let paths = snaps[0]["paths"].to_string();
+    assert!(paths.contains("dump.sql"), "{paths}");
+    let id = snaps[0]["id"].as_str().unwrap();
+    assert_eq!(r["snapshot"], id);
+    assert_eq!(
+        j.env.restore_stdout(id, Some("dump.sql")),
+        (1..=500)
+            .map(|n| format!("{n}\n"))
+            .collect::<String>()
+            .into_bytes()
+    );
+    let ls = j
+        .env
+        .run(&["snapshot", "ls", id, "-R"])
+        .ok("ls")
+        .stdout_str();
+    assert!(ls.contains("a.txt") && !ls.contains("junk.tmp"), "{ls}");
+    // Three more runs: `keep = { last = 2 }` leaves two snapshots of the job, and a snapshot
+    // of something else is not the job's to forget.
+    j.env.create(&[data.join("a.txt")]);
+    for _ in 0..3 {
+        assert_eq!(j.run_json(&[]).0, exit::OK);
+    }
+    let snaps = j.env.list();
+    let job_snaps = snaps
+        .iter()
+        .filter(|s| s["tags"].to_string().contains("job:files"))
+        .count();
+    assert_eq!((snaps.len(), job_snaps), (3, 2));
+    // The plan touches nothing.
+    let before = j.repo_fingerprint();
+    let plan = j.run(&["run", "--dry-run"]);
+    plan.ok("run --dry-run");
+    assert!(
+        plan.stdout_str()
+            .contains("forget: among the snapshots tagged job:files")
+    );
+    assert_eq!(before, j.repo_fingerprint());
+}
+
+#[test]
+fn a_failed_snapshot_runs_the_failure_hooks_and_skips_forget_and_prune() {
+    let j = Jobs::new();
+    let notified = j.env.path("notified.txt");
+    let jobs = |cmd: &str| {
+        format!(
+            r#"[jobs.db]
+commands = {{ "db.sql" = {cmd:?} }}
+keep = {{ last = 1 }}
+prune = "always"
+hooks = {{ before = [{b:?}], after = [{a:?}], failure = [{f:?}], finally = [{z:?}] }}
+notify = {{ command = "cat > {n}; echo \"$TRESOR_JOB $TRESOR_RESULT $TRESOR_FAILED_STEP $TRESOR_EXIT_CODE\" >> {n}" }}
+"#,
+            b = j.hook("before"),
+            a = j.hook("after"),
+            f = j.hook("failure"),
+            z = j.hook("finally"),
+            n = notified.display(),
+        )
+    };
+    j.write(&jobs("seq 1 100"));
+    assert_eq!(j.run_json(&[]).0, exit::OK);
+    assert!(
+        !notified.exists(),
+        "the command notifies failures only by default"
+    );
+    j.write(&jobs("seq 1 100; echo dump failed >&2; exit 3"));
+    let before = j.env.list();
+    let (code, reports) = j.run_json(&[]);
+    assert_eq!(code, exit::FATAL, "{reports:?}");
+    let r = &reports[0];
+    assert_eq!(r["result"], "failed");
+    assert_eq!(r["exit_code"], exit::FATAL);
+    let s = steps(r);
+    assert_eq!(result_of(&s, "snapshot"), "failed");
+    assert_eq!(result_of(&s, "forget"), "skipped");
+    assert_eq!(result_of(&s, "prune"), "skipped");
+    assert_eq!(result_of(&s, "after"), "skipped");
+    assert_eq!(result_of(&s, "failure"), "ok");
+    assert_eq!(result_of(&s, "finally"), "ok");
+    let lines = j.log_lines();
+    assert_eq!(
+        &lines[3..],
+        [
+            "before before running db snaps=1",
+            "failure failure failed db snaps=1",
+            "finally finally failed db snaps=1",
+        ]
+    );
+    // The old snapshot is still there: nothing was forgotten after the failed one.
+    assert_eq!(j.env.list(), before);
+    let note = fs::read_to_string(&notified).unwrap();
+    assert!(note.contains("exited with status 3"), "{note}");
+    assert!(note.trim_end().ends_with("db failed snapshot 1"), "{note}");
+}
+
+#[test]
+fn a_failing_before_hook_leaves_the_repository_untouched() {
+    let j = Jobs::new();
+    j.write(&format!(
+        r#"[jobs.files]
+paths = [{data:?}]
+keep = {{ last = 1 }}
+prune = "always"
+check = {{}}
+hooks = {{ before = ["echo stopping app", "echo cannot stop app >&2; exit 7", {b:?}], failure = [{f:?}], finally = [{z:?}] }}
+"#,
+        data = j.env.path("data").display().to_string(),
+        b = j.hook("before-second"),
+        f = j.hook("failure"),
+        z = j.hook("finally"),
+    ));
+    let before = j.repo_fingerprint();
+    let out = j.run(&["run"]);
+    out.expect_code(exit::FATAL, "a before hook failed");
+    assert!(out.stderr.contains("cannot stop app"), "{}", out.stderr);
+    assert!(
+        out.stdout_str().starts_with("files: failed"),
+        "{}",
+        out.stdout_str()
+    );
+    assert_eq!(before, j.repo_fingerprint(), "the repository was touched");
+    // The rest of the before list does not run; failure and finally do.
+    assert_eq!(
+        j.log_lines(),
+        [
+            "failure failure failed files snaps=0",
+            "finally finally failed files snaps=0"
+        ]
+    );
+}
+
+#[test]
+fn overlapping_runs_of_one_job_skip_or_wait() {
+    let j = Jobs::new();
+    let started = j.env.path("started");
+    let jobs = |overlap: &str| {
+        format!(
+            r#"[jobs.slow]
+paths = [{data:?}]
+overlap = "{overlap}"
+hooks = {{ before = ["echo start >> {log}; touch {started}; sleep 2"], finally = ["echo end >> {log}"] }}
+"#,
+            data = j.env.path("data").display().to_string(),
+            log = j.log.display(),
+            started = started.display(),
+        )
+    };
+    for overlap in ["skip", "wait"] {
+        let _ = fs::remove_file(&started);
+        let _ = fs::remove_file(&j.log);
+        j.write(&jobs(overlap));
+        let mut cmd = j.command(&["run", "--json"]);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let first = KillOnDrop(Some(cmd.spawn().unwrap()));
+        let t = Instant::now();
+        while !started.exists() {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "the first run never started"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+        let (code, reports) = j.run_json(&[]);
+        let mut first = first;
+        let first_out =
+            harness::wait_with_timeout(first.0.take().unwrap(), Duration::from_secs(60), "first");
+        first_out.ok("the first run");
+        assert_eq!(code, exit::OK);
+        if overlap == "skip" {
+            assert_eq!(reports[0]["result"], "skipped", "{reports:?}");
+            assert_eq!(
+                j.log_lines(),
+                ["start", "end"],
+                "the second run ran nothing"
+            );
+        } else {
+            assert_eq!(reports[0]["result"], "ok", "{reports:?}");
+            assert_eq!(
+                j.log_lines(),
+                ["start", "end", "start", "end"],
+                "the second run waited for the first to end"
+            );
+        }
+    }
+}
+
+/// One HTTP request the test server received.
+#[derive(Debug, Clone)]
+struct Request {
+    method: String,
+    path: String,
+    body: String,
+}
+
+/// A real HTTP/1.1 server on 127.0.0.1 that answers 200 to everything and records each
+/// request.
+fn http_server() -> (String, Arc<Mutex<Vec<Request>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = Arc::clone(&seen);
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let mut parts = line.split_whitespace();
+            let method = parts.next().unwrap_or("").to_string();
+            let path = parts.next().unwrap_or("").to_string();
+            let mut length = 0usize;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':')
+                    && k.eq_ignore_ascii_case("content-length")
+                {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            record.lock().unwrap().push(Request {
+                method,
+                path,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK");
+        }
+    });
+    (base, seen)
+}
+
+#[test]
+fn pings_reach_a_local_http_server_and_status_goes_red_then_green() {
+    let j = Jobs::new();
+    let (base, seen) = http_server();
+    j.write(&format!(
+        r#"[jobs.files]
+paths = [{data:?}]
+max-age = "1h"
+notify = {{ ping = "{base}/ping/secret-uuid" }}
+"#,
+        data = j.env.path("data").display().to_string(),
+    ));
+    // Never run: stale, and the repository has no snapshot of the job either.
+    j.run(&["status"])
+        .expect_code(exit::STALE, "status before any run");
+    let (code, _) = j.run_json(&[]);
+    assert_eq!(code, exit::OK);
+    {
+        let reqs = seen.lock().unwrap().clone();
+        let got: Vec<(&str, &str)> = reqs
+            .iter()
+            .map(|r| (r.method.as_str(), r.path.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("POST", "/ping/secret-uuid/start"),
+                ("POST", "/ping/secret-uuid")
+            ]
+        );
+        assert!(reqs[1].body.starts_with("files: ok"), "{:?}", reqs[1]);
+    }
+    let st = j.run(&["status", "--json"]);
+    st.ok("status after a success");
+    let v = st.json();
+    assert_eq!(v[0]["stale"], false);
+    assert_eq!(v[0]["last_success_from"], "history");
+    // Break the password file: the run fails, the fail ping carries the log tail.
+    let good = fs::read(j.password_file()).unwrap();
+    fs::write(j.password_file(), b"wrong password\n").unwrap();
+    seen.lock().unwrap().clear();
+    let out = j.run(&["run"]);
+    out.expect_code(exit::WRONG_PASSWORD, "run with a broken password file");
+    assert!(!out.stderr.contains("secret-uuid") && !out.stdout_str().contains("secret-uuid"));
+    {
+        let reqs = seen.lock().unwrap().clone();
+        assert_eq!(reqs.len(), 2, "{reqs:?}");
+        assert_eq!(reqs[1].path, "/ping/secret-uuid/fail");
+        assert!(reqs[1].body.contains("wrong password"), "{:?}", reqs[1]);
+    }
+    // The last success is recent: green for 1 h, red for a window shorter than its age.
+    j.run(&["status"]).ok("status within max-age");
+    thread::sleep(Duration::from_millis(2100));
+    let red = j.run(&["status", "--max-age", "1s"]);
+    red.expect_code(exit::STALE, "status --max-age 1s");
+    assert!(red.stdout_str().contains("STALE") && red.stdout_str().contains("last run failed"));
+    let prom = j.run(&["status", "--max-age", "1s", "--format", "prometheus"]);
+    assert!(
+        prom.stdout_str()
+            .contains("tresor_job_stale{job=\"files\"} 1")
+    );
+    assert!(
+        prom.stdout_str()
+            .contains("tresor_job_last_run_exit_code{job=\"files\"} 12")
+    );
+    // Fixed: green again.
+    fs::write(j.password_file(), good).unwrap();
+    j.run(&["run"]).ok("run after the fix");
+    j.run(&["status", "--max-age", "1m"])
+        .ok("status after the fix");
+    // The history lost: the last success is found in the repository by its job tag.
+    fs::remove_dir_all(j.env.path("state")).unwrap();
+    let v = j.run(&["status", "--json"]).json();
+    assert_eq!(v[0]["last_success_from"], "repository", "{v}");
+    assert_eq!(v[0]["stale"], false);
+    let newest = j.env.list().last().unwrap()["id"].clone();
+    assert_eq!(v[0]["last_snapshot"], newest);
+}
+
+#[test]
+fn config_check_names_the_line_of_each_mistake() {
+    let j = Jobs::new();
+    let data = j.env.path("data").display().to_string();
+    // The defaults take 5 lines and a blank one; the jobs start on line 7.
+    let cases = [
+        (
+            format!("[jobs.a]\npaths = [{data:?}]\nexclud = [\"*.o\"]\n"),
+            9,
+            "unknown field `exclud`",
+        ),
+        (
+            format!("[jobs.a]\npaths = [{data:?}]\nmax-age = \"26 hours\"\n"),
+            9,
+            "duration",
+        ),
+        (
+            format!("[jobs.a]\npaths = [{data:?}]\nprune = \"sometimes\"\n"),
+            9,
+            "bad schedule",
+        ),
+        (
+            "[jobs.a]\nkeep = { daily = 7 }\n".to_string(),
+            7,
+            "nothing to back up",
+        ),
+        (
+            format!("[jobs.a]\npaths = [{data:?}]\nkeep = {{ dayly = 7 }}\n"),
+            9,
+            "unknown field `dayly`",
+        ),
+    ];
+    for (jobs, line, what) in cases {
+        j.write(&jobs);
+        let out = j.run(&["config", "check"]);
+        out.expect_code(exit::USAGE, what);
+        assert!(
+            out.stderr.contains(&format!("tresor.toml line {line}: ")) && out.stderr.contains(what),
+            "{what}: {}",
+            out.stderr
+        );
+    }
+    // No password source anywhere.
+    fs::write(
+        &j.config,
+        format!("[defaults]\nrepository = \"/r\"\n\n[jobs.web]\npaths = [{data:?}]\n"),
+    )
+    .unwrap();
+    let out = j.run(&["config", "check"]);
+    out.expect_code(exit::USAGE, "no password source");
+    assert!(
+        out.stderr
+            .contains("line 4: job \"web\": no password source"),
+        "{}",
+        out.stderr
+    );
+    // A valid file: the effective settings, secrets masked, and exit 0.
+    j.write(&format!(
+        "[jobs.web]\npaths = [{data:?}]\nnotify = {{ ping = \"https://hc.example/ping/secret-uuid\" }}\n"
+    ));
+    let out = j.run(&["config", "check"]);
+    out.ok("config check");
+    let text = out.stdout_str();
+    assert!(
+        text.contains("[jobs.web]") && text.contains("job:web"),
+        "{text}"
+    );
+    assert!(
+        text.contains("https://hc.example/…") && !text.contains("secret-uuid"),
+        "{text}"
+    );
+    // A password file that is not there is named too.
+    fs::remove_file(j.password_file()).unwrap();
+    let out = j.run(&["config", "check"]);
+    out.expect_code(exit::USAGE, "missing password file");
+    assert!(
+        out.stderr.contains("line 7: job \"web\": password file"),
+        "{}",
+        out.stderr
+    );
+    // Environment beats the file: TRESOR_PASSWORD replaces the missing file.
+    let mut cmd = j.command(&["config", "check"]);
+    cmd.env("TRESOR_PASSWORD", &j.env.password);
+    harness::run_command(cmd, "config check with TRESOR_PASSWORD").ok("env override");
+}
+
+#[test]
+fn schedules_completions_and_the_man_page() {
+    let j = Jobs::new();
+    j.write(&format!(
+        "[jobs.web]\npaths = [{:?}]\n",
+        j.env.path("data").display().to_string()
+    ));
+    let units = j.env.path("units");
+    let dir = units.display().to_string();
+    j.run(&[
+        "schedule",
+        "install",
+        "web",
+        "--at",
+        "02:30",
+        "--randomized-delay",
+        "30m",
+        "--dir",
+        &dir,
+    ])
+    .ok("schedule install");
+    let service = fs::read_to_string(units.join("tresor-web.service")).unwrap();
+    let timer = fs::read_to_string(units.join("tresor-web.timer")).unwrap();
+    assert!(service.contains(&format!("--config {} run web", j.config.display())));
+    assert!(service.contains("IOSchedulingClass=idle") && service.contains("Nice=10"));
+    assert!(timer.contains("OnCalendar=*-*-* 02:30:00") && timer.contains("Persistent=true"));
+    assert!(timer.contains("RandomizedDelaySec=1800"));
+    if harness::succeeds("systemd-analyze", &[std::ffi::OsStr::new("--version")]) {
+        let out = harness::run_command(
+            {
+                let mut c = Command::new("systemd-analyze");
+                c.arg("verify")
+                    .arg(units.join("tresor-web.timer"))
+                    .arg(units.join("tresor-web.service"));
+                c
+            },
+            "systemd-analyze verify",
+        );
+        out.ok("systemd-analyze verify");
+    } else {
+        eprintln!("systemd-analyze is not installed: the unit files were not verified by systemd");
+    }
+    let shown = j.run(&["schedule", "show", "web", "--dir", &dir]);
+    shown.ok("schedule show");
+    assert!(shown.stdout_str().contains("OnCalendar"));
+    j.run(&["schedule", "remove", "web", "--dir", &dir])
+        .ok("schedule remove");
+    assert!(!units.join("tresor-web.timer").exists());
+    // cron: the line's fields, and its command runs as cron would run it (`\%` → `%`).
+    j.run(&[
+        "schedule",
+        "install",
+        "web",
+        "--cron",
+        "--at",
+        "4:05",
+        "--randomized-delay",
+        "1s",
+        "--dir",
+        &dir,
+    ])
+    .ok("schedule install --cron");
+    let cron = fs::read_to_string(units.join("tresor-web")).unwrap();
+    let line = cron.lines().last().unwrap();
+    let fields: Vec<&str> = line.splitn(7, ' ').collect();
+    assert_eq!(&fields[..6], &["5", "4", "*", "*", "*", "root"], "{line}");
+    let command = fields[6].replace("\\%", "%");
+    assert!(!fields[6].replace("\\%", "").contains('%'), "{line}");
+    let mut sh = Command::new("sh");
+    sh.arg("-c")
+        .arg(&command)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin");
+    harness::run_command(sh, "the cron command").ok("the cron line's command");
+    assert_eq!(j.env.list().len(), 1, "the cron command ran the job");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = j.run(&["completions", shell]);
+        out.ok(shell);
+        assert!(out.stdout_str().contains("schedule"), "{shell}");
+    }
+    let man = j.run(&["man"]);
+    man.ok("man");
+    assert!(man.stdout_str().starts_with(".ie") || man.stdout_str().contains(".TH tresor"));
+}
+
+#[test]
+fn prune_runs_when_due_by_period_or_by_unused_share() {
+    let j = Jobs::new();
+    let data = j.env.path("data");
+    let big = data.join("big.bin");
+    let jobs = |prune: &str| {
+        format!(
+            "[jobs.files]\npaths = [{:?}]\nkeep = {{ last = 1 }}\nprune = {prune:?}\n",
+            data.display().to_string()
+        )
+    };
+    let run_with = |prune: &str, seed: u64| {
+        fs::write(&big, harness::Rng::new(seed).bytes(3 << 20)).unwrap();
+        j.write(&jobs(prune));
+        let (code, reports) = j.run_json(&[]);
+        assert_eq!(code, exit::OK, "{reports:?}");
+        reports[0].clone()
+    };
+    // daily: due on the first run, not on the second the same day.
+    assert_eq!(result_of(&steps(&run_with("daily", 1)), "prune"), "ok");
+    let r = run_with("daily", 2);
+    assert_eq!(result_of(&steps(&r), "prune"), "not-due");
+    // The forgotten snapshot's 3 MiB are now unused: over 20 %, under 90 %.
+    let r = run_with("90%", 3);
+    assert_eq!(result_of(&steps(&r), "prune"), "not-due", "{r}");
+    let r = run_with("20%", 4);
+    assert_eq!(result_of(&steps(&r), "prune"), "ok", "{r}");
+    assert!(r["bytes_freed"].as_u64().unwrap() > 3 << 20, "{r}");
+    j.env.run(&["check"]).ok("check after the job's prune");
+}
+
+#[test]
+fn copy_targets_get_the_jobs_snapshots() {
+    let j = Jobs::new();
+    let offsite = j.env.path("offsite");
+    j.env
+        .run_with(
+            &harness::init_args(),
+            &[("TRESOR_REPO", offsite.as_os_str())],
+        )
+        .ok("init the copy target");
+    j.write(&format!(
+        "[jobs.files]\npaths = [{:?}]\ncopy = [{{ repository = {:?} }}]\n",
+        j.env.path("data").display().to_string(),
+        offsite.display().to_string()
+    ));
+    // A snapshot that is not the job's stays behind.
+    j.env.create(&[j.env.path("data/a.txt")]);
+    for n in 1..=2 {
+        fs::write(j.env.path("data/a.txt"), format!("version {n}\n")).unwrap();
+        let (code, reports) = j.run_json(&[]);
+        assert_eq!(code, exit::OK, "{reports:?}");
+        assert_eq!(result_of(&steps(&reports[0]), "copy"), "ok");
+        assert_eq!(
+            reports[0]["copied"], 1,
+            "only the new snapshot: {}",
+            reports[0]
+        );
+    }
+    let listed = j.env.run_with(
+        &["snapshot", "list", "--json"],
+        &[("TRESOR_REPO", offsite.as_os_str())],
+    );
+    let copies = listed.ok("list the target").json();
+    let copies = copies.as_array().unwrap();
+    assert_eq!(copies.len(), 2);
+    assert!(
+        copies
+            .iter()
+            .all(|c| c["tags"].to_string().contains("job:files"))
+    );
+    let last = copies[1]["id"].as_str().unwrap();
+    let out = j.env.run_with(
+        &["snapshot", "ls", last, "-R"],
+        &[("TRESOR_REPO", offsite.as_os_str())],
+    );
+    assert!(out.ok("ls the copy").stdout_str().contains("a.txt"));
+}
