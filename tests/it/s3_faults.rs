@@ -160,7 +160,10 @@ fn s3_commands_under_five_percent_faults() {
 /// The same at 40 % faults, where some commands run out of retries: each of those must fail
 /// cleanly (and a backup leave no snapshot); the commands are repeated until they succeed, and
 /// the repository is whole afterwards. Rounds go on (up to 6) until at least one command has
-/// failed, and the test fails if none did: else it proved nothing about failures.
+/// failed; retries may absorb every fault of 6 rounds (seldom, but it happened), so then one
+/// round at 55 % faults follows, where commands nearly always run out of retries (and each
+/// command still succeeds within its 10 attempts). The test fails if no
+/// command failed: else it proved nothing about failures.
 #[test]
 fn s3_commands_under_forty_percent_faults_fail_cleanly() {
     let Some(server) = s3::server() else { return };
@@ -177,6 +180,10 @@ fn s3_commands_under_forty_percent_faults_fail_cleanly() {
     let mut round = 0;
     while round < rounds || (failed(&outcomes) == 0 && round < 6) {
         fault_round(&proxy, seed.wrapping_add(round), 400, &mut outcomes);
+        round += 1;
+    }
+    if failed(&outcomes) == 0 {
+        fault_round(&proxy, seed.wrapping_add(round), 550, &mut outcomes);
         round += 1;
     }
     let tally = proxy.tally();
