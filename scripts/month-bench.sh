@@ -51,10 +51,14 @@ init() {
     restic) restic -r "$2" init --repository-version 2 >/dev/null ;;
   esac
 }
+# backup and restore run under /usr/bin/time, which writes "seconds max_rss_kib" to $timefile
+timefile=$out/t
 backup() { # tool repo dump
   case $1 in
-    tresor) TRESOR_REPO=$2 "$tresor" snapshot create --stdin --stdin-name db.sql <"$3" >/dev/null ;;
-    restic) restic -r "$2" backup --stdin --stdin-filename db.sql -q <"$3" >/dev/null ;;
+    tresor) TRESOR_REPO=$2 /usr/bin/time -f "%e %M" -o "$timefile" \
+      "$tresor" snapshot create --stdin --stdin-name db.sql <"$3" >/dev/null ;;
+    restic) /usr/bin/time -f "%e %M" -o "$timefile" \
+      restic -r "$2" backup --stdin --stdin-filename db.sql -q <"$3" >/dev/null ;;
   esac
 }
 restore() { # tool repo snapshot-index (0-based)
@@ -62,11 +66,12 @@ restore() { # tool repo snapshot-index (0-based)
     tresor)
       id=$(TRESOR_REPO=$2 "$tresor" snapshot list --json |
         python3 -c "import json,sys; print(json.load(sys.stdin)[$3]['id'])")
-      TRESOR_REPO=$2 "$tresor" snapshot restore "$id" --stdout --path db.sql ;;
+      TRESOR_REPO=$2 /usr/bin/time -f "%e %M" -o "$timefile" \
+        "$tresor" snapshot restore "$id" --stdout --path db.sql ;;
     restic)
       id=$(restic -r "$2" snapshots --json |
         python3 -c "import json,sys; print(json.load(sys.stdin)[$3]['short_id'])")
-      restic -r "$2" dump -q "$id" db.sql ;;
+      /usr/bin/time -f "%e %M" -o "$timefile" restic -r "$2" dump -q "$id" db.sql ;;
   esac
 }
 forget() { # tool repo
@@ -77,9 +82,6 @@ forget() { # tool repo
 }
 bytes() { du -sb "$1" | cut -f1; }
 mb() { python3 -c "print(f'{$1/1e6:.2f}')"; }
-timed() { # file cmd...: runs cmd, appends "seconds max_rss_kib" to file
-  /usr/bin/time -f "%e %M" -o "$1" "${@:2}"
-}
 
 export TRESOR_PASSWORD=month-bench RESTIC_PASSWORD=month-bench
 export TRESOR_CACHE_DIR=$out/cache RESTIC_CACHE_DIR=$out/restic-cache
@@ -98,7 +100,7 @@ for tool in $tools; do
   prev=$(bytes "$repo")
   : >"$out/$tool-days.txt"
   for d in $(seq 0 $((days - 1))); do
-    timed "$out/t" backup "$tool" "$repo" "$corpus/dumps/day$d.sql"
+    backup "$tool" "$repo" "$corpus/dumps/day$d.sql"
     now=$(bytes "$repo")
     read -r secs rss <"$out/t"
     echo "$d $((now - prev)) $secs $rss" >>"$out/$tool-days.txt"
@@ -107,11 +109,11 @@ for tool in $tools; do
   done
   echo "$now" >"$out/$tool-total.txt"
   if [ "$tool" = tresor ]; then
-    timed "$out/check" env TRESOR_REPO="$repo" "$tresor" check --read-data >/dev/null
+    TRESOR_REPO=$repo /usr/bin/time -f "%e %M" -o "$out/check" "$tresor" check --read-data >/dev/null
   fi
   : >"$out/$tool-restores.txt"
   for d in 0 $((days / 2)) $((days - 1)); do
-    timed "$out/t" restore "$tool" "$repo" "$d" >"$out/restored"
+    restore "$tool" "$repo" "$d" >"$out/restored"
     read -r secs rss <"$out/t"
     cmp -s "$out/restored" "$corpus/dumps/day$d.sql" || { echo "$tool day $d restores wrong" >&2; exit 1; }
     n=$(stat -c %s "$out/restored")
