@@ -1,13 +1,13 @@
 //! Delta chains: the top version of a chain of copy scripts, decoded in one pass.
 //!
 //! Version k of a chunk may be stored as a copy script ([`crate::format::delta`]) against
-//! version k-1, and so on down to a whole chunk, the root. Running [`delta::apply`] once per
+//! version k-1, and so on down to a whole chunk, the root. Running [`delta::apply`](crate::format::delta::apply) once per
 //! level costs a full-chunk copy per level. This module owns the decoder that composes the
 //! scripts instead: [`apply_chain`] keeps the current version as a list of segments, each a run
 //! of bytes of the root or of one script's literals, maps every copy of the next script through
 //! that list (a binary search, then whole segments), and copies bytes only once, at the end.
 //!
-//! It accepts exactly what [`delta::apply`] applied level by level accepts, with the same error
+//! It accepts exactly what [`delta::apply`](crate::format::delta::apply) applied level by level accepts, with the same error
 //! for the same first bad level: every check of a script depends only on the script, the length
 //! of the version below it and the raw length it claims, never on the bytes, so the checks are
 //! made on the segment list just as `apply` makes them on bytes.
@@ -27,7 +27,7 @@
 //! bounded by the caller ([`crate::format::MAX_BLOB_LEN`]); no version is materialised before
 //! its script is checked.
 
-use crate::format::delta::{self, ScriptError};
+use crate::format::delta::{Reader, ScriptError, split};
 
 type Result<T> = std::result::Result<T, ScriptError>;
 
@@ -43,7 +43,7 @@ const BYTES_PER_SEGMENT: usize = 32;
 /// While a script is composed, more segments than one per this many bytes of its version (plus
 /// [`SEGMENT_SLACK`]) stop the composition: the version below is flattened and the script
 /// composed again. Against a flat version a script yields at most one segment per copy and one
-/// per literal run, at most one per 8 bytes ([`delta::MIN_COPY`] is 16), so the second try
+/// per literal run, at most one per 8 bytes ([`delta::MIN_COPY`](crate::format::delta::MIN_COPY) is 16), so the second try
 /// finishes.
 const HARD_BYTES_PER_SEGMENT: usize = 8;
 
@@ -139,60 +139,9 @@ impl Segments {
     }
 }
 
-/// Reads the numbers of a script's steps, as [`delta::apply`] does.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn done(&self) -> bool {
-        self.at >= self.bytes.len()
-    }
-
-    fn varint(&mut self) -> Result<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = *self
-                .bytes
-                .get(self.at)
-                .ok_or_else(|| bad("truncated step"))?;
-            self.at += 1;
-            let part = u64::from(b & 0x7f);
-            if shift == 63 && part > 1 {
-                return Err(bad("number overflows"));
-            }
-            v |= part << shift;
-            if b < 0x80 {
-                return Ok(v);
-            }
-        }
-        Err(bad("number overflows"))
-    }
-
-    fn size(&mut self) -> Result<usize> {
-        usize::try_from(self.varint()?).map_err(|_| bad("size overflows"))
-    }
-}
-
-/// A script cut into its steps and its literals.
-fn split(script: &[u8]) -> Result<(&[u8], &[u8])> {
-    let mut head = Reader {
-        bytes: script,
-        at: 0,
-    };
-    let ops_len = head.size()?;
-    let ops_end = head
-        .at
-        .checked_add(ops_len)
-        .filter(|&e| e <= script.len())
-        .ok_or_else(|| bad("steps run past the end"))?;
-    Ok((&script[head.at..ops_end], &script[ops_end..]))
-}
-
 /// Composes one script (steps `ops`, literals of `literals_len` bytes in source `src`) with the
 /// version `base` describes, into `out`: the version of `raw_len` bytes it makes. Checks what
-/// [`delta::apply`] checks, in the same order. Stops early with `Ok(false)` once `out` holds
+/// [`delta::apply`](crate::format::delta::apply) checks, in the same order. Stops early with `Ok(false)` once `out` holds
 /// more than `cap` segments.
 fn compose(
     base: &Segments,
@@ -222,17 +171,7 @@ fn compose(
         if ops.done() {
             break;
         }
-        let offset = ops.varint()?;
-        let offset = (offset >> 1) as i64 ^ -((offset & 1) as i64);
-        let len = ops.size()?;
-        if len < delta::MIN_COPY {
-            return Err(bad("copy shorter than the minimum"));
-        }
-        let from = i64::try_from(prev_end)
-            .ok()
-            .and_then(|p| p.checked_add(offset))
-            .and_then(|f| usize::try_from(f).ok())
-            .ok_or_else(|| bad("copy before the base"))?;
+        let (from, len) = ops.copy(prev_end)?;
         let to = from
             .checked_add(len)
             .filter(|&e| e <= base_len)
@@ -271,7 +210,7 @@ struct Stats {
 /// the decompressed copy scripts from the level just above the root up to the wanted version,
 /// each with the raw length of the version it produces. Returns the top version's bytes.
 ///
-/// The result, and the error, are those of [`delta::apply`] run level by level (the error of
+/// The result, and the error, are those of [`delta::apply`](crate::format::delta::apply) run level by level (the error of
 /// the first level it refuses); with no scripts, the root.
 pub fn apply_chain(root: &[u8], scripts: &[(&[u8], usize)]) -> Result<Vec<u8>> {
     decode(root, scripts, &mut Stats::default())
@@ -326,9 +265,10 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::format::delta;
     use proptest::prelude::*;
 
-    /// The reference: one [`delta::apply`] per level.
+    /// The reference: one [`delta::apply`](crate::format::delta::apply) per level.
     fn sequential(root: &[u8], scripts: &[(&[u8], usize)]) -> Result<Vec<u8>> {
         let mut v = root.to_vec();
         for &(s, n) in scripts {

@@ -195,17 +195,19 @@ fn bad(what: &'static str) -> ScriptError {
     what
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
+/// Reads the numbers of a script's steps (also for [`crate::format::chain`], which composes
+/// scripts with the same checks).
+pub(crate) struct Reader<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) at: usize,
 }
 
 impl Reader<'_> {
-    fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         self.at >= self.bytes.len()
     }
 
-    fn varint(&mut self) -> Result<u64> {
+    pub(crate) fn varint(&mut self) -> Result<u64> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = *self
@@ -225,14 +227,30 @@ impl Reader<'_> {
         Err(bad("number overflows"))
     }
 
-    fn size(&mut self) -> Result<usize> {
+    pub(crate) fn size(&mut self) -> Result<usize> {
         usize::try_from(self.varint()?).map_err(|_| bad("size overflows"))
+    }
+
+    /// The copy part of a step after a copy that ended at base position `prev_end`: where the
+    /// copy starts in the base and how long it is (at least [`MIN_COPY`]).
+    pub(crate) fn copy(&mut self, prev_end: usize) -> Result<(usize, usize)> {
+        let offset = self.varint()?;
+        let offset = (offset >> 1) as i64 ^ -((offset & 1) as i64);
+        let len = self.size()?;
+        if len < MIN_COPY {
+            return Err(bad("copy shorter than the minimum"));
+        }
+        let from = i64::try_from(prev_end)
+            .ok()
+            .and_then(|p| p.checked_add(offset))
+            .and_then(|f| usize::try_from(f).ok())
+            .ok_or_else(|| bad("copy before the base"))?;
+        Ok((from, len))
     }
 }
 
-/// Runs `script` against `base`, giving exactly `raw_len` bytes or an error (never more
-/// memory than `raw_len`, whatever the script says).
-pub fn apply(base: &[u8], script: &[u8], raw_len: usize) -> Result<Vec<u8>> {
+/// A script cut into its steps and its literals.
+pub(crate) fn split(script: &[u8]) -> Result<(&[u8], &[u8])> {
     let mut head = Reader {
         bytes: script,
         at: 0,
@@ -243,11 +261,17 @@ pub fn apply(base: &[u8], script: &[u8], raw_len: usize) -> Result<Vec<u8>> {
         .checked_add(ops_len)
         .filter(|&e| e <= script.len())
         .ok_or_else(|| bad("steps run past the end"))?;
+    Ok((&script[head.at..ops_end], &script[ops_end..]))
+}
+
+/// Runs `script` against `base`, giving exactly `raw_len` bytes or an error (never more
+/// memory than `raw_len`, whatever the script says).
+pub fn apply(base: &[u8], script: &[u8], raw_len: usize) -> Result<Vec<u8>> {
+    let (steps, literals) = split(script)?;
     let mut ops = Reader {
-        bytes: &script[head.at..ops_end],
+        bytes: steps,
         at: 0,
     };
-    let literals = &script[ops_end..];
     let mut lit_at = 0usize;
     let mut prev_end = 0usize;
     let mut out = Vec::with_capacity(raw_len);
@@ -265,17 +289,7 @@ pub fn apply(base: &[u8], script: &[u8], raw_len: usize) -> Result<Vec<u8>> {
         if ops.done() {
             break;
         }
-        let offset = ops.varint()?;
-        let offset = (offset >> 1) as i64 ^ -((offset & 1) as i64);
-        let len = ops.size()?;
-        if len < MIN_COPY {
-            return Err(bad("copy shorter than the minimum"));
-        }
-        let from = i64::try_from(prev_end)
-            .ok()
-            .and_then(|p| p.checked_add(offset))
-            .and_then(|f| usize::try_from(f).ok())
-            .ok_or_else(|| bad("copy before the base"))?;
+        let (from, len) = ops.copy(prev_end)?;
         let src = from
             .checked_add(len)
             .and_then(|e| base.get(from..e))

@@ -220,21 +220,7 @@ pub fn mark_all_named<'a>(
     repo: &Repo,
     roots: impl IntoIterator<Item = &'a BlobId>,
 ) -> Result<DiskBlobSet> {
-    let set = DiskBlobSet::new()?;
-    for r in roots {
-        walk(
-            repo,
-            r,
-            &mut Reach {
-                repo,
-                skip: |t: &BlobId| Ok(!set.insert(t)?),
-                visit: |id: &BlobId| set.insert(id).map(|_| ()),
-                chains: false,
-                whole: None,
-            },
-        )?;
-    }
-    Ok(set)
+    mark_roots(repo, roots, false, None)
 }
 
 /// Every blob reachable from the given roots, as [`mark_all`] marks them, except the chains
@@ -243,6 +229,17 @@ pub fn mark_all_storing_whole<'a>(
     repo: &Repo,
     roots: impl IntoIterator<Item = &'a BlobId>,
     whole: &std::collections::HashSet<BlobId>,
+) -> Result<DiskBlobSet> {
+    mark_roots(repo, roots, true, Some(whole))
+}
+
+/// Marks what the roots reach in a new set: trees, file chunks and, with `chains`, the chains
+/// of deltas (but not of those in `whole`).
+fn mark_roots<'a>(
+    repo: &Repo,
+    roots: impl IntoIterator<Item = &'a BlobId>,
+    chains: bool,
+    whole: Option<&std::collections::HashSet<BlobId>>,
 ) -> Result<DiskBlobSet> {
     let set = DiskBlobSet::new()?;
     for r in roots {
@@ -253,8 +250,8 @@ pub fn mark_all_storing_whole<'a>(
                 repo,
                 skip: |t: &BlobId| Ok(!set.insert(t)?),
                 visit: |id: &BlobId| set.insert(id).map(|_| ()),
-                chains: true,
-                whole: Some(whole),
+                chains,
+                whole,
             },
         )?;
     }

@@ -182,6 +182,17 @@ fn deltas_in_catalog(env: &Env) -> Vec<(String, String)> {
 }
 
 /// Every delta blob of catalog `c`, with its base: (delta id, base id) in hex.
+/// Deltas whose recorded depth is not their base's plus one (chains must descend by one).
+pub(crate) fn deltas_not_one_deeper(c: &rusqlite::Connection) -> i64 {
+    c.query_row(
+        "SELECT count(*) FROM blobs d JOIN blobs b ON b.id = d.base
+         WHERE d.kind = 2 AND d.depth != b.depth + 1",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
 pub(crate) fn deltas_in(c: &rusqlite::Connection) -> Vec<(String, String)> {
     let mut st = c
         .prepare("SELECT id, base FROM blobs WHERE kind = 2 ORDER BY id")
@@ -268,15 +279,11 @@ fn changed_dumps_are_stored_as_deltas_and_restore_exactly() {
         )
         .unwrap();
     assert!(chained >= 3, "{chained} day-2 deltas against day-1 deltas");
-    let off: i64 = c
-        .query_row(
-            "SELECT count(*) FROM blobs d JOIN blobs b ON b.id = d.base
-             WHERE d.kind = 2 AND d.depth != b.depth + 1",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(off, 0, "a delta not one deeper than its base");
+    assert_eq!(
+        deltas_not_one_deeper(&c),
+        0,
+        "a delta not one deeper than its base"
+    );
     check_clean(&env, "check --read-data of three days of deltas");
 }
 
