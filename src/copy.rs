@@ -474,8 +474,6 @@ impl Copier<'_, '_, '_> {
         self.progress.advance(raw_len as u64);
     }
 
-    /// Whether the target's index lists `id` as a delta blob (what this run stores under a
-    /// delta base's id is never a delta: bases are data blobs in the source too).
     /// The depth a delta against the target's blob `base` gets there, or `None` when the
     /// target may not hold such a delta: `base` is a delta and the target has no chains
     /// (repository version 2), or its chain is already as deep as chains grow.

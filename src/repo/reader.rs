@@ -14,8 +14,9 @@
 //! keeps the batch's order. Memory: the batch's stored bytes and its plaintext.
 //!
 //! Every read authenticates before it decompresses and checks the plaintext against the blob's
-//! id; a delta blob is decoded against its base, which is read and authenticated first (bases
-//! are never deltas, so that is one step). Damage reports name the pack.
+//! id; a delta blob is decoded through its chain (docs/design.md §4.2): every blob of the chain
+//! is read with the same coalesced reads and authenticated, the root decoded whole and the
+//! scripts composed into one pass ([`crate::format::chain`]). Damage reports name the pack.
 
 use std::collections::HashMap;
 use std::sync::Arc;
