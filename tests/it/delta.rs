@@ -24,16 +24,16 @@ const ROWS: u64 = 80_000;
 /// One day's table: (row id, revision) in dump order. A row's text depends on both, so bumping
 /// the revision is an `UPDATE` of that row.
 #[derive(Clone)]
-struct Table(Vec<(u64, u64)>);
+pub(crate) struct Table(Vec<(u64, u64)>);
 
 impl Table {
-    fn day0() -> Table {
+    pub(crate) fn day0() -> Table {
         Table((1..=ROWS).map(|id| (id, 0)).collect())
     }
 
     /// The next day: ~2% of the rows modified in place at random positions, 20 deleted, 20
     /// moved to another place, ~0.5% new rows appended.
-    fn next(&self, seed: u64) -> Table {
+    pub(crate) fn next(&self, seed: u64) -> Table {
         let mut rng = Rng::new(seed);
         let mut rows = self.0.clone();
         let mut pick = |len: usize| (rng.next_u64() % len as u64) as usize;
@@ -56,7 +56,7 @@ impl Table {
         Table(rows)
     }
 
-    fn dump(&self) -> Vec<u8> {
+    pub(crate) fn dump(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.0.len() * 112 + 256);
         out.extend_from_slice(
             b"--\n-- PostgreSQL database dump\n--\n\nSET client_encoding = 'UTF8';\n\nBEGIN;\n\n",
@@ -168,7 +168,7 @@ fn assert_restores(env: &Env, id: &str, want: &[u8], what: &str) {
     );
 }
 
-fn catalog(env: &Env) -> rusqlite::Connection {
+pub(crate) fn catalog(env: &Env) -> rusqlite::Connection {
     let path = harness::all_files(&env.cache)
         .into_iter()
         .find(|p| p.file_name().unwrap() == "catalog.sqlite")
