@@ -23,9 +23,10 @@
 //! object storage each upload waits round trips, so several run at once). The handoff is a
 //! rendezvous (a sealed pack waits until an upload thread is free), and the bytes of sealed
 //! packs not yet stored are bounded by [`UPLOAD_BYTES_PACKS`] packs' worth whatever the number
-//! of upload threads: memory is one pack filling plus at most that many in flight, the same
-//! bound on every backend (more threads help the small packs and the index objects, not the
-//! memory). Packs become durable in any order; each is listed in an index object only once its
+//! of upload threads: memory is one pack filling plus at most that many in flight (more threads
+//! help the small packs and the index objects, not the memory). With one connection (a local
+//! disk) the bound is one pack: a single upload thread cannot store two at once, and a second
+//! sealed pack waiting its turn would only hold memory. Packs become durable in any order; each is listed in an index object only once its
 //! own upload succeeded.
 
 use std::collections::HashMap;
@@ -55,6 +56,16 @@ const ENTRIES_PER_INDEX: usize = 50_000;
 /// object store's round trips overlapped with the filling of the next pack.
 const UPLOAD_BYTES_PACKS: usize = 2;
 
+/// Sealed packs that may be in flight with `connections` upload threads (see the module
+/// documentation): one thread stores one pack at a time, so one is enough to keep it busy.
+fn upload_packs(connections: usize) -> usize {
+    if connections <= 1 {
+        1
+    } else {
+        UPLOAD_BYTES_PACKS
+    }
+}
+
 /// `len` bytes of a pack an upload thread holds, counted out of [`InFlight`] when dropped.
 struct Held<'a>(&'a InFlight, usize);
 
@@ -69,6 +80,8 @@ impl Drop for Held<'_> {
 struct InFlight {
     bytes: Mutex<usize>,
     freed: Condvar,
+    /// The most bytes in flight at once so far.
+    most: std::sync::atomic::AtomicUsize,
 }
 
 impl InFlight {
@@ -80,6 +93,8 @@ impl InFlight {
             n = self.freed.wait(n).unwrap_or_else(|e| e.into_inner());
         }
         *n += len;
+        self.most
+            .fetch_max(*n, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn release(&self, len: usize) {
@@ -186,6 +201,7 @@ impl<'r> Packer<'r> {
             }
         }
         let pack_size = repo.config.pack_size as usize;
+        let upload_limit = upload_packs(repo.connections) * pack_capacity(pack_size);
         Ok(Packer {
             repo,
             pack: PackWriter::with_capacity(pack_capacity(pack_size)),
@@ -194,7 +210,7 @@ impl<'r> Packer<'r> {
             done_rx,
             uploaders,
             in_flight,
-            upload_limit: UPLOAD_BYTES_PACKS * pack_capacity(pack_size),
+            upload_limit,
             durable: Vec::new(),
             fresh: 0,
             entries: 0,
@@ -358,6 +374,8 @@ mod tests {
         most: AtomicUsize,
         puts: AtomicUsize,
         cv: Condvar,
+        /// How long a pack put waits for `want` puts in flight.
+        hold: Duration,
     }
 
     impl Backend for Gate {
@@ -385,7 +403,7 @@ mod tests {
                 self.cv.notify_all();
                 let _ = self
                     .cv
-                    .wait_timeout_while(n, Duration::from_secs(5), |n| *n < self.want)
+                    .wait_timeout_while(n, self.hold, |n| *n < self.want)
                     .unwrap();
             }
             let r = if nth == self.fail_nth {
@@ -419,6 +437,7 @@ mod tests {
             most: AtomicUsize::new(0),
             puts: AtomicUsize::new(0),
             cv: Condvar::new(),
+            hold: Duration::from_secs(5),
         })
     }
 
@@ -495,6 +514,41 @@ mod tests {
         }
         assert_eq!(indexed, stored.len(), "every stored pack is indexed");
         assert_eq!(indexed as u64, report.packs_written);
+    }
+
+    #[test]
+    fn one_connection_holds_one_sealed_pack_at_a_time() {
+        let t = tempfile::tempdir().unwrap();
+        // Each pack put takes 50 ms (it waits for a second one that never comes), so the next
+        // packs are sealed while one is being stored.
+        let backend = Arc::new(Gate {
+            hold: Duration::from_millis(50),
+            ..Arc::into_inner(gate(2, 0)).unwrap()
+        });
+        let mut repo = open(Arc::clone(&backend), t.path(), 1);
+        let key = Arc::clone(repo.key());
+        let mut p = repo.packer().unwrap();
+        // Blobs of 4.5 MiB: each pack holds one and is most of a pack's capacity (1 MiB packs
+        // leave room for one largest blob past the target), so two never fit in one capacity.
+        let capacity = pack_capacity(p.pack_size);
+        for n in 0..8u64 {
+            let data: Vec<u8> = (0..9u64 << 19)
+                .map(|i| (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56 ^ n) as u8)
+                .collect();
+            let id = key.blob_id(&data);
+            assert!(p.claim(&id).unwrap());
+            let sealed = codec::encode(&key, BlobKind::Data, &id, &data, 0).unwrap();
+            p.add(BlobKind::Data, id, &sealed, data.len() as u32, None)
+                .unwrap();
+        }
+        let in_flight = Arc::clone(&p.in_flight);
+        let report = p.finish().unwrap();
+        assert_eq!(report.packs_written, 8, "{report:?}");
+        let most = in_flight.most.load(Ordering::SeqCst);
+        assert!(
+            most > 0 && most <= capacity,
+            "at most one sealed pack in flight: {most} bytes at once, a pack's capacity {capacity}"
+        );
     }
 
     #[test]
