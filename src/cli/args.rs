@@ -78,7 +78,8 @@ pub(super) struct Global {
     pub(super) config: Option<PathBuf>,
     /// With a configuration file: take the repository, password source and cache directory of
     /// this job instead of [defaults] (`tresor --job web snapshot list`).
-    #[arg(long, global = true, value_name = "NAME")]
+    // Its own id: `schedule install JOB` and others have a `job` argument of their own.
+    #[arg(long = "job", id = "config_job", global = true, value_name = "NAME")]
     pub(super) job: Option<String>,
 }
 
