@@ -723,12 +723,11 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Config> {
     }
     // Jobs in file order (the map sorted them by name).
     jobs.sort_by_key(|j| j.line);
-    let defaults_resolved = resolve_defaults(&defaults, overrides, &base).map_err(|message| {
-        Error::Config {
+    let defaults_resolved =
+        resolve_defaults(&defaults, overrides, &base).map_err(|message| Error::Config {
             at: format!("{file} [defaults]"),
             message,
-        }
-    })?;
+        })?;
     Ok(Config {
         path: path.to_path_buf(),
         defaults: defaults_resolved,
@@ -754,9 +753,7 @@ fn resolve_defaults(
     } else {
         match (&d.password_command, &d.password_file) {
             (Some(_), Some(_)) => {
-                return Err(
-                    "both `password-file` and `password-command` are set; give one".into(),
-                );
+                return Err("both `password-file` and `password-command` are set; give one".into());
             }
             (Some(c), None) => Some(PasswordSource::Command(c.clone())),
             (None, Some(f)) => Some(PasswordSource::File(rel(f))),

@@ -92,12 +92,9 @@ pub fn run(command: &str, env: &HookEnv, stdin: &[u8], timeout: Duration) -> Res
         .env("TRESOR_SNAPSHOT", &env.snapshot)
         .env("TRESOR_LOG_TAIL", &env.log_tail)
         .process_group(0);
-    let mut child = cmd.spawn().map_err(|e| {
-        Error::Hook(format!(
-            "{} `{command}` could not start: {e}",
-            env.what()
-        ))
-    })?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::Hook(format!("{} `{command}` could not start: {e}", env.what())))?;
     // The parent's copies of the write ends went into `cmd`; drop it so EOF comes with the
     // last child.
     drop(cmd);

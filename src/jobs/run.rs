@@ -406,12 +406,7 @@ fn open_at(
 ) -> Result<Repo> {
     let backend = backend::open(&Location::parse_os(location)?)?;
     let pw = password.read()?;
-    Repo::open_with(
-        backend,
-        &pw,
-        &cache_dir(job),
-        &repo::OpenOptions::default(),
-    )
+    Repo::open_with(backend, &pw, &cache_dir(job), &repo::OpenOptions::default())
 }
 
 /// `job`'s cache directory: its `cache-dir`, else the usual default, else (without `HOME`)

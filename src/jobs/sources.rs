@@ -177,7 +177,11 @@ commands = { "b.sql" = "pg_dump b", "a.sql" = { command = "pg_dump a", hooks = {
             [("a.sql", "pg_dump a"), ("b.sql", "pg_dump b")].map(|(n, c)| (n.into(), c.into()))
         );
         let names: Vec<&str> = j.source_hooks.iter().map(|s| s.source.as_str()).collect();
-        assert_eq!(names, ["/var/lib/app", "a.sql"], "source order, hooked ones only");
+        assert_eq!(
+            names,
+            ["/var/lib/app", "a.sql"],
+            "source order, hooked ones only"
+        );
         assert_eq!(j.source_hooks[0].hooks.before, ["freeze"]);
         assert_eq!(j.source_hooks[0].hooks.finally, ["thaw"]);
         assert_eq!(j.source_hooks[1].hooks.failure, ["alarm"]);
@@ -187,9 +191,15 @@ commands = { "b.sql" = "pg_dump b", "a.sql" = { command = "pg_dump a", hooks = {
     #[test]
     fn mistakes_in_a_source_table_name_their_line() {
         for (bad, what) in [
-            ("paths = [{ path = \"/x\", hook = {} }]", "unknown field `hook`"),
+            (
+                "paths = [{ path = \"/x\", hook = {} }]",
+                "unknown field `hook`",
+            ),
             ("paths = [{ hooks = {} }]", "missing field `path`"),
-            ("commands = { a = { command = \"c\", hooks = { befor = [] } } }", "befor"),
+            (
+                "commands = { a = { command = \"c\", hooks = { befor = [] } } }",
+                "befor",
+            ),
             ("paths = [3]", "a path, or a table"),
         ] {
             let text = format!("[jobs.a]\nrepository = \"/r\"\npassword-file = \"/p\"\n{bad}\n");

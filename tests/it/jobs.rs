@@ -167,8 +167,8 @@ hooks = {{ before = [{b:?}], after = [{a:?}], failure = [{f:?}], finally = [{z:?
     assert_eq!(
         names,
         [
-            "before", "snapshot", "forget", "prune", "check", "copy", "after", "failure", "finally",
-            "notify"
+            "before", "snapshot", "forget", "prune", "check", "copy", "after", "failure",
+            "finally", "notify"
         ]
     );
     for step in [
@@ -483,7 +483,11 @@ notify = {{ ping = "{base}/ping/db-secret" }}
     cron_run(&j, &["status"]).expect_code(exit::STALE, "status before any run");
     let out = cron_run(&j, &["run"]);
     out.ok("the first run from cron");
-    assert!(out.stderr.is_empty(), "nothing on stderr when all is well: {}", out.stderr);
+    assert!(
+        out.stderr.is_empty(),
+        "nothing on stderr when all is well: {}",
+        out.stderr
+    );
     let lines: Vec<String> = out.stdout_str().lines().map(str::to_string).collect();
     assert!(
         lines.len() == 2 && lines[0].starts_with("files: ok") && lines[1].starts_with("db: ok"),
@@ -514,7 +518,10 @@ notify = {{ ping = "{base}/ping/db-secret" }}
     );
     assert!(String::from_utf8_lossy(&restored).contains("300\titem 300"));
     let v = cron_run(&j, &["status", "--json"]).json();
-    assert_eq!((v[0]["stale"].clone(), v[1]["stale"].clone()), (false.into(), false.into()));
+    assert_eq!(
+        (v[0]["stale"].clone(), v[1]["stale"].clone()),
+        (false.into(), false.into())
+    );
     assert_eq!(v[0]["last_success_from"], "history");
     // Break the password file: both jobs fail, the fail pings carry the log tail.
     let good = fs::read(j.password_file()).unwrap();
@@ -523,7 +530,10 @@ notify = {{ ping = "{base}/ping/db-secret" }}
     let out = cron_run(&j, &["run"]);
     out.expect_code(exit::WRONG_PASSWORD, "run with a broken password file");
     assert!(!out.stderr.contains("secret") && !out.stdout_str().contains("secret"));
-    assert!(out.stdout_str().contains("db: failed at snapshot: wrong password"));
+    assert!(
+        out.stdout_str()
+            .contains("db: failed at snapshot: wrong password")
+    );
     assert_eq!(
         paths(&seen),
         [
@@ -533,7 +543,12 @@ notify = {{ ping = "{base}/ping/db-secret" }}
             "POST /ping/db-secret/fail"
         ]
     );
-    for r in seen.lock().unwrap().iter().filter(|r| r.path.ends_with("/fail")) {
+    for r in seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.path.ends_with("/fail"))
+    {
         assert!(r.body.contains("wrong password"), "{r:?}");
     }
     // The last success is recent: green for 1 h, red for a window shorter than its age.
@@ -556,7 +571,12 @@ notify = {{ ping = "{base}/ping/db-secret" }}
     assert!(paths(&seen).iter().all(|p| !p.ends_with("/fail")));
     let green = cron_run(&j, &["status", "--max-age", "1m"]);
     green.ok("status after the fix");
-    assert_eq!(green.stdout_str().matches(": OK: last success").count(), 2, "{}", green.stdout_str());
+    assert_eq!(
+        green.stdout_str().matches(": OK: last success").count(),
+        2,
+        "{}",
+        green.stdout_str()
+    );
     // The history lost: the last success is found in the repository by its job tag.
     fs::remove_dir_all(j.env.path("state")).unwrap();
     let v = cron_run(&j, &["status", "--json"]).json();
@@ -919,14 +939,20 @@ hooks = {{ before = [{b:?}], after = [{a:?}], failure = [{f:?}], finally = [{z:?
             "notify"
         ]
     );
-    assert_eq!(source_steps(r)[0], ("source-before".into(), sub.clone(), "ok".into()));
+    assert_eq!(
+        source_steps(r)[0],
+        ("source-before".into(), sub.clone(), "ok".into())
+    );
     assert_eq!(source_steps(r)[1].1, "a.sql");
     // The plain forms still work beside the tables: both streams are in the snapshot.
     let id = r["snapshot"].as_str().unwrap();
     assert_eq!(j.env.restore_stdout(id, Some("plain.txt")), b"plain\n");
     assert_eq!(
         j.env.restore_stdout(id, Some("a.sql")),
-        (1..=50).map(|n| format!("{n}\n")).collect::<String>().into_bytes()
+        (1..=50)
+            .map(|n| format!("{n}\n"))
+            .collect::<String>()
+            .into_bytes()
     );
     // The history keeps the source of each source step.
     let history = fs::read_to_string(j.env.path("state/history/mixed.json")).unwrap();
@@ -965,10 +991,17 @@ hooks = {{ before = [{b:?}], after = [{a:?}], failure = [{f:?}], finally = [{z:?
     let effective: toml::Table = text.parse().unwrap();
     let job = &effective["jobs"]["mixed"];
     assert_eq!(job["paths"][0].as_str(), Some(data.as_str()), "{text}");
-    assert_eq!(job["paths"][1]["path"].as_str(), Some(sub.as_str()), "{text}");
+    assert_eq!(
+        job["paths"][1]["path"].as_str(),
+        Some(sub.as_str()),
+        "{text}"
+    );
     assert!(job["paths"][1]["hooks"]["before"].is_array(), "{text}");
     assert_eq!(job["commands"]["plain.txt"].as_str(), Some("echo plain"));
-    assert_eq!(job["commands"]["a.sql"]["command"].as_str(), Some("seq 1 50; exit 3"));
+    assert_eq!(
+        job["commands"]["a.sql"]["command"].as_str(),
+        Some("seq 1 50; exit 3")
+    );
 }
 
 #[test]
@@ -1064,13 +1097,18 @@ fn a_failed_notification_is_visible_and_has_its_own_exit_code() {
     let out = j.run(&["run"]);
     out.expect_code(exit::NOTIFY, "run with an unreachable ping");
     assert!(
-        out.stderr.contains(&format!("ping http://127.0.0.1:{port}/…")) && out.stderr.contains("failed"),
+        out.stderr
+            .contains(&format!("start ping http://127.0.0.1:{port}/… failed"))
+            && out
+                .stderr
+                .contains(&format!("success ping http://127.0.0.1:{port}/… failed")),
         "{}",
         out.stderr
     );
     assert!(!out.stderr.contains("secret-uuid") && !out.stdout_str().contains("secret-uuid"));
     assert!(
-        out.stdout_str().starts_with("files: ok") && out.stdout_str().contains("NOTIFICATION FAILED"),
+        out.stdout_str().starts_with("files: ok")
+            && out.stdout_str().contains("NOTIFICATION FAILED"),
         "{}",
         out.stdout_str()
     );
@@ -1083,7 +1121,10 @@ fn a_failed_notification_is_visible_and_has_its_own_exit_code() {
     assert_eq!(notify["step"], "notify");
     assert_eq!(notify["result"], "failed");
     assert_eq!(notify["exit_code"], exit::NOTIFY);
-    assert!(notify["message"].as_str().unwrap().contains("ping"), "{notify}");
+    assert!(
+        notify["message"].as_str().unwrap().contains("ping"),
+        "{notify}"
+    );
     // The history has it, and status shows it (without going red: the backup is fresh).
     let st = j.run(&["status"]);
     st.ok("status after a failed notification");
@@ -1095,7 +1136,12 @@ fn a_failed_notification_is_visible_and_has_its_own_exit_code() {
     let v = j.run(&["status", "--json"]).json();
     assert_eq!(v[0]["last_run"]["notify"], "failed", "{v}");
     assert_eq!(v[0]["last_run"]["exit_code"], exit::NOTIFY);
-    assert!(v[0]["last_run"]["notify_error"].as_str().unwrap().contains("ping"));
+    assert!(
+        v[0]["last_run"]["notify_error"]
+            .as_str()
+            .unwrap()
+            .contains("ping")
+    );
     assert_eq!(v[0]["stale"], false);
     let prom = j.run(&["status", "--format", "prometheus"]).stdout_str();
     assert!(
@@ -1200,8 +1246,11 @@ fn every_command_takes_the_repository_and_password_from_the_config() {
     assert!(ids(out.ok("env over config"))[0].contains("job:other"));
     let mut cmd = j.command(&["--repo", j.env.repo.to_str().unwrap(), "snapshot", "list"]);
     cmd.env("TRESOR_REPO", &other);
-    harness::run_command(cmd, "--repo over TRESOR_REPO: the file's password does not open it")
-        .ok("--repo over the environment");
+    harness::run_command(
+        cmd,
+        "--repo over TRESOR_REPO: the file's password does not open it",
+    )
+    .ok("--repo over the environment");
     let mut cmd = j.command(&["snapshot", "list"]);
     cmd.env("TRESOR_PASSWORD_FILE", &other_pw);
     harness::run_command(cmd, "TRESOR_PASSWORD_FILE over the file")
@@ -1229,14 +1278,19 @@ fn every_command_takes_the_repository_and_password_from_the_config() {
     .unwrap();
     let plain = |vars: &[(&str, &std::path::Path)], args: &[&str]| {
         let mut cmd = Command::new(BIN);
-        cmd.env_clear().env("PATH", "/usr/bin:/bin").current_dir("/");
+        cmd.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .current_dir("/");
         for (k, v) in vars {
             cmd.env(k, v);
         }
         cmd.args(args);
         harness::run_command(cmd, &args.join(" "))
     };
-    let out = plain(&[("XDG_CONFIG_HOME", &xdg)], &["snapshot", "list", "--json"]);
+    let out = plain(
+        &[("XDG_CONFIG_HOME", &xdg)],
+        &["snapshot", "list", "--json"],
+    );
     assert!(ids(out.ok("the default config file"))[0].contains("job:other"));
     // … and its absence is no error: the usual message about the missing repository.
     let empty = j.env.path("empty");
@@ -1335,10 +1389,17 @@ fn schedule_install_show_and_remove_use_the_system_directories() {
     }
     let text = fs::read_to_string(&service).unwrap();
     assert!(
-        text.contains(&format!("ExecStart={BIN} --config {} run {job}", j.config.display())),
+        text.contains(&format!(
+            "ExecStart={BIN} --config {} run {job}",
+            j.config.display()
+        )),
         "{text}"
     );
-    assert!(fs::read_to_string(&timer).unwrap().contains("OnCalendar=*-*-* 03:45:00"));
+    assert!(
+        fs::read_to_string(&timer)
+            .unwrap()
+            .contains("OnCalendar=*-*-* 03:45:00")
+    );
     if harness::succeeds("systemd-analyze", &[std::ffi::OsStr::new("--version")]) {
         let mut c = Command::new("systemd-analyze");
         c.arg("verify").arg(&timer).arg(&service);
@@ -1354,7 +1415,10 @@ fn schedule_install_show_and_remove_use_the_system_directories() {
         "cron ignores group- or world-writable files"
     );
     let line = fs::read_to_string(&cron).unwrap();
-    assert!(line.lines().last().unwrap().starts_with("45 3 * * * root "), "{line}");
+    assert!(
+        line.lines().last().unwrap().starts_with("45 3 * * * root "),
+        "{line}"
+    );
     // show and remove without --dir look in both places.
     let shown = j.run(&["schedule", "show", &job]);
     let text = shown.ok("schedule show").stdout_str();
