@@ -1129,7 +1129,8 @@ fn a_failed_notification_is_visible_and_has_its_own_exit_code() {
     let st = j.run(&["status"]);
     st.ok("status after a failed notification");
     assert!(
-        st.stdout_str().contains("OK") && st.stdout_str().contains("NOTIFICATION FAILED: ping"),
+        st.stdout_str().contains("OK")
+            && st.stdout_str().contains("NOTIFICATION FAILED: start ping"),
         "{}",
         st.stdout_str()
     );
