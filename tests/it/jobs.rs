@@ -1439,3 +1439,47 @@ fn schedule_install_show_and_remove_use_the_system_directories() {
         .expect_code(exit::FATAL, "remove twice")
         .stderr_has("no schedule");
 }
+
+#[test]
+fn a_failing_source_after_hook_fails_the_job_but_keeps_the_snapshot_and_its_retention() {
+    let j = Jobs::new();
+    let jobs = |after: &str| {
+        format!(
+            r#"[jobs.db]
+commands = {{ "a.sql" = {{ command = "seq 1 5", hooks = {{ after = [{after:?}], failure = [{f:?}], finally = [{z:?}] }} }} }}
+keep = {{ last = 1 }}
+"#,
+            f = j.source_hook("a-failure"),
+            z = j.source_hook("a-finally"),
+        )
+    };
+    j.write(&jobs("true"));
+    assert_eq!(j.run_json(&[]).0, exit::OK);
+    j.write(&jobs("echo cannot restart the app >&2; exit 4"));
+    let (code, reports) = j.run_json(&[]);
+    assert_eq!(code, exit::FATAL, "{reports:?}");
+    let r = &reports[0];
+    assert_eq!(r["result"], "failed");
+    let s = source_steps(r);
+    assert_eq!(
+        s,
+        [
+            ("source-after".into(), "a.sql".into(), "failed".into()),
+            ("source-failure".into(), "a.sql".into(), "ok".into()),
+            ("source-finally".into(), "a.sql".into(), "ok".into()),
+        ]
+    );
+    // The new snapshot is good, so the retention still runs: one snapshot is left, the new one.
+    assert_eq!(result_of(&steps(r), "forget"), "ok", "{r}");
+    let snaps = j.env.list();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0]["id"], r["snapshot"]);
+    assert_eq!(
+        j.log_lines(),
+        [
+            "a-finally finally [a.sql] ok snaps=1",
+            "a-failure failure [a.sql] failed snaps=2",
+            "a-finally finally [a.sql] failed snaps=2",
+        ]
+    );
+}
