@@ -166,6 +166,9 @@ pub mod exit {
     pub const INCOMPLETE: u8 = 3;
     /// `tresor status`: a job has not succeeded within its `max-age`.
     pub const STALE: u8 = 4;
+    /// `tresor run`: every other step succeeded, but a notification (a ping or the
+    /// notification command) could not be delivered.
+    pub const NOTIFY: u8 = 5;
     /// No repository at the given location.
     pub const NO_REPO: u8 = 10;
     /// Another process holds a conflicting lock.

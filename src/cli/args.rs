@@ -69,10 +69,18 @@ pub(super) struct Global {
         value_parser = clap::value_parser!(u16).range(1..=256)
     )]
     pub(super) connections: Option<u16>,
-    /// The configuration file of `run`, `status`, `config check` and `schedule` [default:
-    /// /etc/tresor/tresor.toml, else $XDG_CONFIG_HOME/tresor/tresor.toml].
+    /// The configuration file [default: /etc/tresor/tresor.toml, else
+    /// $XDG_CONFIG_HOME/tresor/tresor.toml, when one exists]. `run`, `status`, `config check`
+    /// and `schedule` read their jobs from it; every other command takes the repository,
+    /// password source and cache directory of its [defaults] (or of --job) when no flag or
+    /// environment variable gives them.
     #[arg(long, env = "TRESOR_CONFIG", global = true, value_name = "FILE")]
     pub(super) config: Option<PathBuf>,
+    /// With a configuration file: take the repository, password source and cache directory of
+    /// this job instead of [defaults] (`tresor --job web snapshot list`).
+    // Its own id: `schedule install JOB` and others have a `job` argument of their own.
+    #[arg(long = "job", id = "config_job", global = true, value_name = "NAME")]
+    pub(super) job: Option<String>,
 }
 
 #[derive(Subcommand)]

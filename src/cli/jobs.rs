@@ -78,10 +78,18 @@ pub(super) fn run_jobs(g: &Global, a: RunArgs) -> Result<u8> {
             eprintln!("tresor: warning: writing {}: {e}", tf.display());
         }
     }
+    // A failed step outranks a warning, which outranks a failed notification (exit 5 with
+    // every step ok); then the higher code.
+    let rank = |r: &JobReport| match r.result {
+        StepResult::Failed => 3,
+        StepResult::Warning => 2,
+        _ if r.exit_code != exit::OK => 1,
+        _ => 0,
+    };
     let worst = reports
         .iter()
-        .filter(|r| matches!(r.result, StepResult::Failed | StepResult::Warning))
-        .max_by_key(|r| (r.result == StepResult::Failed, r.exit_code))
+        .filter(|r| rank(r) > 0)
+        .max_by_key(|r| (rank(r), r.exit_code))
         .map_or(exit::OK, |r| r.exit_code);
     if let Some(sig) = tresor::interrupt::received() {
         return Ok(u8::try_from(128 + sig).unwrap_or(exit::FATAL));
@@ -159,7 +167,14 @@ pub(super) fn job_status(g: &Global, a: StatusArgs) -> Result<u8> {
                     (false, Some(_)) => "OK",
                     (false, None) => "ok (no max-age)",
                 };
-                println!("{}: {state}: {success}; {run}; {check}{size}", s.job);
+                let notify = match s.last_run.as_ref().and_then(|r| r.notify_error.as_ref()) {
+                    Some(e) => format!("; NOTIFICATION FAILED: {e}"),
+                    None => String::new(),
+                };
+                println!(
+                    "{}: {state}: {success}; {run}; {check}{size}{notify}",
+                    s.job
+                );
                 if let Some(e) = &s.error {
                     eprintln!("tresor: {}: could not ask the repository: {e}", s.job);
                 }

@@ -105,7 +105,23 @@ fn code_for(e: &anyhow::Error) -> u8 {
         .map_or(exit::FATAL, Error::exit_code)
 }
 
-fn run(cli: Cli) -> Result<u8> {
+fn run(mut cli: Cli) -> Result<u8> {
+    let job_commands = matches!(
+        cli.command,
+        Command::Run(_)
+            | Command::Status(_)
+            | Command::Config(_)
+            | Command::Schedule(_)
+            | Command::Completions(_)
+            | Command::Man
+    );
+    if !job_commands {
+        settings_from_config(&mut cli.global)?;
+    } else if let Some(j) = &cli.global.job {
+        bail!(
+            "--job {j:?} is for the repository commands; `run`, `status` and `schedule` name their jobs as arguments"
+        );
+    }
     let g = &cli.global;
     match cli.command {
         Command::Repo(RepoCmd::Init(a)) => init(g, a),
@@ -139,11 +155,72 @@ fn run(cli: Cli) -> Result<u8> {
     }
 }
 
+/// Fills the repository, password source and cache directory that no flag or environment
+/// variable gave from the configuration file: its `[defaults]`, or with `--job` that job.
+/// A file named by --config / TRESOR_CONFIG is always read (a broken one is an error); the
+/// default places only when something is missing, and none existing is fine.
+fn settings_from_config(g: &mut Global) -> Result<()> {
+    let password_given = g.password_command.is_some()
+        || g.password_file.is_some()
+        || std::env::var_os("TRESOR_PASSWORD").is_some();
+    let needed = g.repo.is_none() || !password_given || g.job.is_some();
+    let path = match &g.config {
+        Some(p) => p.clone(),
+        None if !needed => return Ok(()),
+        None => match tresor::jobs::config::default_paths()
+            .into_iter()
+            .find(|p| p.exists())
+        {
+            Some(p) => p,
+            None if g.job.is_some() => {
+                // Names the places tried.
+                tresor::jobs::config::find_default().context("--job needs a configuration file")?
+            }
+            None => return Ok(()),
+        },
+    };
+    let overrides = tresor::jobs::config::Overrides {
+        repository: g.repo.clone(),
+        password_file: g.password_file.clone(),
+        password_command: g.password_command.clone(),
+        password_env: std::env::var_os("TRESOR_PASSWORD").is_some(),
+        cache_dir: g.cache_dir.clone(),
+    };
+    let cfg = tresor::jobs::config::load(&path, &overrides)?;
+    let d = match &g.job {
+        Some(name) => {
+            let j = cfg.select(std::slice::from_ref(name))?[0];
+            tresor::jobs::config::Defaults {
+                repository: Some(j.repository.clone()),
+                password: Some(j.password.clone()),
+                cache_dir: Some(tresor::jobs::run::cache_dir(j)),
+            }
+        }
+        None => cfg.defaults.clone(),
+    };
+    if g.repo.is_none() {
+        g.repo = d.repository;
+    }
+    if !password_given {
+        use tresor::jobs::config::PasswordSource;
+        match d.password {
+            Some(PasswordSource::File(f)) => g.password_file = Some(f),
+            Some(PasswordSource::Command(c)) => g.password_command = Some(c),
+            Some(PasswordSource::Env) | None => {}
+        }
+    }
+    if g.cache_dir.is_none() {
+        g.cache_dir = d.cache_dir;
+    }
+    Ok(())
+}
+
 fn repo_location(g: &Global) -> Result<Location> {
-    let given = g
-        .repo
-        .as_deref()
-        .ok_or_else(|| anyhow!("no repository given: use --repo or set TRESOR_REPO"))?;
+    let given = g.repo.as_deref().ok_or_else(|| {
+        anyhow!(
+            "no repository given: use --repo, set TRESOR_REPO, or set `repository` in the [defaults] of the configuration file (--config FILE)"
+        )
+    })?;
     Ok(Location::parse_os(given)?)
 }
 
@@ -157,7 +234,7 @@ fn password(g: &Global, confirm: bool) -> Result<Zeroizing<Vec<u8>>> {
         "TRESOR_PASSWORD",
         ("password", "repository password"),
         confirm,
-        "set TRESOR_PASSWORD_FILE, TRESOR_PASSWORD_COMMAND or TRESOR_PASSWORD",
+        "set TRESOR_PASSWORD_FILE, TRESOR_PASSWORD_COMMAND or TRESOR_PASSWORD, or `password-file` in the [defaults] of the configuration file",
     )
 }
 

@@ -201,6 +201,8 @@ pub struct Job {
     pub paths: Vec<PathBuf>,
     /// Command streams, NAME → command.
     pub commands: Vec<(String, String)>,
+    /// The hooks of the sources that have any, in source order (see [`crate::jobs::sources`]).
+    pub source_hooks: Vec<crate::jobs::sources::SourceHooks>,
     /// Tags (the `job:NAME` tag is added to these).
     pub tags: Vec<String>,
     /// Excludes.
@@ -241,11 +243,26 @@ pub fn job_tag(name: &str) -> String {
     format!("job:{name}")
 }
 
+/// What `[defaults]` says about the repository, resolved like a job's (overrides
+/// included): what `tresor --config FILE snapshot list` and the other repository commands
+/// use when no flag or environment variable says otherwise.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Defaults {
+    /// `repository`.
+    pub repository: Option<OsString>,
+    /// `password-file` or `password-command`.
+    pub password: Option<PasswordSource>,
+    /// `cache-dir`.
+    pub cache_dir: Option<PathBuf>,
+}
+
 /// A parsed, validated file.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The file.
     pub path: PathBuf,
+    /// The repository settings of `[defaults]`.
+    pub defaults: Defaults,
     /// `state-dir` (None: the default, see [`crate::jobs::state::default_dir`]).
     pub state_dir: Option<PathBuf>,
     /// `prometheus-textfile`: written after each run.
@@ -363,8 +380,8 @@ struct RawSettings {
     state_dir: Option<Spanned<PathBuf>>,
     prometheus_textfile: Option<Spanned<PathBuf>>,
     host: Option<String>,
-    paths: Option<Vec<PathBuf>>,
-    commands: Option<BTreeMap<String, String>>,
+    paths: Option<Vec<crate::jobs::sources::RawPath>>,
+    commands: Option<BTreeMap<String, crate::jobs::sources::RawCommand>>,
     tags: Option<Vec<String>>,
     exclude: Option<Vec<String>>,
     exclude_file: Option<Vec<PathBuf>>,
@@ -555,15 +572,16 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Config> {
                 }
             }
         };
-        let paths = pick!(paths).unwrap_or_default();
+        let (paths, commands, source_hooks) = crate::jobs::sources::split(
+            pick!(paths).unwrap_or_default(),
+            pick!(commands).unwrap_or_default(),
+        );
         if let Some(p) = paths.iter().find(|p| !p.is_absolute()) {
             return Err(err(format!(
                 "path {:?} is relative; give absolute paths (cron's working directory is not yours)",
                 p.display().to_string()
             )));
         }
-        let commands: Vec<(String, String)> =
-            pick!(commands).unwrap_or_default().into_iter().collect();
         for (n, c) in &commands {
             let ok_name =
                 !n.is_empty() && n != "." && n != ".." && !n.contains('/') && !n.contains('\0');
@@ -687,6 +705,7 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Config> {
             host: pick!(host),
             paths,
             commands,
+            source_hooks,
             tags: pick!(tags).unwrap_or_default(),
             excludes,
             keep,
@@ -704,11 +723,54 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Config> {
     }
     // Jobs in file order (the map sorted them by name).
     jobs.sort_by_key(|j| j.line);
+    let defaults_resolved =
+        resolve_defaults(&defaults, overrides, &base).map_err(|message| Error::Config {
+            at: format!("{file} [defaults]"),
+            message,
+        })?;
     Ok(Config {
         path: path.to_path_buf(),
+        defaults: defaults_resolved,
         state_dir: defaults.state_dir.map(|s| rel(s.get_ref())),
         prometheus_textfile: defaults.prometheus_textfile.map(|s| rel(s.get_ref())),
         jobs,
+    })
+}
+
+/// The repository settings of `[defaults]` with the overrides applied.
+fn resolve_defaults(
+    d: &RawSettings,
+    overrides: &Overrides,
+    base: &Path,
+) -> std::result::Result<Defaults, String> {
+    let rel = |p: &Path| base.join(p);
+    let password = if let Some(c) = &overrides.password_command {
+        Some(PasswordSource::Command(c.clone()))
+    } else if let Some(f) = &overrides.password_file {
+        Some(PasswordSource::File(f.clone()))
+    } else if overrides.password_env {
+        Some(PasswordSource::Env)
+    } else {
+        match (&d.password_command, &d.password_file) {
+            (Some(_), Some(_)) => {
+                return Err("both `password-file` and `password-command` are set; give one".into());
+            }
+            (Some(c), None) => Some(PasswordSource::Command(c.clone())),
+            (None, Some(f)) => Some(PasswordSource::File(rel(f))),
+            (None, None) => None,
+        }
+    };
+    Ok(Defaults {
+        repository: overrides.repository.clone().or_else(|| {
+            d.repository
+                .as_deref()
+                .map(|r| OsString::from(anchor_location(r, base)))
+        }),
+        password,
+        cache_dir: overrides
+            .cache_dir
+            .clone()
+            .or_else(|| d.cache_dir.as_deref().map(rel)),
     })
 }
 
@@ -819,10 +881,49 @@ impl Job {
         if let Some(h) = &self.host {
             t.insert("host".into(), V::String(h.clone()));
         }
-        t.insert("paths".into(), paths(&self.paths));
+        let hooks_table = |h: &Hooks| {
+            let mut t = toml::Table::new();
+            for (k, list) in [
+                ("before", &h.before),
+                ("after", &h.after),
+                ("failure", &h.failure),
+                ("finally", &h.finally),
+            ] {
+                t.insert(k.into(), strs(list));
+            }
+            V::Table(t)
+        };
+        // A source with hooks is shown in its table form, as it is written.
+        let source = |name: String, key: &str, plain: V| match crate::jobs::sources::hooks_of(
+            &self.source_hooks,
+            &name,
+        ) {
+            None => plain,
+            Some(h) => {
+                let mut t = toml::Table::new();
+                t.insert(key.into(), plain);
+                t.insert("hooks".into(), hooks_table(h));
+                V::Table(t)
+            }
+        };
+        t.insert(
+            "paths".into(),
+            V::Array(
+                self.paths
+                    .iter()
+                    .map(|p| {
+                        let shown = p.display().to_string();
+                        source(shown.clone(), "path", V::String(shown))
+                    })
+                    .collect(),
+            ),
+        );
         let mut c = toml::Table::new();
         for (n, cmd) in &self.commands {
-            c.insert(n.clone(), V::String(mask_urls(cmd)));
+            c.insert(
+                n.clone(),
+                source(n.clone(), "command", V::String(mask_urls(cmd))),
+            );
         }
         t.insert("commands".into(), V::Table(c));
         let mut tags = self.tags.clone();
@@ -877,12 +978,7 @@ impl Job {
         if let Some(a) = self.max_age {
             t.insert("max-age".into(), V::String(fmt_secs(a)));
         }
-        let mut h = toml::Table::new();
-        h.insert("before".into(), strs(&self.hooks.before));
-        h.insert("after".into(), strs(&self.hooks.after));
-        h.insert("failure".into(), strs(&self.hooks.failure));
-        h.insert("finally".into(), strs(&self.hooks.finally));
-        t.insert("hooks".into(), V::Table(h));
+        t.insert("hooks".into(), hooks_table(&self.hooks));
         t.insert(
             "hook-timeout".into(),
             V::String(fmt_secs(self.hook_timeout)),
@@ -939,8 +1035,16 @@ impl Job {
         // Unset lists and tables say nothing.
         fn prune_empty(t: &mut toml::Table) {
             for (_, v) in t.iter_mut() {
-                if let V::Table(inner) = v {
-                    prune_empty(inner);
+                match v {
+                    V::Table(inner) => prune_empty(inner),
+                    V::Array(a) => {
+                        for item in a.iter_mut() {
+                            if let V::Table(inner) = item {
+                                prune_empty(inner);
+                            }
+                        }
+                    }
+                    _ => {}
                 }
             }
             t.retain(|_, v| match v {

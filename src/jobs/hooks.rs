@@ -24,6 +24,9 @@ pub struct HookEnv {
     pub job: String,
     /// `TRESOR_STEP`: the hook's kind (`before`, `after`, `failure`, `finally`, `notify`).
     pub step: String,
+    /// `TRESOR_SOURCE`: for a source's hook, the source (a path as written, or a command
+    /// stream's name); empty for a job's hook.
+    pub source: String,
     /// `TRESOR_RESULT`: `running` (before), else the run's result so far (`ok`, `warning`,
     /// `failed`).
     pub result: String,
@@ -35,6 +38,17 @@ pub struct HookEnv {
     pub snapshot: String,
     /// `TRESOR_LOG_TAIL`: the last lines of the run's log.
     pub log_tail: String,
+}
+
+impl HookEnv {
+    /// `before hook`, or for a source's hook `before hook of /var/www`.
+    fn what(&self) -> String {
+        if self.source.is_empty() {
+            format!("{} hook", self.step)
+        } else {
+            format!("{} hook of {}", self.step, self.source)
+        }
+    }
 }
 
 /// Bytes of a command's output kept (the end of it).
@@ -71,18 +85,16 @@ pub fn run(command: &str, env: &HookEnv, stdin: &[u8], timeout: Duration) -> Res
         .stderr(writer2)
         .env("TRESOR_JOB", &env.job)
         .env("TRESOR_STEP", &env.step)
+        .env("TRESOR_SOURCE", &env.source)
         .env("TRESOR_RESULT", &env.result)
         .env("TRESOR_FAILED_STEP", &env.failed_step)
         .env("TRESOR_EXIT_CODE", env.exit_code.to_string())
         .env("TRESOR_SNAPSHOT", &env.snapshot)
         .env("TRESOR_LOG_TAIL", &env.log_tail)
         .process_group(0);
-    let mut child = cmd.spawn().map_err(|e| {
-        Error::Hook(format!(
-            "{} hook `{command}` could not start: {e}",
-            env.step
-        ))
-    })?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::Hook(format!("{} `{command}` could not start: {e}", env.what())))?;
     // The parent's copies of the write ends went into `cmd`; drop it so EOF comes with the
     // last child.
     drop(cmd);
@@ -125,21 +137,21 @@ pub fn run(command: &str, env: &HookEnv, stdin: &[u8], timeout: Duration) -> Res
     };
     if timed_out {
         return Err(Error::Hook(with_output(format!(
-            "{} hook `{command}` ran past its timeout of {} s and was stopped",
-            env.step,
+            "{} `{command}` ran past its timeout of {} s and was stopped",
+            env.what(),
             timeout.as_secs()
         ))));
     }
     match status {
         Some(st) if st.success() => Ok(HookOutcome { output, seconds }),
         Some(st) => Err(Error::Hook(with_output(format!(
-            "{} hook `{command}` {}",
-            env.step,
+            "{} `{command}` {}",
+            env.what(),
             crate::source::describe_status(&st)
         )))),
         None => Err(Error::Hook(format!(
-            "{} hook `{command}`: its exit status is unknown",
-            env.step
+            "{} `{command}`: its exit status is unknown",
+            env.what()
         ))),
     }
 }

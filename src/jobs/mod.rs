@@ -1,6 +1,6 @@
 //! Jobs: what replaces the shell script around a backup tool. One declarative file
 //! ([`config`]) names jobs; [`run`] runs each job's steps (hooks, snapshot, forget, prune,
-//! check) with the failure rules; [`hooks`] runs the shell commands, [`notify`] pings a
+//! check) with the failure rules; [`sources`] reads the per-source hooks; [`hooks`] runs the shell commands, [`notify`] pings a
 //! monitor; [`state`] keeps the run history and the per-job lock; [`status`] answers "did my
 //! backups run?" for humans, Nagios and Prometheus; [`schedule`] writes the systemd timer or
 //! cron line that starts it all.
@@ -20,5 +20,6 @@ pub mod hooks;
 pub mod notify;
 pub mod run;
 pub mod schedule;
+pub mod sources;
 pub mod state;
 pub mod status;

@@ -81,8 +81,14 @@ pub fn ping(url: &str, kind: Ping, body: &str) -> Result<()> {
             Err(e) => last = e.to_string(),
         }
     }
+    // The masked URL no longer shows which ping it was.
+    let which = match kind {
+        Ping::Start => "start",
+        Ping::Success => "success",
+        Ping::Fail => "fail",
+    };
     Err(Error::Notify(format!(
-        "ping {} failed three times: {}",
+        "{which} ping {} failed three times: {}",
         mask_urls(&target),
         mask_urls(&last)
     )))

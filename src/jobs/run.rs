@@ -3,16 +3,24 @@
 //! 1. The job's lock (state dir): a second run of the same job waits or skips ([`Overlap`]).
 //! 2. The `start` ping.
 //! 3. `before` hooks. One failing fails the job before the repository is even opened.
+//!    Then each source's `before` hooks (`source-before`), in source order (paths as listed,
+//!    then command streams by name); one failing fails the job the same way, and the sources
+//!    after it get no hooks at all.
 //! 4. `snapshot`: the job's paths and command streams, tagged with its tags and `job:NAME`,
-//!    through [`backup::create`], exactly as `snapshot create` does.
+//!    through [`backup::create`], exactly as `snapshot create` does: all sources in one
+//!    snapshot. Right after it, in source order, each source whose `before` ran gets its
+//!    `after` hooks if the snapshot succeeded (else, or when an `after` failed, its `failure`
+//!    hooks), then its `finally` hooks.
 //! 5. `forget` with the job's keeps, among the job's own snapshots (tag `job:NAME`), per host.
 //! 6. `prune` when due ([`Due`]): a period since the last successful prune, or the unused
 //!    share of the stored bytes over a threshold.
 //! 7. `check` when due, reading what its `read-data-max-age` and `budget` say.
 //! 8. `copy`: the job's snapshots each `copy` target lacks, through [`crate::copy::copy`].
 //! 9. `after` hooks when no step failed, else `failure` hooks; then `finally` hooks.
-//! 10. The run is recorded in the history; then the success or fail ping and the
-//!     notification command.
+//! 10. The success or fail ping and the notification command (the `notify` step: failed
+//!     when a ping, the start one included, or the command failed; that leaves the run's
+//!     result alone and makes its exit code [`exit::NOTIFY`] when it would be 0); then the
+//!     run is recorded in the history, `notify` step included.
 //!
 //! A failed snapshot skips forget and prune (old backups are never deleted after a failed new
 //! one), check and copy; a failed forget skips prune. The job's result is its worst step's: a failed
@@ -35,6 +43,7 @@ use crate::format::snapshot::ExcludeRecord;
 use crate::jobs::config::{Due, Job};
 use crate::jobs::hooks::{self, HookEnv};
 use crate::jobs::notify::{self, Ping};
+use crate::jobs::sources::SourceHooks;
 use crate::jobs::state::{self, RunRecord, StepRecord};
 use crate::repo::lock::LockTiming;
 use crate::repo::{self, Repo};
@@ -80,7 +89,9 @@ impl StepResult {
 /// One step of a run.
 #[derive(Clone, Debug, Serialize)]
 pub struct StepReport {
-    /// `before`, `snapshot`, `forget`, `prune`, `check`, `after`, `failure`, `finally`.
+    /// `before`, `source-before`, `snapshot`, `source-after`, `source-failure`,
+    /// `source-finally`, `forget`, `prune`, `check`, `copy`, `after`, `failure`, `finally`,
+    /// `notify`.
     pub step: &'static str,
     /// Its outcome.
     pub result: StepResult,
@@ -93,6 +104,9 @@ pub struct StepReport {
     /// What it did or why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The source whose hooks these are (`source-before` … `source-finally` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// One job's run.
@@ -140,9 +154,11 @@ impl JobReport {
         self.steps.iter().find(|s| s.step == name)
     }
 
-    /// The first failed step.
+    /// The first failed step (a failed notification is not one: it does not fail the run).
     pub fn failed_step(&self) -> Option<&StepReport> {
-        self.steps.iter().find(|s| s.result == StepResult::Failed)
+        self.steps
+            .iter()
+            .find(|s| s.result == StepResult::Failed && s.step != "notify")
     }
 
     /// The history record of this run.
@@ -167,6 +183,7 @@ impl JobReport {
                     started: s.started.clone(),
                     seconds: s.seconds,
                     message: s.message.clone(),
+                    source: s.source.clone(),
                 })
                 .collect(),
         }
@@ -215,9 +232,14 @@ impl JobReport {
         }
         for s in &self.steps {
             let shown = match (s.step, s.result) {
+                ("notify", StepResult::Failed) => "NOTIFICATION FAILED".to_string(),
                 (_, StepResult::Skipped) | (_, StepResult::Failed) => continue,
                 ("snapshot", StepResult::Ok) => continue,
-                ("before" | "after" | "failure" | "finally", StepResult::Ok) => continue,
+                (
+                    "before" | "after" | "failure" | "finally" | "source-before" | "source-after"
+                    | "source-failure" | "source-finally" | "notify",
+                    StepResult::Ok,
+                ) => continue,
                 ("forget", StepResult::Ok) => format!("forgot {}", self.forgotten.unwrap_or(0)),
                 ("copy", StepResult::Ok) => format!("copied {}", self.copied.unwrap_or(0)),
                 ("prune", StepResult::Ok) => {
@@ -314,6 +336,7 @@ impl Steps {
             started: started.0,
             seconds: started.1.elapsed().as_secs_f64(),
             message: out.message,
+            source: None,
         });
     }
     fn skip(&mut self, step: &'static str, why: Option<String>) {
@@ -383,7 +406,13 @@ fn open_at(
 ) -> Result<Repo> {
     let backend = backend::open(&Location::parse_os(location)?)?;
     let pw = password.read()?;
-    let cache = job.cache_dir.clone().unwrap_or_else(|| {
+    Repo::open_with(backend, &pw, &cache_dir(job), &repo::OpenOptions::default())
+}
+
+/// `job`'s cache directory: its `cache-dir`, else the usual default, else (without `HOME`)
+/// /var/cache/tresor.
+pub fn cache_dir(job: &Job) -> PathBuf {
+    job.cache_dir.clone().unwrap_or_else(|| {
         // Without HOME (a bare cron environment) the default is under the temp dir, which
         // boot wipes: a job keeps its catalog in /var/cache/tresor instead.
         let d = repo::default_cache_dir();
@@ -392,8 +421,7 @@ fn open_at(
         } else {
             d
         }
-    });
-    Repo::open_with(backend, &pw, &cache, &repo::OpenOptions::default())
+    })
 }
 
 /// Whether a step last done at `last` (RFC 3339) is due again by `due` at `now`. Periods
@@ -442,6 +470,24 @@ pub fn plan(job: &Job, state_dir: &Path) -> Result<Vec<String>> {
         ),
         hooks("before", &job.hooks.before),
     ];
+    for s in &job.source_hooks {
+        let h = &s.hooks;
+        let kinds: Vec<String> = [
+            ("before", &h.before),
+            ("after", &h.after),
+            ("failure", &h.failure),
+            ("finally", &h.finally),
+        ]
+        .iter()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(k, l)| format!("{k}: {}", l.join("; ")))
+        .collect();
+        v.push(format!(
+            "source {} hooks (before ahead of the snapshot, the others right after it): {}",
+            s.source,
+            kinds.join(" | ")
+        ));
+    }
     let mut sources: Vec<String> = job.paths.iter().map(|p| p.display().to_string()).collect();
     sources.extend(
         job.commands
@@ -592,11 +638,12 @@ pub fn run_job(job: &Job, ctx: &RunContext<'_>) -> Result<JobReport> {
     }
     let mut steps = Steps { list: Vec::new() };
     let mut outcome = Outcome::default();
-    let env = |step: &str, steps: &Steps, outcome: &Outcome, log: &Log<'_>| {
+    let env = |step: &str, source: &str, steps: &Steps, outcome: &Outcome, log: &Log<'_>| {
         let (result, code) = steps.worst();
         HookEnv {
             job: job.name.clone(),
             step: step.into(),
+            source: source.into(),
             result: if step == "before" {
                 "running".into()
             } else {
@@ -613,15 +660,23 @@ pub fn run_job(job: &Job, ctx: &RunContext<'_>) -> Result<JobReport> {
             log_tail: log.tail(),
         }
     };
-    let run_hooks = |kind: &'static str, list: &[String], steps: &mut Steps, outcome: &Outcome| {
+    // A job's hooks (`source` None) or one source's; a job's empty list is recorded as
+    // skipped, a source's is not recorded at all.
+    let run_hooks = |kind: &'static str,
+                     source: Option<&str>,
+                     list: &[String],
+                     steps: &mut Steps,
+                     outcome: &Outcome| {
         if list.is_empty() {
-            steps.skip(kind, None);
+            if source.is_none() {
+                steps.skip(kind, None);
+            }
             return;
         }
         let t = (now(), Instant::now());
         let mut out = StepOut::ok(format!("{} ran", list.len()));
         for cmd in list {
-            let e = env(kind, steps, outcome, &log);
+            let e = env(kind, source.unwrap_or(""), steps, outcome, &log);
             match hooks::run(cmd, &e, b"", Duration::from_secs(job.hook_timeout)) {
                 Ok(o) => log.note(&o.output),
                 Err(e) => {
@@ -636,31 +691,82 @@ pub fn run_job(job: &Job, ctx: &RunContext<'_>) -> Result<JobReport> {
                 }
             }
         }
-        steps.push(kind, t, out);
+        match source {
+            None => steps.push(kind, t, out),
+            Some(s) => {
+                steps.push(source_step(kind), t, out);
+                if let Some(last) = steps.list.last_mut() {
+                    last.source = Some(s.to_string());
+                }
+            }
+        }
     };
-    run_hooks("before", &job.hooks.before, &mut steps, &outcome);
+    // After the snapshot (or instead of it, when a source's before hook failed): the `after`
+    // hooks of each source whose `before` ran, or its `failure` hooks, then its `finally`.
+    let source_exits = |entered: &[&SourceHooks], steps: &mut Steps, outcome: &Outcome| {
+        for s in entered {
+            let src = Some(s.source.as_str());
+            if steps.failed() {
+                run_hooks("failure", src, &s.hooks.failure, steps, outcome);
+            } else {
+                run_hooks("after", src, &s.hooks.after, steps, outcome);
+                if steps.failed() {
+                    run_hooks("failure", src, &s.hooks.failure, steps, outcome);
+                }
+            }
+            run_hooks("finally", src, &s.hooks.finally, steps, outcome);
+        }
+    };
+    run_hooks("before", None, &job.hooks.before, &mut steps, &outcome);
+    // Source `before` hooks, in source order, before the repository is opened; the first
+    // failing one ends the list (the later sources' hooks do not run at all).
+    let mut entered: Vec<&SourceHooks> = Vec::new();
+    if !steps.failed() {
+        for s in &job.source_hooks {
+            entered.push(s);
+            run_hooks(
+                "before",
+                Some(&s.source),
+                &s.hooks.before,
+                &mut steps,
+                &outcome,
+            );
+            if steps.failed() {
+                break;
+            }
+        }
+    }
     if steps.failed() {
         steps.skip("snapshot", Some("a before hook failed".into()));
+        source_exits(&entered, &mut steps, &outcome);
         skip_after_failure(
             job,
             &mut steps,
             "a before hook failed; the repository was not touched",
         );
     } else {
-        repository_steps(job, &history, &log, &mut steps, &mut outcome);
+        repository_steps(
+            job,
+            &history,
+            &log,
+            &mut steps,
+            &mut outcome,
+            &mut |steps, outcome| source_exits(&entered, steps, outcome),
+        );
     }
     if steps.failed() {
         steps.skip("after", None);
-        run_hooks("failure", &job.hooks.failure, &mut steps, &outcome);
+        run_hooks("failure", None, &job.hooks.failure, &mut steps, &outcome);
     } else {
-        run_hooks("after", &job.hooks.after, &mut steps, &outcome);
+        run_hooks("after", None, &job.hooks.after, &mut steps, &outcome);
         if steps.failed() {
-            run_hooks("failure", &job.hooks.failure, &mut steps, &outcome);
+            run_hooks("failure", None, &job.hooks.failure, &mut steps, &outcome);
         } else {
             steps.skip("failure", None);
         }
     }
-    run_hooks("finally", &job.hooks.finally, &mut steps, &outcome);
+    run_hooks("finally", None, &job.hooks.finally, &mut steps, &outcome);
+    let began = started_at.1;
     let mut r = report(job, started_at, steps, &log);
     r.snapshot = outcome.snapshot;
     r.files = outcome.files;
@@ -669,21 +775,22 @@ pub fn run_job(job: &Job, ctx: &RunContext<'_>) -> Result<JobReport> {
     r.bytes_freed = outcome.bytes_freed;
     r.repository_bytes = outcome.repository_bytes;
     r.copied = outcome.copied;
-    let recorded = state::record(&ctx.state_dir, &r.record());
-    if let Err(e) = &recorded {
-        log.problem(&format!("error: recording the run: {e}"));
-    }
     r.log_tail = log.tail();
     let failed = r.result == StepResult::Failed;
+    let notify_started = (now(), Instant::now());
+    let mut notified = Vec::new();
     if let Some(url) = &job.notify.ping {
         let (kind, body) = if failed {
             (Ping::Fail, r.log_tail.clone())
         } else {
             (Ping::Success, r.summary())
         };
-        if let Err(e) = notify::ping(url, kind, &body) {
-            log.problem(&format!("warning: {e}"));
-            notify_warnings.push(e.to_string());
+        match notify::ping(url, kind, &body) {
+            Ok(()) => notified.push("ping sent"),
+            Err(e) => {
+                log.problem(&format!("warning: {e}"));
+                notify_warnings.push(e.to_string());
+            }
         }
     }
     if let Some(cmd) = &job.notify.command
@@ -692,6 +799,7 @@ pub fn run_job(job: &Job, ctx: &RunContext<'_>) -> Result<JobReport> {
         let e = HookEnv {
             job: job.name.clone(),
             step: "notify".into(),
+            source: String::new(),
             result: r.result.as_str().into(),
             failed_step: r
                 .failed_step()
@@ -702,19 +810,62 @@ pub fn run_job(job: &Job, ctx: &RunContext<'_>) -> Result<JobReport> {
             log_tail: r.log_tail.clone(),
         };
         let input = format!("{}\n\n{}\n", r.summary(), r.log_tail);
-        if let Err(e) = hooks::run(
+        match hooks::run(
             cmd,
             &e,
             input.as_bytes(),
             Duration::from_secs(job.hook_timeout),
         ) {
-            log.problem(&format!("warning: notification command: {e}"));
-            notify_warnings.push(e.to_string());
+            Ok(_) => notified.push("notification command ran"),
+            Err(e) => {
+                log.problem(&format!("warning: notification command: {e}"));
+                notify_warnings.push(format!("notification command: {e}"));
+            }
         }
     }
+    // The notify step: failed when anything could not be delivered (the start ping
+    // included). It does not change the run's result, only its exit code when all else
+    // succeeded (exit::NOTIFY), so a monitor's "last success" stays true to the backup.
+    let notify_out = if !notify_warnings.is_empty() {
+        StepOut {
+            result: StepResult::Failed,
+            code: exit::NOTIFY,
+            message: Some(notify_warnings.join("; ")),
+        }
+    } else if notified.is_empty() {
+        StepOut {
+            result: StepResult::Skipped,
+            code: exit::OK,
+            message: None,
+        }
+    } else {
+        StepOut::ok(notified.join(", "))
+    };
+    if notify_out.result == StepResult::Failed && r.exit_code == exit::OK {
+        r.exit_code = exit::NOTIFY;
+    }
+    let mut notify_steps = Steps { list: Vec::new() };
+    notify_steps.push("notify", notify_started, notify_out);
+    r.steps.extend(notify_steps.list);
     r.notify_warnings = notify_warnings;
-    recorded?;
+    r.ended = now();
+    r.seconds = began.elapsed().as_secs_f64();
+    // Recorded last, so the history has the notify step too.
+    if let Err(e) = state::record(&ctx.state_dir, &r.record()) {
+        log.problem(&format!("error: recording the run: {e}"));
+        return Err(e);
+    }
     Ok(r)
+}
+
+/// The step name of a source's hooks of `kind`.
+fn source_step(kind: &str) -> &'static str {
+    match kind {
+        "before" => "source-before",
+        "after" => "source-after",
+        "failure" => "source-failure",
+        _ => "source-finally",
+    }
 }
 
 /// Records the repository steps after the snapshot as skipped: with `why` those the job has,
@@ -764,12 +915,16 @@ struct Outcome {
     copied: Option<u64>,
 }
 
+/// The steps that use the repository: snapshot, forget, prune, check, copy. `after_snapshot`
+/// runs right after the snapshot step is recorded, whether it succeeded or not (the sources'
+/// after, failure and finally hooks).
 fn repository_steps(
     job: &Job,
     history: &[RunRecord],
     log: &Log<'_>,
     steps: &mut Steps,
     outcome: &mut Outcome,
+    after_snapshot: &mut dyn FnMut(&mut Steps, &Outcome),
 ) {
     let t = (now(), Instant::now());
     let retry = Duration::from_secs(job.retry_lock);
@@ -797,6 +952,7 @@ fn repository_steps(
         Err(e) => {
             log.problem(&format!("error: snapshot: {e}"));
             steps.push("snapshot", t, StepOut::failed(&e));
+            after_snapshot(steps, &*outcome);
             skip_after_failure(job, steps, "the snapshot failed");
             return;
         }
@@ -830,10 +986,12 @@ fn repository_steps(
                 StepOut::ok(message)
             };
             steps.push("snapshot", t, out);
+            after_snapshot(steps, &*outcome);
         }
         Err(e) => {
             log.problem(&format!("error: snapshot: {e}"));
             steps.push("snapshot", t, StepOut::failed(&e));
+            after_snapshot(steps, &*outcome);
             skip_after_failure(job, steps, "the snapshot failed");
             outcome.repository_bytes = repository_bytes(&repo);
             return;
@@ -881,7 +1039,11 @@ fn repository_steps(
     let t = (now(), Instant::now());
     if job.prune == Due::Never {
         steps.skip("prune", None);
-    } else if steps.failed() {
+    } else if steps
+        .list
+        .iter()
+        .any(|s| s.step == "forget" && s.result == StepResult::Failed)
+    {
         steps.skip("prune", Some("forget failed".into()));
     } else if !prune_due {
         steps.push(

@@ -44,7 +44,7 @@ pub fn default_dir() -> PathBuf {
 /// One step of a recorded run.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct StepRecord {
-    /// `before`, `snapshot`, `forget`, `prune`, `check`, `after`, `failure`, `finally`.
+    /// A step's name, as in [`crate::jobs::run::StepReport`] (`before` … `notify`).
     pub step: String,
     /// `ok`, `warning`, `failed`, `skipped` or `not-due`.
     pub result: String,
@@ -57,6 +57,9 @@ pub struct StepRecord {
     /// What went wrong, or what it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The source of a source's hook step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// One run of a job.

@@ -59,6 +59,12 @@ pub struct LastRun {
     pub seconds: f64,
     /// Bytes its snapshot added.
     pub bytes_added: Option<u64>,
+    /// How its notifications went: `ok`, `failed` (a ping or the notification command could
+    /// not be delivered), or none when it had none to send.
+    pub notify: Option<String>,
+    /// Why they failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify_error: Option<String>,
 }
 
 /// The last check.
@@ -92,12 +98,22 @@ pub fn status(
         last_success_age_seconds: None,
         last_snapshot: success.and_then(|r| r.snapshot.clone()),
         last_success_from: success.map(|_| "history"),
-        last_run: history.last().map(|r| LastRun {
-            started: r.started.clone(),
-            result: r.result.clone(),
-            exit_code: r.exit_code,
-            seconds: r.seconds,
-            bytes_added: r.bytes_added,
+        last_run: history.last().map(|r| {
+            let notify = r
+                .steps
+                .iter()
+                .find(|st| st.step == "notify" && matches!(st.result.as_str(), "ok" | "failed"));
+            LastRun {
+                started: r.started.clone(),
+                result: r.result.clone(),
+                exit_code: r.exit_code,
+                seconds: r.seconds,
+                bytes_added: r.bytes_added,
+                notify: notify.map(|st| st.result.clone()),
+                notify_error: notify
+                    .filter(|st| st.result == "failed")
+                    .and_then(|st| st.message.clone()),
+            }
         }),
         last_check: history.iter().rev().find_map(|r| {
             r.steps
@@ -164,7 +180,7 @@ pub fn prometheus(statuses: &[(JobStatus, Option<RunRecord>)]) -> String {
         &'static str,
         fn(&JobStatus, Option<&RunRecord>) -> Option<f64>,
     );
-    let metrics: [Metric; 8] = [
+    let metrics: [Metric; 9] = [
         (
             "tresor_job_last_success_timestamp_seconds",
             "Unix time of the job's last successful run (or newest snapshot).",
@@ -189,6 +205,19 @@ pub fn prometheus(statuses: &[(JobStatus, Option<RunRecord>)]) -> String {
             "tresor_job_last_run_bytes_added",
             "Bytes the job's last snapshot added to the repository.",
             |_, r| r.and_then(|r| r.bytes_added).map(|b| b as f64),
+        ),
+        (
+            "tresor_job_last_run_notify_failed",
+            "1 when the job's last run could not deliver a notification.",
+            |_, r| {
+                r.map(|r| {
+                    if r.step_with("notify", "failed").is_some() {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                })
+            },
         ),
         (
             "tresor_job_repository_bytes",

@@ -167,7 +167,8 @@ hooks = {{ before = [{b:?}], after = [{a:?}], failure = [{f:?}], finally = [{z:?
     assert_eq!(
         names,
         [
-            "before", "snapshot", "forget", "prune", "check", "copy", "after", "failure", "finally"
+            "before", "snapshot", "forget", "prune", "check", "copy", "after", "failure",
+            "finally", "notify"
         ]
     );
     for step in [
@@ -433,83 +434,163 @@ fn http_server() -> (String, Arc<Mutex<Vec<Request>>>) {
     (base, seen)
 }
 
+/// `tresor ARGS` as cron runs it: `env -i PATH=/usr/bin:/bin` (no HOME, no TRESOR_*), in a
+/// new session without a controlling terminal, standard input /dev/null.
+fn cron_run(j: &Jobs, args: &[&str]) -> Out {
+    let mut cmd = Command::new("env");
+    cmd.args(["-i", "PATH=/usr/bin:/bin", "setsid", "-w", BIN, "--config"])
+        .arg(&j.config)
+        .args(args)
+        .current_dir("/");
+    harness::run_command(cmd, &format!("(cron) tresor {}", args.join(" ")))
+}
+
+/// The new user's walkthrough of issue 17: two jobs (a directory tree, a PostgreSQL dump
+/// through a command stream) run from cron's environment, pings to a real local HTTP server,
+/// a broken password file, the failure pings, status going red, the fix, green again.
 #[test]
-fn pings_reach_a_local_http_server_and_status_goes_red_then_green() {
+fn two_jobs_from_cron_ping_a_local_server_and_status_goes_red_then_green() {
     let j = Jobs::new();
+    let pg = harness::Pg::start();
+    pg.createdb("shop");
+    pg.sql(
+        "shop",
+        "CREATE TABLE orders (id int PRIMARY KEY, item text); INSERT INTO orders SELECT g, 'item ' || g FROM generate_series(1, 300) g",
+    );
     let (base, seen) = http_server();
     j.write(&format!(
         r#"[jobs.files]
 paths = [{data:?}]
 max-age = "1h"
-notify = {{ ping = "{base}/ping/secret-uuid" }}
+notify = {{ ping = "{base}/ping/files-secret" }}
+
+[jobs.db]
+commands = {{ "shop.sql" = {dump:?} }}
+max-age = "1h"
+notify = {{ ping = "{base}/ping/db-secret" }}
 "#,
         data = j.env.path("data").display().to_string(),
+        dump = pg.dump_command("shop"),
     ));
-    // Never run: stale, and the repository has no snapshot of the job either.
-    j.run(&["status"])
-        .expect_code(exit::STALE, "status before any run");
-    let (code, _) = j.run_json(&[]);
-    assert_eq!(code, exit::OK);
-    {
-        let reqs = seen.lock().unwrap().clone();
-        let got: Vec<(&str, &str)> = reqs
+    let paths = |seen: &Arc<Mutex<Vec<Request>>>| -> Vec<String> {
+        seen.lock()
+            .unwrap()
             .iter()
-            .map(|r| (r.method.as_str(), r.path.as_str()))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                ("POST", "/ping/secret-uuid/start"),
-                ("POST", "/ping/secret-uuid")
-            ]
-        );
-        assert!(reqs[1].body.starts_with("files: ok"), "{:?}", reqs[1]);
-    }
-    let st = j.run(&["status", "--json"]);
-    st.ok("status after a success");
-    let v = st.json();
-    assert_eq!(v[0]["stale"], false);
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect()
+    };
+    // Never run: stale, and the repository has no snapshot of the jobs either.
+    cron_run(&j, &["status"]).expect_code(exit::STALE, "status before any run");
+    let out = cron_run(&j, &["run"]);
+    out.ok("the first run from cron");
+    assert!(
+        out.stderr.is_empty(),
+        "nothing on stderr when all is well: {}",
+        out.stderr
+    );
+    let lines: Vec<String> = out.stdout_str().lines().map(str::to_string).collect();
+    assert!(
+        lines.len() == 2 && lines[0].starts_with("files: ok") && lines[1].starts_with("db: ok"),
+        "one summary line per job: {lines:?}"
+    );
+    assert_eq!(
+        paths(&seen),
+        [
+            "POST /ping/files-secret/start",
+            "POST /ping/files-secret",
+            "POST /ping/db-secret/start",
+            "POST /ping/db-secret"
+        ]
+    );
+    assert!(seen.lock().unwrap()[3].body.starts_with("db: ok"));
+    // The dump in the db job's snapshot is the database.
+    let snaps = j.env.list();
+    let db_snap = snaps
+        .iter()
+        .find(|s| s["tags"].to_string().contains("job:db"))
+        .unwrap();
+    let restored = j
+        .env
+        .restore_stdout(db_snap["id"].as_str().unwrap(), Some("shop.sql"));
+    assert_eq!(
+        crate::postgres::without_restrict_keys(&restored),
+        crate::postgres::without_restrict_keys(&pg.dump("shop", &[]))
+    );
+    assert!(String::from_utf8_lossy(&restored).contains("300\titem 300"));
+    let v = cron_run(&j, &["status", "--json"]).json();
+    assert_eq!(
+        (v[0]["stale"].clone(), v[1]["stale"].clone()),
+        (false.into(), false.into())
+    );
     assert_eq!(v[0]["last_success_from"], "history");
-    // Break the password file: the run fails, the fail ping carries the log tail.
+    // Break the password file: both jobs fail, the fail pings carry the log tail.
     let good = fs::read(j.password_file()).unwrap();
     fs::write(j.password_file(), b"wrong password\n").unwrap();
     seen.lock().unwrap().clear();
-    let out = j.run(&["run"]);
+    let out = cron_run(&j, &["run"]);
     out.expect_code(exit::WRONG_PASSWORD, "run with a broken password file");
-    assert!(!out.stderr.contains("secret-uuid") && !out.stdout_str().contains("secret-uuid"));
+    assert!(!out.stderr.contains("secret") && !out.stdout_str().contains("secret"));
+    assert!(
+        out.stdout_str()
+            .contains("db: failed at snapshot: wrong password")
+    );
+    assert_eq!(
+        paths(&seen),
+        [
+            "POST /ping/files-secret/start",
+            "POST /ping/files-secret/fail",
+            "POST /ping/db-secret/start",
+            "POST /ping/db-secret/fail"
+        ]
+    );
+    for r in seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.path.ends_with("/fail"))
     {
-        let reqs = seen.lock().unwrap().clone();
-        assert_eq!(reqs.len(), 2, "{reqs:?}");
-        assert_eq!(reqs[1].path, "/ping/secret-uuid/fail");
-        assert!(reqs[1].body.contains("wrong password"), "{:?}", reqs[1]);
+        assert!(r.body.contains("wrong password"), "{r:?}");
     }
     // The last success is recent: green for 1 h, red for a window shorter than its age.
-    j.run(&["status"]).ok("status within max-age");
+    cron_run(&j, &["status"]).ok("status within max-age");
     thread::sleep(Duration::from_millis(2100));
-    let red = j.run(&["status", "--max-age", "1s"]);
+    let red = cron_run(&j, &["status", "--max-age", "1s"]);
     red.expect_code(exit::STALE, "status --max-age 1s");
     assert!(red.stdout_str().contains("STALE") && red.stdout_str().contains("last run failed"));
-    let prom = j.run(&["status", "--max-age", "1s", "--format", "prometheus"]);
-    assert!(
-        prom.stdout_str()
-            .contains("tresor_job_stale{job=\"files\"} 1")
-    );
+    let prom = cron_run(&j, &["status", "--max-age", "1s", "--format", "prometheus"]);
+    assert!(prom.stdout_str().contains("tresor_job_stale{job=\"db\"} 1"));
     assert!(
         prom.stdout_str()
             .contains("tresor_job_last_run_exit_code{job=\"files\"} 12")
     );
     // Fixed: green again.
     fs::write(j.password_file(), good).unwrap();
-    j.run(&["run"]).ok("run after the fix");
-    j.run(&["status", "--max-age", "1m"])
-        .ok("status after the fix");
+    seen.lock().unwrap().clear();
+    cron_run(&j, &["run"]).ok("run after the fix");
+    assert_eq!(paths(&seen).len(), 4);
+    assert!(paths(&seen).iter().all(|p| !p.ends_with("/fail")));
+    let green = cron_run(&j, &["status", "--max-age", "1m"]);
+    green.ok("status after the fix");
+    assert_eq!(
+        green.stdout_str().matches(": OK: last success").count(),
+        2,
+        "{}",
+        green.stdout_str()
+    );
     // The history lost: the last success is found in the repository by its job tag.
     fs::remove_dir_all(j.env.path("state")).unwrap();
-    let v = j.run(&["status", "--json"]).json();
+    let v = cron_run(&j, &["status", "--json"]).json();
     assert_eq!(v[0]["last_success_from"], "repository", "{v}");
     assert_eq!(v[0]["stale"], false);
-    let newest = j.env.list().last().unwrap()["id"].clone();
-    assert_eq!(v[0]["last_snapshot"], newest);
+    let newest_files = j
+        .env
+        .list()
+        .iter()
+        .rev()
+        .find(|s| s["tags"].to_string().contains("job:files"))
+        .unwrap()["id"]
+        .clone();
+    assert_eq!(v[0]["last_snapshot"], newest_files);
 }
 
 #[test]
@@ -760,4 +841,645 @@ fn copy_targets_get_the_jobs_snapshots() {
         &[("TRESOR_REPO", offsite.as_os_str())],
     );
     assert!(out.ok("ls the copy").stdout_str().contains("a.txt"));
+}
+
+impl Jobs {
+    /// A source hook: appends `NAME $TRESOR_STEP [$TRESOR_SOURCE] $TRESOR_RESULT snaps=N`.
+    fn source_hook(&self, name: &str) -> String {
+        format!(
+            "echo \"{name} $TRESOR_STEP [$TRESOR_SOURCE] $TRESOR_RESULT snaps=$(ls {}/snapshots 2>/dev/null | wc -l)\" >> {}",
+            self.env.repo.display(),
+            self.log.display()
+        )
+    }
+}
+
+/// The `(step, source)` of each source step of a `--json` report.
+fn source_steps(report: &Value) -> Vec<(String, String, String)> {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["step"].as_str().unwrap().starts_with("source-"))
+        .map(|s| {
+            (
+                s["step"].as_str().unwrap().to_string(),
+                s["source"].as_str().unwrap().to_string(),
+                s["result"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn source_hooks_run_around_the_snapshot_in_source_order() {
+    let j = Jobs::new();
+    let data = j.env.path("data").display().to_string();
+    let sub = j.env.path("data/sub").display().to_string();
+    let jobs = |dump: &str| {
+        format!(
+            r#"[jobs.mixed]
+paths = [{data:?}, {{ path = {sub:?}, hooks = {{ before = [{pb:?}], after = [{pa:?}], failure = [{pf:?}], finally = [{pz:?}] }} }}]
+commands = {{ "a.sql" = {{ command = {dump:?}, hooks = {{ before = [{cb:?}], after = [{ca:?}], failure = [{cf:?}], finally = [{cz:?}] }} }}, "plain.txt" = "echo plain" }}
+hooks = {{ before = [{b:?}], after = [{a:?}], failure = [{f:?}], finally = [{z:?}] }}
+"#,
+            pb = j.source_hook("path-before"),
+            pa = j.source_hook("path-after"),
+            pf = j.source_hook("path-failure"),
+            pz = j.source_hook("path-finally"),
+            cb = j.source_hook("cmd-before"),
+            ca = j.source_hook("cmd-after"),
+            cf = j.source_hook("cmd-failure"),
+            cz = j.source_hook("cmd-finally"),
+            b = j.source_hook("job-before"),
+            a = j.source_hook("job-after"),
+            f = j.source_hook("job-failure"),
+            z = j.source_hook("job-finally"),
+        )
+    };
+    j.write(&jobs("seq 1 50"));
+    let (code, reports) = j.run_json(&[]);
+    assert_eq!(code, exit::OK, "{reports:?}");
+    // Source befores after the job's before, ahead of the snapshot; the sources' after and
+    // finally right after it, in source order (paths as listed, then commands by name).
+    assert_eq!(
+        j.log_lines(),
+        [
+            "job-before before [] running snaps=0".to_string(),
+            format!("path-before before [{sub}] running snaps=0"),
+            "cmd-before before [a.sql] running snaps=0".to_string(),
+            format!("path-after after [{sub}] ok snaps=1"),
+            format!("path-finally finally [{sub}] ok snaps=1"),
+            "cmd-after after [a.sql] ok snaps=1".to_string(),
+            "cmd-finally finally [a.sql] ok snaps=1".to_string(),
+            "job-after after [] ok snaps=1".to_string(),
+            "job-finally finally [] ok snaps=1".to_string(),
+        ]
+    );
+    let r = &reports[0];
+    let names: Vec<String> = steps(r).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "before",
+            "source-before",
+            "source-before",
+            "snapshot",
+            "source-after",
+            "source-finally",
+            "source-after",
+            "source-finally",
+            "forget",
+            "prune",
+            "check",
+            "copy",
+            "after",
+            "failure",
+            "finally",
+            "notify"
+        ]
+    );
+    assert_eq!(
+        source_steps(r)[0],
+        ("source-before".into(), sub.clone(), "ok".into())
+    );
+    assert_eq!(source_steps(r)[1].1, "a.sql");
+    // The plain forms still work beside the tables: both streams are in the snapshot.
+    let id = r["snapshot"].as_str().unwrap();
+    assert_eq!(j.env.restore_stdout(id, Some("plain.txt")), b"plain\n");
+    assert_eq!(
+        j.env.restore_stdout(id, Some("a.sql")),
+        (1..=50)
+            .map(|n| format!("{n}\n"))
+            .collect::<String>()
+            .into_bytes()
+    );
+    // The history keeps the source of each source step.
+    let history = fs::read_to_string(j.env.path("state/history/mixed.json")).unwrap();
+    assert!(history.contains("\"source\": \"a.sql\""), "{history}");
+    // A failed snapshot: each source's failure hooks, then its finally hooks.
+    fs::remove_file(&j.log).unwrap();
+    j.write(&jobs("seq 1 50; exit 3"));
+    let (code, reports) = j.run_json(&[]);
+    assert_eq!(code, exit::FATAL, "{reports:?}");
+    assert_eq!(
+        j.log_lines(),
+        [
+            "job-before before [] running snaps=1".to_string(),
+            format!("path-before before [{sub}] running snaps=1"),
+            "cmd-before before [a.sql] running snaps=1".to_string(),
+            format!("path-failure failure [{sub}] failed snaps=1"),
+            format!("path-finally finally [{sub}] failed snaps=1"),
+            "cmd-failure failure [a.sql] failed snaps=1".to_string(),
+            "cmd-finally finally [a.sql] failed snaps=1".to_string(),
+            "job-failure failure [] failed snaps=1".to_string(),
+            "job-finally finally [] failed snaps=1".to_string(),
+        ]
+    );
+    // The dry run names the source hooks.
+    let plan = j.run(&["run", "--dry-run"]);
+    assert!(
+        plan.ok("run --dry-run")
+            .stdout_str()
+            .contains("source a.sql hooks"),
+        "{}",
+        plan.stdout_str()
+    );
+    // `config check` shows a source with hooks in its table form, a plain one plainly.
+    let shown = j.run(&["config", "check"]);
+    let text = shown.ok("config check").stdout_str();
+    let effective: toml::Table = text.parse().unwrap();
+    let job = &effective["jobs"]["mixed"];
+    assert_eq!(job["paths"][0].as_str(), Some(data.as_str()), "{text}");
+    assert_eq!(
+        job["paths"][1]["path"].as_str(),
+        Some(sub.as_str()),
+        "{text}"
+    );
+    assert!(job["paths"][1]["hooks"]["before"].is_array(), "{text}");
+    assert_eq!(job["commands"]["plain.txt"].as_str(), Some("echo plain"));
+    assert_eq!(
+        job["commands"]["a.sql"]["command"].as_str(),
+        Some("seq 1 50; exit 3")
+    );
+}
+
+#[test]
+fn a_failing_source_before_hook_leaves_the_repository_untouched() {
+    let j = Jobs::new();
+    let sub = j.env.path("data/sub").display().to_string();
+    j.write(&format!(
+        r#"[jobs.files]
+paths = [{{ path = {sub:?}, hooks = {{ before = [{pb:?}], failure = [{pf:?}], finally = [{pz:?}] }} }}]
+commands = {{ "a.sql" = {{ command = "seq 1 5", hooks = {{ before = [{cb:?}, "echo cannot lock tables >&2; exit 9", {cb2:?}], failure = [{cf:?}], finally = [{cz:?}] }} }}, "b.sql" = {{ command = "seq 1 5", hooks = {{ before = [{bb:?}], finally = [{bz:?}] }} }} }}
+keep = {{ last = 1 }}
+prune = "always"
+hooks = {{ failure = [{f:?}], finally = [{z:?}] }}
+"#,
+        pb = j.source_hook("path-before"),
+        pf = j.source_hook("path-failure"),
+        pz = j.source_hook("path-finally"),
+        cb = j.source_hook("a-before"),
+        cb2 = j.source_hook("a-before-second"),
+        cf = j.source_hook("a-failure"),
+        cz = j.source_hook("a-finally"),
+        bb = j.source_hook("b-before"),
+        bz = j.source_hook("b-finally"),
+        f = j.source_hook("job-failure"),
+        z = j.source_hook("job-finally"),
+    ));
+    let before = j.repo_fingerprint();
+    let (code, reports) = j.run_json(&[]);
+    assert_eq!(code, exit::FATAL, "{reports:?}");
+    assert_eq!(before, j.repo_fingerprint(), "the repository was touched");
+    let r = &reports[0];
+    assert_eq!(r["result"], "failed");
+    let s = steps(r);
+    assert_eq!(result_of(&s, "snapshot"), "skipped");
+    let failed = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["result"] == "failed")
+        .unwrap();
+    assert_eq!(failed["step"], "source-before");
+    assert_eq!(failed["source"], "a.sql");
+    let message = failed["message"].as_str().unwrap();
+    assert!(
+        message.contains("before hook of a.sql") && message.contains("cannot lock tables"),
+        "{message}"
+    );
+    // The sources entered before the failure are undone (failure, finally), the failing one
+    // too; the rest of its before list and the later source get nothing.
+    assert_eq!(
+        j.log_lines(),
+        [
+            format!("path-before before [{sub}] running snaps=0"),
+            "a-before before [a.sql] running snaps=0".to_string(),
+            format!("path-failure failure [{sub}] failed snaps=0"),
+            format!("path-finally finally [{sub}] failed snaps=0"),
+            "a-failure failure [a.sql] failed snaps=0".to_string(),
+            "a-finally finally [a.sql] failed snaps=0".to_string(),
+            "job-failure failure [] failed snaps=0".to_string(),
+            "job-finally finally [] failed snaps=0".to_string(),
+        ]
+    );
+    // A mistake in a source table is named with its line.
+    j.write(&format!(
+        "[jobs.files]\npaths = [{{ path = {sub:?}, hooks = {{ befor = [\"x\"] }} }}]\n"
+    ));
+    let out = j.run(&["config", "check"]);
+    out.expect_code(exit::USAGE, "unknown key in a source table");
+    assert!(
+        out.stderr.contains("tresor.toml line 8") && out.stderr.contains("befor"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A local port nobody listens on (bound, then closed).
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_failed_notification_is_visible_and_has_its_own_exit_code() {
+    let j = Jobs::new();
+    let data = j.env.path("data").display().to_string();
+    let port = closed_port();
+    j.write(&format!(
+        "[jobs.files]\npaths = [{data:?}]\nmax-age = \"1h\"\nnotify = {{ ping = \"http://127.0.0.1:{port}/ping/secret-uuid\" }}\n"
+    ));
+    let out = j.run(&["run"]);
+    out.expect_code(exit::NOTIFY, "run with an unreachable ping");
+    assert!(
+        out.stderr
+            .contains(&format!("start ping http://127.0.0.1:{port}/… failed"))
+            && out
+                .stderr
+                .contains(&format!("success ping http://127.0.0.1:{port}/… failed")),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("secret-uuid") && !out.stdout_str().contains("secret-uuid"));
+    assert!(
+        out.stdout_str().starts_with("files: ok")
+            && out.stdout_str().contains("NOTIFICATION FAILED"),
+        "{}",
+        out.stdout_str()
+    );
+    let (code, reports) = j.run_json(&[]);
+    assert_eq!(code, exit::NOTIFY);
+    let r = &reports[0];
+    assert_eq!(r["result"], "ok", "the backup itself succeeded: {r}");
+    assert_eq!(r["exit_code"], exit::NOTIFY);
+    let notify = r["steps"].as_array().unwrap().last().unwrap();
+    assert_eq!(notify["step"], "notify");
+    assert_eq!(notify["result"], "failed");
+    assert_eq!(notify["exit_code"], exit::NOTIFY);
+    assert!(
+        notify["message"].as_str().unwrap().contains("ping"),
+        "{notify}"
+    );
+    // The history has it, and status shows it (without going red: the backup is fresh).
+    let st = j.run(&["status"]);
+    st.ok("status after a failed notification");
+    assert!(
+        st.stdout_str().contains("OK")
+            && st.stdout_str().contains("NOTIFICATION FAILED: start ping"),
+        "{}",
+        st.stdout_str()
+    );
+    let v = j.run(&["status", "--json"]).json();
+    assert_eq!(v[0]["last_run"]["notify"], "failed", "{v}");
+    assert_eq!(v[0]["last_run"]["exit_code"], exit::NOTIFY);
+    assert!(
+        v[0]["last_run"]["notify_error"]
+            .as_str()
+            .unwrap()
+            .contains("ping")
+    );
+    assert_eq!(v[0]["stale"], false);
+    let prom = j.run(&["status", "--format", "prometheus"]).stdout_str();
+    assert!(
+        prom.contains("tresor_job_last_run_notify_failed{job=\"files\"} 1"),
+        "{prom}"
+    );
+    // A notification command that exits 1.
+    j.write(&format!(
+        "[jobs.files]\npaths = [{data:?}]\nnotify = {{ command = \"echo mail server down >&2; exit 1\", when = \"always\" }}\n"
+    ));
+    let out = j.run(&["run"]);
+    out.expect_code(exit::NOTIFY, "run with a failing notification command");
+    assert!(
+        out.stderr.contains("notification command") && out.stderr.contains("mail server down"),
+        "{}",
+        out.stderr
+    );
+    let v = j.run(&["status", "--json"]).json();
+    assert_eq!(v[0]["last_run"]["notify"], "failed");
+    assert!(
+        v[0]["last_run"]["notify_error"]
+            .as_str()
+            .unwrap()
+            .contains("mail server down"),
+        "{v}"
+    );
+    // A failed step outranks the failed notification.
+    j.write(&format!(
+        "[jobs.files]\npaths = [{data:?}]\ncommands = {{ \"x\" = \"exit 7\" }}\nnotify = {{ command = \"exit 1\" }}\n"
+    ));
+    let (code, reports) = j.run_json(&[]);
+    assert_eq!(code, exit::FATAL, "{reports:?}");
+    assert_eq!(result_of(&steps(&reports[0]), "notify"), "failed");
+    // Delivered: the step is ok, the exit code 0, status no longer complains.
+    j.write(&format!(
+        "[jobs.files]\npaths = [{data:?}]\nnotify = {{ command = \"cat > /dev/null\", when = \"always\" }}\n"
+    ));
+    let (code, reports) = j.run_json(&[]);
+    assert_eq!(code, exit::OK, "{reports:?}");
+    assert_eq!(result_of(&steps(&reports[0]), "notify"), "ok");
+    let st = j.run(&["status"]);
+    assert!(!st.ok("status").stdout_str().contains("NOTIFICATION FAILED"));
+}
+
+#[test]
+fn every_command_takes_the_repository_and_password_from_the_config() {
+    let j = Jobs::new();
+    let data = j.env.path("data").display().to_string();
+    // A second repository with its own password, for the job `other`.
+    let other = j.env.path("other");
+    let other_pw = j.env.path("other-password.txt");
+    fs::write(&other_pw, "other secret\n").unwrap();
+    let mut init = Command::new(BIN);
+    init.env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .arg("--repo")
+        .arg(&other)
+        .arg("--password-file")
+        .arg(&other_pw)
+        .args(&harness::init_args()[..])
+        .current_dir("/");
+    harness::run_command(init, "init the other repository").ok("init other");
+    j.write(&format!(
+        "[jobs.files]\npaths = [{data:?}]\n\n[jobs.other]\nrepository = {:?}\npassword-file = {:?}\npaths = [{data:?}]\n",
+        other.display().to_string(),
+        other_pw.display().to_string()
+    ));
+    assert_eq!(j.run_json(&[]).0, exit::OK);
+    let ids = |out: &Out| -> Vec<String> {
+        out.json()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["tags"].to_string())
+            .collect()
+    };
+    // --config FILE, no TRESOR_* at all: [defaults]'s repository and password file.
+    let list = j.run(&["snapshot", "list", "--json"]);
+    let tags = ids(list.ok("snapshot list from [defaults]"));
+    assert_eq!(tags.len(), 1);
+    assert!(tags[0].contains("job:files"), "{tags:?}");
+    // --job: that job's repository and password.
+    let list = j.run(&["--job", "other", "snapshot", "list", "--json"]);
+    let tags = ids(list.ok("snapshot list --job other"));
+    assert!(tags.len() == 1 && tags[0].contains("job:other"), "{tags:?}");
+    j.run(&["--job", "nope", "snapshot", "list"])
+        .expect_code(exit::FATAL, "an unknown job")
+        .stderr_has("no job \"nope\"");
+    // TRESOR_CONFIG instead of --config.
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("TRESOR_CONFIG", &j.config)
+        .args(["check"])
+        .current_dir("/");
+    harness::run_command(cmd, "check with TRESOR_CONFIG").ok("TRESOR_CONFIG");
+    // Environment beats the file, a flag beats the environment.
+    let mut cmd = j.command(&["snapshot", "list", "--json"]);
+    cmd.env("TRESOR_REPO", &other)
+        .env("TRESOR_PASSWORD_FILE", &other_pw);
+    let out = harness::run_command(cmd, "TRESOR_REPO over the file");
+    assert!(ids(out.ok("env over config"))[0].contains("job:other"));
+    let mut cmd = j.command(&["--repo", j.env.repo.to_str().unwrap(), "snapshot", "list"]);
+    cmd.env("TRESOR_REPO", &other);
+    harness::run_command(
+        cmd,
+        "--repo over TRESOR_REPO: the file's password does not open it",
+    )
+    .ok("--repo over the environment");
+    let mut cmd = j.command(&["snapshot", "list"]);
+    cmd.env("TRESOR_PASSWORD_FILE", &other_pw);
+    harness::run_command(cmd, "TRESOR_PASSWORD_FILE over the file")
+        .expect_code(exit::WRONG_PASSWORD, "the environment's password wins");
+    // An explicitly given file that is broken is an error, even when flags give everything.
+    fs::write(&j.config, "[jobs.files]\npaths = 3\n").unwrap();
+    let mut cmd = j.command(&["snapshot", "list"]);
+    cmd.env("TRESOR_REPO", &j.env.repo)
+        .env("TRESOR_PASSWORD_FILE", j.password_file());
+    harness::run_command(cmd, "a broken --config")
+        .expect_code(exit::USAGE, "a broken explicit config")
+        .stderr_has("tresor.toml line 2");
+    // The default place ($XDG_CONFIG_HOME/tresor/tresor.toml) is read when it exists …
+    let xdg = j.env.path("xdg");
+    fs::create_dir_all(xdg.join("tresor")).unwrap();
+    fs::write(
+        xdg.join("tresor/tresor.toml"),
+        format!(
+            "[defaults]\nrepository = {:?}\npassword-file = {:?}\ncache-dir = {:?}\n[jobs.x]\npaths = [{data:?}]\n",
+            other.display().to_string(),
+            other_pw.display().to_string(),
+            j.env.cache.display().to_string()
+        ),
+    )
+    .unwrap();
+    let plain = |vars: &[(&str, &std::path::Path)], args: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .current_dir("/");
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        cmd.args(args);
+        harness::run_command(cmd, &args.join(" "))
+    };
+    let out = plain(
+        &[("XDG_CONFIG_HOME", &xdg)],
+        &["snapshot", "list", "--json"],
+    );
+    assert!(ids(out.ok("the default config file"))[0].contains("job:other"));
+    // … and its absence is no error: the usual message about the missing repository.
+    let empty = j.env.path("empty");
+    fs::create_dir_all(&empty).unwrap();
+    plain(&[("XDG_CONFIG_HOME", &empty)], &["snapshot", "list"])
+        .expect_code(exit::FATAL, "no config, no repository")
+        .stderr_has("no repository given");
+    plain(
+        &[
+            ("XDG_CONFIG_HOME", &empty),
+            ("TRESOR_REPO", &other),
+            ("TRESOR_PASSWORD_FILE", &other_pw),
+        ],
+        &["snapshot", "list"],
+    )
+    .ok("no config file at all, everything from the environment");
+    // `repo init` takes them from the file too.
+    let third = j.env.path("third");
+    fs::write(
+        &j.config,
+        format!(
+            "[defaults]\nrepository = {:?}\npassword-file = {:?}\n[jobs.x]\npaths = [{data:?}]\n",
+            third.display().to_string(),
+            other_pw.display().to_string()
+        ),
+    )
+    .unwrap();
+    j.run(&harness::init_args()).ok("repo init from the config");
+    j.run(&["snapshot", "list"])
+        .ok("the new repository opens with the file's password");
+    assert!(third.is_dir());
+}
+
+/// Removes what a test installed in the system directories, whatever happens to the test.
+struct SystemFiles {
+    files: Vec<PathBuf>,
+    dirs_created: Vec<PathBuf>,
+}
+
+impl Drop for SystemFiles {
+    fn drop(&mut self) {
+        for f in &self.files {
+            let _ = fs::remove_file(f);
+        }
+        for d in &self.dirs_created {
+            let _ = fs::remove_dir(d);
+        }
+    }
+}
+
+#[test]
+fn schedule_install_show_and_remove_use_the_system_directories() {
+    use std::os::unix::fs::PermissionsExt;
+    if !harness::is_root() {
+        eprintln!(
+            "SKIPPED: schedule install without --dir writes /etc/systemd/system and /etc/cron.d, which needs root"
+        );
+        return;
+    }
+    let j = Jobs::new();
+    let job = format!("it-{}", harness::random_hex(4));
+    j.write(&format!(
+        "[jobs.{job}]\npaths = [{:?}]\n",
+        j.env.path("data").display().to_string()
+    ));
+    let systemd = PathBuf::from("/etc/systemd/system");
+    let crond = PathBuf::from("/etc/cron.d");
+    let service = systemd.join(format!("tresor-{job}.service"));
+    let timer = systemd.join(format!("tresor-{job}.timer"));
+    let cron = crond.join(format!("tresor-{job}"));
+    let _cleanup = SystemFiles {
+        files: vec![service.clone(), timer.clone(), cron.clone()],
+        dirs_created: [&systemd, &crond]
+            .into_iter()
+            .filter(|d| !d.exists())
+            .cloned()
+            .collect(),
+    };
+    let out = j.run(&["schedule", "install", &job, "--at", "03:45"]);
+    out.ok("schedule install into /etc/systemd/system");
+    let stdout = out.stdout_str();
+    assert!(
+        stdout.contains(&format!("wrote {}", service.display()))
+            && stdout.contains(&format!("wrote {}", timer.display())),
+        "{stdout}"
+    );
+    // systemctl runs (or, without a running systemd, is reported as a warning to act on).
+    assert!(
+        stdout.contains("systemctl daemon-reload: done") || out.stderr.contains("run it yourself"),
+        "{stdout}{}",
+        out.stderr
+    );
+    for f in [&service, &timer] {
+        let mode = fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644, "{}", f.display());
+    }
+    let text = fs::read_to_string(&service).unwrap();
+    assert!(
+        text.contains(&format!(
+            "ExecStart={BIN} --config {} run {job}",
+            j.config.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        fs::read_to_string(&timer)
+            .unwrap()
+            .contains("OnCalendar=*-*-* 03:45:00")
+    );
+    if harness::succeeds("systemd-analyze", &[std::ffi::OsStr::new("--version")]) {
+        let mut c = Command::new("systemd-analyze");
+        c.arg("verify").arg(&timer).arg(&service);
+        harness::run_command(c, "systemd-analyze verify").ok("systemd-analyze verify");
+    } else {
+        eprintln!("systemd-analyze is not installed: the unit files were not verified by systemd");
+    }
+    let out = j.run(&["schedule", "install", &job, "--cron", "--at", "03:45"]);
+    out.ok("schedule install --cron into /etc/cron.d");
+    assert_eq!(
+        fs::metadata(&cron).unwrap().permissions().mode() & 0o777,
+        0o644,
+        "cron ignores group- or world-writable files"
+    );
+    let line = fs::read_to_string(&cron).unwrap();
+    assert!(
+        line.lines().last().unwrap().starts_with("45 3 * * * root "),
+        "{line}"
+    );
+    // show and remove without --dir look in both places.
+    let shown = j.run(&["schedule", "show", &job]);
+    let text = shown.ok("schedule show").stdout_str();
+    for f in [&service, &timer, &cron] {
+        assert!(text.contains(&format!("# {}", f.display())), "{text}");
+    }
+    let removed = j.run(&["schedule", "remove", &job]);
+    let text = removed.ok("schedule remove").stdout_str();
+    for f in [&service, &timer, &cron] {
+        assert!(text.contains(&format!("removed {}", f.display())), "{text}");
+        assert!(!f.exists(), "{} is still there", f.display());
+    }
+    j.run(&["schedule", "show", &job])
+        .expect_code(exit::FATAL, "show after remove")
+        .stderr_has("no schedule");
+    j.run(&["schedule", "remove", &job])
+        .expect_code(exit::FATAL, "remove twice")
+        .stderr_has("no schedule");
+}
+
+#[test]
+fn a_failing_source_after_hook_fails_the_job_but_keeps_the_snapshot_and_its_retention() {
+    let j = Jobs::new();
+    let jobs = |after: &str| {
+        format!(
+            r#"[jobs.db]
+commands = {{ "a.sql" = {{ command = "seq 1 5", hooks = {{ after = [{after:?}], failure = [{f:?}], finally = [{z:?}] }} }} }}
+keep = {{ last = 1 }}
+"#,
+            f = j.source_hook("a-failure"),
+            z = j.source_hook("a-finally"),
+        )
+    };
+    j.write(&jobs("true"));
+    assert_eq!(j.run_json(&[]).0, exit::OK);
+    j.write(&jobs("echo cannot restart the app >&2; exit 4"));
+    let (code, reports) = j.run_json(&[]);
+    assert_eq!(code, exit::FATAL, "{reports:?}");
+    let r = &reports[0];
+    assert_eq!(r["result"], "failed");
+    let s = source_steps(r);
+    assert_eq!(
+        s,
+        [
+            ("source-after".into(), "a.sql".into(), "failed".into()),
+            ("source-failure".into(), "a.sql".into(), "ok".into()),
+            ("source-finally".into(), "a.sql".into(), "ok".into()),
+        ]
+    );
+    // The new snapshot is good, so the retention still runs: one snapshot is left, the new one.
+    assert_eq!(result_of(&steps(r), "forget"), "ok", "{r}");
+    let snaps = j.env.list();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0]["id"], r["snapshot"]);
+    assert_eq!(
+        j.log_lines(),
+        [
+            "a-finally finally [a.sql] ok snaps=1",
+            "a-failure failure [a.sql] failed snaps=2",
+            "a-finally finally [a.sql] failed snaps=2",
+        ]
+    );
 }
