@@ -153,7 +153,7 @@ pub fn render(s: &Schedule, kind: Kind) -> Vec<(String, String)> {
                 "# Installed by `tresor schedule install {job} --cron`.\n\
                  SHELL=/bin/sh\n\
                  PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
-                 {m} {h} * * * {user} {delay}nice -n 10 ionice -c 3 {command}\n",
+                 {m} {h} * * * {user} {delay}nice -n 10 ionice -c 3 {command} --quiet\n",
                 job = s.job,
                 h = s.at.0,
                 m = s.at.1,
@@ -256,6 +256,8 @@ mod tests {
         let line = cron.1.lines().last().unwrap();
         let fields: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(&fields[..6], &["30", "2", "*", "*", "*", "root"]);
+        // Quiet: cron mails whatever a job prints, so only a failure (on stderr) sends mail.
+        assert!(line.ends_with("run web --quiet"), "{line}");
         // Every % is escaped, or cron would cut the command there.
         assert!(!line.replace("\\%", "").contains('%'), "{line}");
         let d = tempfile::tempdir().unwrap();
