@@ -98,12 +98,16 @@ impl Segments {
         }
     }
 
-    /// Appends bytes `from..to` of the version `base` describes (`to <= base.len()`).
-    fn copy(&mut self, base: &Segments, from: usize, to: usize) {
+    /// Appends bytes `from..to` of the version `base` describes (`to <= base.len()`). `hint` is
+    /// where the search for the range's first segment starts, and is left at it: a script's
+    /// copies mostly move forward through the base a little at a time, so each search is a few
+    /// steps instead of a binary search of the whole list.
+    fn copy(&mut self, base: &Segments, from: usize, to: usize, hint: &mut usize) {
         let segs = &base.0;
         // First and last segment holding a byte of the range.
-        let first = segs.partition_point(|s| s.end <= from);
-        let last = first + segs[first..].partition_point(|s| s.end < to);
+        let first = partition_near(segs, *hint, |s| s.end <= from);
+        *hint = first;
+        let last = partition_near(segs, first, |s| s.end < to);
         let (Some(a), Some(z)) = (segs.get(first), segs.get(last)) else {
             return; // not reached: the range lies inside `base`
         };
@@ -139,6 +143,35 @@ impl Segments {
     }
 }
 
+/// `segs.partition_point(pred)` (`pred` true on a prefix of `segs`), found by galloping from
+/// `hint` in the direction of the answer: O(log d) for an answer `d` segments away.
+fn partition_near(segs: &[Seg], hint: usize, pred: impl Fn(&Seg) -> bool) -> usize {
+    let n = segs.len();
+    let h = hint.min(n);
+    if h < n && pred(&segs[h]) {
+        // The answer is past `h`.
+        let (mut lo, mut step) = (h + 1, 1);
+        loop {
+            let hi = lo.saturating_add(step).min(n);
+            if hi == n || !pred(&segs[hi - 1]) {
+                return lo + segs[lo..hi].partition_point(&pred);
+            }
+            lo = hi;
+            step *= 2;
+        }
+    }
+    // The answer is at `h` or before it.
+    let (mut hi, mut step) = (h, 1);
+    loop {
+        let lo = hi.saturating_sub(step);
+        if lo == 0 || pred(&segs[lo]) {
+            return lo + segs[lo..hi].partition_point(&pred);
+        }
+        hi = lo;
+        step *= 2;
+    }
+}
+
 /// Composes one script (steps `ops`, literals of `literals_len` bytes in source `src`) with the
 /// version `base` describes, into `out`: the version of `raw_len` bytes it makes. Checks what
 /// [`delta::apply`](crate::format::delta::apply) checks, in the same order. Stops early with `Ok(false)` once `out` holds
@@ -154,7 +187,7 @@ fn compose(
 ) -> Result<bool> {
     let base_len = base.len();
     let mut ops = Reader { bytes: ops, at: 0 };
-    let (mut lit_at, mut prev_end, mut made) = (0usize, 0usize, 0usize);
+    let (mut lit_at, mut prev_end, mut made, mut hint) = (0usize, 0usize, 0usize, 0usize);
     let longer = || bad("longer than the chunk");
     loop {
         let n = ops.size()?;
@@ -180,7 +213,7 @@ fn compose(
             .checked_add(len)
             .filter(|&m| m <= raw_len)
             .ok_or_else(longer)?;
-        out.copy(base, from, to);
+        out.copy(base, from, to, &mut hint);
         prev_end = to;
         if out.0.len() > cap {
             return Ok(false);
@@ -267,6 +300,29 @@ mod tests {
     use super::*;
     use crate::format::delta;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_galloping_search_finds_what_a_binary_search_finds_from_any_hint() {
+        for n in 0..40usize {
+            let segs: Vec<Seg> = (0..n)
+                .map(|i| Seg {
+                    end: 3 * i + 2,
+                    src: ROOT,
+                    at: 0,
+                })
+                .collect();
+            for hint in 0..n + 3 {
+                for from in 0..3 * n + 4 {
+                    let want = segs.partition_point(|s| s.end <= from);
+                    assert_eq!(
+                        partition_near(&segs, hint, |s| s.end <= from),
+                        want,
+                        "{n} segments, hint {hint}, from {from}"
+                    );
+                }
+            }
+        }
+    }
 
     /// The reference: one [`delta::apply`](crate::format::delta::apply) per level.
     fn sequential(root: &[u8], scripts: &[(&[u8], usize)]) -> Result<Vec<u8>> {
