@@ -555,6 +555,7 @@ pub fn restore(
             let mut g = GlobalsFilter {
                 out: w,
                 line: Vec::new(),
+                restrict: None,
             };
             let n = feed(&mut g)?;
             g.finish()
@@ -697,15 +698,27 @@ impl Drop for RemoveOnDrop {
 /// some of its roles or tablespaces (the user running it, at least): each `CREATE ROLE x;` and
 /// `CREATE TABLESPACE x …;` line runs only when `x` does not exist yet (psql's `\if`); every
 /// other statement (`ALTER ROLE`, grants) runs as dumped.
+///
+/// A dump of a patched server brackets its statements with `\restrict KEY` … `\unrestrict
+/// KEY`, inside which psql refuses other backslash commands: each guard is wrapped in
+/// `\unrestrict KEY` … `\restrict KEY` with the dump's own key, so the rest of the file stays
+/// restricted.
 struct GlobalsFilter<'w> {
     out: &'w mut (dyn Write + Send),
     line: Vec<u8>,
+    /// The key of the `\restrict` in force.
+    restrict: Option<String>,
 }
 
 impl GlobalsFilter<'_> {
     fn emit_line(&mut self) -> std::io::Result<()> {
         let line = std::mem::take(&mut self.line);
         let text = String::from_utf8_lossy(&line);
+        if let Some(key) = text.strip_prefix("\\restrict ") {
+            self.restrict = Some(key.trim().to_string());
+        } else if text.starts_with("\\unrestrict ") {
+            self.restrict = None;
+        }
         let guarded = [
             ("CREATE ROLE ", "pg_roles", "rolname"),
             ("CREATE TABLESPACE ", "pg_tablespace", "spcname"),
@@ -720,9 +733,13 @@ impl GlobalsFilter<'_> {
                 text.trim_end_matches(['\n', '\r'])
             ))
         });
-        match guarded {
-            Some(g) => self.out.write_all(g.as_bytes()),
-            None => self.out.write_all(&line),
+        match (guarded, &self.restrict) {
+            (Some(g), Some(key)) => {
+                let g = format!("\\unrestrict {key}\n{g}\\restrict {key}\n");
+                self.out.write_all(g.as_bytes())
+            }
+            (Some(g), None) => self.out.write_all(g.as_bytes()),
+            (None, _) => self.out.write_all(&line),
         }
     }
 
@@ -787,13 +804,18 @@ mod tests {
             let mut g = GlobalsFilter {
                 out: &mut w,
                 line: Vec::new(),
+                restrict: None,
             };
-            g.write_all(b"CREATE ROLE shop_owner;\nALTER ROLE shop_owner WITH LOGIN;\nCREATE ROLE \"We\"\"ird\";\nCREATE TABLESPACE ts OWNER x LOCATION '/x';")
+            g.write_all(b"\\restrict K1\nCREATE ROLE shop_owner;\nALTER ROLE shop_owner WITH LOGIN;\nCREATE ROLE \"We\"\"ird\";\nCREATE TABLESPACE ts OWNER x LOCATION '/x';")
                 .unwrap();
             g.finish().unwrap();
         }
         let s = String::from_utf8(out).unwrap();
-        assert!(s.contains("quote_ident(rolname) = 'shop_owner') AS tresor_missing \\gset\n\\if :tresor_missing\nCREATE ROLE shop_owner;\n\\endif\nALTER ROLE shop_owner WITH LOGIN;\n"), "{s}");
+        assert!(
+            s.starts_with("\\restrict K1\n\\unrestrict K1\nSELECT NOT EXISTS"),
+            "{s}"
+        );
+        assert!(s.contains("quote_ident(rolname) = 'shop_owner') AS tresor_missing \\gset\n\\if :tresor_missing\nCREATE ROLE shop_owner;\n\\endif\n\\restrict K1\nALTER ROLE shop_owner WITH LOGIN;\n"), "{s}");
         assert!(s.contains("= '\"We\"\"ird\"')"), "{s}");
         assert!(s.contains("quote_ident(spcname) = 'ts')"), "{s}");
     }

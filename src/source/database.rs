@@ -21,7 +21,7 @@ pub(super) fn emit_database(
 ) -> bool {
     let mut dump = match start_dump(db) {
         Ok(d) => d,
-        Err(e) => return sink(Item::Fatal(e)),
+        Err(e) => return sink(Item::Fatal(no_snapshot(e))),
     };
     if let Some(pid) = dump.pid() {
         commands.started(pid);
@@ -57,7 +57,7 @@ pub(super) fn emit_database(
             dump.abort();
             return sink(Item::Fatal(Error::Database {
                 what: format!("database source {}", db.path),
-                reason: format!("its dump could not be read: {e}"),
+                reason: format!("its dump could not be read: {e}; no snapshot was written"),
             }));
         }
     }
@@ -74,6 +74,17 @@ pub(super) fn emit_database(
             }
             sink(Item::Database(done.record))
         }
-        Err(e) => sink(Item::Fatal(e)),
+        Err(e) => sink(Item::Fatal(no_snapshot(e))),
+    }
+}
+
+/// A database source's failure, saying what it means for the backup.
+fn no_snapshot(e: Error) -> Error {
+    match e {
+        Error::Database { what, reason } => Error::Database {
+            what,
+            reason: format!("{reason}; no snapshot was written"),
+        },
+        other => other,
     }
 }

@@ -334,28 +334,32 @@ fn a_drill_fails_when_the_dump_lacks_a_table_whose_rows_were_counted() {
     let pg = Pg::start();
     pg.createdb("shop");
     pg.sql("shop", SMALL_SHOP);
+    pg.sql(
+        "shop",
+        "CREATE TABLE audit (id int); INSERT INTO audit SELECT generate_series(1, 100)",
+    );
     let env = Env::new();
     env.init();
     let c = conn(&pg);
-    // A broken dump: the counts include `orders`, the dump leaves it out.
+    // A broken dump: the counts include `audit`, the dump leaves it out.
     env.create(&args(
         &[
             "--postgres",
             "shop",
             "--count-rows",
-            "--pg-dump-option=--exclude-table=orders",
+            "--pg-dump-option=--exclude-table=audit",
         ],
         &c,
     ));
     let out = env.run(&args(&["drill", "--json"], &c));
-    out.expect_code(exit::DRILL_FAILED, "drill of a dump without orders");
+    out.expect_code(exit::DRILL_FAILED, "drill of a dump without audit");
     let v = out.json();
     assert_eq!(v["passed"], false, "{v}");
     let s = &v["sources"][0];
     assert_eq!(s["result"], "mismatch", "{v}");
     assert_eq!(
         s["mismatches"],
-        serde_json::json!([{"table": "public.orders", "recorded": 5000, "restored": null}]),
+        serde_json::json!([{"table": "public.audit", "recorded": 100, "restored": null}]),
         "{v}"
     );
     assert_eq!(
@@ -367,9 +371,35 @@ fn a_drill_fails_when_the_dump_lacks_a_table_whose_rows_were_counted() {
     text.expect_code(exit::DRILL_FAILED, "drill, text");
     assert!(
         text.stdout_str()
-            .contains("public.orders: recorded 5000, restored missing"),
+            .contains("public.audit: recorded 100, restored missing"),
         "{}",
         text.stdout_str()
+    );
+
+    // A dump that lacks a table a view needs does not even load: the drill says so.
+    env.create(&args(
+        &[
+            "--postgres",
+            "shop",
+            "--count-rows",
+            "--pg-dump-option=--exclude-table=orders",
+        ],
+        &c,
+    ));
+    let out = env.run(&args(&["drill", "--json"], &c));
+    out.expect_code(exit::DRILL_FAILED, "drill of a dump that does not load");
+    let v = out.json();
+    let s = &v["sources"][0];
+    assert_eq!(s["result"], "failed", "{v}");
+    let error = s["error"].as_str().unwrap();
+    assert!(
+        error.contains("relation \"public.orders\" does not exist"),
+        "{error}"
+    );
+    assert_eq!(
+        scratch_databases(&pg),
+        "",
+        "the scratch database must be gone"
     );
 }
 
