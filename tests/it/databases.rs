@@ -540,3 +540,38 @@ fn an_sqlite_database_written_by_another_process_is_copied_consistently() {
     assert_eq!(v["sources"][0]["result"], "ok", "{v}");
     assert_eq!(v["sources"][0]["tables_checked"], 2, "{v}");
 }
+
+#[test]
+fn a_custom_format_dump_restores_with_parallel_jobs_and_drills() {
+    let pg = Pg::start();
+    pg.createdb("shop");
+    pg.sql("shop", SMALL_SHOP);
+    let env = Env::new();
+    env.init();
+    let c = conn(&pg);
+    env.create(&args(
+        &["--postgres", "shop", "--pg-format", "custom", "--count-rows"],
+        &c,
+    ));
+    let shown = env.show("latest");
+    assert_eq!(shown["sources"][0]["name"], "postgres/local/shop.dump");
+    assert_eq!(
+        shown["sources"][0]["options"],
+        serde_json::json!(["--format=custom", "--compress=0"])
+    );
+    let stored = env.restore_stdout("latest", Some("postgres/local/shop.dump"));
+    assert!(stored.starts_with(b"PGDMP"), "a pg_dump archive");
+    for (into, jobs) in [("one", "1"), ("two", "2")] {
+        env.run(&args(
+            &[
+                "db", "restore", "latest", "shop", "--into", into, "--create", "--jobs", jobs,
+            ],
+            &c,
+        ))
+        .ok("db restore of a custom dump");
+        assert_eq!(fingerprint(&pg, "shop"), fingerprint(&pg, into), "--jobs {jobs}");
+    }
+    let v = env.run(&args(&["drill", "--json"], &c)).ok("drill").json();
+    assert_eq!(v["sources"][0]["result"], "ok", "{v}");
+    assert_eq!(scratch_databases(&pg), "");
+}
