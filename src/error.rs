@@ -174,7 +174,7 @@ pub mod exit {
     /// notification command) could not be delivered.
     pub const NOTIFY: u8 = 5;
     /// `tresor drill`: a restore drill failed (a load error or a row-count mismatch).
-    pub const DRILL_FAILED: u8 = 5;
+    pub const DRILL_FAILED: u8 = 6;
     /// No repository at the given location.
     pub const NO_REPO: u8 = 10;
     /// Another process holds a conflicting lock.

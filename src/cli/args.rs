@@ -111,7 +111,7 @@ pub(super) enum Command {
     Db(DbCmd),
     /// Restore drill: restore each database source of a snapshot into a scratch database,
     /// compare per-table row counts with those recorded, drop it, report the time to restore;
-    /// exit 5 when any drill fails.
+    /// exit 6 when any drill fails.
     Drill(DrillArgs),
     /// Run jobs of the configuration file: hooks, snapshot, forget, prune, check,
     /// notifications. One summary line per job; the exit code is the worst step's.
