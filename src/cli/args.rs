@@ -476,6 +476,7 @@ pub(super) struct InitArgs {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process; boxing buys nothing
 pub(super) enum SnapshotCmd {
     /// Back up paths, standard input or a command's output into a new snapshot.
     Create(CreateArgs),
@@ -562,6 +563,15 @@ pub(super) struct CreateArgs {
     /// Pass this option to pg_dump (repeatable), e.g. `--pg-dump-option=--exclude-table=logs`.
     #[arg(long, value_name = "OPTION", allow_hyphen_values = true)]
     pub(super) pg_dump_option: Vec<String>,
+    /// Dump this MariaDB/MySQL database with mariadb-dump (else mysqldump), stored as
+    /// `mariadb/<host>/<db>.sql` (repeatable; `all`: every database but the server's own).
+    /// Default options: --single-transaction --routines --triggers --events.
+    #[arg(long, value_name = "DB")]
+    pub(super) mariadb: Vec<String>,
+    /// Pass this option to mariadb-dump (repeatable), after the defaults, e.g.
+    /// `--mariadb-dump-option=--lock-tables` for MyISAM tables.
+    #[arg(long, value_name = "OPTION", allow_hyphen_values = true)]
+    pub(super) mariadb_dump_option: Vec<String>,
     /// Copy this SQLite database with SQLite's online backup API (consistent while it is being
     /// written), stored as `sqlite/<absolute path>` (repeatable).
     #[arg(long, value_name = "PATH")]
@@ -572,6 +582,8 @@ pub(super) struct CreateArgs {
     pub(super) count_rows: bool,
     #[command(flatten)]
     pub(super) pg: PgArgs,
+    #[command(flatten)]
+    pub(super) my: MyArgs,
     /// Tag the snapshot (repeatable).
     #[arg(long)]
     pub(super) tag: Vec<String>,
@@ -632,6 +644,30 @@ pub(super) struct PgArgs {
     pub(super) pg_bindir: Option<PathBuf>,
 }
 
+/// How to reach a MariaDB/MySQL server (default: the client's own defaults, ~/.my.cnf).
+#[derive(Args, Clone, Default)]
+pub(super) struct MyArgs {
+    /// MariaDB unix socket.
+    #[arg(long, value_name = "PATH")]
+    pub(super) my_socket: Option<PathBuf>,
+    /// MariaDB host.
+    #[arg(long, value_name = "HOST")]
+    pub(super) my_host: Option<String>,
+    /// MariaDB port.
+    #[arg(long, value_name = "PORT")]
+    pub(super) my_port: Option<u16>,
+    /// MariaDB user.
+    #[arg(long, value_name = "USER")]
+    pub(super) my_user: Option<String>,
+    /// An option file with the credentials (`[client]` user=, password=), read in addition to
+    /// the usual ones.
+    #[arg(long, value_name = "FILE")]
+    pub(super) my_defaults_file: Option<PathBuf>,
+    /// Directory of mariadb and mariadb-dump (or mysql and mysqldump) [default: PATH].
+    #[arg(long, env = "TRESOR_MY_BINDIR", value_name = "DIR")]
+    pub(super) my_bindir: Option<PathBuf>,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub(super) enum PgFormatArg {
     Plain,
@@ -639,6 +675,7 @@ pub(super) enum PgFormatArg {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process; boxing buys nothing
 pub(super) enum DbCmd {
     /// The database sources of a snapshot: engine, database, format, server version, dumper,
     /// whether row counts were recorded.
@@ -682,6 +719,8 @@ pub(super) struct DbRestoreArgs {
     pub(super) jobs: u32,
     #[command(flatten)]
     pub(super) pg: PgArgs,
+    #[command(flatten)]
+    pub(super) my: MyArgs,
     /// Print the result as JSON.
     #[arg(long)]
     pub(super) json: bool,
@@ -697,6 +736,8 @@ pub(super) struct DrillArgs {
     pub(super) source: Vec<String>,
     #[command(flatten)]
     pub(super) pg: PgArgs,
+    #[command(flatten)]
+    pub(super) my: MyArgs,
     /// Print the results as JSON.
     #[arg(long)]
     pub(super) json: bool,

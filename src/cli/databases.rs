@@ -1,10 +1,11 @@
-//! Database commands: the database sources of `snapshot create` (`--postgres`, `--sqlite`),
+//! Database commands: the database sources of `snapshot create` (`--postgres`, `--mariadb`,
+//! `--sqlite`),
 //! `db list`, `db restore` and `drill`, each feeding the repository stream of a dump to an
 //! engine of `tresor::db`.
 
 use super::*;
 
-use tresor::db::{self, DbKind, DbSource, PgConn, PgFormat, TargetMode};
+use tresor::db::{self, DbKind, DbSource, MyConn, PgConn, PgFormat, TargetMode};
 use tresor::format::snapshot::DatabaseRecord;
 
 impl PgArgs {
@@ -14,6 +15,19 @@ impl PgArgs {
             port: self.pg_port,
             user: self.pg_user.clone(),
             bindir: self.pg_bindir.clone(),
+        }
+    }
+}
+
+impl MyArgs {
+    fn conn(&self) -> MyConn {
+        MyConn {
+            socket: self.my_socket.clone(),
+            host: self.my_host.clone(),
+            port: self.my_port,
+            user: self.my_user.clone(),
+            defaults_file: self.my_defaults_file.clone(),
+            bindir: self.my_bindir.clone(),
         }
     }
 }
@@ -35,6 +49,16 @@ pub(super) fn database_sources(a: &CreateArgs) -> Result<Vec<SourceSpec>> {
         )
         .context("listing the PostgreSQL databases")?;
         out.extend(pg.into_iter().map(SourceSpec::Database));
+    }
+    if !a.mariadb.is_empty() {
+        let my = db::mariadb::sources(
+            &a.my.conn(),
+            &a.mariadb,
+            &a.mariadb_dump_option,
+            a.count_rows,
+        )
+        .context("listing the MariaDB databases")?;
+        out.extend(my.into_iter().map(SourceSpec::Database));
     }
     for p in &a.sqlite {
         let abs = tresor::source::absolute(p)?;
@@ -166,6 +190,7 @@ pub(super) fn db_restore(g: &Global, a: DbRestoreArgs) -> Result<u8> {
     };
     let r = match rec.engine.as_str() {
         "postgres" => db::postgres::restore(&conn, rec, &into, mode, a.jobs, &mut feed)?,
+        "mariadb" => db::mariadb::restore(&a.my.conn(), rec, &into, mode, &mut feed)?,
         "sqlite" => {
             db::sqlite::restore(rec, std::path::Path::new(&into), a.drop_existing, &mut feed)?
         }
@@ -219,6 +244,7 @@ pub(super) fn drill(g: &Global, a: DrillArgs) -> Result<u8> {
         bail!("snapshot {} has no database sources to drill", id.short());
     }
     let conn = a.pg.conn();
+    let myconn = a.my.conn();
     let mut outcomes = Vec::new();
     for rec in chosen {
         let mut feed = |w: &mut (dyn Write + Send)| {
@@ -227,6 +253,7 @@ pub(super) fn drill(g: &Global, a: DrillArgs) -> Result<u8> {
         };
         let o = match rec.engine.as_str() {
             "postgres" => db::drill::postgres(&conn, rec, &mut feed)?,
+            "mariadb" => db::drill::mariadb(&myconn, rec, &mut feed)?,
             "sqlite" => db::drill::sqlite(rec, &mut feed)?,
             e => bail!("{}: engine {e:?} is not known to this version", rec.name),
         };

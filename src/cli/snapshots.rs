@@ -29,7 +29,9 @@ pub(super) fn create(g: &Global, a: CreateArgs) -> Result<u8> {
     }
     sources.extend(database_sources(&a)?);
     if sources.is_empty() {
-        bail!("nothing to back up: give paths, --stdin, --command, --postgres or --sqlite");
+        bail!(
+            "nothing to back up: give paths, --stdin, --command, --postgres, --mariadb or --sqlite"
+        );
     }
     let mut repo = open(g)?;
     lock(g, &mut repo, "snapshot create", false)?;

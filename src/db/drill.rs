@@ -8,7 +8,9 @@
 
 use serde::Serialize;
 
-use crate::db::{PgConn, TargetMode, count_mismatches, postgres, sqlite, unique_suffix};
+use crate::db::{
+    MyConn, PgConn, TargetMode, count_mismatches, mariadb, postgres, sqlite, unique_suffix,
+};
 use crate::error::{Error, Result};
 use crate::format::snapshot::DatabaseRecord;
 
@@ -30,7 +32,7 @@ pub struct Mismatch {
 pub struct Outcome {
     /// The stored path of the dump.
     pub source: String,
-    /// `postgres` or `sqlite`.
+    /// `postgres`, `mariadb` or `sqlite`.
     pub engine: String,
     /// The scratch database (or file) it was restored into.
     pub scratch: String,
@@ -95,9 +97,26 @@ impl Outcome {
     }
 }
 
+/// A server that holds scratch databases.
+trait Server {
+    fn drop_database(&self, name: &str) -> Result<()>;
+}
+
+impl Server for PgConn {
+    fn drop_database(&self, name: &str) -> Result<()> {
+        PgConn::drop_database(self, name)
+    }
+}
+
+impl Server for MyConn {
+    fn drop_database(&self, name: &str) -> Result<()> {
+        MyConn::drop_database(self, name)
+    }
+}
+
 /// A scratch database that is dropped when this goes out of scope, however that happens.
 struct Scratch<'c> {
-    conn: &'c PgConn,
+    conn: &'c dyn Server,
     name: String,
     created: bool,
 }
@@ -165,6 +184,39 @@ pub fn postgres(conn: &PgConn, rec: &DatabaseRecord, feed: &mut Feed<'_>) -> Res
     }
     crate::interrupt::check()?;
     match conn.count_rows(&scratch.name) {
+        Ok(c) => o.compare(rec, &c),
+        Err(e) => o.fail(&e),
+    }
+    Ok(o)
+}
+
+/// Drills one MariaDB source against `conn`, like [`postgres`] (the load is not one
+/// transaction; the scratch database is dropped all the same).
+pub fn mariadb(conn: &MyConn, rec: &DatabaseRecord, feed: &mut Feed<'_>) -> Result<Outcome> {
+    let mut scratch = Scratch {
+        conn,
+        name: scratch_name(&rec.database),
+        created: false,
+    };
+    let mut o = Outcome::new(rec, scratch.name.clone());
+    if let Err(e) = conn.create_database(&scratch.name) {
+        o.fail(&e);
+        return Ok(o);
+    }
+    scratch.created = true;
+    match mariadb::restore(conn, rec, &scratch.name, TargetMode::Existing, feed) {
+        Ok(r) => {
+            o.restore_seconds = r.seconds;
+            o.bytes = r.bytes;
+        }
+        Err(e @ Error::Interrupted { .. }) => return Err(e),
+        Err(e) => {
+            o.fail(&e);
+            return Ok(o);
+        }
+    }
+    crate::interrupt::check()?;
+    match conn.count_rows(&scratch.name, false) {
         Ok(c) => o.compare(rec, &c),
         Err(e) => o.fail(&e),
     }

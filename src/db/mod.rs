@@ -1,4 +1,4 @@
-//! Databases as sources: PostgreSQL and SQLite, dumped by engines that know them, restored into
+//! Databases as sources: PostgreSQL, MariaDB/MySQL and SQLite, dumped by engines that know them, restored into
 //! a database, and drilled (restored into a scratch database and counted).
 //!
 //! Every engine has the same shape:
@@ -22,6 +22,7 @@
 //! # Layout
 //!
 //! - `postgres.rs`: `psql`, `pg_dump`, `pg_dumpall`, `pg_restore`, `createdb`-like SQL.
+//! - `mariadb.rs`: `mariadb`/`mysql`, `mariadb-dump`/`mysqldump`.
 //! - `sqlite.rs`: rusqlite's online backup, integrity check and counts.
 //! - [`drill`]: a restore into a scratch database, compared with the recorded counts.
 //! - `process.rs`: starting tools and capturing what they say.
@@ -29,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 pub mod drill;
+pub mod mariadb;
 pub mod postgres;
 mod process;
 pub mod sqlite;
@@ -40,6 +42,7 @@ use std::path::PathBuf;
 use crate::error::Result;
 use crate::format::snapshot::DatabaseRecord;
 
+pub use mariadb::MyConn;
 pub use postgres::{PgConn, PgFormat};
 
 /// Writes the stored dump into the writer it is given (the loader's standard input, a file);
@@ -79,6 +82,17 @@ pub enum DbKind {
         /// The server.
         conn: PgConn,
     },
+    /// One MariaDB or MySQL database through `mariadb-dump` (or `mysqldump`).
+    Mariadb {
+        /// The server.
+        conn: MyConn,
+        /// The database.
+        database: String,
+        /// More dumper options, after the defaults.
+        extra: Vec<String>,
+        /// Count every table's rows (in a consistent snapshot just before the dump).
+        count_rows: bool,
+    },
     /// An SQLite database file, copied with the online backup API.
     Sqlite {
         /// The database file (absolute).
@@ -112,6 +126,18 @@ impl DbSource {
                 "globals",
                 vec!["--globals-only".to_string()],
             ),
+            DbKind::Mariadb {
+                conn,
+                database,
+                extra,
+                ..
+            } => (
+                "mariadb",
+                database.clone(),
+                Some(conn.host_label()),
+                "plain",
+                mariadb::dump_options(extra),
+            ),
             DbKind::Sqlite { path, .. } => (
                 "sqlite",
                 path.display().to_string(),
@@ -144,6 +170,7 @@ pub struct Dump {
 
 enum Running {
     Postgres(Box<postgres::PgDump>),
+    Mariadb(Box<mariadb::MyDump>),
     Sqlite(Box<DatabaseRecord>),
 }
 
@@ -172,6 +199,7 @@ impl Dump {
         drop(self.output);
         match self.run {
             Running::Postgres(p) => p.finish(),
+            Running::Mariadb(m) => m.finish(),
             Running::Sqlite(record) => Ok(Dumped {
                 record: *record,
                 warnings: Vec::new(),
@@ -182,8 +210,10 @@ impl Dump {
     /// Ends the dumper and whatever it holds (a backup that stops early).
     pub fn abort(self) {
         drop(self.output);
-        if let Running::Postgres(p) = self.run {
-            p.abort();
+        match self.run {
+            Running::Postgres(p) => p.abort(),
+            Running::Mariadb(m) => m.abort(),
+            Running::Sqlite(_) => {}
         }
     }
 }
@@ -213,6 +243,19 @@ pub fn start_dump(src: &DbSource) -> Result<Dump> {
                 output: Some(out),
                 pid: Some(pid),
                 run: Running::Postgres(Box::new(p)),
+            })
+        }
+        DbKind::Mariadb {
+            conn,
+            database,
+            extra,
+            count_rows,
+        } => {
+            let (m, out, pid) = mariadb::start_dump(conn, database, extra, *count_rows, record)?;
+            Ok(Dump {
+                output: Some(out),
+                pid: Some(pid),
+                run: Running::Mariadb(Box::new(m)),
             })
         }
         DbKind::Sqlite { path, count_rows } => {

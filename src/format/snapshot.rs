@@ -33,7 +33,7 @@ pub enum SourceRecord {
         /// The file name in the snapshot.
         name: String,
     },
-    /// A database dump (`--postgres`, `--sqlite`) stored as a file.
+    /// A database dump (`--postgres`, `--mariadb`, `--sqlite`) stored as a file.
     Database(DatabaseRecord),
 }
 
@@ -41,7 +41,7 @@ pub enum SourceRecord {
 /// table held at dump time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatabaseRecord {
-    /// `postgres` or `sqlite`.
+    /// `postgres`, `mariadb` or `sqlite`.
     pub engine: String,
     /// The stored path of the dump in the snapshot (`postgres/local/shop.sql`).
     pub name: String,
@@ -51,8 +51,8 @@ pub struct DatabaseRecord {
     /// The server's label as stored (`local` for a unix socket or no host); absent for SQLite.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    /// `plain` or `custom` (PostgreSQL), `globals` (`pg_dumpall --globals-only`), `sqlite` (a
-    /// database file).
+    /// `plain` or `custom` (PostgreSQL), `globals` (`pg_dumpall --globals-only`), `plain`
+    /// (MariaDB), `sqlite` (a database file).
     pub format: String,
     /// The server's version (PostgreSQL `server_version`, SQLite library version).
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -63,8 +63,9 @@ pub struct DatabaseRecord {
     /// The dumper's options, as run (connection options and secrets left out).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<String>,
-    /// Rows per table (`schema.table` for PostgreSQL), counted in the dump's own snapshot;
-    /// absent without `--count-rows`.
+    /// Rows per table (`schema.table` for PostgreSQL), counted in the dump's own snapshot
+    /// (MariaDB: in a consistent snapshot of their own, just before the dump); absent without
+    /// `--count-rows`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tables: Option<std::collections::BTreeMap<String, u64>>,
 }

@@ -550,7 +550,13 @@ fn a_custom_format_dump_restores_with_parallel_jobs_and_drills() {
     env.init();
     let c = conn(&pg);
     env.create(&args(
-        &["--postgres", "shop", "--pg-format", "custom", "--count-rows"],
+        &[
+            "--postgres",
+            "shop",
+            "--pg-format",
+            "custom",
+            "--count-rows",
+        ],
         &c,
     ));
     let shown = env.show("latest");
@@ -569,7 +575,11 @@ fn a_custom_format_dump_restores_with_parallel_jobs_and_drills() {
             &c,
         ))
         .ok("db restore of a custom dump");
-        assert_eq!(fingerprint(&pg, "shop"), fingerprint(&pg, into), "--jobs {jobs}");
+        assert_eq!(
+            fingerprint(&pg, "shop"),
+            fingerprint(&pg, into),
+            "--jobs {jobs}"
+        );
     }
     let v = env.run(&args(&["drill", "--json"], &c)).ok("drill").json();
     assert_eq!(v["sources"][0]["result"], "ok", "{v}");
