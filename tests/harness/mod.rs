@@ -24,6 +24,7 @@ use tempfile::TempDir;
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_tresor");
 
+pub mod mariadb;
 pub mod proxy;
 pub mod s3;
 

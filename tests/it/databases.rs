@@ -585,3 +585,140 @@ fn a_custom_format_dump_restores_with_parallel_jobs_and_drills() {
     assert_eq!(v["sources"][0]["result"], "ok", "{v}");
     assert_eq!(scratch_databases(&pg), "");
 }
+
+/// A MariaDB shop: InnoDB tables with a foreign key, a trigger and a procedure.
+const MY_SHOP: &str = "
+CREATE TABLE customers (id INT PRIMARY KEY AUTO_INCREMENT, name VARCHAR(100) NOT NULL, note TEXT) ENGINE=InnoDB;
+INSERT INTO customers (name, note) SELECT CONCAT('c', seq), MD5(seq) FROM seq_1_to_2000;
+CREATE TABLE orders (id BIGINT PRIMARY KEY AUTO_INCREMENT, customer_id INT NOT NULL,
+    amount DECIMAL(10,2), FOREIGN KEY (customer_id) REFERENCES customers(id)) ENGINE=InnoDB;
+INSERT INTO orders (customer_id, amount) SELECT 1 + seq % 2000, seq / 7 FROM seq_1_to_5000;
+CREATE TABLE audit (id BIGINT) ENGINE=InnoDB;
+INSERT INTO audit SELECT seq FROM seq_1_to_100;
+CREATE TRIGGER orders_ai AFTER INSERT ON orders FOR EACH ROW INSERT INTO audit VALUES (NEW.id);
+CREATE PROCEDURE big_orders() SELECT * FROM orders WHERE amount > 100;
+";
+
+fn my_conn(m: &harness::mariadb::Maria) -> Vec<String> {
+    vec![
+        "--my-socket".into(),
+        m.sock.display().to_string(),
+        "--my-user".into(),
+        "root".into(),
+    ]
+}
+
+/// `CHECKSUM TABLE` of the shop's tables in `db`: the checksums, without the database name.
+fn my_checksums(m: &harness::mariadb::Maria, db: &str) -> Vec<String> {
+    m.sql(db, "CHECKSUM TABLE audit, customers, orders")
+        .lines()
+        .map(|l| l.split('\t').nth(1).unwrap_or("").to_string())
+        .collect()
+}
+
+fn my_scratch(m: &harness::mariadb::Maria) -> String {
+    m.sql("mysql", "SHOW DATABASES LIKE 'tresor\\_drill\\_%'")
+}
+
+#[test]
+fn a_mariadb_source_round_trips_with_routines_and_triggers_and_drills() {
+    let m = harness::mariadb::Maria::start();
+    m.createdb("shop");
+    m.sql("shop", MY_SHOP);
+    let env = Env::new();
+    env.init();
+    let c = my_conn(&m);
+    env.create(&args(&["--mariadb", "shop", "--count-rows"], &c));
+    let shown = env.show("latest");
+    let src = &shown["sources"][0];
+    assert_eq!(src["engine"], "mariadb", "{shown}");
+    assert_eq!(src["name"], "mariadb/local/shop.sql");
+    assert_eq!(
+        src["options"],
+        serde_json::json!([
+            "--single-transaction",
+            "--routines",
+            "--triggers",
+            "--events"
+        ])
+    );
+    assert_eq!(
+        src["tables"],
+        serde_json::json!({"audit": 100, "customers": 2000, "orders": 5000})
+    );
+    assert!(
+        src["server_version"].as_str().unwrap().contains("MariaDB"),
+        "{src}"
+    );
+
+    env.run(&args(
+        &[
+            "db", "restore", "latest", "shop", "--into", "copy", "--create",
+        ],
+        &c,
+    ))
+    .ok("db restore into MariaDB");
+    assert_eq!(my_checksums(&m, "shop"), my_checksums(&m, "copy"));
+    assert_eq!(
+        m.sql(
+            "copy",
+            "SELECT COUNT(*) FROM information_schema.routines WHERE routine_schema = 'copy'"
+        ),
+        "1"
+    );
+    assert_eq!(
+        m.sql(
+            "copy",
+            "SELECT COUNT(*) FROM information_schema.triggers WHERE trigger_schema = 'copy'"
+        ),
+        "1"
+    );
+    env.run(&args(
+        &[
+            "db", "restore", "latest", "shop", "--into", "copy", "--create",
+        ],
+        &c,
+    ))
+    .expect_code(exit::FATAL, "restore into a non-empty MariaDB database")
+    .stderr_has("is not empty");
+
+    let v = env.run(&args(&["drill", "--json"], &c)).ok("drill").json();
+    assert_eq!(v["sources"][0]["result"], "ok", "{v}");
+    assert_eq!(v["sources"][0]["tables_checked"], 3, "{v}");
+    assert_eq!(my_scratch(&m), "", "the scratch database must be gone");
+}
+
+#[test]
+fn a_mariadb_dump_that_fails_or_lacks_a_table_is_caught() {
+    let m = harness::mariadb::Maria::start();
+    m.createdb("shop");
+    m.sql("shop", MY_SHOP);
+    let env = Env::new();
+    env.init();
+    let c = my_conn(&m);
+    env.run(&args(&["snapshot", "create", "--mariadb", "nosuchdb"], &c))
+        .expect_code(exit::FATAL, "a missing MariaDB database")
+        .stderr_has("mariadb/local/nosuchdb.sql")
+        .stderr_has("nosuchdb")
+        .stderr_has("no snapshot was written");
+    assert_eq!(env.snapshot_count(), 0);
+
+    env.create(&args(
+        &[
+            "--mariadb",
+            "shop",
+            "--count-rows",
+            "--mariadb-dump-option=--ignore-table=shop.audit",
+        ],
+        &c,
+    ));
+    let out = env.run(&args(&["drill", "--json"], &c));
+    out.expect_code(exit::DRILL_FAILED, "drill of a dump without audit");
+    let v = out.json();
+    assert_eq!(
+        v["sources"][0]["mismatches"],
+        serde_json::json!([{"table": "audit", "recorded": 100, "restored": null}]),
+        "{v}"
+    );
+    assert_eq!(my_scratch(&m), "", "the scratch database must be gone");
+}
