@@ -5,7 +5,7 @@
 
 use super::*;
 
-use tresor::db::{self, DbKind, DbSource, MyConn, PgConn, PgFormat, TargetMode};
+use tresor::db::{self, MyConn, PgConn, PgFormat, TargetMode};
 use tresor::format::snapshot::DatabaseRecord;
 
 impl PgArgs {
@@ -61,19 +61,7 @@ pub(super) fn database_sources(a: &CreateArgs) -> Result<Vec<SourceSpec>> {
         out.extend(my.into_iter().map(SourceSpec::Database));
     }
     for p in &a.sqlite {
-        let abs = tresor::source::absolute(p)?;
-        let stored: Vec<String> = abs
-            .iter()
-            .skip(1)
-            .map(|c| db::path_component(&c.to_string_lossy()))
-            .collect();
-        out.push(SourceSpec::Database(DbSource {
-            path: format!("sqlite/{}", stored.join("/")),
-            kind: DbKind::Sqlite {
-                path: abs,
-                count_rows: a.count_rows,
-            },
-        }));
+        out.push(SourceSpec::Database(db::sqlite::source(p, a.count_rows)?));
     }
     Ok(out)
 }

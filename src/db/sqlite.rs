@@ -25,6 +25,23 @@ use crate::format::snapshot::DatabaseRecord;
 /// How long the copy waits for writers that hold the database locked.
 const BUSY_WAIT: Duration = Duration::from_secs(60);
 
+/// The database source of the SQLite file at `path`, stored as `sqlite/<absolute path>`.
+pub fn source(path: &Path, count_rows: bool) -> Result<crate::db::DbSource> {
+    let abs = crate::source::absolute(path)?;
+    let stored: Vec<String> = abs
+        .iter()
+        .skip(1)
+        .map(|c| crate::db::path_component(&c.to_string_lossy()))
+        .collect();
+    Ok(crate::db::DbSource {
+        path: format!("sqlite/{}", stored.join("/")),
+        kind: crate::db::DbKind::Sqlite {
+            path: abs,
+            count_rows,
+        },
+    })
+}
+
 /// The SQLite library's version.
 pub fn version() -> String {
     rusqlite::version().to_string()

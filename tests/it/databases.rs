@@ -722,3 +722,63 @@ fn a_mariadb_dump_that_fails_or_lacks_a_table_is_caught() {
     );
     assert_eq!(my_scratch(&m), "", "the scratch database must be gone");
 }
+
+#[test]
+fn a_job_of_the_configuration_file_dumps_its_databases() {
+    let pg = Pg::start();
+    pg.createdb("shop");
+    pg.sql("shop", SMALL_SHOP);
+    let env = Env::with_password_file();
+    env.init();
+    let app = env.path("app.db");
+    rusqlite::Connection::open(&app)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1), (2);")
+        .unwrap();
+    let config = env.path("tresor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[defaults]\nrepository = {:?}\npassword-file = {:?}\ncache-dir = {:?}\nstate-dir = {:?}\n\n\
+             [jobs.db]\npostgres = [\"shop\"]\nsqlite = [{:?}]\ncount-rows = true\n",
+            env.repo.display().to_string(),
+            env.path("password.txt").display().to_string(),
+            env.cache.display().to_string(),
+            env.path("state").display().to_string(),
+            app.display().to_string(),
+        ),
+    )
+    .unwrap();
+    // The connection comes from libpq's environment, the tools from PATH, as in cron.
+    let mut cmd = env.command(&["--config", config.to_str().unwrap(), "run", "db"]);
+    cmd.env("PGHOST", &pg.sock).env("PGUSER", "postgres").env(
+        "PATH",
+        format!(
+            "{}:{}",
+            pg.bindir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    );
+    harness::run_command(cmd, "tresor run db").ok("tresor run db");
+    let shown = env.show("latest");
+    let names: Vec<&str> = shown["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "postgres/local/shop.sql".to_string(),
+            format!("sqlite/{}", env.stored(&app))
+        ],
+        "{shown}"
+    );
+    assert_eq!(shown["sources"][1]["tables"], serde_json::json!({"t": 2}));
+    let v = env
+        .run(&args(&["drill", "--json"], &conn(&pg)))
+        .ok("drill of the job's snapshot")
+        .json();
+    assert_eq!(v["passed"], true, "{v}");
+}
