@@ -782,3 +782,64 @@ fn a_job_of_the_configuration_file_dumps_its_databases() {
         .json();
     assert_eq!(v["passed"], true, "{v}");
 }
+
+#[test]
+fn a_postgres_dump_during_writes_counts_the_rows_of_its_own_snapshot() {
+    let pg = Pg::start();
+    pg.createdb("shop");
+    pg.sql(
+        "shop",
+        "CREATE TABLE filler (id int, v text);
+         INSERT INTO filler SELECT i, md5(i::text) FROM generate_series(1, 200000) i;
+         CREATE TABLE a (id bigserial PRIMARY KEY, t timestamptz DEFAULT now());
+         CREATE TABLE b (id bigserial PRIMARY KEY, t timestamptz DEFAULT now());
+         CREATE PROCEDURE writer() LANGUAGE plpgsql AS $$
+         BEGIN
+           LOOP
+             INSERT INTO a DEFAULT VALUES; INSERT INTO b DEFAULT VALUES; COMMIT;
+             PERFORM pg_sleep(0.001);
+           END LOOP;
+         END $$;",
+    );
+    // Every transaction of the writer adds one row to `a` and one to `b`.
+    let mut writer = pg.psql_cmd("shop");
+    writer
+        .arg("-c")
+        .arg("CALL writer()")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut writer = writer.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pg
+        .sql("shop", "SELECT count(*) FROM a")
+        .parse::<u64>()
+        .unwrap()
+        < 20
+    {
+        assert!(Instant::now() < deadline, "the writer does not write");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let env = Env::new();
+    env.init();
+    let c = conn(&pg);
+    env.create(&args(&["--postgres", "shop", "--count-rows"], &c));
+    std::thread::sleep(Duration::from_millis(100));
+    let after: u64 = pg.sql("shop", "SELECT count(*) FROM a").parse().unwrap();
+    let _ = writer.kill();
+    let _ = writer.wait();
+    let tables = env.show("latest")["sources"][0]["tables"].clone();
+    let (na, nb) = (
+        tables["public.a"].as_u64().unwrap(),
+        tables["public.b"].as_u64().unwrap(),
+    );
+    assert_eq!(na, nb, "counts from half a transaction: {tables}");
+    assert!(
+        na < after,
+        "the writer went on after the dump ({na} vs {after})"
+    );
+    // The dump holds exactly the rows counted: a drill finds no difference.
+    let v = env.run(&args(&["drill", "--json"], &c)).ok("drill").json();
+    assert_eq!(v["sources"][0]["result"], "ok", "{v}");
+    assert_eq!(v["sources"][0]["tables_checked"], 3, "{v}");
+}
