@@ -584,6 +584,8 @@ pub(super) struct CreateArgs {
     pub(super) pg: PgArgs,
     #[command(flatten)]
     pub(super) my: MyArgs,
+    #[command(flatten)]
+    pub(super) container: ContainerArgs,
     /// Tag the snapshot (repeatable).
     #[arg(long)]
     pub(super) tag: Vec<String>,
@@ -642,6 +644,18 @@ pub(super) struct PgArgs {
     /// Directory of psql, pg_dump, pg_dumpall and pg_restore [default: PATH].
     #[arg(long, env = "TRESOR_PG_BINDIR", value_name = "DIR")]
     pub(super) pg_bindir: Option<PathBuf>,
+}
+
+/// Where the database tools run.
+#[derive(Args, Clone, Default)]
+pub(super) struct ContainerArgs {
+    /// Run the database tools (psql, pg_dump, mariadb-dump, …) inside this container with
+    /// `docker exec -i` (or podman); connection options then mean what they mean there.
+    #[arg(long, value_name = "NAME")]
+    pub(super) container: Option<String>,
+    /// The container CLI [default: docker if in PATH, else podman].
+    #[arg(long, value_name = "CMD", requires = "container")]
+    pub(super) container_runtime: Option<String>,
 }
 
 /// How to reach a MariaDB/MySQL server (default: the client's own defaults, ~/.my.cnf).
@@ -721,6 +735,8 @@ pub(super) struct DbRestoreArgs {
     pub(super) pg: PgArgs,
     #[command(flatten)]
     pub(super) my: MyArgs,
+    #[command(flatten)]
+    pub(super) container: ContainerArgs,
     /// Print the result as JSON.
     #[arg(long)]
     pub(super) json: bool,
@@ -738,6 +754,8 @@ pub(super) struct DrillArgs {
     pub(super) pg: PgArgs,
     #[command(flatten)]
     pub(super) my: MyArgs,
+    #[command(flatten)]
+    pub(super) container: ContainerArgs,
     /// Print the results as JSON.
     #[arg(long)]
     pub(super) json: bool,

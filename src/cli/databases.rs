@@ -8,19 +8,28 @@ use super::*;
 use tresor::db::{self, MyConn, PgConn, PgFormat, TargetMode};
 use tresor::format::snapshot::DatabaseRecord;
 
+impl ContainerArgs {
+    fn container(&self) -> Option<db::Container> {
+        self.container
+            .as_deref()
+            .map(|n| db::Container::new(n, self.container_runtime.as_deref()))
+    }
+}
+
 impl PgArgs {
-    fn conn(&self) -> PgConn {
+    fn conn(&self, c: &ContainerArgs) -> PgConn {
         PgConn {
             host: self.pg_host.clone(),
             port: self.pg_port,
             user: self.pg_user.clone(),
             bindir: self.pg_bindir.clone(),
+            container: c.container(),
         }
     }
 }
 
 impl MyArgs {
-    fn conn(&self) -> MyConn {
+    fn conn(&self, c: &ContainerArgs) -> MyConn {
         MyConn {
             socket: self.my_socket.clone(),
             host: self.my_host.clone(),
@@ -28,6 +37,7 @@ impl MyArgs {
             user: self.my_user.clone(),
             defaults_file: self.my_defaults_file.clone(),
             bindir: self.my_bindir.clone(),
+            container: c.container(),
         }
     }
 }
@@ -41,27 +51,30 @@ pub(super) fn database_sources(a: &CreateArgs) -> Result<Vec<SourceSpec>> {
             PgFormatArg::Custom => PgFormat::Custom,
         };
         let pg = db::postgres::sources(
-            &a.pg.conn(),
+            &a.pg.conn(&a.container),
             &a.postgres,
             format,
             &a.pg_dump_option,
             a.count_rows,
         )
         .context("listing the PostgreSQL databases")?;
-        out.extend(pg.into_iter().map(SourceSpec::Database));
+        out.extend(pg.into_iter().map(|d| SourceSpec::Database(Box::new(d))));
     }
     if !a.mariadb.is_empty() {
         let my = db::mariadb::sources(
-            &a.my.conn(),
+            &a.my.conn(&a.container),
             &a.mariadb,
             &a.mariadb_dump_option,
             a.count_rows,
         )
         .context("listing the MariaDB databases")?;
-        out.extend(my.into_iter().map(SourceSpec::Database));
+        out.extend(my.into_iter().map(|d| SourceSpec::Database(Box::new(d))));
     }
     for p in &a.sqlite {
-        out.push(SourceSpec::Database(db::sqlite::source(p, a.count_rows)?));
+        out.push(SourceSpec::Database(Box::new(db::sqlite::source(
+            p,
+            a.count_rows,
+        )?)));
     }
     Ok(out)
 }
@@ -158,7 +171,7 @@ pub(super) fn db_restore(g: &Global, a: DbRestoreArgs) -> Result<u8> {
         restore::restore_to_writer(&repo, &s, Some(&rec.name), &mut w)
     };
     let mut done = Vec::new();
-    let conn = a.pg.conn();
+    let conn = a.pg.conn(&a.container);
     if a.globals && rec.engine == "postgres" && rec.format != "globals" {
         let globals = records(&s)
             .into_iter()
@@ -178,7 +191,7 @@ pub(super) fn db_restore(g: &Global, a: DbRestoreArgs) -> Result<u8> {
     };
     let r = match rec.engine.as_str() {
         "postgres" => db::postgres::restore(&conn, rec, &into, mode, a.jobs, &mut feed)?,
-        "mariadb" => db::mariadb::restore(&a.my.conn(), rec, &into, mode, &mut feed)?,
+        "mariadb" => db::mariadb::restore(&a.my.conn(&a.container), rec, &into, mode, &mut feed)?,
         "sqlite" => {
             db::sqlite::restore(rec, std::path::Path::new(&into), a.drop_existing, &mut feed)?
         }
@@ -231,8 +244,8 @@ pub(super) fn drill(g: &Global, a: DrillArgs) -> Result<u8> {
     if chosen.is_empty() {
         bail!("snapshot {} has no database sources to drill", id.short());
     }
-    let conn = a.pg.conn();
-    let myconn = a.my.conn();
+    let conn = a.pg.conn(&a.container);
+    let myconn = a.my.conn(&a.container);
     let mut outcomes = Vec::new();
     for rec in chosen {
         let mut feed = |w: &mut (dyn Write + Send)| {

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use crate::db::process::{self, Stderr, failed, said, start_error};
+use crate::db::process::{self, Container, Stderr, failed, said, start_error};
 use crate::db::{Counts, DbKind, DbSource, Dumped, Feed, Restored, TargetMode, path_component};
 use crate::error::{Error, Result};
 use crate::format::snapshot::DatabaseRecord;
@@ -59,6 +59,8 @@ pub struct MyConn {
     pub defaults_file: Option<PathBuf>,
     /// Directory of the client tools; default: PATH.
     pub bindir: Option<PathBuf>,
+    /// Run the tools in this container (`--container`).
+    pub container: Option<Container>,
 }
 
 /// `'…'` with MariaDB's escapes.
@@ -80,24 +82,8 @@ impl MyConn {
         }
     }
 
-    /// The first of `names` found in the tool directory (or PATH), else the first name.
-    fn find(&self, names: &[&'static str]) -> &'static str {
-        let dirs: Vec<PathBuf> = match &self.bindir {
-            Some(d) => vec![d.clone()],
-            None => std::env::var_os("PATH")
-                .map(|p| std::env::split_paths(&p).collect())
-                .unwrap_or_default(),
-        };
-        names
-            .iter()
-            .find(|n| dirs.iter().any(|d| d.join(n).is_file()))
-            .or(names.first())
-            .copied()
-            .unwrap_or("mariadb")
-    }
-
     fn command(&self, names: &[&'static str]) -> Command {
-        let mut c = process::tool(self.bindir.as_deref(), self.find(names));
+        let mut c = process::tool_in(self.container.as_ref(), self.bindir.as_deref(), names);
         if let Some(f) = &self.defaults_file {
             let mut a = std::ffi::OsString::from("--defaults-extra-file=");
             a.push(f);
@@ -122,10 +108,6 @@ impl MyConn {
 
     fn client(&self) -> Command {
         self.command(&["mariadb", "mysql"])
-    }
-
-    fn dumper_name(&self) -> &'static str {
-        self.find(&["mariadb-dump", "mysqldump"])
     }
 
     /// Runs `sql` (a script, on standard input) in `database` (none: no default database);
@@ -301,8 +283,8 @@ pub(crate) fn start_dump(
                 .map_err(|e| failed(&what, e.to_string()))?,
         );
     }
-    let tool = conn.dumper_name();
-    let mut v = process::tool(conn.bindir.as_deref(), tool);
+    let tool = "mariadb-dump";
+    let mut v = conn.command(&["mariadb-dump", "mysqldump"]);
     v.arg("--version");
     record.dumper = process::output(v, tool)
         .map(|s| s.trim().to_string())

@@ -44,6 +44,7 @@ use crate::format::snapshot::DatabaseRecord;
 
 pub use mariadb::MyConn;
 pub use postgres::{PgConn, PgFormat};
+pub use process::Container;
 
 /// Writes the stored dump into the writer it is given (the loader's standard input, a file);
 /// returns the bytes written.

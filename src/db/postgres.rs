@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Instant;
 
-use crate::db::process::{self, Stderr, failed, said, start_error};
+use crate::db::process::{self, Container, Stderr, failed, said, start_error};
 use crate::db::{Counts, DbKind, DbSource, Dumped, Feed, Restored, TargetMode, path_component};
 use crate::error::{Error, Result};
 use crate::format::snapshot::DatabaseRecord;
@@ -47,6 +47,8 @@ pub struct PgConn {
     pub user: Option<String>,
     /// Directory of `psql`, `pg_dump`…; default: PATH.
     pub bindir: Option<PathBuf>,
+    /// Run the tools in this container (`--container`).
+    pub container: Option<Container>,
 }
 
 /// The stored format of a dump.
@@ -113,7 +115,7 @@ impl PgConn {
 
     /// `tool` with the connection options.
     fn command(&self, tool: &str) -> Command {
-        let mut c = process::tool(self.bindir.as_deref(), tool);
+        let mut c = process::tool_in(self.container.as_ref(), self.bindir.as_deref(), &[tool]);
         c.arg("-w");
         if let Some(h) = &self.host {
             c.arg("-h").arg(h);
@@ -223,7 +225,7 @@ impl PgConn {
 
     /// A dumper's version line (`pg_dump (PostgreSQL) 15.18 …`).
     fn tool_version(&self, tool: &str) -> String {
-        let mut c = process::tool(self.bindir.as_deref(), tool);
+        let mut c = process::tool_in(self.container.as_ref(), self.bindir.as_deref(), &[tool]);
         c.arg("--version");
         process::output(c, tool)
             .map(|s| s.trim().to_string())

@@ -57,6 +57,79 @@ impl Stderr {
     }
 }
 
+/// A container the database tools run in: `RUNTIME exec -i NAME TOOL …` (docker, podman).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Container {
+    /// The container CLI (`docker`, `podman`, a path).
+    pub runtime: String,
+    /// The container.
+    pub name: String,
+}
+
+impl Container {
+    /// `name` run by `runtime`, or by `docker` when it is in PATH, else `podman`.
+    pub fn new(name: &str, runtime: Option<&str>) -> Container {
+        let runtime = runtime.map(str::to_string).unwrap_or_else(|| {
+            let in_path = |n: &str| {
+                std::env::var_os("PATH")
+                    .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(n).is_file()))
+            };
+            if in_path("docker") || !in_path("podman") {
+                "docker".into()
+            } else {
+                "podman".into()
+            }
+        });
+        Container {
+            runtime,
+            name: name.to_string(),
+        }
+    }
+}
+
+/// The command for the first of `names` that exists (inside `container` when given: the
+/// container's shell picks it; else from `bindir` or PATH), in its own process group.
+pub(crate) fn tool_in(
+    container: Option<&Container>,
+    bindir: Option<&Path>,
+    names: &[&str],
+) -> Command {
+    let Some(c) = container else {
+        let dirs: Vec<std::path::PathBuf> = match bindir {
+            Some(d) => vec![d.to_path_buf()],
+            None => std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).collect())
+                .unwrap_or_default(),
+        };
+        let name = names
+            .iter()
+            .find(|n| dirs.iter().any(|d| d.join(n).is_file()))
+            .or(names.first())
+            .copied()
+            .unwrap_or_default();
+        return tool(bindir, name);
+    };
+    let mut cmd = Command::new(&c.runtime);
+    cmd.args(["exec", "-i", &c.name]);
+    match names {
+        [one] => {
+            cmd.arg(one);
+        }
+        _ => {
+            let mut script = String::new();
+            for n in names {
+                script.push_str(&format!(
+                    "command -v {n} >/dev/null 2>&1 && exec {n} \"$@\"; "
+                ));
+            }
+            script.push_str("echo \"none of the tools is in the container\" >&2; exit 127");
+            cmd.args(["sh", "-c", &script, "sh"]);
+        }
+    }
+    cmd.process_group(0);
+    cmd
+}
+
 /// The command for `tool`, from `bindir` when given (else PATH), in its own process group (a
 /// Ctrl-C at the terminal reaches tresor, which ends the tool itself after cleaning up).
 pub(crate) fn tool(bindir: Option<&Path>, name: &str) -> Command {

@@ -1185,18 +1185,18 @@ fn database_sources(d: &crate::jobs::config::DatabaseSources) -> Result<Vec<Sour
             &[],
             d.count_rows,
         )?;
-        out.extend(pg.into_iter().map(SourceSpec::Database));
+        out.extend(pg.into_iter().map(|d| SourceSpec::Database(Box::new(d))));
     }
     if !d.mariadb.is_empty() {
         let conn = crate::db::MyConn::default();
         let my = crate::db::mariadb::sources(&conn, &d.mariadb, &[], d.count_rows)?;
-        out.extend(my.into_iter().map(SourceSpec::Database));
+        out.extend(my.into_iter().map(|d| SourceSpec::Database(Box::new(d))));
     }
     for p in &d.sqlite {
-        out.push(SourceSpec::Database(crate::db::sqlite::source(
+        out.push(SourceSpec::Database(Box::new(crate::db::sqlite::source(
             p,
             d.count_rows,
-        )?));
+        )?)));
     }
     Ok(out)
 }

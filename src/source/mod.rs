@@ -74,7 +74,7 @@ pub enum SourceSpec {
     },
     /// A database dumped by its engine ([`crate::db`]), stored at its path
     /// (`postgres/<host>/<db>.sql`, `sqlite/<path>`).
-    Database(crate::db::DbSource),
+    Database(Box<crate::db::DbSource>),
 }
 
 /// One step of the source stream.

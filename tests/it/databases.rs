@@ -843,3 +843,69 @@ fn a_postgres_dump_during_writes_counts_the_rows_of_its_own_snapshot() {
     assert_eq!(v["sources"][0]["result"], "ok", "{v}");
     assert_eq!(v["sources"][0]["tables_checked"], 3, "{v}");
 }
+
+#[test]
+fn container_runs_the_tools_through_the_container_cli() {
+    let pg = Pg::start();
+    pg.createdb("shop");
+    pg.sql("shop", SMALL_SHOP);
+    let env = Env::new();
+    env.init();
+    // A stand-in container CLI: `docker exec -i NAME TOOL ARGS…` logs NAME and runs TOOL here,
+    // the real one (PATH has the server's client tools).
+    let bin = env.path("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let log = env.path("container.log");
+    let stub = bin.join("docker");
+    std::fs::write(
+        &stub,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = exec ] || exit 99\nshift\n[ \"$1\" = -i ] || exit 98\nshift\necho \"$1 $2\" >> {:?}\nshift\nexec \"$@\"\n",
+            log.display().to_string()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}:{}",
+        bin.display(),
+        pg.bindir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |a: &[&str]| {
+        let mut cmd = env.command(a);
+        cmd.env("PATH", &path);
+        harness::run_command(cmd, "tresor with --container")
+    };
+    let sock = pg.sock.display().to_string();
+    let common = [
+        "--container",
+        "pgbox",
+        "--pg-host",
+        &sock,
+        "--pg-user",
+        "postgres",
+    ];
+    let mut create = vec!["snapshot", "create", "--postgres", "shop", "--count-rows"];
+    create.extend(common);
+    run(&create).ok("snapshot create --container");
+    let mut restore = vec![
+        "db", "restore", "latest", "shop", "--into", "copy", "--create",
+    ];
+    restore.extend(common);
+    run(&restore).ok("db restore --container");
+    assert_eq!(fingerprint(&pg, "shop"), fingerprint(&pg, "copy"));
+    let logged = std::fs::read_to_string(&log).unwrap();
+    for tool in ["pgbox psql", "pgbox pg_dump"] {
+        assert!(
+            logged.contains(tool),
+            "{tool} not run in the container:\n{logged}"
+        );
+    }
+    // Without the container CLI, the error names it.
+    let mut cmd = env.command(&create);
+    cmd.env("PATH", pg.bindir.display().to_string());
+    harness::run_command(cmd, "no container CLI")
+        .expect_code(exit::FATAL, "no container CLI")
+        .stderr_has("docker could not be started");
+}
