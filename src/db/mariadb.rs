@@ -320,7 +320,14 @@ impl MyDump {
         let status = self.dumper.wait();
         let err = self.dumper_err.text();
         match &status {
-            Ok(st) if st.success() => {}
+            Ok(st) if st.success() => {
+                if let Some(e) = process::printed_errors(&err) {
+                    return Err(failed(
+                        &self.what,
+                        format!("{} exited 0 but printed errors: {e}", self.tool),
+                    ));
+                }
+            }
             Ok(st) => {
                 return Err(failed(
                     &self.what,

@@ -502,7 +502,10 @@ impl PgDump {
         let status = self.dumper.wait();
         let err = self.dumper_err.text();
         let ok = match &status {
-            Ok(st) if st.success() => Ok(()),
+            Ok(st) if st.success() => match process::printed_errors(&err) {
+                Some(e) => Err(format!("{tool} exited 0 but printed errors: {e}")),
+                None => Ok(()),
+            },
             Ok(st) => Err(said(&format!("{tool} {}", describe_status(st)), &err)),
             Err(e) => Err(format!("{tool} could not be waited for: {e}")),
         };

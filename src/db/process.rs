@@ -179,6 +179,20 @@ pub(crate) fn said(status: &str, stderr: &str) -> String {
     }
 }
 
+/// The lines of a dumper's standard error that report errors (`pg_dump: error: …`,
+/// `mariadb-dump: Got error: …`), joined; `None` when it printed none. A dumper that exits 0
+/// after printing one still fails its source: its dump may lack what the error was about.
+pub(crate) fn printed_errors(stderr: &str) -> Option<String> {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("error:") || l.contains("got error") || l.starts_with("error")
+        })
+        .collect();
+    (!lines.is_empty()).then(|| lines.join(" | "))
+}
+
 /// A database error about `what`.
 pub(crate) fn failed(what: &str, reason: String) -> Error {
     Error::Database {
@@ -197,4 +211,31 @@ pub(crate) fn end(child: &mut Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_told_from_warnings() {
+        assert_eq!(
+            printed_errors(
+                "pg_dump: warning: circular keys
+"
+            ),
+            None
+        );
+        assert_eq!(
+            printed_errors(
+                "pg_dump: warning: x
+pg_dump: error: query failed
+"
+            )
+            .as_deref(),
+            Some("pg_dump: error: query failed")
+        );
+        assert!(printed_errors("mariadb-dump: Got error: 1044: Access denied").is_some());
+        assert_eq!(printed_errors(""), None);
+    }
 }
