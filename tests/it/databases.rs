@@ -845,7 +845,7 @@ fn a_postgres_dump_during_writes_counts_the_rows_of_its_own_snapshot() {
 }
 
 #[test]
-fn container_runs_the_tools_through_the_container_cli() {
+fn with_container_the_tools_run_through_the_container_cli() {
     let pg = Pg::start();
     pg.createdb("shop");
     pg.sql("shop", SMALL_SHOP);
@@ -908,4 +908,55 @@ fn container_runs_the_tools_through_the_container_cli() {
     harness::run_command(cmd, "no container CLI")
         .expect_code(exit::FATAL, "no container CLI")
         .stderr_has("docker could not be started");
+}
+
+#[test]
+fn a_dumper_killed_by_a_signal_fails_the_snapshot() {
+    let pg = Pg::start();
+    pg.createdb("shop");
+    pg.sql("shop", SMALL_SHOP);
+    let env = Env::new();
+    env.init();
+    // The real psql (which holds the snapshot), and a pg_dump that writes a little and dies.
+    let bin = env.path("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(pg.bin("psql"), bin.join("psql")).unwrap();
+    let dump = bin.join("pg_dump");
+    std::fs::write(
+        &dump,
+        "#!/bin/sh\necho 'CREATE TABLE half (x int);'\nkill -9 $$\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&dump, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let sock = pg.sock.display().to_string();
+    env.run(&[
+        "snapshot",
+        "create",
+        "--postgres",
+        "shop",
+        "--count-rows",
+        "--pg-host",
+        &sock,
+        "--pg-user",
+        "postgres",
+        "--pg-bindir",
+        bin.to_str().unwrap(),
+    ])
+    .expect_code(exit::FATAL, "a killed pg_dump")
+    .stderr_has("pg_dump was killed by signal 9")
+    .stderr_has("no snapshot was written");
+    assert_eq!(env.snapshot_count(), 0);
+    // The session that held the snapshot is gone too (its backend notices within moments).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pg.sql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = 'shop'",
+    ) != "0"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the snapshot's session is still open"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
