@@ -960,3 +960,56 @@ fn a_dumper_killed_by_a_signal_fails_the_snapshot() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn ctrl_c_during_a_dump_writes_no_snapshot_and_ends_the_dumper() {
+    let pg = Pg::start();
+    pg.createdb("shop");
+    pg.sql("shop", SHOP_SQL);
+    let env = Env::new();
+    env.init();
+    let c = conn(&pg);
+    let mut cmd = env.command(&args(
+        &["snapshot", "create", "--postgres", "shop", "--count-rows"],
+        &c,
+    ));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let sessions = || {
+        pg.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'shop' AND application_name = 'pg_dump'",
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sessions() == "0" {
+        assert!(Instant::now() < deadline, "pg_dump never connected");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = wait_with_timeout(
+        child,
+        harness::DEFAULT_TIMEOUT,
+        "snapshot create after SIGINT",
+    );
+    out.expect_code(130, "an interrupted dump");
+    assert_eq!(env.snapshot_count(), 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pg.sql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = 'shop'",
+    ) != "0"
+    {
+        assert!(
+            Instant::now() < deadline,
+            "pg_dump or the session holding its snapshot is still connected"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
