@@ -1,5 +1,6 @@
 //! A throwaway MariaDB server on a unix socket (no network), for the database-source tests:
-//! `mariadb-install-db` into a temporary directory, `mariadbd --skip-networking`, stopped
+//! `mariadb-install-db` into a temporary directory (the system's my.cnf ignored),
+//! `mariadbd --skip-networking`, stopped
 //! (and its directory removed) when dropped.
 
 use std::path::PathBuf;
@@ -29,12 +30,20 @@ impl Maria {
         let data = dir.path().join("data");
         let sock = dir.path().join("sock");
         let log = dir.path().join("server.log");
+        // Its own temporary directory: temporary tables are named by pid, and a name left in a
+        // shared /tmp by another server made a bootstrap fail.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
         let mut install = Command::new("mariadb-install-db");
-        install.arg(format!("--datadir={}", data.display())).args([
-            "--auth-root-authentication-method=normal",
-            "--skip-test-db",
-            "--skip-name-resolve",
-        ]);
+        install
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
+            .args([
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                "--skip-name-resolve",
+            ]);
         if is_root() {
             install.arg("--user=root");
         }
@@ -55,6 +64,7 @@ impl Maria {
             .arg(format!("--socket={}", sock.display()))
             .arg(format!("--pid-file={}", dir.path().join("pid").display()))
             .arg(format!("--log-error={}", log.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .args(["--skip-networking", "--innodb-buffer-pool-size=32M"]);
         if is_root() {
             server.arg("--user=root");
