@@ -107,10 +107,21 @@ fn temp_path(what: &str) -> PathBuf {
     ))
 }
 
+/// Removes a temporary database file (and its journals) when dropped, unless disarmed.
 struct RemoveOnDrop(PathBuf);
+
+impl RemoveOnDrop {
+    /// Keeps the file: it was renamed into place.
+    fn disarm(mut self) {
+        self.0 = PathBuf::new();
+    }
+}
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
+        if self.0.as_os_str().is_empty() {
+            return;
+        }
         let _ = std::fs::remove_file(&self.0);
         for suffix in ["-journal", "-wal", "-shm"] {
             let mut p = self.0.clone().into_os_string();
@@ -214,7 +225,7 @@ pub fn restore(
             e,
         )
     })?;
-    std::mem::forget(guard);
+    guard.disarm();
     Ok(Restored {
         bytes,
         seconds: started.elapsed().as_secs_f64(),
