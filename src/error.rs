@@ -87,6 +87,10 @@ pub enum Error {
     #[error("command `{command}` {status}; no snapshot was written")]
     CommandFailed { command: String, status: String },
 
+    /// A database source, restore or drill failed: its dumper, loader or server said why.
+    #[error("{what}: {reason}")]
+    Database { what: String, reason: String },
+
     /// A source given on the command line cannot be backed up at all.
     #[error("source {path}: {reason}")]
     BadSource { path: PathBuf, reason: String },
@@ -169,6 +173,8 @@ pub mod exit {
     /// `tresor run`: every other step succeeded, but a notification (a ping or the
     /// notification command) could not be delivered.
     pub const NOTIFY: u8 = 5;
+    /// `tresor drill`: a restore drill failed (a load error or a row-count mismatch).
+    pub const DRILL_FAILED: u8 = 6;
     /// No repository at the given location.
     pub const NO_REPO: u8 = 10;
     /// Another process holds a conflicting lock.

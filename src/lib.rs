@@ -20,7 +20,9 @@
 //!   in flight on a few threads) and [`units`] (sizes and shares) are shared by every tier.
 //! - T1, storage: [`backend`] (bytes under names) and [`repo`] (the only door to them: keys,
 //!   config, catalog, locks, snapshots, blob reading and pack writing).
-//! - T2, operations: [`source`] (what a backup reads, with change detection and excludes),
+//! - T2, operations: [`source`] (what a backup reads, with change detection and excludes;
+//!   database sources through [`db`], the engines that dump, restore and drill databases from
+//!   and into a reader or writer, never the repository),
 //!   [`backup`], [`restore`], [`check`], [`copy`], [`prune`], [`forget`], [`repair`], [`listing`],
 //!   [`usage`], [`vfs`] and [`mount`]. Operations never call each other; they share
 //!   [`repo::Repo`].
@@ -35,6 +37,7 @@ pub mod backend;
 pub mod backup;
 pub mod check;
 pub mod copy;
+pub mod db;
 pub mod error;
 pub mod forget;
 pub mod format;

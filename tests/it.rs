@@ -17,6 +17,8 @@ mod backup;
 mod copy;
 #[path = "it/crash.rs"]
 mod crash;
+#[path = "it/databases.rs"]
+mod databases;
 #[path = "it/dedup.rs"]
 mod dedup;
 #[path = "it/delta.rs"]

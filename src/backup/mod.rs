@@ -40,7 +40,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::format::crypto::MasterKey;
 use crate::format::id::{BlobId, ObjectId};
-use crate::format::snapshot::{ExcludeRecord, Snapshot, SourceRecord, Summary};
+use crate::format::snapshot::{DatabaseRecord, ExcludeRecord, Snapshot, SourceRecord, Summary};
 use crate::format::tree::{ContentRef, Node, NodeKind, chunk_anchor, encode_os};
 use crate::repo::{Repo, hostname};
 use crate::source::exclude::Excludes;
@@ -187,7 +187,8 @@ pub fn create(
     if let Some(w) = warning {
         record_error(&mut summary, progress, &w, false);
     }
-    let root_nodes = consume(&rx, reader, &key, &mut store, &mut summary, progress)?;
+    let (root_nodes, databases) = consume(&rx, reader, &key, &mut store, &mut summary, progress)?;
+    let records = complete_records(records, databases)?;
     let root = finish_data(store, &mut summary, root_nodes, started)?;
     let label = Label {
         time,
@@ -213,7 +214,7 @@ struct Prepared {
 fn prepare(repo: &mut Repo, opts: &CreateOptions, progress: &dyn Progress) -> Result<Prepared> {
     if opts.sources.is_empty() {
         return Err(Error::InvalidArgument(
-            "nothing to back up: give paths, --stdin or --command".into(),
+            "nothing to back up: give paths, --stdin, --command, --postgres or --sqlite".into(),
         ));
     }
     source::check(&opts.sources)?;
@@ -315,7 +316,8 @@ fn start_reader(
 }
 
 /// Takes the reader's batches until it ends, hashing each batch's chunks on both cores and
-/// turning the items into nodes and trees; returns the root directory's nodes.
+/// turning the items into nodes and trees; returns the root directory's nodes and the
+/// completed records of the database sources.
 fn consume(
     rx: &Receiver<Vec<Item>>,
     reader: thread::JoinHandle<()>,
@@ -323,7 +325,7 @@ fn consume(
     store: &mut BlobStore<'_>,
     summary: &mut Summary,
     progress: &dyn Progress,
-) -> Result<Vec<Node>> {
+) -> Result<(Vec<Node>, Vec<DatabaseRecord>)> {
     let mut b = Building {
         stack: vec![DirFrame {
             name: Default::default(),
@@ -332,6 +334,7 @@ fn consume(
         }],
         file: None,
         picker: None,
+        databases: Vec::new(),
     };
     loop {
         // Wait for the next batch, looking up now and then for a signal to stop.
@@ -366,7 +369,10 @@ fn consume(
             "the source stream ended early".into(),
         ));
     }
-    Ok(b.stack.pop().map(|f| f.nodes).unwrap_or_default())
+    Ok((
+        b.stack.pop().map(|f| f.nodes).unwrap_or_default(),
+        b.databases,
+    ))
 }
 
 /// What [`consume`] is building: the directories open on the walk and the file being read.
@@ -374,6 +380,8 @@ struct Building {
     stack: Vec<DirFrame>,
     file: Option<Node>,
     picker: Option<BasePicker>,
+    /// The completed records of the database sources dumped so far.
+    databases: Vec<DatabaseRecord>,
 }
 
 impl Building {
@@ -390,6 +398,7 @@ impl Building {
             stack,
             file,
             picker,
+            databases,
         } = self;
         match item {
             Item::Chunk(c) => {
@@ -487,6 +496,7 @@ impl Building {
                 incomplete,
             } => record_error(summary, progress, &message, incomplete),
             Item::CommandOk { status } => summary.command_exit_status.push(status),
+            Item::Database(rec) => databases.push(rec),
             // A failed source ends the backup before the snapshot is written.
             Item::Fatal(e) => return Err(e),
         }
@@ -563,6 +573,30 @@ fn record_error(summary: &mut Summary, progress: &dyn Progress, message: &str, i
     }
 }
 
+/// The source records with each database source's record replaced by the one its dump
+/// completed (server version, dumper, row counts); a database source without one did not
+/// finish, and the snapshot must not be written.
+fn complete_records(
+    records: Vec<SourceRecord>,
+    databases: Vec<DatabaseRecord>,
+) -> Result<Vec<SourceRecord>> {
+    records
+        .into_iter()
+        .map(|r| match r {
+            SourceRecord::Database(d) => databases
+                .iter()
+                .find(|done| done.name == d.name)
+                .cloned()
+                .map(SourceRecord::Database)
+                .ok_or_else(|| Error::Database {
+                    what: format!("database source {}", d.name),
+                    reason: "its dump did not finish; no snapshot was written".into(),
+                }),
+            other => Ok(other),
+        })
+        .collect()
+}
+
 fn record(s: &SourceSpec) -> Result<SourceRecord> {
     Ok(match s {
         SourceSpec::Path(p) => SourceRecord::Path {
@@ -573,6 +607,7 @@ fn record(s: &SourceSpec) -> Result<SourceRecord> {
             command: command.clone(),
             name: name.clone(),
         },
+        SourceSpec::Database(db) => SourceRecord::Database(db.record()),
     })
 }
 

@@ -84,6 +84,7 @@ pub(super) struct Global {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process; boxing buys nothing
 pub(super) enum Command {
     /// Repository management.
     #[command(subcommand)]
@@ -105,6 +106,13 @@ pub(super) enum Command {
     /// Key files: list them, add a password, remove one, change the password in use.
     #[command(subcommand)]
     Key(KeyCmd),
+    /// Database sources: list them, restore one into a database.
+    #[command(subcommand)]
+    Db(DbCmd),
+    /// Restore drill: restore each database source of a snapshot into a scratch database,
+    /// compare per-table row counts with those recorded, drop it, report the time to restore;
+    /// exit 6 when any drill fails.
+    Drill(DrillArgs),
     /// Run jobs of the configuration file: hooks, snapshot, forget, prune, check,
     /// notifications. One summary line per job; the exit code is the worst step's.
     Run(RunArgs),
@@ -468,6 +476,7 @@ pub(super) struct InitArgs {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process; boxing buys nothing
 pub(super) enum SnapshotCmd {
     /// Back up paths, standard input or a command's output into a new snapshot.
     Create(CreateArgs),
@@ -540,6 +549,43 @@ pub(super) struct CreateArgs {
     /// File name in the snapshot for --stdin or --command.
     #[arg(long, default_value = "stdin")]
     pub(super) stdin_name: String,
+    /// Dump this PostgreSQL database with pg_dump, stored as `postgres/<host>/<db>.sql`
+    /// (repeatable). `all`: every database that is not a template, one file each, plus the
+    /// roles and tablespaces (`pg_dumpall --globals-only`) as `postgres/<host>/globals.sql`.
+    /// If a dump fails, no snapshot is written.
+    #[arg(long, value_name = "DB")]
+    pub(super) postgres: Vec<String>,
+    /// Stored format of --postgres dumps: `plain` SQL (small deltas from day to day) or
+    /// pg_dump's `custom` archive (`.dump`, stored uncompressed; `db restore --jobs N` loads it
+    /// in parallel).
+    #[arg(long, value_enum, default_value_t = PgFormatArg::Plain)]
+    pub(super) pg_format: PgFormatArg,
+    /// Pass this option to pg_dump (repeatable), e.g. `--pg-dump-option=--exclude-table=logs`.
+    #[arg(long, value_name = "OPTION", allow_hyphen_values = true)]
+    pub(super) pg_dump_option: Vec<String>,
+    /// Dump this MariaDB/MySQL database with mariadb-dump (else mysqldump), stored as
+    /// `mariadb/<host>/<db>.sql` (repeatable; `all`: every database but the server's own).
+    /// Default options: --single-transaction --routines --triggers --events.
+    #[arg(long, value_name = "DB")]
+    pub(super) mariadb: Vec<String>,
+    /// Pass this option to mariadb-dump (repeatable), after the defaults, e.g.
+    /// `--mariadb-dump-option=--lock-tables` for MyISAM tables.
+    #[arg(long, value_name = "OPTION", allow_hyphen_values = true)]
+    pub(super) mariadb_dump_option: Vec<String>,
+    /// Copy this SQLite database with SQLite's online backup API (consistent while it is being
+    /// written), stored as `sqlite/<absolute path>` (repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub(super) sqlite: Vec<PathBuf>,
+    /// Record the exact row count of every table of each database source, counted in the
+    /// dump's own snapshot, for `tresor drill` to compare.
+    #[arg(long)]
+    pub(super) count_rows: bool,
+    #[command(flatten)]
+    pub(super) pg: PgArgs,
+    #[command(flatten)]
+    pub(super) my: MyArgs,
+    #[command(flatten)]
+    pub(super) container: ContainerArgs,
     /// Tag the snapshot (repeatable).
     #[arg(long)]
     pub(super) tag: Vec<String>,
@@ -578,6 +624,139 @@ pub(super) struct CreateArgs {
     #[arg(long, short = 'x')]
     pub(super) one_file_system: bool,
     /// Print the result as JSON.
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+/// How to reach a PostgreSQL server (default: libpq's environment, PGHOST, PGPORT, PGUSER,
+/// PGPASSWORD, ~/.pgpass…).
+#[derive(Args, Clone, Default)]
+pub(super) struct PgArgs {
+    /// PostgreSQL host or socket directory [default: libpq's, PGHOST].
+    #[arg(long, value_name = "HOST")]
+    pub(super) pg_host: Option<String>,
+    /// PostgreSQL port [default: libpq's, PGPORT].
+    #[arg(long, value_name = "PORT")]
+    pub(super) pg_port: Option<u16>,
+    /// PostgreSQL user [default: libpq's, PGUSER].
+    #[arg(long, value_name = "USER")]
+    pub(super) pg_user: Option<String>,
+    /// Directory of psql, pg_dump, pg_dumpall and pg_restore [default: PATH].
+    #[arg(long, env = "TRESOR_PG_BINDIR", value_name = "DIR")]
+    pub(super) pg_bindir: Option<PathBuf>,
+}
+
+/// Where the database tools run.
+#[derive(Args, Clone, Default)]
+pub(super) struct ContainerArgs {
+    /// Run the database tools (psql, pg_dump, mariadb-dump, …) inside this container with
+    /// `docker exec -i` (or podman); connection options then mean what they mean there.
+    #[arg(long, value_name = "NAME")]
+    pub(super) container: Option<String>,
+    /// The container CLI [default: docker if in PATH, else podman].
+    #[arg(long, value_name = "CMD", requires = "container")]
+    pub(super) container_runtime: Option<String>,
+}
+
+/// How to reach a MariaDB/MySQL server (default: the client's own defaults, ~/.my.cnf).
+#[derive(Args, Clone, Default)]
+pub(super) struct MyArgs {
+    /// MariaDB unix socket.
+    #[arg(long, value_name = "PATH")]
+    pub(super) my_socket: Option<PathBuf>,
+    /// MariaDB host.
+    #[arg(long, value_name = "HOST")]
+    pub(super) my_host: Option<String>,
+    /// MariaDB port.
+    #[arg(long, value_name = "PORT")]
+    pub(super) my_port: Option<u16>,
+    /// MariaDB user.
+    #[arg(long, value_name = "USER")]
+    pub(super) my_user: Option<String>,
+    /// An option file with the credentials (`[client]` user=, password=), read in addition to
+    /// the usual ones.
+    #[arg(long, value_name = "FILE")]
+    pub(super) my_defaults_file: Option<PathBuf>,
+    /// Directory of mariadb and mariadb-dump (or mysql and mysqldump) [default: PATH].
+    #[arg(long, env = "TRESOR_MY_BINDIR", value_name = "DIR")]
+    pub(super) my_bindir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(super) enum PgFormatArg {
+    Plain,
+    Custom,
+}
+
+#[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process; boxing buys nothing
+pub(super) enum DbCmd {
+    /// The database sources of a snapshot: engine, database, format, server version, dumper,
+    /// whether row counts were recorded.
+    List(DbListArgs),
+    /// Load a database source of a snapshot into a database (PostgreSQL: psql or pg_restore,
+    /// stopping at the first error) or write an SQLite file back, streaming from the repository.
+    Restore(DbRestoreArgs),
+}
+
+#[derive(Args)]
+pub(super) struct DbListArgs {
+    /// Snapshot: `latest`, a full id or a unique prefix.
+    pub(super) snapshot: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Args)]
+pub(super) struct DbRestoreArgs {
+    /// Snapshot: `latest`, a full id or a unique prefix.
+    pub(super) snapshot: String,
+    /// The source: its stored path (`postgres/local/shop.sql`), its database name, or for
+    /// SQLite the database file's path.
+    pub(super) source: String,
+    /// The target: a database name (PostgreSQL; not needed for globals) or a file (SQLite).
+    #[arg(long, value_name = "NAME")]
+    pub(super) into: Option<String>,
+    /// Create the target database when it does not exist (an existing one must be empty).
+    #[arg(long)]
+    pub(super) create: bool,
+    /// Drop the target database (or replace the SQLite file) when it exists, then restore.
+    #[arg(long, conflicts_with = "create")]
+    pub(super) drop_existing: bool,
+    /// First restore the roles and tablespaces the snapshot holds for the same server.
+    #[arg(long)]
+    pub(super) globals: bool,
+    /// Parallel pg_restore jobs for a custom-format dump (from a temporary file in $TMPDIR,
+    /// which parallel pg_restore needs).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub(super) jobs: u32,
+    #[command(flatten)]
+    pub(super) pg: PgArgs,
+    #[command(flatten)]
+    pub(super) my: MyArgs,
+    #[command(flatten)]
+    pub(super) container: ContainerArgs,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub(super) json: bool,
+}
+
+#[derive(Args)]
+pub(super) struct DrillArgs {
+    /// Snapshot: `latest`, a full id or a unique prefix [default: the latest snapshot with
+    /// database sources].
+    pub(super) snapshot: Option<String>,
+    /// Drill only this source (stored path or database name; repeatable) [default: every one].
+    #[arg(long, value_name = "SOURCE")]
+    pub(super) source: Vec<String>,
+    #[command(flatten)]
+    pub(super) pg: PgArgs,
+    #[command(flatten)]
+    pub(super) my: MyArgs,
+    #[command(flatten)]
+    pub(super) container: ContainerArgs,
+    /// Print the results as JSON.
     #[arg(long)]
     pub(super) json: bool,
 }

@@ -3,12 +3,13 @@
 //!
 //! This module holds the clap argument tree, dispatch, exit-code mapping, the password sources
 //! and opening/locking the repository; the commands live in `snapshots` (create, list, show,
-//! restore, ls, diff, stats), `maintenance` (check, repair, unlock, prune, forget, mount),
+//! restore, ls, diff, stats), `databases` (db list, db restore, drill), `maintenance` (check, repair, unlock, prune, forget, mount),
 //! `copying` (repo copy), `keys` (key list, add, remove, passwd) and `jobs` (run, status, config
 //! check, schedule, completions, man).
 
 mod args;
 mod copying;
+mod databases;
 mod jobs;
 mod keys;
 mod maintenance;
@@ -16,6 +17,7 @@ mod snapshots;
 
 use args::*;
 use copying::*;
+use databases::*;
 use jobs::*;
 use keys::*;
 use maintenance::*;
@@ -144,6 +146,9 @@ fn run(mut cli: Cli) -> Result<u8> {
         Command::Key(KeyCmd::Add(a)) => key_add(g, a),
         Command::Key(KeyCmd::Remove(a)) => key_remove(g, a),
         Command::Key(KeyCmd::Passwd(a)) => key_passwd(g, a),
+        Command::Db(DbCmd::List(a)) => db_list(g, a),
+        Command::Db(DbCmd::Restore(a)) => db_restore(g, a),
+        Command::Drill(a) => drill(g, a),
         Command::Run(a) => run_jobs(g, a),
         Command::Status(a) => job_status(g, a),
         Command::Config(ConfigCmd::Check) => config_check(g),

@@ -27,8 +27,11 @@ pub(super) fn create(g: &Global, a: CreateArgs) -> Result<u8> {
         };
         sources.push(SourceSpec::Command { name, command });
     }
+    sources.extend(database_sources(&a)?);
     if sources.is_empty() {
-        bail!("nothing to back up: give paths, --stdin or --command");
+        bail!(
+            "nothing to back up: give paths, --stdin, --command, --postgres, --mariadb or --sqlite"
+        );
     }
     let mut repo = open(g)?;
     lock(g, &mut repo, "snapshot create", false)?;
@@ -137,6 +140,7 @@ pub(super) fn stored_paths(s: &Snapshot) -> Vec<String> {
         .map(|src| match src {
             SourceRecord::Path { path } => path.trim_start_matches('/').to_string(),
             SourceRecord::Stdin { name } | SourceRecord::Command { name, .. } => name.clone(),
+            SourceRecord::Database(d) => d.name.clone(),
         })
         .collect()
 }
@@ -152,6 +156,7 @@ pub(super) fn source_text(src: &SourceRecord) -> String {
             let more = if short.len() < flat.len() { "…" } else { "" };
             format!("command:{name}={short}{more}")
         }
+        SourceRecord::Database(d) => format!("{}:{}", d.engine, d.name),
     }
 }
 

@@ -69,6 +69,7 @@ pub fn sources_key(s: &Snapshot) -> String {
             SourceRecord::Path { path } => path.clone(),
             SourceRecord::Stdin { name } => format!("stdin:{name}"),
             SourceRecord::Command { name, .. } => format!("command:{name}"),
+            SourceRecord::Database(d) => format!("database:{}", d.name),
         })
         .collect();
     v.sort();

@@ -1,7 +1,7 @@
 //! Snapshot objects: the record that makes a backup exist.
 //!
 //! A snapshot is sealed JSON naming the root tree plus who, when and what: time, host, user,
-//! tags, sources (paths, stdin names, commands) and a summary. It is written last, after every
+//! tags, sources (paths, stdin names, commands, databases) and a summary. It is written last, after every
 //! pack and index object it needs is durable, so a snapshot that exists is complete. Its name is
 //! the BLAKE3 hash of its stored bytes.
 
@@ -33,6 +33,41 @@ pub enum SourceRecord {
         /// The file name in the snapshot.
         name: String,
     },
+    /// A database dump (`--postgres`, `--mariadb`, `--sqlite`) stored as a file.
+    Database(DatabaseRecord),
+}
+
+/// A database source: what was dumped, by what, and (with `--count-rows`) how many rows each
+/// table held at dump time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseRecord {
+    /// `postgres`, `mariadb` or `sqlite`.
+    pub engine: String,
+    /// The stored path of the dump in the snapshot (`postgres/local/shop.sql`).
+    pub name: String,
+    /// The database name; for SQLite the database file's absolute path; for PostgreSQL
+    /// globals (roles, tablespaces) the empty string.
+    pub database: String,
+    /// The server's label as stored (`local` for a unix socket or no host); absent for SQLite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// `plain` or `custom` (PostgreSQL), `globals` (`pg_dumpall --globals-only`), `plain`
+    /// (MariaDB), `sqlite` (a database file).
+    pub format: String,
+    /// The server's version (PostgreSQL `server_version`, SQLite library version).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub server_version: String,
+    /// The dumper and its version (`pg_dump (PostgreSQL) 15.18`, `sqlite3_backup`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub dumper: String,
+    /// The dumper's options, as run (connection options and secrets left out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<String>,
+    /// Rows per table (`schema.table` for PostgreSQL), counted in the dump's own snapshot
+    /// (MariaDB: in a consistent snapshot of their own, just before the dump); absent without
+    /// `--count-rows`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 /// The exclude options of a backup, as given.

@@ -203,6 +203,8 @@ pub struct Job {
     pub commands: Vec<(String, String)>,
     /// The hooks of the sources that have any, in source order (see [`crate::jobs::sources`]).
     pub source_hooks: Vec<crate::jobs::sources::SourceHooks>,
+    /// Database sources (`postgres`, `mariadb`, `sqlite`, `count-rows`).
+    pub databases: DatabaseSources,
     /// Tags (the `job:NAME` tag is added to these).
     pub tags: Vec<String>,
     /// Excludes.
@@ -229,6 +231,27 @@ pub struct Job {
     pub retry_lock: u64,
     /// Repositories the job's snapshots are copied into after each run (`copy`).
     pub copy: Vec<CopyTarget>,
+}
+
+/// A job's database sources, dumped as `snapshot create --postgres/--mariadb/--sqlite` would,
+/// with the client tools' own defaults for the connection (libpq's environment, `~/.my.cnf`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DatabaseSources {
+    /// PostgreSQL databases (`all` for every one, plus globals).
+    pub postgres: Vec<String>,
+    /// MariaDB/MySQL databases (`all`).
+    pub mariadb: Vec<String>,
+    /// SQLite database files (absolute).
+    pub sqlite: Vec<PathBuf>,
+    /// Record per-table row counts.
+    pub count_rows: bool,
+}
+
+impl DatabaseSources {
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.postgres.is_empty() && self.mariadb.is_empty() && self.sqlite.is_empty()
+    }
 }
 
 impl Job {
@@ -382,6 +405,10 @@ struct RawSettings {
     host: Option<String>,
     paths: Option<Vec<crate::jobs::sources::RawPath>>,
     commands: Option<BTreeMap<String, crate::jobs::sources::RawCommand>>,
+    postgres: Option<Vec<String>>,
+    mariadb: Option<Vec<String>>,
+    sqlite: Option<Vec<PathBuf>>,
+    count_rows: Option<bool>,
     tags: Option<Vec<String>>,
     exclude: Option<Vec<String>>,
     exclude_file: Option<Vec<PathBuf>>,
@@ -594,8 +621,23 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Config> {
                 return Err(err(format!("command stream {n:?} has an empty command")));
             }
         }
-        if paths.is_empty() && commands.is_empty() {
-            return Err(err("nothing to back up: give `paths` or `commands`".into()));
+        let databases = DatabaseSources {
+            postgres: pick!(postgres).unwrap_or_default(),
+            mariadb: pick!(mariadb).unwrap_or_default(),
+            sqlite: pick!(sqlite).unwrap_or_default(),
+            count_rows: pick!(count_rows).unwrap_or(false),
+        };
+        if let Some(p) = databases.sqlite.iter().find(|p| !p.is_absolute()) {
+            return Err(err(format!(
+                "sqlite {:?} is relative; give absolute paths",
+                p.display().to_string()
+            )));
+        }
+        if paths.is_empty() && commands.is_empty() && databases.is_empty() {
+            return Err(err(
+                "nothing to back up: give `paths`, `commands`, `postgres`, `mariadb` or `sqlite`"
+                    .into(),
+            ));
         }
         let keep = pick!(keep).map(|k| Policy {
             keep_last: k.last,
@@ -706,6 +748,7 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Config> {
             paths,
             commands,
             source_hooks,
+            databases,
             tags: pick!(tags).unwrap_or_default(),
             excludes,
             keep,
@@ -926,6 +969,12 @@ impl Job {
             );
         }
         t.insert("commands".into(), V::Table(c));
+        if !self.databases.is_empty() {
+            t.insert("postgres".into(), strs(&self.databases.postgres));
+            t.insert("mariadb".into(), strs(&self.databases.mariadb));
+            t.insert("sqlite".into(), paths(&self.databases.sqlite));
+            t.insert("count-rows".into(), V::Boolean(self.databases.count_rows));
+        }
         let mut tags = self.tags.clone();
         tags.push(self.tag());
         t.insert("tags".into(), strs(&tags));

@@ -1173,6 +1173,34 @@ fn repository_bytes(repo: &Repo) -> Option<u64> {
         .map(|p| p.iter().map(|p| p.size).sum())
 }
 
+/// The database sources of a job (connections from the tools' own defaults).
+fn database_sources(d: &crate::jobs::config::DatabaseSources) -> Result<Vec<SourceSpec>> {
+    let mut out = Vec::new();
+    if !d.postgres.is_empty() {
+        let conn = crate::db::PgConn::default();
+        let pg = crate::db::postgres::sources(
+            &conn,
+            &d.postgres,
+            crate::db::PgFormat::Plain,
+            &[],
+            d.count_rows,
+        )?;
+        out.extend(pg.into_iter().map(|d| SourceSpec::Database(Box::new(d))));
+    }
+    if !d.mariadb.is_empty() {
+        let conn = crate::db::MyConn::default();
+        let my = crate::db::mariadb::sources(&conn, &d.mariadb, &[], d.count_rows)?;
+        out.extend(my.into_iter().map(|d| SourceSpec::Database(Box::new(d))));
+    }
+    for p in &d.sqlite {
+        out.push(SourceSpec::Database(Box::new(crate::db::sqlite::source(
+            p,
+            d.count_rows,
+        )?)));
+    }
+    Ok(out)
+}
+
 fn snapshot(repo: &mut Repo, job: &Job, log: &Log<'_>) -> Result<backup::CreateResult> {
     let mut sources: Vec<SourceSpec> = job.paths.iter().cloned().map(SourceSpec::Path).collect();
     sources.extend(
@@ -1183,6 +1211,7 @@ fn snapshot(repo: &mut Repo, job: &Job, log: &Log<'_>) -> Result<backup::CreateR
                 command: command.clone(),
             }),
     );
+    sources.extend(database_sources(&job.databases)?);
     let mut patterns = job.excludes.patterns.clone();
     for f in &job.excludes.files {
         patterns.extend(crate::source::exclude::read_patterns(f)?);

@@ -33,7 +33,7 @@ pub struct RunningCommands {
 impl RunningCommands {
     /// Records a started command (its process group is its pid); ends it at once if the
     /// backup already stopped.
-    fn started(&self, pid: u32) {
+    pub(super) fn started(&self, pid: u32) {
         let stopped = match self.state.lock() {
             Ok(mut s) => {
                 s.1.push(pid);
@@ -46,7 +46,7 @@ impl RunningCommands {
         }
     }
 
-    fn ended(&self, pid: u32) {
+    pub(super) fn ended(&self, pid: u32) {
         if let Ok(mut s) = self.state.lock() {
             s.1.retain(|p| *p != pid);
         }

@@ -7,7 +7,8 @@
 //! `O_NOATIME`, so reading them does not touch their access time. Regular files the parent
 //! snapshot holds unchanged are not opened ([`crate::source::parent`]); excluded entries are not
 //! visited ([`crate::source::exclude`]);
-//! standard input and `--command` output become single files at the snapshot root. File
+//! standard input and `--command` output become single files at the snapshot root, database
+//! dumps files under `postgres/` or `sqlite/`. File
 //! content arrives already chunked. A command's exit status is checked when its output ends:
 //! a non-zero exit or death by a signal yields [`Item::Fatal`], and the backup then writes no
 //! snapshot. Unreadable entries yield [`Item::Warning`] and the walk goes on.
@@ -22,7 +23,8 @@
 //!   [`read_xattrs`].
 //! - `meta.rs`: [`Meta`], what is recorded for every entry (a leaf module).
 //! - `stream.rs`: standard input as a file; `command.rs`: `--command` children
-//!   ([`RunningCommands`]).
+//!   ([`RunningCommands`]); `database.rs`: the dumps of database sources ([`crate::db`]),
+//!   stored like command output, at their nested paths.
 //! - `mmap.rs`: the memory-mapped standard input and its SIGBUS guard, the only module here
 //!   with `unsafe` code. Every other file here forbids it; this one cannot (a `forbid` in
 //!   `mod.rs` would reach `mmap.rs` too), so the crate's `deny` holds here, and it holds only
@@ -30,6 +32,7 @@
 //! - [`parent`]: change detection against the parent snapshot; [`exclude`]: what is left out.
 
 mod command;
+mod database;
 pub mod exclude;
 mod meta;
 mod mmap;
@@ -69,6 +72,9 @@ pub enum SourceSpec {
         /// The command line.
         command: String,
     },
+    /// A database dumped by its engine ([`crate::db`]), stored at its path
+    /// (`postgres/<host>/<db>.sql`, `sqlite/<path>`).
+    Database(Box<crate::db::DbSource>),
 }
 
 /// One step of the source stream.
@@ -116,6 +122,8 @@ pub enum Item {
     Warning { message: String, incomplete: bool },
     /// A command finished successfully.
     CommandOk { status: i32 },
+    /// A database source's dump finished successfully: its completed record.
+    Database(crate::format::snapshot::DatabaseRecord),
     /// The backup must not be committed.
     Fatal(Error),
 }

@@ -2,10 +2,11 @@
 //! lets the source walk skip reading files that did not change.
 //!
 //! **Parent choice** ([`choose`]): `--parent SNAP` if given (id, prefix or `latest`), else the
-//! latest snapshot of the same host whose *set of path sources* equals this run's (stdin and
-//! command sources are ignored for the match); a run of streams only (stdin, commands) takes
-//! the latest one with no paths and the same set of stream names, whose versions of the streams
-//! serve as delta bases ([`Prior`]). `--force` uses no parent.
+//! latest snapshot of the same host whose *set of path sources* equals this run's (stdin,
+//! command and database sources are ignored for the match); a run of streams only (stdin,
+//! commands, databases) takes the latest one with no paths and the same set of stream names
+//! (a database's stored path), whose versions of the streams serve as delta bases ([`Prior`]).
+//! `--force` uses no parent.
 //!
 //! **Match rule** ([`ParentCursor::file`]): a regular file is unchanged when the parent has a
 //! regular file at the same stored path with equal size, mtime, ctime, inode and device (a v1
@@ -70,6 +71,7 @@ fn stream_set(sources: &[SourceRecord]) -> BTreeSet<&str> {
             SourceRecord::Stdin { name } | SourceRecord::Command { name, .. } => {
                 Some(name.as_str())
             }
+            SourceRecord::Database(d) => Some(d.name.as_str()),
             _ => None,
         })
         .collect()

@@ -112,9 +112,43 @@ fn plan(sources: &[SourceSpec]) -> Result<PlanDir> {
                     },
                 );
             }
+            SourceSpec::Database(db) => place_nested(&mut root, &db.path, s)?,
         }
     }
     Ok(root)
+}
+
+/// Places a stream at a nested stored path (`postgres/local/shop.sql`): its parent directories
+/// exist only in the snapshot; a clash with another source is refused.
+fn place_nested(root: &mut PlanDir, path: &str, s: &SourceSpec) -> Result<()> {
+    let comps: Vec<&str> = path.split('/').collect();
+    if comps
+        .iter()
+        .any(|c| c.is_empty() || *c == "." || *c == "..")
+    {
+        return Err(Error::InvalidArgument(format!(
+            "{path:?} is not a valid stored path for a stream"
+        )));
+    }
+    let mut node = root;
+    for (i, c) in comps.iter().enumerate() {
+        if node.real.is_some() || node.stream.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "{path:?} clashes with another source"
+            )));
+        }
+        let last = i + 1 == comps.len();
+        if last && node.children.contains_key(c.as_bytes()) {
+            return Err(Error::InvalidArgument(format!(
+                "two sources would both be stored as {path:?}"
+            )));
+        }
+        node = node.children.entry(c.as_bytes().to_vec()).or_default();
+        if last {
+            node.stream = Some(s.clone());
+        }
+    }
+    Ok(())
 }
 
 /// Validates sources without reading them (used before any work starts).

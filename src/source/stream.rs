@@ -1,5 +1,5 @@
 //! Streams: standard input and `--command` output, each stored as one file at the snapshot
-//! root with the metadata of a stream. Standard input is read here, chunked from a mapping
+//! root with the metadata of a stream (database dumps too, at their nested paths). Standard input is read here, chunked from a mapping
 //! when it is a regular file (`mmap.rs`) and read otherwise; a command is run by `command.rs`.
 
 #![forbid(unsafe_code)]
@@ -9,6 +9,7 @@ use std::ffi::OsStr;
 use crate::error::Error;
 use crate::format::chunker::ChunkerSpec;
 use crate::source::command::{RunningCommands, emit_command};
+use crate::source::database::emit_database;
 use crate::source::meta::Meta;
 use crate::source::mmap::{map_stdin, release_mapped};
 use crate::source::parent::Prior;
@@ -41,6 +42,7 @@ pub(super) fn emit_stream(
         SourceSpec::Command { command, .. } => {
             emit_command(command, start, chunker, commands, sink)
         }
+        SourceSpec::Database(db) => emit_database(db, start, chunker, commands, sink),
         SourceSpec::Path(_) => false,
     }
 }

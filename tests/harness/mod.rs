@@ -24,6 +24,7 @@ use tempfile::TempDir;
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_tresor");
 
+pub mod mariadb;
 pub mod proxy;
 pub mod s3;
 
@@ -35,6 +36,7 @@ pub mod exit {
     pub const INCOMPLETE: i32 = 3;
     pub const STALE: i32 = 4;
     pub const NOTIFY: i32 = 5;
+    pub const DRILL_FAILED: i32 = 6;
     pub const NO_REPO: i32 = 10;
     pub const LOCKED: i32 = 11;
     pub const WRONG_PASSWORD: i32 = 12;
