@@ -81,13 +81,7 @@ pub(super) fn database_sources(a: &CreateArgs) -> Result<Vec<SourceSpec>> {
 
 /// The database records of a snapshot.
 fn records(s: &Snapshot) -> Vec<&DatabaseRecord> {
-    s.sources
-        .iter()
-        .filter_map(|r| match r {
-            SourceRecord::Database(d) => Some(d),
-            _ => None,
-        })
-        .collect()
+    s.database_records()
 }
 
 /// The one database source `wanted` names: a stored path, a database name or an SQLite path.

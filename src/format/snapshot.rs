@@ -180,6 +180,17 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The database sources it holds, in source order.
+    pub fn database_records(&self) -> Vec<&DatabaseRecord> {
+        self.sources
+            .iter()
+            .filter_map(|r| match r {
+                SourceRecord::Database(d) => Some(d),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Seals the snapshot; returns (name, stored bytes).
     pub fn encode(&self, key: &MasterKey) -> Result<(ObjectId, Vec<u8>)> {
         key.seal_json(format::aad::SNAPSHOT, self)

@@ -213,6 +213,8 @@ pub struct Job {
     pub keep: Option<Policy>,
     /// When to prune.
     pub prune: Due,
+    /// When to drill the new snapshot's database sources (`drill`, default never).
+    pub drill: Due,
     /// The prune's repack threshold (`max-unused`, default 10%).
     pub max_unused: f64,
     /// The check step (None: no check).
@@ -245,6 +247,12 @@ pub struct DatabaseSources {
     pub sqlite: Vec<PathBuf>,
     /// Record per-table row counts.
     pub count_rows: bool,
+    /// How to reach the PostgreSQL server (`pg-host`, `pg-port`, `pg-user`; else libpq's
+    /// environment and defaults).
+    pub pg: crate::db::PgConn,
+    /// How to reach the MariaDB server (`my-socket`, `my-host`, `my-port`, `my-user`,
+    /// `my-defaults-file`; else the client's defaults).
+    pub my: crate::db::MyConn,
 }
 
 impl DatabaseSources {
@@ -409,6 +417,15 @@ struct RawSettings {
     mariadb: Option<Vec<String>>,
     sqlite: Option<Vec<PathBuf>>,
     count_rows: Option<bool>,
+    pg_host: Option<String>,
+    pg_port: Option<u16>,
+    pg_user: Option<String>,
+    my_socket: Option<PathBuf>,
+    my_host: Option<String>,
+    my_port: Option<u16>,
+    my_user: Option<String>,
+    my_defaults_file: Option<PathBuf>,
+    drill: Option<When>,
     tags: Option<Vec<String>>,
     exclude: Option<Vec<String>>,
     exclude_file: Option<Vec<PathBuf>>,
@@ -626,7 +643,33 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Config> {
             mariadb: pick!(mariadb).unwrap_or_default(),
             sqlite: pick!(sqlite).unwrap_or_default(),
             count_rows: pick!(count_rows).unwrap_or(false),
+            pg: crate::db::PgConn {
+                host: pick!(pg_host),
+                port: pick!(pg_port),
+                user: pick!(pg_user),
+                ..Default::default()
+            },
+            my: crate::db::MyConn {
+                socket: pick!(my_socket).map(|p| rel(&p)),
+                host: pick!(my_host),
+                port: pick!(my_port),
+                user: pick!(my_user),
+                defaults_file: pick!(my_defaults_file).map(|p| rel(&p)),
+                ..Default::default()
+            },
         };
+        let drill = pick!(drill).map_or(Due::Never, |w| w.0);
+        if matches!(drill, Due::UnusedOver(_)) {
+            return Err(err(
+                "`drill` takes always, never, hourly, daily, weekly or monthly (a share is for prune)"
+                    .into(),
+            ));
+        }
+        if drill != Due::Never && databases.is_empty() {
+            return Err(err(
+                "`drill` needs database sources to drill (postgres, mariadb or sqlite)".into(),
+            ));
+        }
         if let Some(p) = databases.sqlite.iter().find(|p| !p.is_absolute()) {
             return Err(err(format!(
                 "sqlite {:?} is relative; give absolute paths",
@@ -753,6 +796,7 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Config> {
             excludes,
             keep,
             prune: pick!(prune).map_or(Due::Never, |w| w.0),
+            drill,
             max_unused: pick!(max_unused).map_or(0.1, |s| s.0),
             check,
             max_age: pick!(max_age).map(|s| s.0),
@@ -974,6 +1018,29 @@ impl Job {
             t.insert("mariadb".into(), strs(&self.databases.mariadb));
             t.insert("sqlite".into(), paths(&self.databases.sqlite));
             t.insert("count-rows".into(), V::Boolean(self.databases.count_rows));
+            let pg = &self.databases.pg;
+            let my = &self.databases.my;
+            for (k, v) in [
+                ("pg-host", pg.host.clone()),
+                ("pg-port", pg.port.map(|p| p.to_string())),
+                ("pg-user", pg.user.clone()),
+                (
+                    "my-socket",
+                    my.socket.as_ref().map(|p| p.display().to_string()),
+                ),
+                ("my-host", my.host.clone()),
+                ("my-port", my.port.map(|p| p.to_string())),
+                ("my-user", my.user.clone()),
+                (
+                    "my-defaults-file",
+                    my.defaults_file.as_ref().map(|p| p.display().to_string()),
+                ),
+            ] {
+                if let Some(v) = v {
+                    t.insert(k.into(), V::String(v));
+                }
+            }
+            t.insert("drill".into(), V::String(describe_due(self.drill)));
         }
         let mut tags = self.tags.clone();
         tags.push(self.tag());
@@ -1238,6 +1305,14 @@ password-command = "cat /root/pw"
             prune.contains("line 5") && prune.contains("bad schedule"),
             "{prune}"
         );
+        let drill = parse_err(
+            "[jobs.web]\nrepository = \"/r\"\npassword-file = \"p\"\npaths = [\"/x\"]\ndrill = \"weekly\"\n",
+        );
+        assert!(drill.contains("needs database sources"), "{drill}");
+        let drill = parse_err(
+            "[jobs.db]\nrepository = \"/r\"\npassword-file = \"p\"\npostgres = [\"shop\"]\ndrill = \"10%\"\n",
+        );
+        assert!(drill.contains("a share is for prune"), "{drill}");
         let global = parse_err(
             "[jobs.web]\nrepository = \"/r\"\npassword-file = \"p\"\npaths = [\"/x\"]\nstate-dir = \"/s\"\n",
         );

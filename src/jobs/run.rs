@@ -14,7 +14,9 @@
 //! 5. `forget` with the job's keeps, among the job's own snapshots (tag `job:NAME`), per host.
 //! 6. `prune` when due ([`Due`]): a period since the last successful prune, or the unused
 //!    share of the stored bytes over a threshold.
-//! 7. `check` when due, reading what its `read-data-max-age` and `budget` say.
+//! 7. `check` when due, reading what its `read-data-max-age` and `budget` say; then `drill`
+//!    when due: each database source of the new snapshot restored into a scratch database and
+//!    its row counts compared ([`crate::db::drill`]).
 //! 8. `copy`: the job's snapshots each `copy` target lacks, through [`crate::copy::copy`].
 //! 9. `after` hooks when no step failed, else `failure` hooks; then `finally` hooks.
 //! 10. The success or fail ping and the notification command (the `notify` step: failed
@@ -554,6 +556,19 @@ pub fn plan(job: &Job, state_dir: &Path) -> Result<Vec<String>> {
             )
         }
     });
+    if job.drill != Due::Never {
+        let last = last_run_of(&history, "drill", &["ok", "failed"]);
+        v.push(format!(
+            "drill: {} (last {}): {}",
+            crate::jobs::config::describe_due(job.drill),
+            last.unwrap_or("never"),
+            if period_due(job.drill, last, t) {
+                "due: each database source of the new snapshot restored into a scratch database, counts compared"
+            } else {
+                "not due"
+            }
+        ));
+    }
     for c in &job.copy {
         v.push(format!(
             "copy: the snapshots tagged {} that {} lacks",
@@ -875,6 +890,7 @@ fn skip_after_failure(job: &Job, steps: &mut Steps, why: &str) {
         ("forget", job.keep.is_some()),
         ("prune", job.prune != Due::Never),
         ("check", job.check.is_some()),
+        ("drill", job.drill != Due::Never),
         ("copy", !job.copy.is_empty()),
     ] {
         steps.skip(step, configured.then(|| why.to_string()));
@@ -915,7 +931,7 @@ struct Outcome {
     copied: Option<u64>,
 }
 
-/// The steps that use the repository: snapshot, forget, prune, check, copy. `after_snapshot`
+/// The steps that use the repository: snapshot, forget, prune, check, drill, copy. `after_snapshot`
 /// runs right after the snapshot step is recorded, whether it succeeded or not (the sources'
 /// after, failure and finally hooks).
 fn repository_steps(
@@ -957,7 +973,7 @@ fn repository_steps(
             return;
         }
     };
-    match snapshot(&mut repo, job, log) {
+    let created = match snapshot(&mut repo, job, log) {
         Ok(r) => {
             let s = &r.snapshot.summary;
             outcome.snapshot = Some(r.id.to_hex());
@@ -987,6 +1003,7 @@ fn repository_steps(
             };
             steps.push("snapshot", t, out);
             after_snapshot(steps, &*outcome);
+            r.snapshot
         }
         Err(e) => {
             log.problem(&format!("error: snapshot: {e}"));
@@ -996,7 +1013,7 @@ fn repository_steps(
             outcome.repository_bytes = repository_bytes(&repo);
             return;
         }
-    }
+    };
     let now_utc = chrono::Utc::now();
     let prune_due = match job.prune {
         Due::Never => false,
@@ -1100,6 +1117,25 @@ fn repository_steps(
             }
         }
     }
+    if job.drill == Due::Never {
+        steps.skip("drill", None);
+    } else {
+        let last = last_run_of(history, "drill", &["ok", "failed"]);
+        if !period_due(job.drill, last, chrono::Utc::now()) {
+            steps.push(
+                "drill",
+                (now(), Instant::now()),
+                StepOut::not_due(format!("last drilled {}", last.unwrap_or("never"))),
+            );
+        } else {
+            let t = (now(), Instant::now());
+            let out = run_drill(&repo, job, &created, log).unwrap_or_else(|e| {
+                log.problem(&format!("error: drill: {e}"));
+                StepOut::failed(&e)
+            });
+            steps.push("drill", t, out);
+        }
+    }
     outcome.repository_bytes = repository_bytes(&repo);
     if job.copy.is_empty() {
         steps.skip("copy", None);
@@ -1177,9 +1213,8 @@ fn repository_bytes(repo: &Repo) -> Option<u64> {
 fn database_sources(d: &crate::jobs::config::DatabaseSources) -> Result<Vec<SourceSpec>> {
     let mut out = Vec::new();
     if !d.postgres.is_empty() {
-        let conn = crate::db::PgConn::default();
         let pg = crate::db::postgres::sources(
-            &conn,
+            &d.pg,
             &d.postgres,
             crate::db::PgFormat::Plain,
             &[],
@@ -1188,8 +1223,7 @@ fn database_sources(d: &crate::jobs::config::DatabaseSources) -> Result<Vec<Sour
         out.extend(pg.into_iter().map(|d| SourceSpec::Database(Box::new(d))));
     }
     if !d.mariadb.is_empty() {
-        let conn = crate::db::MyConn::default();
-        let my = crate::db::mariadb::sources(&conn, &d.mariadb, &[], d.count_rows)?;
+        let my = crate::db::mariadb::sources(&d.my, &d.mariadb, &[], d.count_rows)?;
         out.extend(my.into_iter().map(|d| SourceSpec::Database(Box::new(d))));
     }
     for p in &d.sqlite {
@@ -1269,6 +1303,64 @@ fn prune(repo: &mut Repo, job: &Job, log: &Log<'_>) -> Result<(StepOut, Option<u
     );
     log.note(&format!("prune: {m}"));
     Ok((StepOut::ok(m), Some(report.bytes_freed)))
+}
+
+/// The drill step: each database source of the snapshot just made is restored into a scratch
+/// database (a scratch file for SQLite), its row counts compared with those recorded, and the
+/// scratch copy dropped ([`crate::db::drill`]).
+fn run_drill(
+    repo: &Repo,
+    job: &Job,
+    snapshot: &crate::format::snapshot::Snapshot,
+    log: &Log<'_>,
+) -> Result<StepOut> {
+    let records = snapshot.database_records();
+    let (mut passed, mut failed) = (Vec::new(), Vec::new());
+    let mut seconds = 0.0;
+    for rec in records {
+        let mut feed = |w: &mut (dyn std::io::Write + Send)| {
+            let mut w = w;
+            crate::restore::restore_to_writer(repo, snapshot, Some(&rec.name), &mut w)
+        };
+        let o = match rec.engine.as_str() {
+            "postgres" => crate::db::drill::postgres(&job.databases.pg, rec, &mut feed)?,
+            "mariadb" => crate::db::drill::mariadb(&job.databases.my, rec, &mut feed)?,
+            "sqlite" => crate::db::drill::sqlite(rec, &mut feed)?,
+            e => {
+                return Err(Error::InvalidArgument(format!(
+                    "{}: engine {e:?} is not known to this version",
+                    rec.name
+                )));
+            }
+        };
+        seconds += o.restore_seconds;
+        if o.passed() {
+            log.note(&format!(
+                "drill {}: ok, restored in {:.1} s",
+                o.source, o.restore_seconds
+            ));
+            passed.push(o.source);
+        } else {
+            let why = o
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("{} tables differ in rows", o.mismatches.len()));
+            log.problem(&format!("error: drill {}: {why}", o.source));
+            failed.push(format!("{}: {why}", o.source));
+        }
+    }
+    if failed.is_empty() {
+        Ok(StepOut::ok(format!(
+            "drilled {} sources, restored in {seconds:.1} s",
+            passed.len()
+        )))
+    } else {
+        Ok(StepOut {
+            result: StepResult::Failed,
+            code: exit::DRILL_FAILED,
+            message: Some(format!("DRILL FAILED: {}", failed.join("; "))),
+        })
+    }
 }
 
 fn run_check(

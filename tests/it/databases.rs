@@ -740,26 +740,59 @@ fn a_job_of_the_configuration_file_dumps_its_databases() {
         &config,
         format!(
             "[defaults]\nrepository = {:?}\npassword-file = {:?}\ncache-dir = {:?}\nstate-dir = {:?}\n\n\
-             [jobs.db]\npostgres = [\"shop\"]\nsqlite = [{:?}]\ncount-rows = true\n",
+             [jobs.db]\npostgres = [\"shop\"]\nsqlite = [{:?}]\ncount-rows = true\n\
+             pg-host = {:?}\npg-user = \"postgres\"\ndrill = \"weekly\"\n",
             env.repo.display().to_string(),
             env.path("password.txt").display().to_string(),
             env.cache.display().to_string(),
             env.path("state").display().to_string(),
             app.display().to_string(),
+            pg.sock.display().to_string(),
         ),
     )
     .unwrap();
-    // The connection comes from libpq's environment, the tools from PATH, as in cron.
-    let mut cmd = env.command(&["--config", config.to_str().unwrap(), "run", "db"]);
-    cmd.env("PGHOST", &pg.sock).env("PGUSER", "postgres").env(
-        "PATH",
-        format!(
-            "{}:{}",
-            pg.bindir.display(),
-            std::env::var("PATH").unwrap_or_default()
-        ),
+    // The connection comes from the file, the tools from PATH, as in cron.
+    let run = |what: &str| {
+        let mut cmd = env.command(&["--config", config.to_str().unwrap(), "run", "db", "--json"]);
+        cmd.env_remove("PGHOST").env_remove("PGUSER").env(
+            "PATH",
+            format!(
+                "{}:{}",
+                pg.bindir.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        );
+        harness::run_command(cmd, what)
+    };
+    let step = |v: &serde_json::Value, name: &str| {
+        v["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["step"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} step in {v}"))
+    };
+    let first = run("tresor run db (first)");
+    first.expect_code(exit::OK, "the first run");
+    let v = first.json();
+    let drill = step(&v, "drill");
+    assert_eq!(drill["result"], "ok", "{v}");
+    assert!(
+        drill["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("drilled 2 sources"),
+        "{drill}"
     );
-    harness::run_command(cmd, "tresor run db").ok("tresor run db");
+    assert_eq!(
+        scratch_databases(&pg),
+        "",
+        "the job's drill left a scratch database"
+    );
+    // Weekly: the next run the same day does not drill again.
+    let v = run("tresor run db (second)").json();
+    assert_eq!(step(&v, "drill")["result"], "not-due", "{v}");
     let shown = env.show("latest");
     let names: Vec<&str> = shown["sources"]
         .as_array()
