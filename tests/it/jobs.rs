@@ -167,7 +167,7 @@ hooks = {{ before = [{b:?}], after = [{a:?}], failure = [{f:?}], finally = [{z:?
     assert_eq!(
         names,
         [
-            "before", "snapshot", "forget", "prune", "check", "copy", "after", "failure",
+            "before", "snapshot", "forget", "prune", "check", "drill", "copy", "after", "failure",
             "finally", "notify"
         ]
     );
@@ -932,6 +932,7 @@ hooks = {{ before = [{b:?}], after = [{a:?}], failure = [{f:?}], finally = [{z:?
             "forget",
             "prune",
             "check",
+            "drill",
             "copy",
             "after",
             "failure",
