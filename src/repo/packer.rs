@@ -471,11 +471,16 @@ mod tests {
 
     /// Stores `n` incompressible 256 KiB blobs (four per pack); returns the packer's outcome.
     fn store(repo: &mut Repo, n: u64) -> Result<PackerReport> {
+        store_sized(repo, n, 256 << 10)
+    }
+
+    /// Stores `n` incompressible blobs of `len` bytes; returns the packer's outcome.
+    fn store_sized(repo: &mut Repo, n: u64, len: usize) -> Result<PackerReport> {
         let key = Arc::clone(repo.key());
         let mut p = repo.packer()?;
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         for _ in 0..n {
-            let data: Vec<u8> = (0..256 << 10)
+            let data: Vec<u8> = (0..len)
                 .map(|_| {
                     x ^= x << 13;
                     x ^= x >> 7;
@@ -494,16 +499,22 @@ mod tests {
     #[test]
     fn uploads_run_in_parallel_within_the_memory_bound_and_every_indexed_pack_is_stored() {
         let t = tempfile::tempdir().unwrap();
-        // Four upload threads, but full packs' memory allows two at once.
-        let backend = gate(UPLOAD_BYTES_PACKS, 0);
+        // Four upload threads, but full packs' memory allows two at once: each 4.5 MiB blob
+        // makes a pack of its own (1 MiB packs leave room for one largest blob past the
+        // target), and three of them exceed two packs' capacity. Puts wait until two are in
+        // flight (the last one alone waits out `hold`), so two is also reached.
+        let backend = Arc::new(Gate {
+            hold: Duration::from_millis(300),
+            ..Arc::into_inner(gate(UPLOAD_BYTES_PACKS, 0)).unwrap()
+        });
         let mut repo = open(Arc::clone(&backend), t.path(), 4);
-        let report = store(&mut repo, 36).unwrap();
+        let report = store_sized(&mut repo, 8, 9 << 19).unwrap();
         assert_eq!(
             backend.most.load(Ordering::SeqCst),
             UPLOAD_BYTES_PACKS,
             "as many full packs were in flight at once as the memory bound allows, no more"
         );
-        assert!(report.packs_written >= 9, "{report:?}");
+        assert_eq!(report.packs_written, 8, "{report:?}");
         let stored = stored_packs(backend.as_ref());
         let mut indexed = 0;
         for name in repo.index_names().unwrap() {
