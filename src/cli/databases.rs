@@ -246,12 +246,7 @@ pub(super) fn drill(g: &Global, a: DrillArgs) -> Result<u8> {
             let mut w = w;
             restore::restore_to_writer(&repo, &s, Some(&rec.name), &mut w)
         };
-        let o = match rec.engine.as_str() {
-            "postgres" => db::drill::postgres(&conn, rec, &mut feed)?,
-            "mariadb" => db::drill::mariadb(&myconn, rec, &mut feed)?,
-            "sqlite" => db::drill::sqlite(rec, &mut feed)?,
-            e => bail!("{}: engine {e:?} is not known to this version", rec.name),
-        };
+        let o = db::drill::source(&conn, &myconn, rec, &mut feed)?;
         if !a.json && !g.quiet {
             print_outcome(&o);
         }

@@ -244,6 +244,25 @@ pub fn sqlite(rec: &DatabaseRecord, feed: &mut Feed<'_>) -> Result<Outcome> {
     Ok(o)
 }
 
+/// Drills one database source of any engine: PostgreSQL against `pg`, MariaDB against `my`,
+/// SQLite in a temporary file.
+pub fn source(
+    pg: &PgConn,
+    my: &MyConn,
+    rec: &DatabaseRecord,
+    feed: &mut Feed<'_>,
+) -> Result<Outcome> {
+    match rec.engine.as_str() {
+        "postgres" => postgres(pg, rec, feed),
+        "mariadb" => mariadb(my, rec, feed),
+        "sqlite" => sqlite(rec, feed),
+        e => Err(Error::InvalidArgument(format!(
+            "{}: engine {e:?} is not known to this version",
+            rec.name
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1322,17 +1322,7 @@ fn run_drill(
             let mut w = w;
             crate::restore::restore_to_writer(repo, snapshot, Some(&rec.name), &mut w)
         };
-        let o = match rec.engine.as_str() {
-            "postgres" => crate::db::drill::postgres(&job.databases.pg, rec, &mut feed)?,
-            "mariadb" => crate::db::drill::mariadb(&job.databases.my, rec, &mut feed)?,
-            "sqlite" => crate::db::drill::sqlite(rec, &mut feed)?,
-            e => {
-                return Err(Error::InvalidArgument(format!(
-                    "{}: engine {e:?} is not known to this version",
-                    rec.name
-                )));
-            }
-        };
+        let o = crate::db::drill::source(&job.databases.pg, &job.databases.my, rec, &mut feed)?;
         seconds += o.restore_seconds;
         if o.passed() {
             log.note(&format!(
