@@ -14,7 +14,7 @@
 
 #![forbid(unsafe_code)]
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
@@ -122,26 +122,8 @@ impl MyConn {
         if let Some(d) = database {
             c.arg(format!("--database={d}"));
         }
-        c.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().map_err(|e| failed(&what, start_error(&c, &e)))?;
-        if let Some(mut i) = child.stdin.take() {
-            let _ = i.write_all(sql.as_bytes());
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| failed(&what, format!("the client could not be waited for: {e}")))?;
-        if !out.status.success() {
-            return Err(failed(
-                &what,
-                said(
-                    &describe_status(&out.status),
-                    String::from_utf8_lossy(&out.stderr).trim(),
-                ),
-            ));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+        let out = process::output_fed(c, sql.as_bytes(), &what)?;
+        Ok(out.trim_end().to_string())
     }
 
     /// Every database but the server's own, by name.

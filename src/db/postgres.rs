@@ -200,27 +200,8 @@ impl PgConn {
         let what = format!("counting the rows of database {database}");
         // `\gexec` cannot be given with `-c`: the script goes to standard input.
         let mut c = self.psql(database);
-        c.args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().map_err(|e| failed(&what, start_error(&c, &e)))?;
-        if let Some(mut i) = child.stdin.take() {
-            let _ = i.write_all(COUNT_SQL.as_bytes());
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| failed(&what, format!("psql could not be waited for: {e}")))?;
-        if !out.status.success() {
-            return Err(failed(
-                &what,
-                said(
-                    &format!("psql {}", describe_status(&out.status)),
-                    String::from_utf8_lossy(&out.stderr).trim(),
-                ),
-            ));
-        }
-        parse_counts(&String::from_utf8_lossy(&out.stdout))
+        c.args(["-f", "-"]);
+        parse_counts(&process::output_fed(c, COUNT_SQL.as_bytes(), &what)?)
     }
 
     /// A dumper's version line (`pg_dump (PostgreSQL) 15.18 …`).

@@ -150,6 +150,31 @@ pub(crate) fn output(mut cmd: Command, what: &str) -> Result<String> {
     let out: Output = cmd
         .output()
         .map_err(|e| failed(what, start_error(&cmd, &e)))?;
+    checked(out, what)
+}
+
+/// [`output`] with `input` (a script) on the tool's standard input.
+pub(crate) fn output_fed(mut cmd: Command, input: &[u8], what: &str) -> Result<String> {
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| failed(what, start_error(&cmd, &e)))?;
+    if let Some(mut i) = child.stdin.take() {
+        // A tool that stops reading early fails with its own message, below.
+        let _ = std::io::Write::write_all(&mut i, input);
+    }
+    let out = child.wait_with_output().map_err(|e| {
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        failed(what, format!("{program} could not be waited for: {e}"))
+    })?;
+    checked(out, what)
+}
+
+/// The standard output of a tool that ended, or the error of one that failed, with what it
+/// wrote to standard error.
+fn checked(out: Output, what: &str) -> Result<String> {
     if !out.status.success() {
         return Err(failed(
             what,
